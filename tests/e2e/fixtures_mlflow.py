@@ -1,0 +1,1 @@
+"""Fixtures: mlflow (filled in by the e2e work)."""

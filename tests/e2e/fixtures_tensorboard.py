@@ -1,0 +1,1 @@
+"""Fixtures: tensorboard (filled in by the e2e work)."""
