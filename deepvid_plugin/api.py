@@ -1,0 +1,470 @@
+"""The JSON API of ``http_api.md``, computed once for every backend.
+
+Backends (the TensorBoard plugin, the MLflow app, the self-contained viewer) only implement the
+small :class:`RecordStore` protocol; every response shape is built here, so the frontend cannot
+tell them apart. The TensorBoard plugin's layout is followed: a backend's ``*_route`` parses the
+request with the ``parse_*`` helpers and calls the matching ``*_impl``, which does the work and
+either returns a JSON-able dict or raises :class:`ApiError`.
+
+Nothing here imports TensorBoard, MLflow or torch.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import math
+import re
+import urllib.parse
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from deepvid_plugin.record import (
+    SCHEMA_VERSION,
+    ExplanationRecord,
+    NewerSchemaError,
+    RecordDecodeError,
+)
+
+logger = logging.getLogger(__name__)
+
+#: thumbnails in the overview are at most this many pixels on each side.
+THUMB_SIZE = 16
+#: significant digits kept for probabilities in step summaries (the overview stays small).
+_PROB_DIGITS = 5
+
+
+class ApiError(Exception):
+    """A request the API cannot answer: ``status`` 400 (bad parameter) or 404 (unknown thing)."""
+
+    def __init__(self, status: int, message: str):
+        if status not in (400, 404):
+            raise ValueError(f"status: expected 400 or 404, got {status!r}")
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def to_json(self) -> dict[str, str]:
+        return {"error": self.message}
+
+
+# ---- encoders ---------------------------------------------------------------------------------
+def encode_map(arr: Any) -> dict[str, Any]:
+    """A signed map as ``{"shape", "scale", "data"}``: int8, base64, ``scale`` = max |value|.
+
+    Symmetric quantisation keeps 0 exactly 0, so a diverging colour map can be centred on it.
+    Non-finite values are drawn as 0 rather than poisoning the scale.
+    """
+    a = np.asarray(arr, dtype=np.float64)
+    a = np.where(np.isfinite(a), a, 0.0)
+    scale = float(np.max(np.abs(a))) if a.size else 0.0
+    q = np.zeros(a.shape, np.int8) if scale == 0.0 else np.rint(a / scale * 127).astype(np.int8)
+    return {"shape": list(a.shape), "scale": scale,
+            "data": base64.b64encode(q.tobytes()).decode("ascii")}
+
+
+def decode_map(obj: Mapping[str, Any]) -> np.ndarray:
+    """Inverse of :func:`encode_map` (up to quantisation); used by tests and the compare view."""
+    q = np.frombuffer(base64.b64decode(obj["data"]), dtype=np.int8)
+    return q.reshape(obj["shape"]).astype(np.float64) / 127.0 * float(obj["scale"])
+
+
+def encode_image(arr: Any) -> dict[str, Any]:
+    """A ``(C, H, W)`` image as ``{"shape", "data"}``: uint8, base64, min-max scaled per image."""
+    a = np.asarray(arr, dtype=np.float64)
+    if a.ndim != 3:
+        raise ValueError(f"arr: expected a (C, H, W) image, got shape {tuple(a.shape)}")
+    a = np.where(np.isfinite(a), a, 0.0)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if hi > lo:
+        q = np.rint((a - lo) / (hi - lo) * 255).astype(np.uint8)
+    else:  # a flat image carries no contrast to show
+        q = np.zeros(a.shape, np.uint8)
+    return {"shape": list(a.shape), "data": base64.b64encode(q.tobytes()).decode("ascii")}
+
+
+def _block_mean(a: np.ndarray, size: int) -> np.ndarray:
+    """Area-average a 2-d map down to at most ``size`` pixels per side (last block may be short)."""
+    out = a
+    for axis in (0, 1):
+        n = out.shape[axis]
+        f = max(1, math.ceil(n / size))
+        if f == 1:
+            continue
+        starts = np.arange(0, n, f)
+        counts = np.diff(np.append(starts, n))
+        out = np.add.reduceat(out, starts, axis=axis)
+        out = out / (counts[:, None] if axis == 0 else counts[None, :])
+    return out
+
+
+def channel_mean(weights: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` -> ``(H, W)``: what one weight map looks like on screen."""
+    return np.asarray(weights, dtype=np.float64).mean(axis=0)
+
+
+def _round(values: Iterable[float]) -> list[float]:
+    return [float(f"{float(v):.{_PROB_DIGITS}g}") for v in values]
+
+
+def step_summary(record: ExplanationRecord, previous_predicted: int | None) -> dict[str, Any]:
+    """The per-step summary the overview and timeline are drawn from (``http_api.md``).
+
+    Writers compute it once per step (the TensorBoard sink stores it as the ``summary`` tag, the
+    MLflow sink in its index), so the overview never decodes full records.
+
+    Args:
+        record: the explanation at this step.
+        previous_predicted: the predicted class at the instance's previous logged step, or
+            ``None`` for the first one; sets ``changed``.
+    """
+    if not isinstance(record, ExplanationRecord):
+        raise TypeError(f"record: expected an ExplanationRecord, got {type(record).__name__}")
+    if previous_predicted is not None and (
+        isinstance(previous_predicted, bool) or not isinstance(previous_predicted, (int, np.integer))
+    ):
+        raise TypeError(f"previous_predicted: expected an int or None, got {previous_predicted!r}")
+    predicted = record.predicted
+    thumb = _block_mean(channel_mean(record.weights[predicted]), THUMB_SIZE)
+    return {
+        "step": record.step,
+        "schema_version": record.schema_version,
+        "predicted": predicted,
+        "probs": _round(record.teacher_probs),
+        "fidelity": dict(record.fidelity),
+        "trustworthy": record.trustworthy,
+        "changed": previous_predicted is not None and predicted != int(previous_predicted),
+        "thumb": encode_map(thumb),
+    }
+
+
+# ---- the store protocol -----------------------------------------------------------------------
+@dataclasses.dataclass
+class InstanceOverview:
+    """One tracked instance of a run: what the overview row needs."""
+
+    id: str
+    label: int | None
+    image: np.ndarray  # (C, H, W), model input space
+    steps: list[dict[str, Any]]  # step_summary dicts, sorted by step
+
+
+@dataclasses.dataclass
+class RunOverview:
+    class_names: list[str]
+    instances: list[InstanceOverview]
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+class RecordStore(Protocol):
+    """Where a backend keeps records. Everything the API serves comes through these three calls."""
+
+    def runs(self) -> list[tuple[str, str]]:
+        """``(run, display name)`` for every run that holds DeepVID data."""
+        ...
+
+    def overview(self, run: str, instance: str | None = None) -> RunOverview:
+        """Class names and every instance's step summaries of ``run``.
+
+        ``instance``, when given, is a hint: the store MAY return only that instance (the timeline
+        route passes it), and must still include it when it exists.
+
+        Raises:
+            KeyError: ``run`` is unknown.
+        """
+        ...
+
+    def record(self, run: str, instance: str, step: int) -> ExplanationRecord:
+        """The full record, with neighbour images put back when the store has them.
+
+        Raises:
+            KeyError: the run, instance or step is unknown.
+            NewerSchemaError, RecordDecodeError: the stored bytes cannot be read.
+        """
+        ...
+
+
+class MemoryStore:
+    """A :class:`RecordStore` over records held in memory: ``{run: [ExplanationRecord, ...]}``.
+
+    Used for tests and for building a viewer snapshot straight from records; it computes step
+    summaries exactly as the sinks do.
+    """
+
+    def __init__(self, runs: Mapping[str, Iterable[ExplanationRecord]],
+                 names: Mapping[str, str] | None = None):
+        self._records: dict[str, dict[tuple[str, int], ExplanationRecord]] = {}
+        for run, records in runs.items():
+            by_key = {}
+            for rec in records:
+                if not isinstance(rec, ExplanationRecord):
+                    raise TypeError(f"runs[{run!r}]: expected ExplanationRecords, got "
+                                    f"{type(rec).__name__}")
+                by_key[(rec.instance_id, rec.step)] = rec
+            self._records[str(run)] = by_key
+        self._names = dict(names or {})
+
+    def runs(self) -> list[tuple[str, str]]:
+        return [(r, self._names.get(r, r)) for r in self._records]
+
+    def overview(self, run: str, instance: str | None = None) -> RunOverview:
+        records = self._records[run]
+        class_names: list[str] = []
+        rows: dict[str, InstanceOverview] = {}
+        previous: dict[str, int] = {}
+        for (iid, _step), rec in sorted(records.items(), key=lambda kv: kv[0][1]):
+            class_names = class_names or list(rec.class_names)
+            row = rows.setdefault(iid, InstanceOverview(iid, rec.label, rec.image, []))
+            row.steps.append(step_summary(rec, previous.get(iid)))
+            previous[iid] = rec.predicted
+        return RunOverview(class_names, list(rows.values()), [])
+
+    def record(self, run: str, instance: str, step: int) -> ExplanationRecord:
+        return self._records[run][(instance, step)]
+
+
+# ---- request parsing --------------------------------------------------------------------------
+_INT_RE = re.compile(r"-?\d{1,18}")
+
+
+def _param(args: Mapping[str, Any], name: str) -> str:
+    value = args.get(name)
+    if value is None or value == "":
+        raise ApiError(400, f"missing query parameter {name!r}")
+    if not isinstance(value, str):
+        raise ApiError(400, f"query parameter {name!r}: expected a string, got {value!r}")
+    return value
+
+
+def parse_run(args: Mapping[str, Any]) -> str:
+    return _param(args, "run")
+
+
+def parse_instance(args: Mapping[str, Any]) -> str:
+    return _param(args, "instance")
+
+
+def parse_step(args: Mapping[str, Any]) -> int:
+    raw = _param(args, "step")
+    if not _INT_RE.fullmatch(raw):
+        raise ApiError(400, f"query parameter 'step': expected an integer, got {raw!r}")
+    return int(raw)
+
+
+def parse_runs(args: Mapping[str, Any]) -> list[str]:
+    raw = _param(args, "runs")
+    runs = raw.split(",")
+    if any(not r for r in runs) or len(set(runs)) != len(runs) or len(runs) < 2:
+        raise ApiError(
+            400, f"query parameter 'runs': expected at least two distinct comma-separated runs, "
+            f"got {raw!r}")
+    return runs
+
+
+# ---- the routes' work -------------------------------------------------------------------------
+def _overview(store: RecordStore, run: str, instance: str | None = None) -> RunOverview:
+    try:
+        if instance is None:
+            return store.overview(run)
+        return store.overview(run, instance=instance)
+    except KeyError:
+        raise ApiError(404, f"run {run!r} not found") from None
+
+
+def _find(ov: RunOverview, run: str, instance: str) -> InstanceOverview:
+    for inst in ov.instances:
+        if inst.id == instance:
+            return inst
+    raise ApiError(404, f"instance {instance!r} not found in run {run!r}")
+
+
+def _warn(messages: Sequence[str]) -> None:
+    for m in messages:
+        warnings.warn(m, stacklevel=3)
+
+
+def runs_impl(store: RecordStore) -> dict[str, Any]:
+    out, warns = [], []
+    for run, name in store.runs():
+        try:
+            ov = store.overview(run)
+        except KeyError:  # vanished between listing and reading (e.g. a deleted run dir)
+            continue
+        warns.extend(ov.warnings)
+        steps = {s["step"] for inst in ov.instances for s in inst.steps}
+        out.append({"run": run, "name": name, "instances": len(ov.instances),
+                    "steps": len(steps)})
+    return {"runs": out, "warnings": warns}
+
+
+def _instance_json(inst: InstanceOverview) -> dict[str, Any]:
+    return {"id": inst.id, "label": inst.label, "image": encode_image(inst.image),
+            "steps": inst.steps}
+
+
+def instances_impl(store: RecordStore, run: str) -> dict[str, Any]:
+    ov = _overview(store, run)
+    return {"run": run, "class_names": list(ov.class_names),
+            "instances": [_instance_json(i) for i in ov.instances],
+            "warnings": list(ov.warnings)}
+
+
+def timeline_impl(store: RecordStore, run: str, instance: str) -> dict[str, Any]:
+    ov = _overview(store, run, instance)
+    inst = _find(ov, run, instance)
+    return {"run": run, "instance": instance, "class_names": list(ov.class_names),
+            "label": inst.label, "image": encode_image(inst.image), "steps": inst.steps,
+            "warnings": list(ov.warnings)}
+
+
+def _read(store: RecordStore, run: str, instance: str, step: int) -> ExplanationRecord:
+    """store.record with its failures turned into API errors (a skipped record is a 404)."""
+    try:
+        return store.record(run, instance, step)
+    except NewerSchemaError as e:
+        raise ApiError(404, f"record {instance!r} at step {step} in run {run!r} was skipped: "
+                       f"{e}") from None
+    except RecordDecodeError as e:
+        raise ApiError(404, f"record {instance!r} at step {step} in run {run!r} is corrupt "
+                       f"and was skipped: {e}") from None
+    except KeyError:
+        raise ApiError(404, f"no record for instance {instance!r} at step {step} in run "
+                       f"{run!r}") from None
+
+
+def record_impl(store: RecordStore, run: str, instance: str, step: int) -> dict[str, Any]:
+    rec = _read(store, run, instance, step)
+    warns = []
+    if not rec.has_neighbour_images:
+        warns.append(f"neighbour images of instance {instance!r} in run {run!r} are missing "
+                     "or unreadable; their labels are still shown")
+        _warn(warns)
+    return {
+        "run": run, "instance": instance, "step": rec.step,
+        "schema_version": rec.schema_version,
+        "class_names": list(rec.class_names), "label": rec.label, "predicted": rec.predicted,
+        "image": encode_image(rec.image),
+        "teacher_probs": _round(rec.teacher_probs), "student_probs": _round(rec.student_probs),
+        "weights": [encode_map(w) for w in rec.weights],
+        "bias": _round(rec.bias),
+        "fidelity": dict(rec.fidelity), "trustworthy": rec.trustworthy,
+        "neighbours": [encode_image(n) for n in rec.neighbours],
+        "neighbour_teacher": [int(v) for v in rec.neighbour_teacher],
+        "neighbour_student": [int(v) for v in rec.neighbour_student],
+        "settings": dict(rec.settings),
+        "warnings": warns,
+    }
+
+
+def compare_impl(store: RecordStore, instance: str, runs: Sequence[str]) -> dict[str, Any]:
+    names = dict(store.runs())
+    overviews = {r: _overview(store, r) for r in runs}
+    warns = [w for r in runs for w in overviews[r].warnings]
+    ids = {r: [i.id for i in overviews[r].instances] for r in runs}
+    shared = set.intersection(*(set(v) for v in ids.values()))
+    common = [i for i in ids[runs[0]] if i in shared]
+    for r in runs:
+        if instance not in ids[r]:
+            raise ApiError(404, f"instance {instance!r} not found in run {r!r}")
+    insts = {r: _find(overviews[r], r, instance) for r in runs}
+    first = overviews[runs[0]]
+    for r in runs[1:]:
+        if list(overviews[r].class_names) != list(first.class_names):
+            warns.append(f"runs {runs[0]!r} and {r!r} have different class names; "
+                         f"showing those of {runs[0]!r}")
+    by_step = {r: {s["step"]: s for s in insts[r].steps} for r in runs}
+    steps = sorted(set.intersection(*(set(v) for v in by_step.values())))
+
+    a_run, b_run = runs[0], runs[1]
+    maps = []
+    for step in steps:
+        cls = int(by_step[a_run][step]["predicted"])
+        try:
+            a = channel_mean(_read(store, a_run, instance, step).weights[cls])
+            b = channel_mean(_read(store, b_run, instance, step).weights[cls])
+        except ApiError as e:  # one unreadable step must not hide the others
+            warns.append(e.message)
+            continue
+        maps.append({"step": step, "class": cls, "a": encode_map(a), "b": encode_map(b),
+                     "diff": encode_map(b - a)})
+    only_in = {r: [i for i in ids[r] if i not in shared] for r in runs}
+    note = None
+    if any(only_in.values()):
+        note = f"runs track different instance sets; comparing the {len(common)} they share"
+    _warn(warns)
+    return {
+        "instance": instance, "runs": list(runs), "names": [names.get(r, r) for r in runs],
+        "class_names": list(first.class_names), "label": insts[a_run].label,
+        "steps": steps,
+        "per_run": {r: [by_step[r][s] for s in steps] for r in runs},
+        "maps": maps, "common_instances": common, "only_in": only_in, "note": note,
+        "warnings": warns,
+    }
+
+
+# ---- snapshot (self-contained viewer) ---------------------------------------------------------
+def snapshot_key(route: str, params: Mapping[str, str] | None = None) -> str:
+    """The key a response is stored under in :func:`snapshot` (documented in ``http_api.md``)."""
+    if not params:
+        return route
+    return route + "?" + urllib.parse.urlencode(sorted(params.items()), quote_via=_form_quote)
+
+
+def _form_quote(value: str, safe: str = "", encoding=None, errors=None) -> str:
+    # Exactly what JavaScript's URLSearchParams writes (WHATWG form encoding), so the frontend can
+    # rebuild a key without a table of exceptions: it keeps "*" and escapes "~", unlike quote_plus.
+    return urllib.parse.quote_plus(value, safe="*", encoding=encoding,
+                                   errors=errors).replace("~", "%7E")
+
+
+def snapshot(store: RecordStore, runs: Sequence[str] | None = None) -> dict[str, dict]:
+    """Every response the frontend could ask for, keyed by :func:`snapshot_key`.
+
+    ``runs`` restricts the snapshot to those runs (default: all). Compare responses are included
+    for every ordered pair of runs and every instance both track.
+    """
+    listing = runs_impl(store)
+    wanted = [r["run"] for r in listing["runs"]] if runs is None else list(runs)
+    known = {r["run"] for r in listing["runs"]}
+    for r in wanted:
+        if r not in known:
+            raise ValueError(f"runs: {r!r} is not a run of this store; known: {sorted(known)}")
+    listing["runs"] = [r for r in listing["runs"] if r["run"] in wanted]
+    out: dict[str, dict] = {snapshot_key("runs"): listing}
+    ids: dict[str, list[str]] = {}
+    for run in wanted:
+        inst = instances_impl(store, run)
+        out[snapshot_key("instances", {"run": run})] = inst
+        ids[run] = [i["id"] for i in inst["instances"]]
+        for i in inst["instances"]:
+            out[snapshot_key("timeline", {"run": run, "instance": i["id"]})] = timeline_impl(
+                store, run, i["id"])
+            for s in i["steps"]:
+                try:
+                    rec = record_impl(store, run, i["id"], s["step"])
+                except ApiError as e:  # unreadable: the viewer shows the same error the API would
+                    inst["warnings"].append(e.message)
+                    continue
+                out[snapshot_key("record", {"run": run, "instance": i["id"],
+                                            "step": str(s["step"])})] = rec
+    for a in wanted:
+        for b in wanted:
+            if a == b:
+                continue
+            for i in ids[a]:
+                if i in ids[b]:
+                    out[snapshot_key("compare", {"instance": i, "runs": f"{a},{b}"})] = (
+                        compare_impl(store, i, [a, b]))
+    return out
+
+
+__all__ = [
+    "SCHEMA_VERSION", "THUMB_SIZE", "ApiError", "InstanceOverview", "MemoryStore", "RecordStore", "RunOverview",
+    "channel_mean", "compare_impl", "decode_map", "encode_image", "encode_map", "instances_impl",
+    "parse_instance", "parse_run", "parse_runs", "parse_step", "record_impl", "runs_impl",
+    "snapshot", "snapshot_key", "step_summary", "timeline_impl",
+]
