@@ -1,0 +1,58 @@
+"""Neighbours of an instance in the generator's latent space: ``decode(mu + radius * eps)``.
+
+The noise of each instance is drawn from its own RNG, seeded from ``(seed, instance_id)``, so
+an instance always gets the same neighbours however many other instances are explained with it
+and in whatever order. That is what makes explanations comparable across epochs: a change in the
+explanation is a change in the model, not in the sample.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import torch
+
+from deepvid_plugin.explain.generator import Generator
+
+
+def instance_seed(seed: int, instance_id: str) -> int:
+    """A stable 63-bit seed for one instance (crc32 is stable across processes, unlike hash())."""
+    return (int(seed) * 1_000_003 + zlib.crc32(instance_id.encode("utf-8"))) % (2 ** 63)
+
+
+def latent_noise(latent_dim: int, n: int, seed: int, instance_id: str) -> torch.Tensor:
+    """(n, latent_dim) standard normal noise for one instance; row 0 is zero (the reconstruction)."""
+    gen = torch.Generator(device="cpu").manual_seed(instance_seed(seed, instance_id))
+    eps = torch.randn(n, latent_dim, generator=gen)
+    eps[0] = 0.0
+    return eps
+
+
+def sample_neighbours(generator: Generator, x: torch.Tensor, ids: Sequence[str], n: int,
+                      radius: float | torch.Tensor, seed: int,
+                      batch_size: int = 1024) -> torch.Tensor:
+    """(K, n, C, H, W) neighbours of the K images ``x``; ``[:, 0]`` reconstructs each instance.
+
+    ``radius`` is a scalar or a (latent_dim,) tensor (one radius per latent dimension).
+    Runs the generator under no_grad; the caller owns eval mode and RNG isolation.
+    """
+    mu = generator.encode(x)
+    if mu.dim() != 2 or mu.shape[0] != x.shape[0]:
+        raise ValueError(f"generator.encode: expected latent means of shape ({x.shape[0]}, L), "
+                         f"got {tuple(mu.shape)}")
+    latent_dim = mu.shape[1]
+    r = torch.as_tensor(radius, dtype=mu.dtype, device=mu.device)
+    if r.dim() not in (0, 1) or (r.dim() == 1 and r.shape[0] != latent_dim):
+        raise ValueError(f"radius: expected a scalar or {latent_dim} values (one per latent "
+                         f"dimension), got shape {tuple(r.shape)}")
+    out = []
+    for k, iid in enumerate(ids):
+        eps = latent_noise(latent_dim, n, seed, iid).to(mu.device, mu.dtype)
+        z = mu[k : k + 1] + r * eps
+        out.append(torch.cat([generator.decode(zb) for zb in z.split(batch_size)]))
+    result = torch.stack(out)
+    if tuple(result.shape[2:]) != tuple(x.shape[1:]):
+        raise ValueError(f"generator.decode: expected images of shape {tuple(x.shape[1:])}, got "
+                         f"{tuple(result.shape[2:])}")
+    return result
