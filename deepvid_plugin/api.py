@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import logging
 import math
 import re
@@ -140,6 +141,30 @@ def step_summary(record: ExplanationRecord, previous_predicted: int | None) -> d
         "changed": previous_predicted is not None and predicted != int(previous_predicted),
         "thumb": encode_map(thumb),
     }
+
+
+def with_changed(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Recompute ``changed`` over step summaries sorted by step, as a reader sees them.
+
+    Readers call it because what is served can differ from what the writer saw: a resumed run, a
+    skipped unreadable step, or downsampling.
+    """
+    previous = None
+    for s in steps:
+        s["changed"] = previous is not None and s.get("predicted") != previous
+        previous = s.get("predicted")
+    return steps
+
+
+def json_loads_object(raw: bytes | str) -> dict[str, Any]:
+    """A JSON object from stored bytes; ``ValueError`` for anything else."""
+    try:
+        value = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except (UnicodeDecodeError, TypeError, AttributeError) as e:
+        raise ValueError(f"expected UTF-8 JSON, got {type(raw).__name__}: {e}") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 # ---- the store protocol -----------------------------------------------------------------------

@@ -1,0 +1,251 @@
+"""Read side: the DeepVID tab's HTTP backend inside TensorBoard.
+
+Routes (``http_api.md``) live under ``/data/plugin/deepvid/``; every other path under it serves a
+file of the built frontend in ``static/``. Data is read only through ``context.data_provider``,
+so the plugin works the same under the Python multiplexer (``--load_fast=false``) and RustBoard
+(``--load_fast=true``, where ``context.multiplexer`` is None).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import mimetypes
+import os
+import re
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from tensorboard import errors as tb_errors
+from tensorboard import plugin_util
+from tensorboard.backend import http_util
+from tensorboard.data import provider
+from tensorboard.plugins import base_plugin
+from werkzeug import wrappers
+
+from deepvid_plugin import api
+from deepvid_plugin.record import SCHEMA_VERSION, ExplanationRecord, RecordDecodeError
+from deepvid_plugin.tensorboard import metadata
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+# Large enough to keep every step: downsampling is decided by --samples_per_plugin (see loader).
+_ALL = 1_000_000_000
+_MIMETYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
+              ".map": "application/json", ".json": "application/json", ".html": "text/html",
+              ".svg": "image/svg+xml", ".png": "image/png", ".woff2": "font/woff2",
+              ".wasm": "application/wasm"}
+
+
+def _natural_key(s: str) -> list[Any]:
+    # "test-2" before "test-10", as a person would order instance ids.
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s)]
+
+
+def _decode_image(obj: Any) -> np.ndarray:
+    """The uint8 instance image stored in the summary content (see TensorBoardSink)."""
+    shape = [int(v) for v in obj["shape"]]
+    return np.frombuffer(base64.b64decode(obj["data"]), np.uint8).reshape(shape)
+
+
+class DataProviderStore:
+    """:class:`deepvid_plugin.api.RecordStore` over a TensorBoard ``DataProvider``."""
+
+    def __init__(self, data_provider: provider.DataProvider, ctx: Any = None,
+                 experiment_id: str = ""):
+        self._dp = data_provider
+        self._ctx = ctx
+        self._eid = experiment_id
+
+    def _list(self, runs=None, tags=None) -> dict:
+        flt = None if runs is None else provider.RunTagFilter(runs=runs, tags=tags)
+        return self._dp.list_tensors(self._ctx, experiment_id=self._eid,
+                                     plugin_name=metadata.PLUGIN_NAME, run_tag_filter=flt)
+
+    @staticmethod
+    def _summary_tags(tags) -> dict[str, str]:
+        out = {}
+        for name in tags:
+            parsed = metadata.parse_tag(name)
+            if parsed and parsed[1] == metadata.KIND_SUMMARY:
+                out[name] = parsed[0]
+        return out
+
+    def runs(self) -> list[tuple[str, str]]:
+        listing = self._list()
+        return [(r, r) for r in sorted(listing, key=_natural_key)
+                if self._summary_tags(listing[r])]
+
+    def overview(self, run: str, instance: str | None = None) -> api.RunOverview:
+        tags = None if instance is None else [metadata.tag(instance, metadata.KIND_SUMMARY)]
+        listing = self._list([run], tags).get(run, {})
+        summary_tags = self._summary_tags(listing)
+        if not summary_tags and not self._summary_tags(self._list([run]).get(run, {})):
+            raise KeyError(run)
+        warns: list[str] = []
+        data = self._dp.read_tensors(
+            self._ctx, experiment_id=self._eid, plugin_name=metadata.PLUGIN_NAME,
+            downsample=_ALL,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=list(summary_tags)),
+        ).get(run, {})
+        class_names: list[str] = []
+        instances = []
+        for tag_name in sorted(summary_tags, key=lambda t: _natural_key(summary_tags[t])):
+            iid = summary_tags[tag_name]
+            try:
+                content = metadata.parse_plugin_metadata(listing[tag_name].plugin_content)
+                label = content.get("label")
+                image = (_decode_image(content["image"]) if "image" in content
+                         else np.zeros((1, 1, 1), np.uint8))
+            except (ValueError, KeyError, TypeError) as e:
+                warns.append(f"instance {iid!r} in run {run!r} was skipped: its summary "
+                             f"metadata is unreadable ({e})")
+                continue
+            class_names = class_names or [str(c) for c in content.get("class_names", [])]
+            steps = self._steps(run, iid, data.get(tag_name, []), warns)
+            instances.append(api.InstanceOverview(iid, label, image, steps))
+        for w in warns:
+            warnings.warn(w, stacklevel=2)
+        return api.RunOverview(class_names, instances, warns)
+
+    @staticmethod
+    def _steps(run: str, iid: str, data, warns: list[str]) -> list[dict[str, Any]]:
+        by_step: dict[int, dict[str, Any]] = {}
+        for datum in data:
+            where = f"instance {iid!r} at step {datum.step} in run {run!r}"
+            try:
+                raw = np.asarray(datum.numpy).item()
+                summary = api.json_loads_object(raw)
+            except ValueError as e:
+                warns.append(f"{where} was skipped: its summary is unreadable ({e})")
+                continue
+            version = summary.get("schema_version", SCHEMA_VERSION)
+            if not isinstance(version, int) or version > SCHEMA_VERSION:
+                warns.append(f"{where} was skipped: written with schema_version {version!r}, "
+                             f"this deepvid-plugin reads up to {SCHEMA_VERSION}; upgrade "
+                             "deepvid-plugin to read it")
+                continue
+            summary["step"] = int(datum.step)
+            by_step[int(datum.step)] = summary  # a re-written step (resumed run): last one wins
+        return api.with_changed([by_step[s] for s in sorted(by_step)])
+
+    def record(self, run: str, instance: str, step: int) -> ExplanationRecord:
+        rtag = metadata.tag(instance, metadata.KIND_RECORD)
+        ntag = metadata.tag(instance, metadata.KIND_NEIGHBOURS)
+        seqs = self._dp.read_blob_sequences(
+            self._ctx, experiment_id=self._eid, plugin_name=metadata.PLUGIN_NAME,
+            downsample=_ALL, run_tag_filter=provider.RunTagFilter(runs=[run], tags=[rtag, ntag]),
+        ).get(run, {})
+        matching = [d for d in seqs.get(rtag, []) if d.step == step]
+        if not matching:
+            raise KeyError((run, instance, step))
+        rec = ExplanationRecord.decode(self._blob(matching[-1]))
+        neighbours = seqs.get(ntag, [])
+        if neighbours:
+            try:
+                arr = np.load(io.BytesIO(self._blob(neighbours[-1])), allow_pickle=False)
+                rec = rec.with_neighbour_images(arr)
+            except (ValueError, OSError, KeyError) as e:
+                msg = (f"neighbour images of instance {instance!r} in run {run!r} are "
+                       f"unreadable: {e}")
+                logger.warning(msg)
+                warnings.warn(msg, stacklevel=2)
+        return rec
+
+    def _blob(self, datum) -> bytes:
+        if not datum.values:
+            raise RecordDecodeError(f"empty blob sequence at step {datum.step}")
+        try:
+            return self._dp.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
+        except tb_errors.NotFoundError as e:
+            raise KeyError(str(e)) from e
+
+
+class DeepVIDPlugin(base_plugin.TBPlugin):
+    """The DeepVID tab: JSON routes of ``http_api.md`` plus the bundled frontend."""
+
+    plugin_name = metadata.PLUGIN_NAME
+
+    def __init__(self, context: base_plugin.TBContext):
+        self._data_provider = context.data_provider
+
+    def get_plugin_apps(self):
+        return {
+            "/runs": self._runs_route,
+            "/instances": self._instances_route,
+            "/timeline": self._timeline_route,
+            "/record": self._record_route,
+            "/compare": self._compare_route,
+            "/*": self._static_route,
+        }
+
+    def is_active(self):
+        # TensorBoard 2.21 decides activity from data_plugin_names() (any run with "deepvid"
+        # data); this is only consulted as a fallback, and listing runs here would be slow.
+        return False
+
+    def frontend_metadata(self):
+        return base_plugin.FrontendMetadata(es_module_path="/index.js", tab_name="DeepVID")
+
+    # ---- routes: parse the request, call the *_impl in deepvid_plugin.api ---------------------
+    def _store(self, request) -> DataProviderStore:
+        return DataProviderStore(self._data_provider, plugin_util.context(request.environ),
+                                 plugin_util.experiment_id(request.environ))
+
+    def _answer(self, request, work: Callable[[DataProviderStore], dict]):
+        try:
+            body, code = work(self._store(request)), 200
+        except api.ApiError as e:
+            body, code = e.to_json(), e.status
+        return http_util.Respond(request, body, "application/json", code=code)
+
+    @wrappers.Request.application
+    def _runs_route(self, request):
+        return self._answer(request, api.runs_impl)
+
+    @wrappers.Request.application
+    def _instances_route(self, request):
+        return self._answer(request, lambda s: api.instances_impl(s, api.parse_run(request.args)))
+
+    @wrappers.Request.application
+    def _timeline_route(self, request):
+        return self._answer(request, lambda s: api.timeline_impl(
+            s, api.parse_run(request.args), api.parse_instance(request.args)))
+
+    @wrappers.Request.application
+    def _record_route(self, request):
+        return self._answer(request, lambda s: api.record_impl(
+            s, api.parse_run(request.args), api.parse_instance(request.args),
+            api.parse_step(request.args)))
+
+    @wrappers.Request.application
+    def _compare_route(self, request):
+        return self._answer(request, lambda s: api.compare_impl(
+            s, api.parse_instance(request.args), api.parse_runs(request.args)))
+
+    @wrappers.Request.application
+    def _static_route(self, request):
+        # Served under /data/plugin/deepvid/ (behind any --path_prefix): the name is what follows.
+        marker = f"/plugin/{metadata.PLUGIN_NAME}/"
+        path = request.path
+        name = path[path.index(marker) + len(marker):] if marker in path else ""
+        return self._static_file(request, name)
+
+    def _static_file(self, request, name: str):
+        root = os.path.realpath(STATIC_DIR)
+        full = os.path.realpath(os.path.join(root, name))
+        parts = name.split("/")
+        if (not name or "\\" in name or "\x00" in name or any(p in ("", ".", "..") for p in parts)
+                or os.path.commonpath([root, full]) != root or not os.path.isfile(full)):
+            return http_util.Respond(request, {"error": f"no such file: {name!r}"},
+                                     "application/json", code=404)
+        ext = os.path.splitext(full)[1].lower()
+        mimetype = _MIMETYPES.get(ext) or mimetypes.guess_type(full)[0] or \
+            "application/octet-stream"
+        with open(full, "rb") as f:
+            content = f.read()
+        return http_util.Respond(request, content, mimetype)
