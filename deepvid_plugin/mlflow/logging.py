@@ -1,0 +1,373 @@
+"""`MLflowSink`: write DeepVID records into an MLflow run (layout: :mod:`.layout`).
+
+Works with the three ways people hold an MLflow run::
+
+    MLflowSink()                                  # the fluent active run (mlflow.start_run())
+    MLflowSink(run_id, client=MlflowClient(uri))  # an explicit run
+    MLflowSink(logger=MLFlowLogger(...))          # Lightning: logger.experiment is a client
+
+Per step it costs one ``log_artifacts`` upload (records, neighbours the first time, the step's
+summaries) and one ``log_batch`` (fidelity metrics); one ``log_image`` per instance (MLflow's own
+image slider then shows the timeline with no extra code) goes out on a background thread. Writes are buffered per step: a record
+of a new step, ``flush()`` or ``close()`` uploads the buffered one. Every ``viewer_every``
+uploaded steps, and on ``close()``, ``deepvid/viewer.html`` (self-contained) and
+``deepvid/index.json`` are rewritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from deepvid_plugin.mlflow import layout
+from deepvid_plugin.record import ExplanationRecord
+
+logger = logging.getLogger(__name__)
+
+#: smallest side, in pixels, of the weight-map images logged with log_image (28x28 -> 224x224).
+_MIN_IMAGE_SIDE = 224
+#: steps of weight-map images that may wait for upload before write() blocks.
+_MAX_PENDING_IMAGE_STEPS = 4
+
+
+def render_weight_map(record: ExplanationRecord, min_side: int = _MIN_IMAGE_SIDE) -> np.ndarray:
+    """The predicted class's weight map as an RGB ``uint8`` image for ``log_image``.
+
+    Channel-averaged, on a blue-white-red diverging scale centred on 0 (blue: evidence against
+    the class, red: for it), scaled by the largest absolute weight and upscaled by an integer
+    factor with nearest-neighbour so the pixels stay crisp in MLflow's image viewer.
+    """
+    w = np.asarray(record.weights[record.predicted], dtype=np.float64).mean(axis=0)
+    w = np.where(np.isfinite(w), w, 0.0)
+    scale = float(np.max(np.abs(w))) or 1.0
+    t = np.clip(w / scale, -1.0, 1.0)[..., None]
+    white = np.array([247.0, 247.0, 247.0])
+    blue, red = np.array([33.0, 102.0, 172.0]), np.array([178.0, 24.0, 43.0])
+    rgb = np.where(t >= 0, white + t * (red - white), white + (-t) * (blue - white))
+    factor = max(1, -(-min_side // max(1, min(w.shape))))
+    rgb = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
+    return np.rint(rgb).astype(np.uint8)
+
+
+class _SinkStore:
+    """A :class:`deepvid_plugin.api.RecordStore` over what this sink has written, so the viewer
+    can be rebuilt without reading anything back from the server."""
+
+    def __init__(self, run: str, name: str):
+        self.run, self.name = run, name
+        self.class_names: list[str] = []
+        self.labels: dict[str, int | None] = {}
+        self.images: dict[str, np.ndarray] = {}
+        self.summaries: dict[str, dict[int, dict]] = {}
+        self.records: dict[tuple[str, int], ExplanationRecord] = {}
+        self.neighbours: dict[str, np.ndarray] = {}
+
+    def add(self, record: ExplanationRecord, summary: dict) -> None:
+        iid = record.instance_id
+        self.class_names = self.class_names or list(record.class_names)
+        if iid not in self.images:
+            self.images[iid] = record.image
+            self.labels[iid] = record.label
+        if record.has_neighbour_images and iid not in self.neighbours:
+            self.neighbours[iid] = record.neighbours
+        self.summaries.setdefault(iid, {})[record.step] = summary
+        self.records[(iid, record.step)] = record.without_neighbour_images()
+
+    def runs(self) -> list[tuple[str, str]]:
+        return [(self.run, self.name)] if self.summaries else []
+
+    def overview(self, run: str, instance: str | None = None):
+        from deepvid_plugin.api import InstanceOverview, RunOverview
+
+        if run != self.run or not self.summaries:
+            raise KeyError(run)
+        rows = [InstanceOverview(iid, self.labels[iid], self.images[iid],
+                                 [s for _, s in sorted(steps.items())])
+                for iid, steps in self.summaries.items()
+                if instance is None or iid == instance]
+        return RunOverview(list(self.class_names), rows, [])
+
+    def record(self, run: str, instance: str, step: int) -> ExplanationRecord:
+        if run != self.run:
+            raise KeyError(run)
+        rec = self.records[(instance, step)]
+        if instance in self.neighbours:
+            rec = rec.with_neighbour_images(self.neighbours[instance])
+        return rec
+
+
+class MLflowSink:
+    """Persist :class:`ExplanationRecord` objects in an MLflow run (implements ``Sink``).
+
+    Args:
+        run_id: the run to write to. ``None``: the run of ``logger``, or else the fluent active
+            run at the first write.
+        client: an ``MlflowClient`` for ``run_id`` (default: one for ``tracking_uri``).
+        logger: a Lightning ``MLFlowLogger``; its ``experiment`` (a client) and ``run_id`` are
+            used. On non-zero ranks it has no run, and this sink then writes nothing.
+        tracking_uri: used only to build the default client.
+        viewer_every: rewrite ``deepvid/viewer.html`` every this many uploaded steps
+            (``0``: only on ``close()``).
+        log_images: also ``log_image`` each weight map (MLflow's native step slider).
+        title: title of the viewer page (default: the run name).
+    """
+
+    def __init__(self, run_id: str | None = None, *, client: Any = None, logger: Any = None,
+                 tracking_uri: str | None = None, viewer_every: int = 10,
+                 log_images: bool = True, title: str | None = None):
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise TypeError(f"run_id: expected a non-empty str or None, got {run_id!r}")
+        if isinstance(viewer_every, bool) or not isinstance(viewer_every, int) or viewer_every < 0:
+            raise ValueError(f"viewer_every: expected an int >= 0 (0 = only on close), got "
+                             f"{viewer_every!r}")
+        if logger is not None and (run_id is not None or client is not None):
+            raise ValueError("logger: pass either logger=MLFlowLogger(...) or run_id/client, "
+                             "not both")
+        if logger is not None and not hasattr(logger, "experiment"):
+            raise TypeError(f"logger: expected a Lightning MLFlowLogger (with .experiment and "
+                            f".run_id), got {type(logger).__name__}")
+        self._run_id = run_id
+        self._client = client
+        self._logger = logger
+        self._tracking_uri = tracking_uri
+        self.viewer_every = viewer_every
+        self.log_images = bool(log_images)
+        self._title = title
+        self._resolved = False
+        self._disabled = False
+        self._closed = False
+        self._keys: dict[str, str] = {}  # instance id -> layout key
+        self._owners: dict[str, str] = {}  # layout key -> instance id (collision check)
+        self._previous: dict[str, int] = {}  # instance id -> last predicted class
+        self._neighbours_sent: set[str] = set()
+        self._buffer: list[tuple[ExplanationRecord, dict]] = []
+        self._buffer_step: int | None = None
+        self._steps_uploaded = 0
+        self._store: _SinkStore | None = None
+        self._image_pool: ThreadPoolExecutor | None = None
+        self._image_jobs: list[Future] = []
+
+    # ---- run resolution ----------------------------------------------------------------------
+    @property
+    def run_id(self) -> str | None:
+        self._resolve()
+        return self._run_id
+
+    def _resolve(self) -> None:
+        if self._resolved:
+            return
+        if self._logger is not None:
+            experiment = self._logger.experiment  # creates the run on rank zero
+            run_id = getattr(self._logger, "run_id", None)
+            if run_id is None:  # non-zero rank: Lightning hands out a dummy experiment
+                self._disabled = True
+            else:
+                self._client, self._run_id = experiment, run_id
+        elif self._run_id is None:
+            import mlflow
+
+            active = mlflow.active_run()
+            if active is None:
+                raise RuntimeError(
+                    "MLflowSink: no run to write to: call mlflow.start_run() first, or pass "
+                    "run_id=... (with client=MlflowClient(...)) or logger=MLFlowLogger(...)")
+            self._run_id = active.info.run_id
+            self._client = self._client or mlflow.MlflowClient(mlflow.get_tracking_uri())
+        if self._client is None and not self._disabled:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self._tracking_uri)
+        if not self._disabled:
+            run = self._client.get_run(self._run_id)  # fails early, naming the run, if unknown
+            self._store = _SinkStore(self._run_id, run.info.run_name or self._run_id)
+            self._client.set_tag(self._run_id, layout.LAYOUT_TAG, str(layout.LAYOUT_VERSION))
+        self._resolved = True
+
+    # ---- Sink protocol -----------------------------------------------------------------------
+    def write(self, record: ExplanationRecord, step: int) -> None:
+        """Buffer ``record`` at ``step`` (``step`` wins over ``record.step``, as a
+        ``SummaryWriter``'s step does); a record of a new step uploads the previous one."""
+        if not isinstance(record, ExplanationRecord):
+            raise TypeError(f"record: expected an ExplanationRecord, got {type(record).__name__}")
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+            raise TypeError(f"step: expected an int, got {type(step).__name__} {step!r}")
+        if self._closed:
+            raise RuntimeError("MLflowSink.write: the sink is closed")
+        step = int(step)
+        self._resolve()
+        if self._disabled:
+            return
+        if record.step != step:
+            record = dataclasses.replace(record, step=step)
+        if self._buffer_step is not None and step != self._buffer_step:
+            self._upload()
+        iid = record.instance_id
+        self._key(iid)
+        if any(r.instance_id == iid for r, _ in self._buffer):
+            raise ValueError(f"record: instance {iid!r} was already written at step {step}")
+        from deepvid_plugin.api import step_summary
+
+        summary = step_summary(record, self._previous.get(iid))
+        self._previous[iid] = record.predicted
+        self._buffer.append((record, summary))
+        self._buffer_step = step
+        self._store.add(record, summary)
+
+    def flush(self) -> None:
+        """Upload the buffered step, so readers see everything written so far (the weight-map
+        step images follow in the background; :meth:`close` waits for them)."""
+        if self._resolved and not self._disabled:
+            self._upload()
+            self._raise_image_errors(wait=False)
+
+    def close(self) -> None:
+        """Flush, then write the final ``viewer.html`` and ``index.json``. Idempotent."""
+        if self._closed:
+            return
+        try:
+            if self._resolved and not self._disabled:
+                self._upload(final=True)
+        finally:
+            self._closed = True
+            if self._image_pool is not None:
+                self._image_pool.shutdown(wait=True)
+        self._raise_image_errors(wait=True)
+
+    def __enter__(self) -> MLflowSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _key(self, iid: str) -> str:
+        key = self._keys.get(iid)
+        if key is None:
+            key = layout.instance_key(iid)
+            if key in self._owners:  # two ids slugged to one name: refuse rather than mix them
+                raise ValueError(f"record: instance ids {self._owners[key]!r} and {iid!r} map to "
+                                 f"the same MLflow key {key!r}; rename one")
+            self._keys[iid], self._owners[key] = key, iid
+        return key
+
+    def _upload(self, final: bool = False) -> None:
+        buffered, step = self._buffer, self._buffer_step
+        self._buffer, self._buffer_step = [], None
+        if buffered:
+            self._upload_step(step, buffered)
+            self._steps_uploaded += 1
+        due = (self.viewer_every and buffered and self._steps_uploaded % self.viewer_every == 0)
+        if (final and self._store.summaries) or due:
+            self._upload_viewer()
+
+    def _upload_step(self, step: int, buffered: list[tuple[ExplanationRecord, dict]]) -> None:
+        from mlflow.entities import Metric
+
+        started = time.perf_counter()
+        entries, metrics, fidelities = [], [], []
+        now = int(time.time() * 1000)
+        with tempfile.TemporaryDirectory(prefix="deepvid-mlflow-") as tmp:
+            for record, summary in buffered:
+                iid, key = record.instance_id, self._keys[record.instance_id]
+                path = os.path.join(tmp, "records", layout.record_file(key, step))
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as f:
+                    f.write(record.without_neighbour_images().encode())
+                entry = {"id": iid, "key": key, "label": record.label, "summary": summary}
+                if iid not in self._neighbours_sent:
+                    # First sighting: the instance image and its fixed neighbours, once.
+                    from deepvid_plugin.api import encode_image
+
+                    entry["image"] = encode_image(record.image)
+                    if record.has_neighbour_images and record.neighbours.shape[0]:
+                        buf = io.BytesIO()
+                        np.save(buf, np.asarray(record.neighbours, dtype="<f2"),
+                                allow_pickle=False)
+                        npath = os.path.join(tmp, "neighbours", layout.neighbours_file(key))
+                        os.makedirs(os.path.dirname(npath), exist_ok=True)
+                        with open(npath, "wb") as f:
+                            f.write(buf.getvalue())
+                    self._neighbours_sent.add(iid)
+                entries.append(entry)
+                value = record.fidelity.get(layout.FIDELITY_KEY)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    metrics.append(Metric(layout.fidelity_metric(key), float(value), now, step))
+                    fidelities.append(float(value))
+            os.makedirs(os.path.join(tmp, "steps"))
+            with open(os.path.join(tmp, "steps", layout.step_file(step)), "w",
+                      encoding="utf-8") as f:
+                json.dump({"layout": layout.LAYOUT_VERSION, "step": step,
+                           "class_names": list(buffered[0][0].class_names),
+                           "instances": entries}, f, separators=(",", ":"), allow_nan=False)
+            # One upload for the whole step; steps/ last in the listing order does not matter
+            # because readers treat a summary whose record is missing as a skipped record.
+            self._client.log_artifacts(self._run_id, tmp, artifact_path=layout.ROOT)
+        if fidelities:
+            metrics.append(Metric(layout.MEAN_FIDELITY_METRIC, float(np.mean(fidelities)), now,
+                                  step))
+            self._client.log_batch(self._run_id, metrics=metrics)
+        if self.log_images:
+            # Each log_image costs three requests (PNG, WebP thumbnail, tag), about 10x the
+            # rest of the step, so they go out on one background thread; close() waits for them.
+            images = [(layout.image_key(self._keys[r.instance_id]), render_weight_map(r))
+                      for r, _ in buffered]
+            self._submit_images(step, images)
+        logger.debug("deepvid: step %d (%d records) logged to MLflow run %s in %.3fs", step,
+                     len(buffered), self._run_id, time.perf_counter() - started)
+
+    def _submit_images(self, step: int, images: list[tuple[str, np.ndarray]]) -> None:
+        if self._image_pool is None:
+            self._image_pool = ThreadPoolExecutor(max_workers=1,
+                                                  thread_name_prefix="deepvid-mlflow-images")
+        client, run_id = self._client, self._run_id
+
+        def send() -> None:
+            for key, image in images:
+                client.log_image(run_id, image, key=key, step=step)
+
+        self._image_jobs.append(self._image_pool.submit(send))
+        # Back-pressure: a training loop faster than the uploads must not queue without bound.
+        while len(self._image_jobs) > _MAX_PENDING_IMAGE_STEPS:
+            self._image_jobs.pop(0).result()
+        self._raise_image_errors(wait=False)
+
+    def _raise_image_errors(self, wait: bool) -> None:
+        """Re-raise the first failed image upload in the caller's thread (never swallowed)."""
+        pending = []
+        for job in self._image_jobs:
+            if wait or job.done():
+                job.result()
+            else:
+                pending.append(job)
+        self._image_jobs = pending
+
+    def _upload_viewer(self) -> None:
+        from deepvid_plugin import api, viewer
+
+        store = self._store
+        index = {"layout": layout.LAYOUT_VERSION, "class_names": list(store.class_names),
+                 "steps": sorted({s for steps in store.summaries.values() for s in steps}),
+                 "instances": [{"id": iid, "key": self._keys[iid], "label": store.labels[iid],
+                                "image": api.encode_image(store.images[iid]),
+                                "summaries": [s for _, s in sorted(steps.items())]}
+                               for iid, steps in store.summaries.items()]}
+        title = self._title or f"DeepVID: {store.name}"
+        html = viewer.standalone_html(api.snapshot(store), title=title)
+        with tempfile.TemporaryDirectory(prefix="deepvid-mlflow-") as tmp:
+            with open(os.path.join(tmp, "index.json"), "w", encoding="utf-8") as f:
+                json.dump(index, f, separators=(",", ":"), allow_nan=False)
+            with open(os.path.join(tmp, "viewer.html"), "w", encoding="utf-8") as f:
+                f.write(html)
+            self._client.log_artifacts(self._run_id, tmp, artifact_path=layout.ROOT)
+
+
+__all__ = ["MLflowSink", "render_weight_map"]
