@@ -1,0 +1,297 @@
+// Application shell: state, toolbar (run selector, view tabs, reload), banners, empty/error states.
+// Views live in their own modules and read everything through `app.source`.
+import { ApiError, type DataSource } from "./data";
+import { append, clear, h } from "./dom";
+import { renderCompare } from "./compare";
+import { renderDetail } from "./detail";
+import { renderInspector, type Inspector } from "./inspector";
+import { legend } from "./legend";
+import { renderOverview, type Overview } from "./overview";
+import type { Instance, InstancesResp, RunInfo, RunsResp } from "./types";
+
+export type View = "overview" | "compare";
+
+export interface AppOptions {
+  title?: string;
+  view?: View;
+  run?: string;
+}
+
+export class App {
+  readonly root: HTMLElement;
+  private readonly toolbar: HTMLElement;
+  private readonly banners: HTMLElement;
+  private readonly body: HTMLElement;
+  runs: RunInfo[] = [];
+  experiment: string | null = null;
+  run: string | null = null;
+  data: InstancesResp | null = null;
+  instance: Instance | null = null;
+  step: number | null = null;
+  detailOpen = false;
+  view: View;
+  private overview: Overview | null = null;
+  private inspector: Inspector | null = null;
+  private detailEl: HTMLElement | null = null;
+  private sidebar: HTMLElement | null = null;
+  private warnings = new Set<string>();
+
+  constructor(
+    host: HTMLElement,
+    readonly source: DataSource,
+    readonly options: AppOptions = {},
+  ) {
+    this.view = options.view ?? "overview";
+    this.toolbar = h("header", { class: "dv-toolbar" });
+    this.banners = h("div", { class: "dv-banners" });
+    this.body = h("main", { class: "dv-body" });
+    this.root = h("div", { class: "dv-root", "data-testid": "deepvid-app" },
+      this.toolbar, this.banners, this.body);
+    clear(host);
+    host.appendChild(this.root);
+  }
+
+  // ---- loading ------------------------------------------------------------------------------
+  async start(): Promise<void> {
+    this.loading("Loading runs…");
+    let resp: RunsResp;
+    try {
+      const params: Record<string, string> = this.experiment ? { experiment: this.experiment } : {};
+      resp = await this.source.get<RunsResp>("runs", params);
+    } catch (err) {
+      this.renderToolbar();
+      return this.fail(err, "runs");
+    }
+    this.addWarnings(resp.warnings);
+    this.runs = resp.runs ?? [];
+    this.experiments = resp.experiments ?? null;
+    if (resp.experiment !== undefined) this.experiment = resp.experiment;
+    this.renderToolbar();
+    if (this.runs.length === 0) {
+      return this.empty(
+        "No DeepVID data yet",
+        "Nothing has been logged yet. Add DeepVIDCallback to your training loop (or call " +
+          "deepvid_plugin.tensorboard.write_record) and press Reload once the first step is written.",
+      );
+    }
+    const wanted = this.run ?? this.options.run;
+    const run = this.runs.find((r) => r.run === wanted)?.run ?? this.runs[0].run;
+    if (this.view === "compare") return this.showCompare();
+    await this.selectRun(run);
+  }
+
+  experiments: { id: string; name: string }[] | null = null;
+
+  async selectRun(run: string): Promise<void> {
+    this.run = run;
+    this.view = "overview";
+    this.renderToolbar();
+    this.loading(`Loading ${this.runName(run)}…`);
+    let data: InstancesResp;
+    try {
+      data = await this.source.get<InstancesResp>("instances", { run });
+    } catch (err) {
+      return this.fail(err, "instances");
+    }
+    if (this.run !== run || this.view !== "overview") return; // the user moved on meanwhile
+    this.addWarnings(data.warnings);
+    this.data = data;
+    if (!data.instances.length) {
+      return this.empty(
+        "This run has no DeepVID data",
+        `Run “${this.runName(run)}” has no readable DeepVID explanations. Check that the ` +
+          "callback is attached to this run, or see the warnings above.",
+      );
+    }
+    const keep = data.instances.find((i) => i.id === this.instance?.id) ?? data.instances[0];
+    this.instance = keep;
+    const steps = keep.steps.map((s) => s.step);
+    this.step = this.step !== null && steps.includes(this.step) ? this.step : steps[steps.length - 1];
+    this.renderOverviewPage();
+  }
+
+  reload(): void {
+    this.source.clear();
+    this.warnings.clear();
+    clear(this.banners);
+    void this.start();
+  }
+
+  // ---- selection ----------------------------------------------------------------------------
+  selectInstance(id: string, step?: number | null): void {
+    const inst = this.data?.instances.find((i) => i.id === id);
+    if (!inst) return;
+    const steps = inst.steps.map((s) => s.step);
+    const changed = inst !== this.instance;
+    this.instance = inst;
+    const want = step ?? this.step;
+    this.step = want !== null && steps.includes(want) ? want : steps[steps.length - 1];
+    if (changed) this.renderSidebar();
+    else this.syncStep();
+  }
+
+  selectStep(step: number): void {
+    if (!this.instance || step === this.step) return;
+    if (!this.instance.steps.some((s) => s.step === step)) return;
+    this.step = step;
+    this.syncStep();
+  }
+
+  openDetail(id: string, step: number): void {
+    this.detailOpen = true;
+    this.selectInstance(id, step); // re-renders the detail slot either way
+    // The side panel scrolls on its own; bring the freshly opened panel into view.
+    this.detailEl?.firstElementChild?.scrollIntoView({ block: "nearest" });
+  }
+
+  closeDetail(): void {
+    this.detailOpen = false;
+    this.refreshDetail();
+  }
+
+  private syncStep(): void {
+    this.overview?.highlight(this.instance?.id ?? null, this.step);
+    this.inspector?.select(this.step);
+    this.refreshDetail();
+  }
+
+  private refreshDetail(): void {
+    if (!this.detailEl) return;
+    clear(this.detailEl);
+    if (!this.detailOpen || !this.instance || this.step === null || !this.run || !this.data) return;
+    renderDetail(this, this.detailEl, this.run, this.instance.id, this.step, this.data.class_names);
+  }
+
+  // ---- pages --------------------------------------------------------------------------------
+  private renderOverviewPage(): void {
+    clear(this.body);
+    if (!this.data || !this.run) return;
+    const main = h("section", { class: "dv-main" });
+    this.sidebar = h("aside", { class: "dv-side" });
+    append(this.body, h("div", { class: "dv-split" }, main, this.sidebar));
+    append(main, legend());
+    this.overview = renderOverview(this, main, this.data);
+    this.renderSidebar();
+  }
+
+  private renderSidebar(): void {
+    if (!this.sidebar || !this.data || !this.instance) return;
+    clear(this.sidebar);
+    this.inspector = renderInspector(this, this.sidebar, this.instance, this.data.class_names);
+    this.detailEl = h("div", { class: "dv-detail-slot" });
+    this.sidebar.appendChild(this.detailEl);
+    this.overview?.highlight(this.instance.id, this.step);
+    this.refreshDetail();
+  }
+
+  showCompare(): void {
+    this.view = "compare";
+    this.overview = null;
+    this.inspector = null;
+    this.detailEl = null;
+    this.renderToolbar();
+    clear(this.body);
+    if (this.runs.length < 2) {
+      return this.empty(
+        "Comparing needs two runs",
+        "Only one run has DeepVID data so far. Log a second run to compare explanations side by side.",
+      );
+    }
+    renderCompare(this, this.body);
+  }
+
+  // ---- chrome -------------------------------------------------------------------------------
+  runName(run: string): string {
+    return this.runs.find((r) => r.run === run)?.name ?? run;
+  }
+
+  private renderToolbar(): void {
+    clear(this.toolbar);
+    append(this.toolbar, h("div", { class: "dv-brand" }, h("strong", {}, "DeepVID"),
+      this.options.title ? h("span", { class: "dv-title" }, this.options.title) : null));
+
+    if (this.experiments && this.experiments.length) {
+      const sel = h("select", { "data-testid": "experiment-select", "aria-label": "Experiment" });
+      for (const e of this.experiments) {
+        append(sel, h("option", { value: e.id, selected: e.id === this.experiment }, e.name));
+      }
+      sel.addEventListener("change", () => {
+        this.experiment = sel.value;
+        this.run = null;
+        void this.start();
+      });
+      append(this.toolbar, h("label", { class: "dv-field" }, h("span", {}, "Experiment"), sel));
+    }
+
+    if (this.runs.length) {
+      const sel = h("select", { "data-testid": "run-select", "aria-label": "Run" });
+      for (const r of this.runs) {
+        const label = `${r.name} · ${r.instances} instances × ${r.steps} steps`;
+        append(sel, h("option", { value: r.run, selected: r.run === this.run }, label));
+      }
+      sel.disabled = this.view === "compare";
+      sel.addEventListener("change", () => void this.selectRun(sel.value));
+      append(this.toolbar, h("label", { class: "dv-field" }, h("span", {}, "Run"), sel));
+    }
+
+    const tabs = h("nav", { class: "dv-tabs", role: "tablist" });
+    const tab = (view: View, label: string, onClick: () => void) =>
+      h("button", {
+        class: "dv-tab" + (this.view === view ? " active" : ""),
+        role: "tab",
+        "aria-selected": String(this.view === view),
+        "data-testid": `tab-${view}`,
+        onclick: onClick,
+      }, label);
+    append(tabs,
+      tab("overview", "Timeline", () => void this.selectRun(this.run ?? this.runs[0]?.run)),
+      tab("compare", "Compare runs", () => this.showCompare()));
+    const reload = h("button", { class: "dv-button", "data-testid": "reload", title: "Fetch new steps",
+      onclick: () => this.reload() }, "⟳ Reload");
+    append(this.toolbar, this.runs.length ? tabs : null, h("span", { class: "dv-spacer" }), reload);
+  }
+
+  addWarnings(list: string[] | undefined): void {
+    const fresh = (list ?? []).filter((w) => !this.warnings.has(w));
+    if (!fresh.length) return;
+    fresh.forEach((w) => this.warnings.add(w));
+    clear(this.banners);
+    const items = [...this.warnings];
+    append(this.banners, h("details", { class: "dv-banner warn", "data-testid": "warnings" },
+      h("summary", {}, `⚠ ${items.length} record${items.length > 1 ? "s" : ""} could not be shown`),
+      h("ul", {}, ...items.map((w) => h("li", {}, w)))));
+  }
+
+  loading(message: string): void {
+    clear(this.body);
+    append(this.body, h("div", { class: "dv-state loading", "data-testid": "loading" },
+      h("div", { class: "spinner" }), message));
+  }
+
+  empty(title: string, message: string): void {
+    clear(this.body);
+    append(this.body, h("div", { class: "dv-state", "data-testid": "empty-state" },
+      h("div", { class: "dv-state-icon" }, "∅"), h("h2", {}, title), h("p", {}, message)));
+  }
+
+  fail(err: unknown, what: string): void {
+    clear(this.body);
+    append(this.body, errorBox(err, what, () => this.reload()));
+  }
+}
+
+/** A readable error with the backend's message (as text) and a retry button. */
+export function errorBox(err: unknown, what: string, retry?: () => void): HTMLElement {
+  const status = err instanceof ApiError ? err.status : null;
+  const title =
+    status === 0 ? "Cannot reach the DeepVID backend"
+      : status === 404 ? "Not found"
+        : status !== null && status >= 400 && status < 500 ? "The request was rejected"
+          : "The DeepVID backend reported an error";
+  const detail = err instanceof Error ? err.message : String(err);
+  return h("div", { class: "dv-state error", "data-testid": "error-state", role: "alert" },
+    h("div", { class: "dv-state-icon" }, "!"),
+    h("h2", {}, title),
+    h("p", {}, `While loading ${what}${status ? ` (HTTP ${status})` : ""}: `, h("code", {}, detail)),
+    retry ? h("button", { class: "dv-button", onclick: retry }, "Try again") : null);
+}

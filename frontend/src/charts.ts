@@ -1,0 +1,119 @@
+// Small line charts over steps (uPlot): a marker for the selected step, shaded low-fidelity steps,
+// and a click anywhere selects the nearest step.
+import uPlot from "uplot";
+import "uplot/dist/uPlot.min.css";
+import { h } from "./dom";
+
+export interface Series {
+  label: string;
+  values: (number | null)[];
+  color: string;
+  dash?: number[];
+}
+
+export interface ChartSpec {
+  title: string;
+  steps: number[];
+  series: Series[];
+  yRange?: [number, number];
+  /** Steps to shade as untrustworthy (low fidelity). */
+  lowSteps?: number[];
+  selected?: number | null;
+  onPick?: (step: number) => void;
+  testid?: string;
+}
+
+export interface Chart {
+  el: HTMLElement;
+  select(step: number | null): void;
+}
+
+export function lineChart(spec: ChartSpec): Chart {
+  const box = h("div", { class: "chart" });
+  const el = h("figure", { class: "chart-fig", "data-testid": spec.testid ?? "chart" },
+    h("figcaption", {}, spec.title), box);
+  let selected = spec.selected ?? null;
+  const low = new Set(spec.lowSteps ?? []);
+  const xs = spec.steps;
+  const half = xs.length > 1 ? (xs[xs.length - 1] - xs[0]) / (xs.length - 1) / 2 : 0.5;
+
+  const decorate = (u: uPlot) => {
+    const ctx = u.ctx;
+    const { top, height } = u.bbox;
+    ctx.save();
+    if (low.size) {
+      ctx.fillStyle = "rgba(220, 38, 38, 0.10)";
+      for (const s of xs) {
+        if (!low.has(s)) continue;
+        const x0 = u.valToPos(s - half, "x", true);
+        const x1 = u.valToPos(s + half, "x", true);
+        ctx.fillRect(x0, top, Math.max(1, x1 - x0), height);
+      }
+    }
+    if (selected !== null) {
+      const x = u.valToPos(selected, "x", true);
+      ctx.strokeStyle = "#111827";
+      ctx.lineWidth = 1.5 * uPlot.pxRatio;
+      ctx.setLineDash([4 * uPlot.pxRatio, 3 * uPlot.pxRatio]);
+      ctx.beginPath();
+      ctx.moveTo(x, top);
+      ctx.lineTo(x, top + height);
+      ctx.stroke();
+    }
+    ctx.restore();
+  };
+
+  const opts: uPlot.Options = {
+    width: 360,
+    height: 150,
+    legend: { show: true, live: false },
+    cursor: { drag: { x: false, y: false }, points: { size: 6 } },
+    scales: {
+      x: { time: false, range: xs.length > 1 ? undefined : [xs[0] - 1, xs[0] + 1] },
+      y: spec.yRange ? { range: spec.yRange } : {},
+    },
+    axes: [
+      { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { show: false }, size: 28 },
+      { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { show: false }, size: 36 },
+    ],
+    series: [
+      { label: "step" },
+      ...spec.series.map((s) => ({
+        label: s.label,
+        stroke: s.color,
+        width: 2,
+        dash: s.dash,
+        points: { show: xs.length <= 40, size: 5, fill: s.color },
+        spanGaps: true,
+      })),
+    ],
+    hooks: {
+      draw: [decorate],
+      ready: [
+        (u: uPlot) => {
+          u.over.addEventListener("click", () => {
+            const idx = u.cursor.idx;
+            if (idx !== null && idx !== undefined && spec.onPick) spec.onPick(xs[idx]);
+          });
+        },
+      ],
+    },
+  };
+  const data = [xs, ...spec.series.map((s) => s.values)] as uPlot.AlignedData;
+  const plot = new uPlot(opts, data, box);
+
+  // Follow the container's width (the side panel is fluid).
+  const resize = () => {
+    const w = Math.max(220, Math.floor(box.clientWidth));
+    if (w && Math.abs(w - plot.width) > 2) plot.setSize({ width: w, height: 150 });
+  };
+  new ResizeObserver(resize).observe(box);
+
+  return {
+    el,
+    select(step) {
+      selected = step;
+      plot.redraw(false, false);
+    },
+  };
+}

@@ -1,0 +1,188 @@
+// Compare: the same instance in two runs, step by step. A and B maps share one colour scale; the
+// difference B − A has its own, centred at zero like every map.
+import { errorBox, type App } from "./app";
+import { lineChart } from "./charts";
+import { decodeMap } from "./codec";
+import { SERIES } from "./colors";
+import { append, className, clear, fmt, h, pct } from "./dom";
+import { colorbar, mapCanvas } from "./draw";
+import type { CompareResp, InstancesResp, StepSummary } from "./types";
+
+export function renderCompare(app: App, parent: HTMLElement): void {
+  const runs = app.runs;
+  let a = app.run && runs.some((r) => r.run === app.run) ? app.run : runs[0].run;
+  let b = runs.find((r) => r.run !== a)!.run;
+  let instance: string | null = app.instance?.id ?? null;
+
+  const selA = runSelect("compare-run-a", "Run A");
+  const selB = runSelect("compare-run-b", "Run B");
+  const selI = h("select", { "data-testid": "compare-instance", "aria-label": "Instance" });
+  const out = h("div", { class: "compare-out" });
+  const view = h("section", { class: "compare", "data-testid": "compare-view" },
+    h("div", { class: "compare-controls card" },
+      h("label", { class: "dv-field" }, h("span", { class: "swatch", style: `background:${SERIES.a}` }), h("span", {}, "A"), selA),
+      h("label", { class: "dv-field" }, h("span", { class: "swatch", style: `background:${SERIES.b}` }), h("span", {}, "B"), selB),
+      h("label", { class: "dv-field" }, h("span", {}, "Instance"), selI)),
+    out);
+  parent.appendChild(view);
+
+  function runSelect(testid: string, label: string): HTMLSelectElement {
+    const sel = h("select", { "data-testid": testid, "aria-label": label });
+    for (const r of runs) append(sel, h("option", { value: r.run }, r.name));
+    return sel;
+  }
+  selA.value = a;
+  selB.value = b;
+  selA.addEventListener("change", () => { a = selA.value; void loadInstances(); });
+  selB.addEventListener("change", () => { b = selB.value; void draw(); });
+  selI.addEventListener("change", () => { instance = selI.value; void draw(); });
+
+  let token = 0;
+  async function loadInstances(): Promise<void> {
+    const mine = ++token;
+    let data: InstancesResp;
+    try {
+      data = await app.source.get<InstancesResp>("instances", { run: a });
+    } catch (err) {
+      if (mine === token) { clear(out); out.append(errorBox(err, `the instances of run A`)); }
+      return;
+    }
+    if (mine !== token) return;
+    clear(selI);
+    for (const i of data.instances) append(selI, h("option", { value: i.id }, i.id));
+    if (!data.instances.length) {
+      clear(out);
+      out.append(h("div", { class: "dv-state", "data-testid": "empty-state" },
+        h("h2", {}, "Run A has no DeepVID data"), h("p", {}, `“${app.runName(a)}” has no readable explanations.`)));
+      return;
+    }
+    if (!instance || !data.instances.some((i) => i.id === instance)) instance = data.instances[0].id;
+    selI.value = instance;
+    await draw();
+  }
+
+  async function draw(): Promise<void> {
+    const mine = ++token;
+    if (!instance) return;
+    if (a === b) {
+      clear(out);
+      out.append(h("div", { class: "dv-state" }, h("h2", {}, "Pick two different runs"),
+        h("p", {}, "Run A and run B are the same run.")));
+      return;
+    }
+    clear(out);
+    out.append(h("div", { class: "dv-state loading" }, h("div", { class: "spinner" }), "Comparing…"));
+    let cmp: CompareResp;
+    try {
+      cmp = await app.source.get<CompareResp>("compare", { instance, runs: `${a},${b}` });
+    } catch (err) {
+      if (mine === token) { clear(out); out.append(errorBox(err, "the comparison")); }
+      return;
+    }
+    if (mine !== token) return;
+    app.addWarnings(cmp.warnings);
+    clear(out);
+    renderResult(out, cmp, app.runName(a), app.runName(b));
+  }
+
+  void loadInstances();
+}
+
+function renderResult(out: HTMLElement, cmp: CompareResp, nameA: string, nameB: string): void {
+  const [ra, rb] = cmp.runs;
+  const names = cmp.class_names;
+  const sa = cmp.per_run[ra] ?? [];
+  const sb = cmp.per_run[rb] ?? [];
+  const steps = cmp.steps;
+  if (cmp.note) out.append(h("div", { class: "dv-banner info", "data-testid": "compare-note" }, "ℹ ", cmp.note));
+  if (!steps.length || !cmp.maps.length) {
+    out.append(h("div", { class: "dv-state", "data-testid": "empty-state" }, h("h2", {}, "No common steps"),
+      h("p", {}, "The two runs have no step in common for this instance.")));
+    return;
+  }
+
+  const truth = cmp.label;
+  // Curves: fidelity, and the probability of the true class (or of A's final prediction).
+  const cls = truth ?? sa[sa.length - 1].predicted;
+  const probTitle = truth !== null ? `p(true: ${className(names, cls)})` : `p(${className(names, cls)})`;
+  const val = (xs: StepSummary[], f: (s: StepSummary) => number | undefined) =>
+    xs.map((s) => (typeof f(s) === "number" ? (f(s) as number) : null));
+  let selected = steps[steps.length - 1];
+  const pick = (s: number) => setStep(steps.indexOf(s));
+  const fid = lineChart({ title: "Fidelity (top-1 agreement)", testid: "compare-fidelity", steps,
+    series: [
+      { label: `A: ${nameA}`, values: val(sa, (s) => s.fidelity?.top1_agreement), color: SERIES.a },
+      { label: `B: ${nameB}`, values: val(sb, (s) => s.fidelity?.top1_agreement), color: SERIES.b },
+    ], yRange: [0, 1], selected, onPick: pick });
+  const prob = lineChart({ title: `Prediction: ${probTitle}`, testid: "compare-prob", steps,
+    series: [
+      { label: `A: ${nameA}`, values: val(sa, (s) => s.probs[cls]), color: SERIES.a },
+      { label: `B: ${nameB}`, values: val(sb, (s) => s.probs[cls]), color: SERIES.b },
+    ], yRange: [0, 1], selected, onPick: pick });
+
+  const slider = h("input", { type: "range", min: 0, max: steps.length - 1, step: 1, value: steps.length - 1,
+    "data-testid": "compare-step-slider", "aria-label": "Step" });
+  const stepOut = h("output", { class: "step-out" });
+  const big = h("div", { class: "compare-maps" });
+  slider.addEventListener("input", () => setStep(Number(slider.value)));
+
+  function setStep(i: number): void {
+    if (i < 0) return;
+    selected = steps[i];
+    slider.value = String(i);
+    stepOut.textContent = `${selected}  (${i + 1}/${steps.length})`;
+    fid.select(selected);
+    prob.select(selected);
+    strip.querySelectorAll(".strip-col").forEach((c) =>
+      c.classList.toggle("selected", Number((c as HTMLElement).dataset.step) === selected));
+    const m = cmp.maps.find((x) => x.step === selected);
+    clear(big);
+    if (!m) return;
+    const A = decodeMap(m.a);
+    const B = decodeMap(m.b);
+    const D = decodeMap(m.diff);
+    const shared = Math.max(A.scale, B.scale, 1e-12);
+    const stA = sa[i];
+    const stB = sb[i];
+    const panel = (title: string, who: string, s: StepSummary | undefined, canvas: HTMLCanvasElement,
+      bar: HTMLElement, testid: string) =>
+      h("figure", { class: "cmp-panel", "data-testid": testid },
+        h("figcaption", {}, h("b", {}, title), h("span", { class: "muted", title: who }, who)),
+        canvas, bar,
+        s ? h("div", { class: "cmp-stats" + (s.trustworthy ? "" : " lowfi") },
+          `predicted ${className(names, s.predicted)} (${pct(s.probs[s.predicted])}) · fidelity ${fmt(s.fidelity?.top1_agreement)}`,
+          s.trustworthy ? "" : " · ⚠ low fidelity") : null);
+    append(big,
+      panel("A", nameA, stA, mapCanvas(A, 168, { sharedScale: shared }), colorbar(shared), "compare-map-a"),
+      panel("B", nameB, stB, mapCanvas(B, 168, { sharedScale: shared }), colorbar(shared), "compare-map-b"),
+      panel("B − A", "difference", undefined, mapCanvas(D, 168, { cls: "map diff" }), colorbar(D.scale, "difference"),
+        "diff-map"));
+    big.prepend(h("p", { class: "muted cmp-class" },
+      `Weight map of class “${className(names, m.class)}” (A's prediction at step ${m.step}); A and B share one colour scale.`));
+  }
+
+  // Every common step at a glance: A, B and the difference per column.
+  const strip = h("div", { class: "strip", "data-testid": "compare-strip" },
+    h("div", { class: "strip-col strip-head" }, h("span", {}, "step"), h("span", {}, "A"), h("span", {}, "B"), h("span", {}, "B − A")),
+    ...cmp.maps.map((m, i) => {
+      const A = decodeMap(m.a);
+      const B = decodeMap(m.b);
+      const shared = Math.max(A.scale, B.scale, 1e-12);
+      const lowA = sa[i] && !sa[i].trustworthy;
+      const lowB = sb[i] && !sb[i].trustworthy;
+      return h("button", { class: "strip-col", "data-step": m.step, onclick: () => setStep(i),
+        title: `step ${m.step}` },
+      h("span", { class: "strip-step" }, String(m.step)),
+      h("span", { class: "strip-cell" + (lowA ? " lowfi" : "") }, mapCanvas(A, 40, { sharedScale: shared })),
+      h("span", { class: "strip-cell" + (lowB ? " lowfi" : "") }, mapCanvas(B, 40, { sharedScale: shared })),
+      h("span", { class: "strip-cell" }, mapCanvas(m.diff, 40)));
+    }));
+
+  out.append(
+    h("div", { class: "card" },
+      h("div", { class: "slider-row" }, h("span", { class: "muted" }, "Step"), slider, stepOut),
+      big),
+    h("div", { class: "compare-charts" }, h("div", { class: "card" }, fid.el), h("div", { class: "card" }, prob.el)),
+    h("div", { class: "card" }, h("h4", {}, "All common steps"), strip));
+  setStep(steps.length - 1);
+}

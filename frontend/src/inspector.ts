@@ -1,0 +1,95 @@
+// Per-instance panel: the instance, a step slider (arrow keys step through it), the fidelity over
+// steps and the probability of the true and the predicted class over steps.
+import type { App } from "./app";
+import { lineChart, type Chart } from "./charts";
+import { SERIES } from "./colors";
+import { className, fmt, h, pct } from "./dom";
+import { imageCanvas } from "./draw";
+import type { Instance } from "./types";
+
+export interface Inspector {
+  select(step: number | null): void;
+}
+
+export function renderInspector(app: App, parent: HTMLElement, inst: Instance, names: string[]): Inspector {
+  const steps = inst.steps.map((s) => s.step);
+  const low = inst.steps.filter((s) => !s.trustworthy).map((s) => s.step);
+  const last = inst.steps[inst.steps.length - 1];
+
+  const slider = h("input", {
+    type: "range", min: 0, max: steps.length - 1, step: 1,
+    value: Math.max(0, steps.indexOf(app.step ?? last.step)),
+    "data-testid": "step-slider", "aria-label": "Step",
+  });
+  const stepOut = h("output", { class: "step-out", "data-testid": "step-value" });
+  const status = h("div", { class: "step-status" });
+  slider.addEventListener("input", () => app.selectStep(steps[Number(slider.value)]));
+
+  const fidelity = lineChart({
+    title: "Fidelity over steps (student agrees with the model)",
+    testid: "fidelity-chart",
+    steps,
+    series: [
+      { label: "top-1 agreement", values: inst.steps.map((s) => num(s.fidelity?.top1_agreement)), color: SERIES.fidelity },
+      { label: "R² (top class)", values: inst.steps.map((s) => num(s.fidelity?.r2_top)), color: SERIES.r2, dash: [5, 4] },
+    ],
+    yRange: [0, 1],
+    lowSteps: low,
+    selected: app.step,
+    onPick: (s) => app.selectStep(s),
+  });
+
+  const truth = inst.label;
+  const probSeries = [
+    { label: "p(predicted)", values: inst.steps.map((s) => num(s.probs[s.predicted])), color: SERIES.predicted },
+  ];
+  if (truth !== null) {
+    probSeries.unshift({ label: `p(true: ${className(names, truth)})`,
+      values: inst.steps.map((s) => num(s.probs[truth])), color: SERIES.truth });
+  }
+  const probs = lineChart({
+    title: truth !== null ? "Probability of the true and the predicted class" : "Probability of the predicted class",
+    testid: "prob-chart",
+    steps,
+    series: probSeries,
+    yRange: [0, 1],
+    lowSteps: low,
+    selected: app.step,
+    onPick: (s) => app.selectStep(s),
+  });
+
+  const panel = h("section", { class: "card", "data-testid": "instance-panel", "data-instance": inst.id },
+    h("div", { class: "inst-head" },
+      imageCanvas(inst.image, 72, "inst-img"),
+      h("div", { class: "inst-meta" },
+        h("h3", { class: "inst-title", title: inst.id }, inst.id),
+        h("div", { class: "muted" }, truth === null ? "true label unknown" : `true label: ${className(names, truth)}`),
+        status)),
+    h("div", { class: "slider-row" }, h("span", { class: "muted" }, "Step"), slider, stepOut),
+    fidelity.el, probs.el);
+  parent.appendChild(panel);
+
+  const charts: Chart[] = [fidelity, probs];
+  const select = (step: number | null) => {
+    const i = step === null ? -1 : steps.indexOf(step);
+    if (i < 0) return;
+    const s = inst.steps[i];
+    slider.value = String(i);
+    stepOut.textContent = `${s.step}  (${i + 1}/${steps.length})`;
+    status.textContent = "";
+    status.append(
+      h("span", { class: "pill" }, `predicted ${className(names, s.predicted)} · ${pct(s.probs[s.predicted])}`),
+      s.trustworthy
+        ? h("span", { class: "pill good" }, `fidelity ${fmt(s.fidelity?.top1_agreement)}`)
+        : h("span", { class: "pill warn" }, `⚠ low fidelity ${fmt(s.fidelity?.top1_agreement)}`),
+      s.changed ? h("span", { class: "pill changed" }, "◆ changed") : "",
+    );
+    charts.forEach((c) => c.select(s.step));
+  };
+  select(app.step);
+  return { select };
+}
+
+function num(v: unknown): number | null {
+  return typeof v === "number" && Number.isFinite(v) ? v : null;
+}

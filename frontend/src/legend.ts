@@ -1,0 +1,19 @@
+// The key to the overview's marks; "low fidelity" is spelled out because it is the one mark that
+// changes what the user should conclude.
+import { divergingCss } from "./colors";
+import { h } from "./dom";
+
+export function legend(): HTMLElement {
+  const stops = [-1, -0.5, 0, 0.5, 1].map((v) => `${divergingCss(v)} ${(v + 1) * 50}%`).join(", ");
+  return h("div", { class: "dv-legend", "data-testid": "legend" },
+    h("span", { class: "lg-item" },
+      h("span", { class: "lg-bar", style: `background: linear-gradient(to right, ${stops})` }),
+      "weight of the predicted class: ", h("b", { class: "neg" }, "against"), " · 0 · ",
+      h("b", { class: "pos" }, "for"), " (each map scaled to its own max)"),
+    h("span", { class: "lg-item" }, h("span", { class: "mark-changed" }, "◆"), "prediction changed"),
+    h("span", { class: "lg-item" }, h("span", { class: "lg-lowfi" }, "⚠"),
+      h("b", {}, "low fidelity:"), " the student disagrees with the model, don't trust this explanation"),
+    h("span", { class: "lg-item" }, h("span", { class: "lab ok" }, "✓"), "/", h("span", { class: "lab bad" }, "✗"),
+      "prediction matches / misses the true label"),
+  );
+}

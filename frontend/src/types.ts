@@ -1,0 +1,113 @@
+// Response shapes of the DeepVID JSON API (deepvid_plugin/http_api.md). Fields the frontend does
+// not need are left out; everything here is read-only.
+
+/** Weight map: int8 values, element i is int8[i] / 127 * scale (0 stays exactly 0). */
+export interface EncodedMap {
+  shape: number[];
+  scale: number;
+  data: string;
+}
+
+/** Image: uint8, min-max normalised per image, channel-major [C, H, W]. */
+export interface EncodedImg {
+  shape: number[];
+  data: string;
+}
+
+export interface Fidelity {
+  top1_agreement?: number;
+  kl?: number;
+  r2_top?: number;
+  instance_agreement?: boolean;
+  trustworthy?: boolean;
+  [key: string]: unknown;
+}
+
+export interface StepSummary {
+  step: number;
+  predicted: number;
+  probs: number[];
+  fidelity: Fidelity;
+  trustworthy: boolean;
+  changed: boolean;
+  thumb: EncodedMap;
+}
+
+export interface RunInfo {
+  run: string;
+  name: string;
+  instances: number;
+  steps: number;
+}
+
+export interface Experiment {
+  id: string;
+  name: string;
+}
+
+export interface RunsResp {
+  runs: RunInfo[];
+  /** Optional (MLflow app): experiments to pick from; `runs?experiment=ID` lists one of them. */
+  experiments?: Experiment[];
+  experiment?: string | null;
+  warnings: string[];
+}
+
+export interface Instance {
+  id: string;
+  label: number | null;
+  image: EncodedImg;
+  steps: StepSummary[];
+}
+
+export interface InstancesResp {
+  run: string;
+  class_names: string[];
+  instances: Instance[];
+  warnings: string[];
+}
+
+export interface RecordResp {
+  run: string;
+  instance: string;
+  step: number;
+  schema_version: number;
+  class_names: string[];
+  label: number | null;
+  predicted: number;
+  image: EncodedImg;
+  teacher_probs: number[];
+  student_probs: number[];
+  weights: EncodedMap[];
+  bias: number[];
+  fidelity: Fidelity;
+  trustworthy: boolean;
+  neighbours: EncodedImg[];
+  neighbour_teacher: number[];
+  neighbour_student: number[];
+  settings: Record<string, unknown>;
+  warnings: string[];
+}
+
+export interface CompareMaps {
+  step: number;
+  class: number;
+  a: EncodedMap;
+  b: EncodedMap;
+  diff: EncodedMap;
+}
+
+export interface CompareResp {
+  instance: string;
+  runs: string[];
+  names: string[];
+  class_names: string[];
+  label: number | null;
+  steps: number[];
+  per_run: Record<string, StepSummary[]>;
+  maps: CompareMaps[];
+  common_instances: string[];
+  only_in: Record<string, string[]>;
+  note: string | null;
+  warnings: string[];
+}
