@@ -19,7 +19,7 @@ import math
 import re
 import urllib.parse
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -446,11 +446,20 @@ def _form_quote(value: str, safe: str = "", encoding=None, errors=None) -> str:
                                    errors=errors).replace("~", "%7E")
 
 
-def snapshot(store: RecordStore, runs: Sequence[str] | None = None) -> dict[str, dict]:
+def snapshot(store: RecordStore, runs: Sequence[str] | None = None, *,
+             include_record: Callable[[str, str, int], bool] | None = None,
+             timelines: bool = True,
+             pairs: Sequence[tuple[str, str]] | None = None) -> dict[str, dict]:
     """Every response the frontend could ask for, keyed by :func:`snapshot_key`.
 
     ``runs`` restricts the snapshot to those runs (default: all). Compare responses are included
     for every ordered pair of runs and every instance both track.
+
+    Size controls (a full record is ~10-45 KB of JSON, so 16 instances x 100 steps of them do not
+    fit a viewer artifact): ``include_record(run, instance, step)`` picks the full records to keep
+    (default: all; a left-out one answers 404 in the viewer), ``timelines=False`` drops the
+    timeline responses (the frontend draws from ``instances``), and ``pairs`` lists the ordered
+    ``(A, B)`` run pairs to compare (default: all).
     """
     listing = runs_impl(store)
     wanted = [r["run"] for r in listing["runs"]] if runs is None else list(runs)
@@ -466,9 +475,12 @@ def snapshot(store: RecordStore, runs: Sequence[str] | None = None) -> dict[str,
         out[snapshot_key("instances", {"run": run})] = inst
         ids[run] = [i["id"] for i in inst["instances"]]
         for i in inst["instances"]:
-            out[snapshot_key("timeline", {"run": run, "instance": i["id"]})] = timeline_impl(
-                store, run, i["id"])
+            if timelines:
+                out[snapshot_key("timeline", {"run": run, "instance": i["id"]})] = timeline_impl(
+                    store, run, i["id"])
             for s in i["steps"]:
+                if include_record is not None and not include_record(run, i["id"], s["step"]):
+                    continue
                 try:
                     rec = record_impl(store, run, i["id"], s["step"])
                 except ApiError as e:  # unreadable: the viewer shows the same error the API would
@@ -476,14 +488,16 @@ def snapshot(store: RecordStore, runs: Sequence[str] | None = None) -> dict[str,
                     continue
                 out[snapshot_key("record", {"run": run, "instance": i["id"],
                                             "step": str(s["step"])})] = rec
-    for a in wanted:
-        for b in wanted:
-            if a == b:
-                continue
-            for i in ids[a]:
-                if i in ids[b]:
-                    out[snapshot_key("compare", {"instance": i, "runs": f"{a},{b}"})] = (
-                        compare_impl(store, i, [a, b]))
+    if pairs is None:
+        pairs = [(a, b) for a in wanted for b in wanted if a != b]
+    for a, b in pairs:
+        if a not in ids or b not in ids or a == b:
+            raise ValueError(f"pairs: expected pairs of two different runs among {wanted}, "
+                             f"got {(a, b)!r}")
+        for i in ids[a]:
+            if i in ids[b]:
+                out[snapshot_key("compare", {"instance": i, "runs": f"{a},{b}"})] = (
+                    compare_impl(store, i, [a, b]))
     return out
 
 
