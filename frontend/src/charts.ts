@@ -23,6 +23,8 @@ export interface ChartSpec {
   testid?: string;
 }
 
+const STEP_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000, 1e5, 1e6, 1e7];
+
 export interface Chart {
   el: HTMLElement;
   select(step: number | null): void;
@@ -73,7 +75,8 @@ export function lineChart(spec: ChartSpec): Chart {
       y: spec.yRange ? { range: spec.yRange } : {},
     },
     axes: [
-      { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { show: false }, size: 28 },
+      // Steps are integers: never put a tick at 0.5.
+      { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { show: false }, size: 28, incrs: STEP_INCRS },
       { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { show: false }, size: 36 },
     ],
     series: [

@@ -21,18 +21,14 @@ export interface DataSource {
   clear(): void;
 }
 
-/** Python's `urllib.parse.quote_plus`, so keys match `deepvid_plugin.api.snapshot_key`. */
-function quotePlus(value: string): string {
-  return encodeURIComponent(value)
-    .replace(/[!'()*]/g, (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase())
-    .replace(/%20/g, "+");
-}
-
-/** `route + "?" + urlencode(sorted(params))`: the snapshot key format of http_api.md. */
+/**
+ * `route + "?" + form-encoded(sorted(params))`: the snapshot key format of http_api.md, encoded
+ * exactly as `URLSearchParams` does (and `deepvid_plugin.api.snapshot_key` mirrors).
+ */
 export function snapshotKey(route: string, params: Params = {}): string {
   const keys = Object.keys(params).sort();
   if (keys.length === 0) return route;
-  return route + "?" + keys.map((k) => `${quotePlus(k)}=${quotePlus(params[k])}`).join("&");
+  return route + "?" + new URLSearchParams(keys.map((k) => [k, params[k]])).toString();
 }
 
 function memo(fetcher: <T>(route: string, params: Params) => Promise<T>): DataSource {

@@ -91,7 +91,7 @@ function sections(rec: RecordResp, names: string[]): HTMLElement[] {
   const neighLegend = h("div", { class: "nb-legend" },
     ...usedLabels.map((c) => h("span", { class: "nb-key" },
       h("span", { class: "swatch", style: `background:${classColor(c, k)}` }), className(names, c))),
-    h("span", { class: "nb-key" }, h("span", { class: "nb-x static" }, "✗"), "student disagrees with the teacher"));
+    h("span", { class: "nb-key wide" }, h("span", { class: "nb-x static" }, "✗"), "student disagrees with the teacher"));
 
   const settings = h("table", { class: "settings", "data-testid": "settings" },
     h("tbody", {}, ...Object.entries(rec.settings ?? {}).map(([key, v]) =>
