@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from tensorboard import context as tb_context
 from tensorboard import errors as tb_errors
 from tensorboard import plugin_util
 from tensorboard.backend import http_util
@@ -58,7 +59,7 @@ class DataProviderStore:
     def __init__(self, data_provider: provider.DataProvider, ctx: Any = None,
                  experiment_id: str = ""):
         self._dp = data_provider
-        self._ctx = ctx
+        self._ctx = ctx if ctx is not None else tb_context.RequestContext()
         self._eid = experiment_id
 
     def _list(self, runs=None, tags=None) -> dict:
@@ -236,13 +237,16 @@ class DeepVIDPlugin(base_plugin.TBPlugin):
         return self._static_file(request, name)
 
     def _static_file(self, request, name: str):
+        missing = http_util.Respond(request, {"error": f"no such file: {name!r}"},
+                                    "application/json", code=404)
+        # Only plain relative names: no "..", no empty or hidden-dot parts, no NUL/backslash.
+        if not name or "\\" in name or "\x00" in name or any(
+                p in ("", ".", "..") for p in name.split("/")):
+            return missing
         root = os.path.realpath(STATIC_DIR)
         full = os.path.realpath(os.path.join(root, name))
-        parts = name.split("/")
-        if (not name or "\\" in name or "\x00" in name or any(p in ("", ".", "..") for p in parts)
-                or os.path.commonpath([root, full]) != root or not os.path.isfile(full)):
-            return http_util.Respond(request, {"error": f"no such file: {name!r}"},
-                                     "application/json", code=404)
+        if os.path.commonpath([root, full]) != root or not os.path.isfile(full):
+            return missing  # also a symlink that leads out of static/
         ext = os.path.splitext(full)[1].lower()
         mimetype = _MIMETYPES.get(ext) or mimetypes.guess_type(full)[0] or \
             "application/octet-stream"
