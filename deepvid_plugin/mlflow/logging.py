@@ -119,11 +119,14 @@ class MLflowSink:
             (``0``: only on ``close()``).
         log_images: also ``log_image`` each weight map (MLflow's native step slider).
         title: title of the viewer page (default: the run name).
+        viewer_record_budget: bytes of full records (the detail panel) the viewer may carry;
+            the newest steps of every instance that fit are kept (see :mod:`.pages`).
     """
 
     def __init__(self, run_id: str | None = None, *, client: Any = None, logger: Any = None,
                  tracking_uri: str | None = None, viewer_every: int = 10,
-                 log_images: bool = True, title: str | None = None):
+                 log_images: bool = True, title: str | None = None,
+                 viewer_record_budget: int = 3_000_000):
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
             raise TypeError(f"run_id: expected a non-empty str or None, got {run_id!r}")
         if isinstance(viewer_every, bool) or not isinstance(viewer_every, int) or viewer_every < 0:
@@ -141,6 +144,11 @@ class MLflowSink:
         self._tracking_uri = tracking_uri
         self.viewer_every = viewer_every
         self.log_images = bool(log_images)
+        if isinstance(viewer_record_budget, bool) or not isinstance(viewer_record_budget, int) \
+                or viewer_record_budget < 0:
+            raise ValueError(f"viewer_record_budget: expected an int >= 0 (bytes), got "
+                             f"{viewer_record_budget!r}")
+        self.viewer_record_budget = viewer_record_budget
         self._title = title
         self._resolved = False
         self._disabled = False
@@ -352,6 +360,7 @@ class MLflowSink:
 
     def _upload_viewer(self) -> None:
         from deepvid_plugin import api, viewer
+        from deepvid_plugin.mlflow import pages
 
         store = self._store
         index = {"layout": layout.LAYOUT_VERSION, "class_names": list(store.class_names),
@@ -361,7 +370,8 @@ class MLflowSink:
                                 "summaries": [s for _, s in sorted(steps.items())]}
                                for iid, steps in store.summaries.items()]}
         title = self._title or f"DeepVID: {store.name}"
-        html = viewer.standalone_html(api.snapshot(store), title=title)
+        snap = pages.budgeted_snapshot(store, [store.run], record_budget=self.viewer_record_budget)
+        html = viewer.standalone_html(snap, title=title)
         with tempfile.TemporaryDirectory(prefix="deepvid-mlflow-") as tmp:
             with open(os.path.join(tmp, "index.json"), "w", encoding="utf-8") as f:
                 json.dump(index, f, separators=(",", ":"), allow_nan=False)

@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from typing import Any
@@ -65,6 +66,8 @@ class _RunState:
         self.complete = False  # finished and fully read: nothing more to list
         self.warnings: list[str] = []
         self.name = ""
+        self.artifact_uri = ""
+        self.refreshed = float("-inf")
 
     def merge(self, iid: str, key: str, label: Any, image: Any, summary: dict | None) -> None:
         inst = self.instances.setdefault(iid, {"key": key, "label": label, "image": None,
@@ -84,11 +87,17 @@ class MLflowStore:
         experiment_ids: restrict :meth:`runs` to these experiments (default: all).
         run_ids: restrict :meth:`runs` to these runs.
         max_runs: at most this many runs are listed (newest first).
+        live_ttl_s: a running run is re-listed at most this often (one page load asks the
+            store several times; finished runs are read once).
+        resolve_artifact_uri: maps a run's artifact URI to where it can be read from; the MLflow
+            app uses it to read ``mlflow-artifacts:/`` URIs straight from the server's
+            artifact destination.
     """
 
     def __init__(self, client: Any = None, *, tracking_uri: str | None = None,
                  experiment_ids: list[str] | None = None, run_ids: list[str] | None = None,
-                 max_runs: int = 200):
+                 max_runs: int = 200, live_ttl_s: float = 2.0,
+                 resolve_artifact_uri: Any = None):
         if client is None:
             from mlflow import MlflowClient
 
@@ -97,15 +106,20 @@ class MLflowStore:
         self.experiment_ids = None if experiment_ids is None else [str(e) for e in experiment_ids]
         self.run_ids = None if run_ids is None else [str(r) for r in run_ids]
         self.max_runs = max_runs
+        self.live_ttl_s = float(live_ttl_s)
+        self.resolve_artifact_uri = resolve_artifact_uri
         self._states: dict[str, _RunState] = {}
         self._records: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self._record_dirs: set[tuple[str, str]] = set()
         self._neighbours: dict[tuple[str, str], np.ndarray | None] = {}
+        self._repos: dict[str, Any] = {}
         self._lock = threading.RLock()  # the app serves from threads; one state per run
 
     # ---- listing -----------------------------------------------------------------------------
-    def runs(self) -> list[tuple[str, str]]:
-        if self.run_ids is not None:
+    def runs(self, experiment_ids: list[str] | None = None) -> list[tuple[str, str]]:
+        """``(run id, run name)`` of the runs with DeepVID data, newest first (``experiment_ids``
+        overrides the store's own filter)."""
+        if self.run_ids is not None and experiment_ids is None:
             out = []
             for run_id in self.run_ids:
                 try:
@@ -114,7 +128,7 @@ class MLflowStore:
                     continue
                 out.append((run_id, state.name))
             return out
-        experiment_ids = self.experiment_ids
+        experiment_ids = experiment_ids if experiment_ids is not None else self.experiment_ids
         if experiment_ids is None:
             experiment_ids = [e.experiment_id for e in self.client.search_experiments()]
         if not experiment_ids:
@@ -164,15 +178,17 @@ class MLflowStore:
             raise KeyError(run)
         with self._lock:
             state = self._states.get(run)
-            if state is not None and state.complete:
+            if state is not None and (state.complete or
+                                      time.monotonic() - state.refreshed < self.live_ttl_s):
                 return state
-            if state is None:
-                state = _RunState()
             info = self._run_info(run)
+            if state is None:
+                state = self._states[run] = _RunState()
             state.name = info.run_name or run
+            state.artifact_uri = info.artifact_uri
             state.finished = info.status in _FINISHED
             self._refresh(run, state)
-            self._states[run] = state
+            state.refreshed = time.monotonic()
             return state
 
     def _run_info(self, run: str):
@@ -187,7 +203,7 @@ class MLflowStore:
             raise
 
     def _refresh(self, run: str, state: _RunState) -> None:
-        top = {os.path.basename(f.path): f for f in self.client.list_artifacts(run, layout.ROOT)}
+        top = {os.path.basename(f.path): f for f in self._list(run, layout.ROOT)}
         if not top:
             raise NoDeepVIDDataError(f"MLflow run {run!r} has no DeepVID data (nothing under "
                                      f"{layout.ROOT}/); log some with deepvid_plugin's "
@@ -197,7 +213,7 @@ class MLflowStore:
             self._read_index(run, state)
         listed = {}
         if "steps" in top:
-            for f in self.client.list_artifacts(run, layout.STEPS_DIR):
+            for f in self._list(run, layout.STEPS_DIR):
                 name = os.path.basename(f.path)
                 stem = name[:-5] if name.endswith(".json") else ""
                 if stem.lstrip("-").isdigit():
@@ -282,8 +298,29 @@ class MLflowStore:
             self._warn(state, f"run {run!r}: skipped corrupt artifact {path}: {e!r}")
 
     # ---- downloads ---------------------------------------------------------------------------
+    def _repo(self, run: str):
+        """The run's artifact repository, resolved once: going through ``runs:/`` URIs would
+        cost a ``get_run`` request per download."""
+        with self._lock:
+            repo = self._repos.get(run)
+            if repo is None:
+                from mlflow.store.artifact.artifact_repository_registry import (
+                    get_artifact_repository,
+                )
+
+                uri = self._states[run].artifact_uri if run in self._states else None
+                uri = uri or self._run_info(run).artifact_uri
+                if self.resolve_artifact_uri is not None:
+                    uri = self.resolve_artifact_uri(uri)
+                repo = get_artifact_repository(uri, tracking_uri=self.client.tracking_uri)
+                self._repos[run] = repo
+            return repo
+
+    def _list(self, run: str, path: str) -> list:
+        return self._repo(run).list_artifacts(path)
+
     def _download(self, run: str, path: str, dst: str) -> str:
-        return self.client.download_artifacts(run, path, dst)
+        return self._repo(run).download_artifacts(path, dst)
 
     def _download_texts(self, run: str, paths: list[str], directory: str | None = None,
                         keys: list[Any] | None = None) -> list[tuple[Any, str | None]]:
