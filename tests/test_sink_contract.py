@@ -1,0 +1,137 @@
+"""The shared sink suite (TensorBoard's ``SummaryBaseTest`` pattern).
+
+:class:`SinkContract` holds the tests; each sink adds a ``Test...`` subclass implementing
+
+- ``make_sink(tmp_path) -> Sink``: a fresh sink writing somewhere under ``tmp_path``;
+- ``read_back(tmp_path) -> (RecordStore, run)``: that place read back through the backend's real
+  reader, and the run the sink wrote to.
+
+Every check goes through the :class:`~deepvid_plugin.api.RecordStore` the API serves from, so a
+sink passes only if what it writes is what users will see.
+"""
+
+import numpy as np
+import pytest
+
+from deepvid_plugin import api
+from deepvid_plugin.record import NewerSchemaError
+from deepvid_plugin.sinks import Sink
+from tests.factories import make_record
+
+INSTANCES = ("a", "test/17 <x>")
+STEPS = (0, 1, 2, 5)
+
+
+class SinkContract:
+    def make_sink(self, tmp_path) -> Sink:
+        raise NotImplementedError
+
+    def read_back(self, tmp_path) -> tuple[api.RecordStore, str]:
+        raise NotImplementedError
+
+    # ---- helpers ----
+    def _write(self, tmp_path, records):
+        sink = self.make_sink(tmp_path)
+        assert isinstance(sink, Sink)
+        for r in records:
+            sink.write(r, r.step)
+        sink.close()
+
+    # ---- the contract ----
+    def test_records_come_back_whole(self, tmp_path):
+        records = [make_record(i, s) for s in STEPS for i in INSTANCES]
+        self._write(tmp_path, records)
+        store, run = self.read_back(tmp_path)
+        assert run in [r for r, _ in store.runs()]
+        for r in records:
+            got = store.record(run, r.instance_id, r.step)
+            assert got == r, (r.instance_id, r.step)  # neighbour images included, written once
+
+    def test_overview_lists_every_instance_and_step(self, tmp_path):
+        records = [make_record(i, s, class_names=[f"c{k}" for k in range(10)])
+                   for s in STEPS for i in INSTANCES]
+        self._write(tmp_path, records)
+        store, run = self.read_back(tmp_path)
+        ov = store.overview(run)
+        assert ov.class_names == [f"c{k}" for k in range(10)] and ov.warnings == []
+        assert sorted(i.id for i in ov.instances) == sorted(INSTANCES)
+        for inst in ov.instances:
+            mine = [r for r in records if r.instance_id == inst.id]
+            assert inst.label == mine[0].label
+            assert inst.image.shape == (1, 28, 28)
+            assert [s["step"] for s in inst.steps] == list(STEPS)
+            previous = None
+            for s, r in zip(inst.steps, mine, strict=True):
+                expect = api.step_summary(r, previous)
+                assert s["predicted"] == expect["predicted"] and s["changed"] == expect["changed"]
+                assert s["thumb"] == expect["thumb"] and s["fidelity"] == expect["fidelity"]
+                previous = r.predicted
+
+    def test_flush_makes_records_visible_before_close(self, tmp_path):
+        sink = self.make_sink(tmp_path)
+        try:
+            sink.write(make_record("a", 0), 0)
+            sink.flush()
+            store, run = self.read_back(tmp_path)
+            assert store.record(run, "a", 0) == make_record("a", 0)
+        finally:
+            sink.close()
+
+    def test_the_step_argument_is_the_stored_step(self, tmp_path):
+        sink = self.make_sink(tmp_path)
+        sink.write(make_record("a", 0), 3)
+        sink.close()
+        store, run = self.read_back(tmp_path)
+        assert store.record(run, "a", 3).step == 3
+
+    def test_unknown_things_are_key_errors(self, tmp_path):
+        self._write(tmp_path, [make_record("a", 0)])
+        store, run = self.read_back(tmp_path)
+        for call in (lambda: store.overview(run + "-nope"),
+                     lambda: store.record(run, "zz", 0),
+                     lambda: store.record(run, "a", 1)):
+            with pytest.raises(KeyError):
+                call()
+
+    def test_newer_schema_is_reported_and_the_rest_served(self, tmp_path):
+        self._write(tmp_path, [make_record("a", 0), make_record("a", 1, schema_version=2),
+                               make_record("a", 2)])
+        store, run = self.read_back(tmp_path)
+        with pytest.warns(UserWarning, match="schema_version 2"):
+            ov = store.overview(run)
+        assert [s["step"] for s in ov.instances[0].steps] == [0, 2]
+        assert any("schema_version 2" in w for w in ov.warnings)
+        with pytest.raises(NewerSchemaError):
+            store.record(run, "a", 1)
+        assert store.record(run, "a", 2) == make_record("a", 2)
+
+    def test_bad_input_and_close(self, tmp_path):
+        sink = self.make_sink(tmp_path)
+        with pytest.raises(TypeError, match="record"):
+            sink.write(np.zeros(3), 0)
+        with pytest.raises(TypeError, match="step"):
+            sink.write(make_record(), 1.5)
+        sink.close()
+        sink.close()  # idempotent
+        with pytest.raises(ValueError, match="close"):
+            sink.write(make_record(), 0)
+
+
+class TestTensorBoardSink(SinkContract):
+    def make_sink(self, tmp_path):
+        from deepvid_plugin.tensorboard.summary import TensorBoardSink
+
+        return TensorBoardSink(str(tmp_path / "run"))
+
+    def read_back(self, tmp_path):
+        from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+        from tensorboard.backend.event_processing.plugin_event_multiplexer import (
+            EventMultiplexer,
+        )
+
+        from deepvid_plugin.tensorboard.plugin import DataProviderStore
+
+        mux = EventMultiplexer(tensor_size_guidance={"deepvid": 0})
+        mux.AddRunsFromDirectory(str(tmp_path))
+        mux.Reload()
+        return DataProviderStore(MultiplexerDataProvider(mux, str(tmp_path))), "run"
