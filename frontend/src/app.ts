@@ -257,7 +257,8 @@ export class App {
     fresh.forEach((w) => this.warnings.add(w));
     clear(this.banners);
     const items = [...this.warnings];
-    append(this.banners, h("details", { class: "dv-banner warn", "data-testid": "warnings" },
+    // A few warnings are shown at once; a long list stays folded behind its count.
+    append(this.banners, h("details", { class: "dv-banner warn", "data-testid": "warnings", open: items.length <= 3 },
       h("summary", {}, `⚠ ${items.length} record${items.length > 1 ? "s" : ""} could not be shown`),
       h("ul", {}, ...items.map((w) => h("li", {}, w)))));
   }

@@ -1,0 +1,111 @@
+"""The self-contained viewer.html in headless Chromium, the way MLflow shows it.
+
+MLflow renders an .html artifact in ``<iframe sandbox="allow-scripts">`` from a ``blob:`` URL: an
+opaque origin where relative URLs and network calls fail. The page is loaded exactly like that, so
+everything it shows must come from the inline snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from deepvid_plugin import api
+from deepvid_plugin.api import MemoryStore
+from deepvid_plugin.viewer import standalone_html
+from tests.factories import make_run
+
+pytestmark = pytest.mark.timeout(180)
+
+HOSTILE_RUN = "run <script>window.__pwned='run'</script>"
+HOSTILE_ID = "<img src=x onerror=window.__pwned='instance'>"
+CLASSES = ["zero", "one", "<script>window.__pwned='class'</script>"]
+IDS = ("a", HOSTILE_ID)
+STEPS = range(3)
+
+
+@pytest.fixture(scope="module")
+def snapshot():
+    store = MemoryStore({
+        "r1": make_run(IDS, STEPS, n_classes=3, class_names=CLASSES),
+        HOSTILE_RUN: make_run(IDS, STEPS, n_classes=3, class_names=CLASSES, seed=1),
+    })
+    return api.snapshot(store)
+
+
+def _show_in_sandbox(page, html: str):
+    """Put ``html`` in a sandboxed iframe from a blob: URL (MLflow's artifact viewer does this)."""
+    page.set_content("<!doctype html><body style='margin:0'></body>")
+    page.evaluate("""html => {
+        const url = URL.createObjectURL(new Blob([html], {type: 'text/html'}));
+        const f = document.createElement('iframe');
+        f.setAttribute('sandbox', 'allow-scripts');
+        f.style.cssText = 'border:0;width:100vw;height:100vh';
+        f.src = url;
+        document.body.appendChild(f);
+    }""", html)
+    return page.frame_locator("iframe")
+
+
+def _no_markup_ran(page):
+    for fr in page.frames:
+        assert fr.evaluate("window.__pwned === undefined"), f"markup was executed in {fr.url}"
+
+
+def test_viewer_in_sandboxed_blob_iframe(page, snapshot, artifacts_dir):
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    frame = _show_in_sandbox(page, standalone_html(snapshot, title="viewer test"))
+
+    cells = frame.locator("[data-testid=overview-cell]")
+    cells.first.wait_for()
+    assert cells.count() == len(IDS) * len(STEPS)
+    assert HOSTILE_ID in frame.locator("[data-testid=instance-row] .inst-id").all_inner_texts()
+    frame.locator("[data-testid=overview-cell] canvas").first.wait_for()
+    page.screenshot(path=os.path.join(artifacts_dir, "viewer_overview.png"))
+
+    cells.last.click()
+    panel = frame.locator("[data-testid=detail-panel][data-loaded=true]")
+    panel.wait_for()
+    assert panel.locator("[data-testid=class-map]").count() == len(CLASSES)
+
+    frame.locator("[data-testid=tab-compare]").click()
+    frame.locator("[data-testid=compare-run-b]").select_option(HOSTILE_RUN)
+    frame.locator("[data-testid=diff-map] canvas").wait_for()
+    page.screenshot(path=os.path.join(artifacts_dir, "viewer_compare.png"))
+
+    _no_markup_ran(page)
+    assert not page.dv_errors, page.dv_errors
+    # Only the blob itself was loaded: the viewer asked the network for nothing.
+    assert requests and all(u.startswith(("blob:", "about:", "data:")) for u in requests), requests
+
+
+def test_viewer_opens_on_compare_view(page, snapshot):
+    frame = _show_in_sandbox(page, standalone_html(snapshot, view="compare"))
+    frame.locator("[data-testid=compare-view] [data-testid=diff-map] canvas").wait_for()
+    assert frame.locator("[data-testid=overview-cell]").count() == 0
+
+
+def test_missing_snapshot_entry_is_a_clear_error(page, snapshot, artifacts_dir):
+    partial = {k: v for k, v in snapshot.items() if not k.startswith("instances?")}
+    frame = _show_in_sandbox(page, standalone_html(partial))
+    err = frame.locator("[data-testid=error-state]")
+    err.wait_for()
+    assert "does not include instances?run=r1" in err.inner_text()
+    page.screenshot(path=os.path.join(artifacts_dir, "viewer_error.png"))
+
+
+def test_empty_snapshot_says_no_data(page):
+    frame = _show_in_sandbox(page, standalone_html({"runs": {"runs": [], "warnings": []}}))
+    assert "No DeepVID data yet" in frame.locator("[data-testid=empty-state]").inner_text()
+
+
+def test_run_without_instances_and_warnings_are_shown(page, snapshot):
+    snap = dict(snapshot)
+    snap["instances?run=r1"] = {"run": "r1", "class_names": [], "instances": [],
+                                "warnings": ["skipped a: record has schema_version 99"]}
+    frame = _show_in_sandbox(page, standalone_html(snap))
+    empty = frame.locator("[data-testid=empty-state]")
+    assert "This run has no DeepVID data" in empty.inner_text()
+    assert "schema_version 99" in frame.locator("[data-testid=warnings]").inner_text()
