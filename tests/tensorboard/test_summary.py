@@ -137,3 +137,11 @@ def test_bytes_on_disk_per_instance_step(tmp_path, record_property):
     record_property("bytes_per_instance_step", per)
     print(f"bytes on disk per instance-step: {per:.0f}")
     assert per <= 20 * 1024
+
+
+def test_public_names_load_lazily():
+    import deepvid_plugin.tensorboard as tb
+
+    assert tb.write_record is write_record and tb.TensorBoardSink is TensorBoardSink
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        tb.nope  # noqa: B018
