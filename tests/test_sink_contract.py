@@ -135,3 +135,28 @@ class TestTensorBoardSink(SinkContract):
         mux.AddRunsFromDirectory(str(tmp_path))
         mux.Reload()
         return DataProviderStore(MultiplexerDataProvider(mux, str(tmp_path))), "run"
+
+
+class TestMLflowSink(SinkContract):
+    """Against a real ``mlflow server`` (sqlite + proxied artifacts), read back over HTTP."""
+
+    @pytest.fixture(autouse=True)
+    def _mlflow(self, mlflow_server):
+        import mlflow
+
+        self.client = mlflow_server.client()
+        self.experiment = self.client.create_experiment(f"contract-{id(self)}-{np.random.rand()}")
+        self.runs: dict[str, str] = {}
+        self._mlflow_module = mlflow
+
+    def make_sink(self, tmp_path):
+        from deepvid_plugin.mlflow.logging import MLflowSink
+
+        run = self.client.create_run(self.experiment, run_name=tmp_path.name)
+        self.runs[str(tmp_path)] = run.info.run_id
+        return MLflowSink(run.info.run_id, client=self.client, viewer_every=0)
+
+    def read_back(self, tmp_path):
+        from deepvid_plugin.mlflow.store import MLflowStore
+
+        return MLflowStore(self.client), self.runs[str(tmp_path)]

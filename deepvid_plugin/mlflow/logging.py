@@ -209,7 +209,7 @@ class MLflowSink:
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
             raise TypeError(f"step: expected an int, got {type(step).__name__} {step!r}")
         if self._closed:
-            raise RuntimeError("MLflowSink.write: the sink is closed")
+            raise ValueError("record: this MLflowSink is closed; create a new one to write more")
         step = int(step)
         self._resolve()
         if self._disabled:
