@@ -141,13 +141,13 @@ class TestMLflowSink(SinkContract):
     """Against a real ``mlflow server`` (sqlite + proxied artifacts), read back over HTTP."""
 
     @pytest.fixture(autouse=True)
-    def _mlflow(self, mlflow_server):
-        import mlflow
+    def _mlflow(self, mlflow_server, monkeypatch):
+        import uuid
 
+        monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.client = mlflow_server.client()
-        self.experiment = self.client.create_experiment(f"contract-{id(self)}-{np.random.rand()}")
+        self.experiment = self.client.create_experiment(f"contract-{uuid.uuid4().hex}")
         self.runs: dict[str, str] = {}
-        self._mlflow_module = mlflow
 
     def make_sink(self, tmp_path):
         from deepvid_plugin.mlflow.logging import MLflowSink

@@ -1,0 +1,211 @@
+"""MLflowSink against a real server, read back with plain MlflowClient calls (no deepvid reader),
+so these tests check what any MLflow user or tool sees."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from deepvid_plugin.mlflow import layout
+from deepvid_plugin.mlflow.logging import MLflowSink, render_weight_map
+from deepvid_plugin.record import ExplanationRecord
+from tests.factories import make_record
+from tests.mlflow.runs import EVIL, STEPS, fluent_tracking, record
+
+
+def _download(client, run_id, path, tmp_path) -> bytes:
+    local = client.download_artifacts(run_id, path, str(tmp_path))
+    with open(local, "rb") as f:
+        return f.read()
+
+
+def check_run(client, run_id, ids, seed, tmp_path):
+    """Everything the sink promises, for one run, through MlflowClient only."""
+    run = client.get_run(run_id)
+    assert run.data.tags[layout.LAYOUT_TAG] == str(layout.LAYOUT_VERSION)
+    top = {os.path.basename(f.path) for f in client.list_artifacts(run_id, layout.ROOT)}
+    assert {"records", "neighbours", "steps", "index.json", "viewer.html"} <= top
+    assert {os.path.basename(f.path) for f in client.list_artifacts(run_id, layout.STEPS_DIR)} \
+        == {f"{s}.json" for s in STEPS}
+    images = [os.path.basename(f.path) for f in client.list_artifacts(run_id, "images")]
+    assert images, "no step images were logged"
+    for iid in ids:
+        key = layout.instance_key(iid)
+        # records: one per step, without neighbour images, byte-exact to what was written
+        files = sorted(os.path.basename(f.path) for f in
+                       client.list_artifacts(run_id, f"{layout.RECORDS_DIR}/{key}"))
+        assert files == sorted(f"{s}.dvid" for s in STEPS)
+        for s in STEPS:
+            got = ExplanationRecord.decode(_download(
+                client, run_id, f"{layout.RECORDS_DIR}/{key}/{s}.dvid", tmp_path))
+            assert got == record(iid, s, seed).without_neighbour_images()
+        # neighbour images: once per instance, a plain .npy
+        arr = np.load(io.BytesIO(_download(
+            client, run_id, f"{layout.NEIGHBOURS_DIR}/{key}.npy", tmp_path)), allow_pickle=False)
+        np.testing.assert_array_equal(arr, record(iid, 0, seed).neighbours)
+        # metric history: one point per step, the fidelity we wrote
+        hist = sorted(client.get_metric_history(run_id, layout.fidelity_metric(key)),
+                      key=lambda m: m.step)
+        assert [m.step for m in hist] == list(STEPS)
+        np.testing.assert_allclose([m.value for m in hist],
+                                   [record(iid, s, seed).fidelity["top1_agreement"] for s in STEPS])
+        # MLflow's step images: key deepvid/<key>, one per step (PNG + compressed WebP)
+        for s in STEPS:
+            mine = [n for n in images if n.startswith(f"deepvid~{key}+step+{s}+")]
+            assert len(mine) == 2 and any(n.endswith(".png") for n in mine), (iid, s, mine)
+    mean = sorted(client.get_metric_history(run_id, layout.MEAN_FIDELITY_METRIC),
+                  key=lambda m: m.step)
+    assert [m.step for m in mean] == list(STEPS)
+    np.testing.assert_allclose(
+        mean[-1].value, np.mean([record(i, STEPS[-1], seed).fidelity["top1_agreement"]
+                                 for i in ids]))
+    html = _download(client, run_id, layout.VIEWER_PATH, tmp_path).decode("utf-8")
+    check_self_contained(html)
+
+
+def check_self_contained(html: str):
+    assert "__DEEPVID_SNAPSHOT__" in html and "data-deepvid-mount" in html
+    # MLflow shows it from a blob: URL in a sandboxed iframe: nothing may be fetched
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|/)""", html, re.I)
+    assert "<script src" not in html and "<link" not in html
+    assert EVIL not in html  # the hostile instance id only appears escaped
+
+
+def test_fluent_run(two_runs, tmp_path):
+    from mlflow import MlflowClient
+
+    check_run(MlflowClient(two_runs.url), two_runs.a, two_runs.ids[two_runs.a], 1, tmp_path)
+
+
+def test_explicit_run_id_and_client(two_runs, tmp_path):
+    from mlflow import MlflowClient
+
+    check_run(MlflowClient(two_runs.url), two_runs.b, two_runs.ids[two_runs.b], 2, tmp_path)
+
+
+def test_lightning_mlflow_logger(mlflow_server, tmp_path):
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    logger = MLFlowLogger(experiment_name="deepvid-lightning", tracking_uri=mlflow_server.url,
+                          run_name="lightning")
+    sink = MLflowSink(logger=logger, viewer_every=0)
+    for step in STEPS:
+        sink.write(record("a", step, 3), step)
+    sink.close()
+    assert sink.run_id == logger.run_id
+    client = mlflow_server.client()
+    assert client.get_run(logger.run_id).info.run_name == "lightning"
+    hist = client.get_metric_history(logger.run_id, layout.fidelity_metric("a"))
+    assert sorted(m.step for m in hist) == list(STEPS)
+    got = ExplanationRecord.decode(_download(client, logger.run_id,
+                                             f"{layout.RECORDS_DIR}/a/3.dvid", tmp_path))
+    assert got == record("a", 3, 3).without_neighbour_images()
+
+
+def test_viewer_is_refreshed_every_n_steps(mlflow_tracking, tmp_path):
+    import mlflow
+
+    client = mlflow_tracking.client()
+    with mlflow.start_run() as run:
+        sink = MLflowSink(viewer_every=2, log_images=False)
+        run_id = run.info.run_id
+        sink.write(record("a", 0, 0), 0)
+        sink.flush()
+        names = {os.path.basename(f.path) for f in client.list_artifacts(run_id, layout.ROOT)}
+        assert "viewer.html" not in names  # 1 step uploaded: not due yet
+        sink.write(record("a", 1, 0), 1)
+        sink.flush()
+        first = _download(client, run_id, layout.VIEWER_PATH, tmp_path / "1")
+        for step in (2, 3):
+            sink.write(record("a", step, 0), step)
+        sink.close()
+        last = _download(client, run_id, layout.VIEWER_PATH, tmp_path / "2")
+    snap = lambda html: json.loads(  # noqa: E731
+        re.search(rb"__DEEPVID_SNAPSHOT__=(.*?);</script>", html, re.S).group(1))
+    steps = lambda html: [s["step"] for s in  # noqa: E731
+                          snap(html)[f"instances?run={run_id}"]["instances"][0]["steps"]]
+    assert steps(first) == [0, 1]
+    assert steps(last) == [0, 1, 2, 3]
+
+
+def test_no_active_run_is_a_clear_error(mlflow_tracking):
+    sink = MLflowSink()
+    with pytest.raises(RuntimeError, match="mlflow.start_run"):
+        sink.write(make_record(), 0)
+
+
+def test_unknown_run_id_is_named(mlflow_server):
+    from mlflow.exceptions import MlflowException
+
+    sink = MLflowSink("0123456789abcdef0123456789abcdef", client=mlflow_server.client())
+    with pytest.raises(MlflowException, match="0123456789abcdef0123456789abcdef"):
+        sink.write(make_record(), 0)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="viewer_every"):
+        MLflowSink("r", viewer_every=-1)
+    with pytest.raises(TypeError, match="run_id"):
+        MLflowSink(run_id=3)
+    with pytest.raises(TypeError, match="logger"):
+        MLflowSink(logger=object())
+    with pytest.raises(ValueError, match="viewer_record_budget"):
+        MLflowSink("r", viewer_record_budget=-5)
+
+
+def test_same_instance_twice_in_one_step_is_refused(mlflow_tracking):
+    import mlflow
+
+    with mlflow.start_run():
+        sink = MLflowSink(viewer_every=0, log_images=False)
+        sink.write(make_record("a", 0), 0)
+        with pytest.raises(ValueError, match="already written"):
+            sink.write(make_record("a", 0), 0)
+        sink.close()
+
+
+def test_instance_keys_are_safe_and_distinct():
+    ids = ["a", "test-17", "x.y", EVIL, "a/b", "a b", "..", "é", "a" * 200, "a_b"]
+    keys = [layout.instance_key(i) for i in ids]
+    assert len(set(keys)) == len(keys)
+    for k in keys:
+        assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", k) and ".." not in k and len(k) <= 64
+    assert keys[:3] == ["a", "test-17", "x.y"]  # safe ids are kept as they are
+
+
+def test_weight_map_image():
+    rec = make_record("a", 0)
+    img = render_weight_map(rec)
+    assert img.dtype == np.uint8 and img.shape == (224, 224, 3)
+    w = rec.weights[rec.predicted].astype(float).mean(axis=0)
+    r, c = np.unravel_index(np.argmax(np.abs(w)), w.shape)  # the strongest weight saturates
+    assert tuple(img[r * 8, c * 8]) == ((178, 24, 43) if w[r, c] > 0 else (33, 102, 172))
+    r, c = np.unravel_index(np.argmax(w), w.shape)
+    assert img[r * 8, c * 8][0] > img[r * 8, c * 8][2]  # positive: red side
+    r, c = np.unravel_index(np.argmin(w), w.shape)
+    assert img[r * 8, c * 8][2] > img[r * 8, c * 8][0]  # negative: blue side
+
+
+def test_lightning_nonzero_rank_writes_nothing():
+    class DummyLogger:  # what Lightning's rank_zero_experiment hands out on other ranks
+        experiment = None
+        run_id = None
+
+    sink = MLflowSink(logger=DummyLogger())
+    sink.write(make_record(), 0)
+    sink.close()
+    assert sink.run_id is None
+
+
+def test_fluent_helper_restores_tracking_uri(mlflow_server):
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    with fluent_tracking(mlflow_server.url):
+        assert mlflow.get_tracking_uri() == mlflow_server.url
+    assert mlflow.get_tracking_uri() == before
