@@ -1,5 +1,5 @@
 // The overview: rows are tracked instances, columns are steps. Each cell is the predicted class's
-// weight map over the instance. Cells are painted lazily when their row scrolls into view, so a
+// weight map over the instance. Cells are painted lazily when they scroll into view, so a
 // 64 x 200 grid appears at once.
 import type { App } from "./app";
 import { className, h, fmt } from "./dom";
@@ -10,7 +10,9 @@ export interface Overview {
   highlight(instance: string | null, step: number | null): void;
 }
 
-const CELL = 56;
+const CELL = 56; // map size in px
+const CELL_W = 68; // cell width incl. padding (style.css .cell)
+const ROW_HEAD = 190; // style.css .row-head
 
 export function renderOverview(app: App, parent: HTMLElement, data: InstancesResp): Overview {
   const names = data.class_names;
@@ -19,48 +21,84 @@ export function renderOverview(app: App, parent: HTMLElement, data: InstancesRes
   const rows = new Map<string, HTMLElement>();
   const key = (id: string, step: number) => `${step}\u0000${id}`;
 
-  const head = h("tr", {}, h("th", { class: "corner" }, "instance \\ step"),
-    ...steps.map((s) => h("th", { class: "step-head", scope: "col" }, String(s))));
-  const tbody = h("tbody");
-  const paint = new Map<Element, () => void>();
+  // A div grid, not a <table>: rows of fixed-size cells lay out in O(visible) with
+  // content-visibility, where a 64 x 200 table took seconds of layout.
+  const head = h("div", { class: "grid-row grid-head", role: "row" },
+    h("div", { class: "corner", role: "columnheader" }, "instance \\ step"),
+    ...steps.map((s) => h("div", { class: "step-head", role: "columnheader" }, String(s))));
+  const tbody = h("div", { class: "grid-body", role: "rowgroup" });
+  const table = h("div", { class: "grid", role: "grid", "data-testid": "overview-grid",
+    style: `width:${ROW_HEAD + steps.length * CELL_W}px` }, head, tbody);
+  const scroller = h("div", { class: "grid-scroll", tabindex: 0, "aria-label":
+    "Overview grid. Arrow keys move the selection, Enter opens the detail panel, Escape closes it." }, table);
+  // Two levels of laziness keep a 64 x 200 overview instant: a row gets its cells only when it
+  // comes near the visible part of the grid, and a cell paints its canvas only when it does.
+  const painters = new WeakMap<Element, () => void>();
+  const builders = new WeakMap<Element, () => void>();
   const observer = new IntersectionObserver((entries) => {
     for (const e of entries) {
       if (!e.isIntersecting) continue;
-      paint.get(e.target)?.();
-      paint.delete(e.target);
+      const work = builders.get(e.target) ?? painters.get(e.target);
+      builders.delete(e.target);
+      painters.delete(e.target);
       observer.unobserve(e.target);
+      work?.();
     }
-  }, { rootMargin: "400px" });
+  }, { root: scroller, rootMargin: "300px" });
+  const summaries = new Map<Element, [Instance, StepSummary]>();
 
   for (const inst of data.instances) {
-    const byStep = new Map(inst.steps.map((s) => [s.step, s]));
     const label = inst.label;
-    const rowHead = h("th", { class: "row-head", scope: "row", "data-testid": "instance-row-head",
+    const rowHead = h("div", { class: "row-head", role: "rowheader", "data-testid": "instance-row-head",
       onclick: () => app.selectInstance(inst.id) },
     h("div", { class: "row-head-inner" },
       imageCanvas(inst.image, 40, "thumb-img"),
       h("div", { class: "row-meta" },
         h("span", { class: "inst-id", title: inst.id }, inst.id),
         h("span", { class: "true-label" }, label === null ? "label unknown" : `true: ${className(names, label)}`))));
-    const tds = steps.map((step) => {
-      const s = byStep.get(step);
-      if (!s) return h("td", { class: "cell missing", title: `no record at step ${step}` }, "·");
-      const td = cellFor(app, inst, s, names);
-      cells.set(key(inst.id, step), td);
-      return td;
-    });
-    const tr = h("tr", { "data-testid": "instance-row", "data-instance": inst.id }, rowHead, ...tds);
+    const tr = h("div", { class: "grid-row", role: "row", "data-testid": "instance-row", "data-instance": inst.id },
+      rowHead);
+    const build = () => {
+      const byStep = new Map(inst.steps.map((s) => [s.step, s]));
+      const frag = document.createDocumentFragment();
+      for (const step of steps) {
+        const s = byStep.get(step);
+        if (!s) {
+          frag.appendChild(h("div", { class: "cell missing", role: "gridcell", title: `no record at step ${step}` }, "·"));
+          continue;
+        }
+        const [td, paint] = cellFor(inst, s, names);
+        cells.set(key(inst.id, step), td);
+        painters.set(td, paint);
+        summaries.set(td, [inst, s]);
+        frag.appendChild(td);
+        observer.observe(td);
+      }
+      tr.appendChild(frag);
+      tr.dataset.built = "true";
+    };
+    builders.set(tr, build);
     rows.set(inst.id, tr);
-    paint.set(tr, () => {
-      for (const td of tds) (td as HTMLElement & { paint?: () => void }).paint?.();
-    });
     observer.observe(tr);
     tbody.appendChild(tr);
   }
+  const ensureRow = (id: string) => {
+    const row = rows.get(id);
+    const build = row && builders.get(row);
+    if (row && build) { builders.delete(row); observer.unobserve(row); build(); }
+  };
 
-  const table = h("table", { class: "grid", "data-testid": "overview-grid" }, h("thead", {}, head), tbody);
-  const scroller = h("div", { class: "grid-scroll", tabindex: 0, "aria-label":
-    "Overview grid. Arrow keys move the selection, Enter opens the detail panel, Escape closes it." }, table);
+  // One listener each for the whole grid instead of one per cell.
+  const cellOf = (ev: Event) => (ev.target as Element).closest?.(".cell") ?? null;
+  tbody.addEventListener("click", (ev) => {
+    const hit = summaries.get(cellOf(ev) as Element);
+    if (hit) app.openDetail(hit[0].id, hit[1].step);
+  });
+  tbody.addEventListener("mouseover", (ev) => {
+    const td = cellOf(ev) as HTMLElement | null;
+    const hit = td && summaries.get(td);
+    if (hit && !td.title) td.title = tooltip(hit[0], hit[1], names);
+  });
   parent.appendChild(h("div", { class: "dv-caption" },
     `${data.instances.length} instances × ${steps.length} steps · click a cell for details, ` +
     "or use the arrow keys"));
@@ -98,6 +136,7 @@ export function renderOverview(app: App, parent: HTMLElement, data: InstancesRes
       const row = rows.get(id);
       if (row) { row.classList.add("selected-row"); current.push(row); }
       if (step === null) return;
+      ensureRow(id);
       const cell = cells.get(key(id, step));
       if (cell) {
         cell.classList.add("selected");
@@ -108,36 +147,35 @@ export function renderOverview(app: App, parent: HTMLElement, data: InstancesRes
   };
 }
 
-function cellFor(app: App, inst: Instance, s: StepSummary, names: string[]): HTMLElement {
-  const pred = className(names, s.predicted);
+function tooltip(inst: Instance, s: StepSummary, names: string[]): string {
   const known = inst.label !== null;
-  const correct = known && s.predicted === inst.label;
-  const fid = s.fidelity?.top1_agreement;
-  const tip = [
+  return [
     `${inst.id} · step ${s.step}`,
-    `predicted: ${pred} (${fmt(s.probs[s.predicted], 2)})`,
+    `predicted: ${className(names, s.predicted)} (${fmt(s.probs[s.predicted], 2)})`,
     known ? `true: ${className(names, inst.label)}` : "true label unknown",
-    `fidelity (top-1 agreement): ${fmt(fid, 2)}`,
+    `fidelity (top-1 agreement): ${fmt(s.fidelity?.top1_agreement, 2)}`,
     s.trustworthy ? "" : "LOW FIDELITY: don't trust this explanation",
     s.changed ? "prediction changed at this step" : "",
   ].filter(Boolean).join("\n");
+}
+
+function cellFor(inst: Instance, s: StepSummary, names: string[]): [HTMLElement, () => void] {
+  const pred = className(names, s.predicted);
+  const known = inst.label !== null;
+  const correct = known && s.predicted === inst.label;
   const art = h("div", { class: "cell-art" });
-  const td = h("td", {
+  const td = h("div", {
     class: "cell" + (s.trustworthy ? "" : " lowfi") + (s.changed ? " changed" : ""),
+    role: "gridcell",
     "data-testid": "overview-cell",
     "data-instance": inst.id,
     "data-step": s.step,
     "data-trustworthy": String(s.trustworthy),
-    title: tip,
-    onclick: () => app.openDetail(inst.id, s.step),
   },
   art,
   h("div", { class: "cell-label" + (known ? (correct ? " ok" : " bad") : "") },
     known ? (correct ? "✓ " : "✗ ") : "", pred),
   s.changed ? h("span", { class: "mark-changed", "aria-label": "prediction changed" }, "◆") : null,
   s.trustworthy ? null : h("span", { class: "mark-lowfi", "aria-label": "low fidelity" }, "⚠"));
-  (td as HTMLElement & { paint?: () => void }).paint = () => {
-    art.appendChild(mapCanvas(s.thumb, CELL, { image: inst.image }));
-  };
-  return td;
+  return [td, () => art.appendChild(mapCanvas(s.thumb, CELL, { image: inst.image }))];
 }
