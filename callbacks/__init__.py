@@ -1,0 +1,26 @@
+"""Training-loop integrations (installed as ``deepvid_plugin.callbacks``).
+
+- :class:`DeepVIDCallback`: plain PyTorch loops (``cb.on_epoch_end(epoch)``).
+- :class:`~deepvid_plugin.callbacks.lightning.DeepVIDLightningCallback`: Lightning. Importing it
+  needs ``pip install 'deepvid-plugin[lightning]'``; this package itself never imports lightning,
+  so plain-PyTorch users do not need it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deepvid_plugin.callbacks.core import DeepVIDCallback, Explanations
+from deepvid_plugin.callbacks.safety import DeepVIDWarning
+
+__all__ = ["DeepVIDCallback", "DeepVIDLightningCallback", "DeepVIDWarning", "Explanations"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `from deepvid_plugin.callbacks import DeepVIDLightningCallback` imports lightning only
+    # when someone asks for it.
+    if name == "DeepVIDLightningCallback":
+        from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
+
+        return DeepVIDLightningCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
