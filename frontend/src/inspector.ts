@@ -41,7 +41,9 @@ export function renderInspector(app: App, parent: HTMLElement, inst: Instance, n
 
   const truth = inst.label;
   const probSeries = [
-    { label: "p(predicted)", values: inst.steps.map((s) => num(s.probs[s.predicted])), color: SERIES.predicted },
+    // dashed, so the true-class line stays visible where the two coincide
+    { label: "p(predicted)", values: inst.steps.map((s) => num(s.probs[s.predicted])), color: SERIES.predicted,
+      dash: [6, 4] as number[] | undefined },
   ];
   if (truth !== null) {
     probSeries.unshift({ label: `p(true: ${className(names, truth)})`,
