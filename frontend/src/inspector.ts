@@ -1,7 +1,7 @@
 // Per-instance panel: the instance, a step slider (arrow keys step through it), the fidelity over
 // steps and the probability of the true and the predicted class over steps.
 import type { App } from "./app";
-import { lineChart, type Chart } from "./charts";
+import { lineChart, type Chart, type Series } from "./charts";
 import { SERIES } from "./colors";
 import { className, fmt, h, pct } from "./dom";
 import { imageCanvas } from "./draw";
@@ -40,10 +40,10 @@ export function renderInspector(app: App, parent: HTMLElement, inst: Instance, n
   });
 
   const truth = inst.label;
-  const probSeries = [
+  const probSeries: Series[] = [
     // dashed, so the true-class line stays visible where the two coincide
     { label: "p(predicted)", values: inst.steps.map((s) => num(s.probs[s.predicted])), color: SERIES.predicted,
-      dash: [6, 4] as number[] | undefined },
+      dash: [6, 4] },
   ];
   if (truth !== null) {
     probSeries.unshift({ label: `p(true: ${className(names, truth)})`,
