@@ -114,6 +114,7 @@ class DeepVID:
         device; every module's ``training`` flag and every RNG state are restored afterwards.
         """
         x = _check_images(x)
+        _check_generator_shape(self.generator, x)
         k = x.shape[0]
         ids = _check_ids(ids, k)
         labels_list = _check_labels(labels, k)
@@ -216,6 +217,17 @@ def _check_images(x: Any) -> torch.Tensor:
     if x.shape[0] == 0:
         raise ValueError("x: expected at least one instance, got 0")
     return x.detach().to("cpu", torch.float32)
+
+
+def _check_generator_shape(generator: object, x: torch.Tensor) -> None:
+    """Catch a channel/size mismatch with a VAE here, with a clear message, instead of as a
+    convolution shape error deep inside the generator."""
+    cfg = getattr(generator, "config", None)
+    want = tuple(getattr(cfg, a, None) for a in ("channels", "height", "width"))
+    want = want if None not in want else getattr(generator, "shape", None)
+    if want is not None and tuple(x.shape[1:]) != tuple(want):
+        raise ValueError(f"x: expected images of shape (K, {want[0]}, {want[1]}, {want[2]}) to "
+                         f"match the generator, got {tuple(x.shape)}")
 
 
 def _check_ids(ids: Sequence[str] | None, k: int) -> list[str]:
