@@ -76,9 +76,11 @@ def _check_radius(radius: Any) -> Any:
 
 def _load_instances(instances: Any) -> tuple[torch.Tensor, list[int] | None, list[str] | None]:
     """``(x, labels found in the data, default ids)`` from a tensor or a map-style dataset."""
+    if isinstance(instances, np.ndarray) and instances.dtype.kind == "f":
+        instances = torch.from_numpy(instances)
     if isinstance(instances, torch.Tensor):
         x, labels, ids = instances, None, None
-    elif hasattr(instances, "__getitem__") and hasattr(instances, "__len__"):
+    elif not isinstance(instances, (str, bytes, np.ndarray)) and hasattr(instances, "__getitem__") and hasattr(instances, "__len__"):
         n = len(instances)
         if n == 0:
             raise ValueError("instances: expected at least one instance, got an empty dataset")
@@ -341,7 +343,8 @@ class Explanations:
               sinks: Mapping[str, Sink]) -> None:
         for name, sink in sinks.items():
             for record in records:
-                ok, _ = self.policy.call(f"{name}.write", sink.write, record, step, owner=name)
+                ok, _ = self.policy.call(f"{name}.write", sink.write, record, step, owner=name,
+                                         proves=False)  # may only have been buffered
                 if not ok:  # the sink is broken this epoch: don't pay its failure per record
                     break
             else:

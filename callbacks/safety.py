@@ -67,11 +67,12 @@ class ErrorPolicy:
         return self.on_error == "raise" or os.environ.get(TESTING_ENV, "") == "1"
 
     def call(self, kind: str, fn: Callable[..., T], *args: Any, owner: str | None = None,
-             **kwargs: Any) -> tuple[bool, T | None]:
+             proves: bool = True, **kwargs: Any) -> tuple[bool, T | None]:
         """``(True, fn(...))``, or ``(False, None)`` after a failure handled by the policy.
 
         ``owner`` (e.g. the sink's name) groups kinds for switching off: an owner that is
-        disabled is not called at all.
+        disabled is not called at all. ``proves=False`` marks calls whose success says nothing
+        about the owner's health (a buffered write), so they do not end a failure streak.
         """
         owner = owner or kind
         if owner in self.disabled:
@@ -85,7 +86,8 @@ class ErrorPolicy:
                 raise
             self._report(kind, owner, e)
             return False, None
-        self._streak[owner] = 0
+        if proves:
+            self._streak[owner] = 0
         return True, value
 
     def _report(self, kind: str, owner: str, error: Exception) -> None:
