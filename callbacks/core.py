@@ -231,6 +231,7 @@ class Explanations:
         self.fitted_vae: VAE | None = None  # a VAE this callback fitted or restored
         self.generator_source = "given" if generator is not None else None
         self.last_step: int | None = None
+        self.written_steps: list[int] = []  # steps explained and handed to the sinks, this process
         self._explainer: DeepVID | None = None
 
     def _check_train_data(self, data: Any) -> None:
@@ -337,6 +338,7 @@ class Explanations:
             return []
         self.write(records, step, sinks)
         self.last_step = step
+        self.written_steps.append(step)
         return records
 
     def write(self, records: Sequence[ExplanationRecord], step: int,
