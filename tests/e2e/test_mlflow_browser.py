@@ -1,0 +1,113 @@
+"""DeepVID inside MLflow, in headless Chromium, against a real ``mlflow server --app-name deepvid``.
+
+1. MLflow's OWN UI, on the run's artifact ``deepvid/viewer.html``: MLflow renders it in a
+   sandboxed iframe from a ``blob:`` URL; the timeline must render in there.
+2. ``/deepvid/`` (the ``mlflow.app`` entry point): pick the experiment and two runs in the live
+   compare view; the difference maps must render.
+
+Screenshots go to the ``artifacts_dir`` folder (test-artifacts/).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.mlflow.runs import EVIL, STEPS, log_two_runs
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def runs(mlflow_app_server):
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return log_two_runs(mlflow_app_server)
+
+
+def _blob_frame(page, timeout_s: float = 120):
+    """The frame MLflow's artifact viewer created for the .html artifact (a blob: URL)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for frame in page.frames:
+            if frame.url.startswith("blob:"):
+                return frame
+        page.wait_for_timeout(250)
+    raise AssertionError(f"MLflow did not show the artifact in a blob: iframe; frames: "
+                         f"{[f.url for f in page.frames]}")
+
+
+def _painted(locator) -> dict:
+    """How many pixels of a canvas are painted, and in how many distinct colours."""
+    return locator.evaluate("""c => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let painted = 0; const colours = new Set();
+        for (let i = 0; i < d.length; i += 4) {
+            if (d[i + 3] > 0) { painted++; colours.add(d[i] << 16 | d[i + 1] << 8 | d[i + 2]); }
+        }
+        return {painted, colours: colours.size, size: c.width * c.height};
+    }""")
+
+
+def test_viewer_artifact_renders_inside_mlflow_ui(page, mlflow_app_server, runs, artifacts_dir):
+    url = (f"{mlflow_app_server.url}/#/experiments/{runs.experiment_id}/runs/{runs.a}"
+           "/artifacts/deepvid/viewer.html")
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(url)
+    frame = _blob_frame(page)
+    # the iframe is sandboxed: scripts only, no same-origin access (MLflow's own rendering)
+    sandbox = page.locator("iframe").evaluate_all(
+        "fs => fs.filter(f => f.src.startsWith('blob:')).map(f => f.getAttribute('sandbox'))")
+    assert sandbox and all(s is not None and "allow-same-origin" not in s for s in sandbox)
+    cells = frame.locator("[data-testid=overview-cell]")
+    cells.first.wait_for(state="visible", timeout=60_000)
+    assert cells.count() == len(runs.ids[runs.a]) * len(STEPS)
+    rows = frame.locator("[data-testid=instance-row-head]")
+    assert any(EVIL in t for t in rows.all_inner_texts())  # shown as text, not run
+    thumb = frame.locator("[data-testid=overview-cell] canvas").first
+    assert _painted(thumb)["colours"] > 5
+    assert dialogs == []
+    page.screenshot(path=os.path.join(artifacts_dir, "mlflow-ui-viewer-artifact.png"))
+
+
+def test_live_compare_view_in_deepvid_app(page, mlflow_app_server, runs, artifacts_dir):
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    started = time.perf_counter()
+    page.goto(f"{mlflow_app_server.url}/deepvid/?view=compare")
+    page.locator("[data-testid=deepvid-app]").wait_for()
+    experiment = page.locator("[data-testid=experiment-select]")
+    if experiment.input_value() != runs.experiment_id:
+        experiment.select_option(runs.experiment_id)
+    diff = page.locator("[data-testid=diff-map] canvas").first
+    diff.wait_for(state="visible", timeout=60_000)  # the default pair: the two newest runs
+    elapsed = time.perf_counter() - started
+    select_a = page.locator("[data-testid=compare-run-a]")
+    select_b = page.locator("[data-testid=compare-run-b]")
+    assert {select_a.input_value(), select_b.input_value()} == {runs.a, runs.b}
+    if select_a.input_value() != runs.a:
+        select_a.select_option(runs.a)
+        page.wait_for_load_state("networkidle")
+    if select_b.input_value() != runs.b:
+        select_b.select_option(runs.b)
+        page.wait_for_load_state("networkidle")
+    page.locator("[data-testid=compare-instance]").select_option(EVIL)
+    page.wait_for_load_state("networkidle")
+    diff.wait_for(state="visible", timeout=60_000)
+    assert (select_a.input_value(), select_b.input_value()) == (runs.a, runs.b)
+    paint = _painted(diff)
+    assert paint["painted"] == paint["size"] and paint["colours"] > 5, paint
+    for testid in ("compare-map-a", "compare-map-b"):
+        assert _painted(page.locator(f"[data-testid={testid}] canvas").first)["colours"] > 5
+    note = page.locator("[data-testid=compare-note]")
+    assert "different instance sets" in note.inner_text()
+    strip = page.locator("[data-testid=compare-strip] .strip-col[data-step]")
+    assert strip.count() == len(STEPS)
+    assert page.locator("[data-testid=compare-fidelity]").count() == 1
+    assert page.locator("[data-testid=compare-prob]").count() == 1
+    assert dialogs == []  # the <script> instance id never ran
+    assert not [e for e in page.dv_errors if "pageerror" in e], page.dv_errors
+    page.screenshot(path=os.path.join(artifacts_dir, "mlflow-app-compare.png"), full_page=True)
+    print(f"/deepvid/ compare view rendered in {elapsed:.2f}s")
