@@ -20,9 +20,10 @@ The alternative, sharding the tracked instances across ranks and gathering the r
 zero, was measured (``benchmarks/bench_callback.py``, section ``ddp``: 2 gloo processes on CPU,
 16 digits instances x 512 neighbours) and rejected:
 
-* it is not faster where it matters: explaining costs a few forward passes over
-  ``K x n_neighbours`` images plus one batched student fit; on a shared CPU host both ranks
-  compete for the same cores, and on GPUs the cost is a few percent of an epoch either way;
+* it was not faster: rank zero alone took 1.31 s per epoch, shard-and-gather 1.43 s (2 ranks,
+  1 thread each, on the shared 2-core development machine): half the instances per rank saves
+  less than the gather of pickled records and the second rank's start-up cost; on GPUs the
+  explanation is a few percent of an epoch either way;
 * it changes the answer: the students of all instances are refined by one joint LBFGS (a sum of
   independent terms, but one shared line search), so a record would depend on which other
   instances share its rank, and a 2-process run would no longer log what a 1-process run logs;
