@@ -9,11 +9,15 @@ so the plugin works the same under the Python multiplexer (``--load_fast=false``
 from __future__ import annotations
 
 import base64
+import collections
+import gzip
 import io
+import json
 import logging
 import mimetypes
 import os
 import re
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +26,7 @@ import numpy as np
 from tensorboard import context as tb_context
 from tensorboard import errors as tb_errors
 from tensorboard import plugin_util
-from tensorboard.backend import http_util
+from tensorboard.backend import http_util, json_util
 from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
@@ -53,14 +57,57 @@ def _decode_image(obj: Any) -> np.ndarray:
     return np.frombuffer(base64.b64decode(obj["data"]), np.uint8).reshape(shape)
 
 
+class OverviewCache:
+    """Recently read run overviews, each valid while the run's summary series are unchanged.
+
+    An overview decodes one JSON summary per instance-step (12,800 for 64 instances x 200 steps)
+    and a page load asks for it twice (``runs`` counts, ``instances`` draws), as does every
+    ``compare``. An entry is keyed by ``(experiment, run)`` and stamped with the run's
+    *fingerprint*: every summary tag with its last step and wall time, as the data provider lists
+    them. New or re-written data changes the fingerprint, so a stale entry is never served. The
+    entry also keeps the gzipped ``instances`` and ``timeline`` answers, so serving them again
+    costs no encoding.
+    Entries are only ever read, never mutated, by the API.
+    """
+
+    def __init__(self, max_runs: int = 8):
+        if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
+            raise ValueError(f"max_runs: expected a positive int, got {max_runs!r}")
+        self._max = max_runs
+        self._entries: collections.OrderedDict[tuple, dict[str, Any]] = \
+            collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, fingerprint: tuple, what: str) -> Any:
+        """The cached ``what`` ("overview" or an encoded answer's name), or ``None``."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry["fingerprint"] != fingerprint:
+                return None
+            self._entries.move_to_end(key)
+            return entry.get(what)
+
+    def put(self, key: tuple, fingerprint: tuple, what: str, value: Any) -> None:
+        # ``value`` was read after ``fingerprint`` was listed, so it is at least that fresh.
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry["fingerprint"] != fingerprint:
+                entry = self._entries[key] = {"fingerprint": fingerprint}
+            entry[what] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+
 class DataProviderStore:
     """:class:`deepvid_plugin.api.RecordStore` over a TensorBoard ``DataProvider``."""
 
     def __init__(self, data_provider: provider.DataProvider, ctx: Any = None,
-                 experiment_id: str = ""):
+                 experiment_id: str = "", cache: OverviewCache | None = None):
         self._dp = data_provider
         self._ctx = ctx if ctx is not None else tb_context.RequestContext()
         self._eid = experiment_id
+        self._cache = cache
 
     def _list(self, runs=None, tags=None) -> dict:
         flt = None if runs is None else provider.RunTagFilter(runs=runs, tags=tags)
@@ -81,18 +128,43 @@ class DataProviderStore:
         return [(r, r) for r in sorted(listing, key=_natural_key)
                 if self._summary_tags(listing[r])]
 
-    def overview(self, run: str, instance: str | None = None) -> api.RunOverview:
-        tags = None if instance is None else [metadata.tag(instance, metadata.KIND_SUMMARY)]
-        listing = self._list([run], tags).get(run, {})
+    def fingerprint(self, run: str) -> tuple:
+        """What identifies the data of ``run``: its summary tags with their last step and wall
+        time. Raises ``KeyError`` when the run has no DeepVID summaries."""
+        return self._listing(run)[2]
+
+    def _listing(self, run: str):
+        listing = self._list([run]).get(run, {})
         summary_tags = self._summary_tags(listing)
-        if not summary_tags and not self._summary_tags(self._list([run]).get(run, {})):
+        if not summary_tags:
             raise KeyError(run)
+        fingerprint = tuple(sorted((t, listing[t].max_step, listing[t].max_wall_time)
+                                   for t in summary_tags))
+        return listing, summary_tags, fingerprint
+
+    def overview(self, run: str, instance: str | None = None) -> api.RunOverview:
+        listing, summary_tags, fingerprint = self._listing(run)
+        key = (self._eid, run)
+        if self._cache is not None:
+            hit = self._cache.get(key, fingerprint, "overview")
+            if hit is not None:
+                return hit
+        if instance is not None:
+            # The timeline of one instance: read its series only (not cached, it is partial).
+            return self._read(run, listing, {t: i for t, i in summary_tags.items()
+                                             if i == instance})
+        ov = self._read(run, listing, summary_tags)
+        if self._cache is not None:
+            self._cache.put(key, fingerprint, "overview", ov)
+        return ov
+
+    def _read(self, run: str, listing, summary_tags: dict[str, str]) -> api.RunOverview:
         warns: list[str] = []
         data = self._dp.read_tensors(
             self._ctx, experiment_id=self._eid, plugin_name=metadata.PLUGIN_NAME,
             downsample=_ALL,
             run_tag_filter=provider.RunTagFilter(runs=[run], tags=list(summary_tags)),
-        ).get(run, {})
+        ).get(run, {}) if summary_tags else {}
         class_names: list[str] = []
         instances = []
         for tag_name in sorted(summary_tags, key=lambda t: _natural_key(summary_tags[t])):
@@ -110,7 +182,7 @@ class DataProviderStore:
             steps = self._steps(run, iid, data.get(tag_name, []), warns)
             instances.append(api.InstanceOverview(iid, label, image, steps))
         for w in warns:
-            warnings.warn(w, stacklevel=2)
+            warnings.warn(w, stacklevel=3)
         return api.RunOverview(class_names, instances, warns)
 
     @staticmethod
@@ -166,6 +238,25 @@ class DataProviderStore:
             raise KeyError(str(e)) from e
 
 
+def _json_bytes(body: dict) -> bytes:
+    """``body`` as the ASCII JSON ``http_util.Respond`` would send.
+
+    Respond runs ``json_util.Cleanse`` over every value first (NaN -> "NaN"), which costs more
+    than reading the data for a 12,800-summary overview. Our answers are finite by construction
+    (summaries are written with ``allow_nan=False``), so Cleanse is only the fallback for a
+    hand-made summary that smuggled a NaN in.
+    """
+    try:
+        text = json.dumps(body, ensure_ascii=True, allow_nan=False)
+    except ValueError:
+        text = json.dumps(json_util.Cleanse(body), ensure_ascii=True)
+    return text.encode("ascii")
+
+
+def _gzip_json(body: dict) -> bytes:
+    return gzip.compress(_json_bytes(body), compresslevel=3, mtime=0)  # Respond's level
+
+
 class DeepVIDPlugin(base_plugin.TBPlugin):
     """The DeepVID tab: JSON routes of ``http_api.md`` plus the bundled frontend."""
 
@@ -173,6 +264,7 @@ class DeepVIDPlugin(base_plugin.TBPlugin):
 
     def __init__(self, context: base_plugin.TBContext):
         self._data_provider = context.data_provider
+        self._cache = OverviewCache()
 
     def get_plugin_apps(self):
         return {
@@ -195,27 +287,60 @@ class DeepVIDPlugin(base_plugin.TBPlugin):
     # ---- routes: parse the request, call the *_impl in deepvid_plugin.api ---------------------
     def _store(self, request) -> DataProviderStore:
         return DataProviderStore(self._data_provider, plugin_util.context(request.environ),
-                                 plugin_util.experiment_id(request.environ))
+                                 plugin_util.experiment_id(request.environ), self._cache)
 
     def _answer(self, request, work: Callable[[DataProviderStore], dict]):
         try:
             body, code = work(self._store(request)), 200
         except api.ApiError as e:
             body, code = e.to_json(), e.status
-        return http_util.Respond(request, body, "application/json", code=code)
+        return http_util.Respond(request, _json_bytes(body), "application/json", code=code)
 
     @wrappers.Request.application
     def _runs_route(self, request):
         return self._answer(request, api.runs_impl)
 
+    def _answer_run(self, request,
+                    parse: Callable[[], tuple[str, Callable[[DataProviderStore, str], dict]]]):
+        """Like :meth:`_answer`, for an answer that depends on one run's summaries only.
+
+        ``parse()`` reads the parameters after ``run`` and returns the answer's cache name and
+        the work that computes it from ``(store, run)``.
+
+        Its gzipped bytes are kept in the cache with the run's overview, so asking again while
+        the run is unchanged costs one listing: the overview is ~9 MB of JSON at 64 x 200, and
+        encoding it costs more than reading it.
+        """
+        store = self._store(request)
+        try:
+            run = api.parse_run(request.args)
+            what, work = parse()
+            try:
+                fingerprint = store.fingerprint(run)
+            except KeyError:
+                fingerprint = None  # work() answers the 404
+            key = (plugin_util.experiment_id(request.environ), run)
+            gz = None if fingerprint is None else self._cache.get(key, fingerprint, what)
+            if gz is None:
+                gz = _gzip_json(work(store, run))
+                if fingerprint is not None:
+                    self._cache.put(key, fingerprint, what, gz)
+        except api.ApiError as e:
+            return http_util.Respond(request, _json_bytes(e.to_json()), "application/json",
+                                     code=e.status)
+        return http_util.Respond(request, gz, "application/json", content_encoding="gzip")
+
     @wrappers.Request.application
     def _instances_route(self, request):
-        return self._answer(request, lambda s: api.instances_impl(s, api.parse_run(request.args)))
+        return self._answer_run(request, lambda: ("instances", api.instances_impl))
 
     @wrappers.Request.application
     def _timeline_route(self, request):
-        return self._answer(request, lambda s: api.timeline_impl(
-            s, api.parse_run(request.args), api.parse_instance(request.args)))
+        def parse():
+            instance = api.parse_instance(request.args)
+            return "timeline\0" + instance, lambda s, run: api.timeline_impl(s, run, instance)
+
+        return self._answer_run(request, parse)
 
     @wrappers.Request.application
     def _record_route(self, request):
