@@ -27,7 +27,7 @@ def _hooks(model: torch.nn.Module) -> int:
                for m in model.modules())
 
 
-def _plain_run(logdir=None):
+def _plain_run(logdir=None, disturb=False):
     """Plain loop; the user keeps the first BatchNorm frozen in eval mode on purpose."""
     x, y = train_slice()
     model = small_cnn()
@@ -46,6 +46,8 @@ def _plain_run(logdir=None):
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if disturb:
+            torch.rand(1)  # what a callback that forgot to restore the RNG would do
         if cb is not None:
             hooks = _hooks(model)
             records = cb.on_epoch_end(epoch)
@@ -109,8 +111,7 @@ def test_the_comparison_can_fail(tmp_path):
     torch.manual_seed(123)
     ref_model, _, _ = _plain_run()
     torch.manual_seed(123)
-    torch.rand(1)
-    model, _, _ = _plain_run()
+    model, _, _ = _plain_run(disturb=True)
     try:
         assert_same_state(ref_model.state_dict(), model.state_dict(), "model")
     except AssertionError:
