@@ -4,13 +4,19 @@ steps 0-5 exactly once, with the records an uninterrupted run logs (same VAE, sa
 from __future__ import annotations
 
 import pytest
+from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
-from tests.callbacks.helpers import N_NEIGHBOURS, records, small_cnn, summary_steps, tracked, \
-    train_slice
+from tests.callbacks.helpers import (
+    N_NEIGHBOURS,
+    records,
+    small_cnn,
+    summary_steps,
+    tracked,
+    train_slice,
+)
 from tests.callbacks.lit import LitDigits, loader, trainer
 
 IDS = ["a", "b", "c"]
