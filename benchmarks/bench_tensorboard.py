@@ -280,6 +280,7 @@ def run() -> dict[str, Any]:
         api = "/data/plugin/deepvid/"
         timeline_p95: dict[str, float] = {}
         drawn: dict[str, float] = {}
+        in_frame: dict[str, float] = {}
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                         args=CHROMIUM_ARGS)
@@ -313,6 +314,7 @@ def run() -> dict[str, Any]:
                         b = browser_times(browser, base + "/#deepvid", _deepvid_frame,
                                           _DEEPVID_DRAWN)
                         drawn[load_fast] = b["median"]
+                        in_frame[load_fast] = b["in_frame"]
                         rows.append({"measure": "DeepVID overview drawn in Chromium",
                                      "loader": load_fast, "value": round(b["median"], 3),
                                      "unit": "s median", "p95_ms": None,
@@ -367,8 +369,9 @@ def run() -> dict[str, Any]:
          "note": ", ".join(f"load_fast={k}: {v * 1e3:.1f} ms" for k, v in timeline_p95.items())},
         {"name": "overview drawn in Chromium (worse loader), s", "value": round(worst_drawn, 3),
          "target": f"<= {TARGET_DRAWN}", "met": worst_drawn <= TARGET_DRAWN,
-         "note": ", ".join(f"load_fast={k}: {v:.3f} s" for k, v in drawn.items())
-                 + f"; images dashboard: {anchor['median']:.3f} s"},
+         "note": ", ".join(f"load_fast={k}: {v:.3f} s ({in_frame[k]:.3f} s inside the tab's "
+                           "iframe)" for k, v in drawn.items())
+                 + f"; TensorBoard's images dashboard: {anchor['median']:.3f} s"},
     ]
     return {
         "title": "TensorBoard: the DeepVID tab at 64 instances x 200 steps",
