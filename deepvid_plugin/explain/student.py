@@ -37,17 +37,20 @@ class Student:
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight)
 
 
-def _ridge_all(xc: torch.Tensor, y: torch.Tensor, rel_l2: torch.Tensor):
+def _ridge_all(xc: torch.Tensor, y: torch.Tensor, rel_l2: torch.Tensor,
+               gram: torch.Tensor | None = None):
     """Ridge solutions W (G, K, D, C) of ``xc @ W ~ y`` for every relative L2 in ``rel_l2`` (G,),
     plus the absolute strengths (G, K).
 
     One Cholesky solve per strength, batched over instances (15x cheaper than an
     eigendecomposition at M=410). The Gram matrix is formed in the input precision and factored
-    in float64, because the smallest strengths leave it badly conditioned.
+    in float64, because the smallest strengths leave it badly conditioned. ``gram`` may pass that
+    Gram matrix in when the caller already has it.
     """
     k, m, d = xc.shape
     primal = d <= m
-    gram = (xc.transpose(1, 2) @ xc if primal else xc @ xc.transpose(1, 2)).double()
+    if gram is None:
+        gram = (xc.transpose(1, 2) @ xc if primal else xc @ xc.transpose(1, 2)).double()
     rhs = (xc.transpose(1, 2) @ y if primal else y).double()
     # Relative to the mean eigenvalue of X^T X (trace / D) in both forms, so a given l2 means
     # the same thing whatever the form.
@@ -61,6 +64,31 @@ def _ridge_all(xc: torch.Tensor, y: torch.Tensor, rel_l2: torch.Tensor):
         ws.append((sol if primal else xc.transpose(1, 2).double() @ sol).to(xc.dtype))
         lams.append(lam.to(xc.dtype))
     return torch.stack(ws), torch.stack(lams)
+
+
+def _dual_val_logits(gram: torch.Tensor, tr: torch.Tensor, va: torch.Tensor, ytr: torch.Tensor,
+                     rel_l2: torch.Tensor, d: int) -> torch.Tensor:
+    """Validation logits (G, K, V, C) of ridge fits on rows ``tr`` for every relative L2 in
+    ``rel_l2``, in dual form, straight from ``gram`` (K, M, M) of all rows (float64).
+
+    Same result as fitting on ``x[:, tr]`` centred on its own mean and predicting ``x[:, va]``,
+    but without any D-sized work: re-centring on the training rows' mean m is a rank-2
+    correction, <x_i - m, x_j - m> = G_ij - r_i - r_j + s with r_i = <x_i, m>, s = <m, m>, and
+    the validation logits need only the cross Gram, never the weights.
+    """
+    r = gram[:, :, tr].mean(-1)  # (K, M)
+    s = r[:, tr].mean(-1).view(-1, 1, 1)
+    r_tr = r[:, tr]
+    g_tr = gram[:, tr][:, :, tr] - r_tr.unsqueeze(-1) - r_tr.unsqueeze(1) + s
+    g_va = gram[:, va][:, :, tr] - r[:, va].unsqueeze(-1) - r_tr.unsqueeze(1) + s
+    scale = g_tr.diagonal(dim1=1, dim2=2).sum(-1) / d  # as in _ridge_all: trace / D
+    eye = torch.eye(len(tr), dtype=gram.dtype)
+    rhs = ytr.double()
+    out = []
+    for g in rel_l2.tolist():
+        chol = torch.linalg.cholesky(g_tr + (g * scale).view(-1, 1, 1) * eye)
+        out.append(g_va @ torch.cholesky_solve(rhs, chol))
+    return torch.stack(out)
 
 
 def _kl_t(teacher_logp_t: torch.Tensor, student_logits: torch.Tensor, t: float) -> torch.Tensor:
@@ -92,15 +120,25 @@ def fit_students(x: torch.Tensor, teacher_logits: torch.Tensor, temperature: flo
     y = target - tm
     t_logp = F.log_softmax(t_logits / temperature, dim=-1)
 
+    # Dual form (pixels > neighbours): the (K, M, M) Gram of all fitting rows is the dominant
+    # cost, so form it once and derive the grid's train/validation Grams from it.
+    gram = (xc @ xc.transpose(1, 2)).double() if d > m else None
+
     if l2 is None:
         n_val = max(1, int(round(m * val_fraction)))
         perm = torch.randperm(m, generator=generator)
         tr, va = perm[n_val:], perm[:n_val]
-        xtr_m = x[:, tr].mean(1, keepdim=True)
         ytr_m = target[:, tr].mean(1, keepdim=True)
         grid = torch.tensor(L2_GRID, dtype=x.dtype)
-        w_all, _ = _ridge_all(x[:, tr] - xtr_m, target[:, tr] - ytr_m, grid)  # (G, K, D, C)
-        val_logits = (x[:, va] - xtr_m).unsqueeze(0) @ w_all + ytr_m.unsqueeze(0)
+        if d <= len(tr):
+            xtr_m = x[:, tr].mean(1, keepdim=True)
+            w_all, _ = _ridge_all(x[:, tr] - xtr_m, target[:, tr] - ytr_m, grid)  # (G, K, D, C)
+            val_logits = (x[:, va] - xtr_m).unsqueeze(0) @ w_all + ytr_m.unsqueeze(0)
+        else:
+            if gram is None:  # d <= m but d > len(tr): the grid alone is in dual form
+                gram = (xc @ xc.transpose(1, 2)).double()
+            val_logits = _dual_val_logits(gram, tr, va, target[:, tr] - ytr_m, grid, d)
+            val_logits = val_logits.to(x.dtype) + ytr_m.unsqueeze(0)
         val_kl = _kl_t(t_logp[:, va].unsqueeze(0), val_logits, temperature)  # (G, K)
         rel = grid[val_kl.argmin(0)]  # (K,)
     else:
@@ -108,7 +146,7 @@ def fit_students(x: torch.Tensor, teacher_logits: torch.Tensor, temperature: flo
 
     # Final ridge on all fitting rows, each instance with its own strength.
     uniq = torch.unique(rel)
-    w_sel, lam_sel = _ridge_all(xc, y, uniq)
+    w_sel, lam_sel = _ridge_all(xc, y, uniq, gram=gram if d > m else None)
     pick = (rel.view(1, -1) == uniq.view(-1, 1)).to(x.dtype)  # (U, K) one-hot
     w = (pick.view(-1, k, 1, 1) * w_sel).sum(0)
     lam = (pick * lam_sel).sum(0)  # (K,) absolute ridge strength
