@@ -64,9 +64,14 @@ def build_page(run_ids: list[str], tracking_uri: str | None = None, title: str |
         usable.append(run)
     if len(usable) < 2:
         raise CompareError("nothing to compare: " + "; ".join(messages))
+    for run in usable:
+        store.prefetch(run)  # every record of a finished run in one batched download
     base = usable[0]
-    pairs = [(base, r) for r in usable[1:]] + [(r, base) for r in usable[1:]]
+    # The baseline against each other run, in that order only: the page offers exactly these
+    # pairs (its runs response lists them), so nothing is computed that cannot be shown.
+    pairs = [(base, r) for r in usable[1:]]
     snap = budgeted_snapshot(store, usable, record_budget=record_budget, pairs=pairs)
+    snap["runs"]["pairs"] = [list(p) for p in pairs]
     ids = {r: [i["id"] for i in snap[_key("instances", run=r)]["instances"]] for r in usable}
     shared = set.intersection(*(set(v) for v in ids.values()))
     if not shared:

@@ -5,8 +5,15 @@ Artifacts, under ``deepvid/`` (the whole layout is versioned by ``LAYOUT_VERSION
     deepvid/steps/<step>.json            per flush: every instance's step_summary at that step
     deepvid/records/<key>/<step>.dvid    ExplanationRecord.encode() without neighbour images
     deepvid/neighbours/<key>.npy         the instance's fixed neighbour images (float16, no pickle)
+    deepvid/bundles/<key>.dvib           on close: all of the instance's records + neighbours in
+                                         one file (:mod:`.bundle`), so a finished run is read
+                                         with one request per instance, not one per step
     deepvid/index.json                   consolidation of steps/*.json, rewritten with the viewer
     deepvid/viewer.html                  the self-contained viewer
+
+Each instance entry of a step file, and each instance of the index (one per summary), names
+the CRC-32 of the record written (``record_crc32``), so a reader can tell a bundle that still
+matches the per-step files from one a later writer made stale.
 
 Metrics: ``deepvid/fidelity/<key>`` per instance and ``deepvid/fidelity_mean``, with step.
 Step images: ``log_image(key="deepvid/<key>", step=step)``.
@@ -33,6 +40,8 @@ MEAN_FIDELITY_METRIC = f"{ROOT}/fidelity_mean"
 STEPS_DIR = f"{ROOT}/steps"
 RECORDS_DIR = f"{ROOT}/records"
 NEIGHBOURS_DIR = f"{ROOT}/neighbours"
+BUNDLES_DIR = f"{ROOT}/bundles"
+BUNDLE_SUFFIX = ".dvib"
 INDEX_PATH = f"{ROOT}/index.json"
 VIEWER_PATH = f"{ROOT}/viewer.html"
 
@@ -68,3 +77,7 @@ def record_file(key: str, step: int) -> str:
 
 def neighbours_file(key: str) -> str:
     return f"{key}.npy"
+
+
+def bundle_file(key: str) -> str:
+    return f"{key}{BUNDLE_SUFFIX}"

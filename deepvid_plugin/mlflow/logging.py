@@ -11,7 +11,8 @@ summaries) and one ``log_batch`` (fidelity metrics); one ``log_image`` per insta
 image slider then shows the timeline with no extra code) goes out on a background thread. Writes are buffered per step: a record
 of a new step, ``flush()`` or ``close()`` uploads the buffered one. Every ``viewer_every``
 uploaded steps, and on ``close()``, ``deepvid/viewer.html`` (self-contained) and
-``deepvid/index.json`` are rewritten.
+``deepvid/index.json`` are rewritten; ``close()`` also writes one bundle per instance
+(:mod:`.bundle`), so readers of the finished run need one request per instance, not per step.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from deepvid_plugin.mlflow import layout
+from deepvid_plugin.mlflow import bundle, layout
 from deepvid_plugin.record import ExplanationRecord
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,11 @@ def render_weight_map(record: ExplanationRecord, min_side: int = _MIN_IMAGE_SIDE
 
 class _SinkStore:
     """A :class:`deepvid_plugin.api.RecordStore` over what this sink has written, so the viewer
-    can be rebuilt without reading anything back from the server."""
+    and the bundles can be rebuilt without reading anything back from the server.
+
+    Records are kept as their encoded bytes (what was uploaded, reused for the bundles) and
+    decoded only for the few the viewer carries in full.
+    """
 
     def __init__(self, run: str, name: str):
         self.run, self.name = run, name
@@ -68,10 +73,10 @@ class _SinkStore:
         self.labels: dict[str, int | None] = {}
         self.images: dict[str, np.ndarray] = {}
         self.summaries: dict[str, dict[int, dict]] = {}
-        self.records: dict[tuple[str, int], ExplanationRecord] = {}
+        self.blobs: dict[tuple[str, int], bytes] = {}  # encoded without neighbour images
         self.neighbours: dict[str, np.ndarray] = {}
 
-    def add(self, record: ExplanationRecord, summary: dict) -> None:
+    def add(self, record: ExplanationRecord, summary: dict, blob: bytes) -> None:
         iid = record.instance_id
         self.class_names = self.class_names or list(record.class_names)
         if iid not in self.images:
@@ -80,7 +85,7 @@ class _SinkStore:
         if record.has_neighbour_images and iid not in self.neighbours:
             self.neighbours[iid] = record.neighbours
         self.summaries.setdefault(iid, {})[record.step] = summary
-        self.records[(iid, record.step)] = record.without_neighbour_images()
+        self.blobs[(iid, record.step)] = blob
 
     def runs(self) -> list[tuple[str, str]]:
         return [(self.run, self.name)] if self.summaries else []
@@ -99,7 +104,7 @@ class _SinkStore:
     def record(self, run: str, instance: str, step: int) -> ExplanationRecord:
         if run != self.run:
             raise KeyError(run)
-        rec = self.records[(instance, step)]
+        rec = ExplanationRecord.decode(self.blobs[(instance, step)])
         if instance in self.neighbours:
             rec = rec.with_neighbour_images(self.neighbours[instance])
         return rec
@@ -228,7 +233,7 @@ class MLflowSink:
         self._previous[iid] = record.predicted
         self._buffer.append((record, summary))
         self._buffer_step = step
-        self._store.add(record, summary)
+        self._store.add(record, summary, record.without_neighbour_images().encode())
 
     def flush(self) -> None:
         """Upload the buffered step, so readers see everything written so far (the weight-map
@@ -275,7 +280,7 @@ class MLflowSink:
             self._steps_uploaded += 1
         due = (self.viewer_every and buffered and self._steps_uploaded % self.viewer_every == 0)
         if (final and self._store.summaries) or due:
-            self._upload_viewer()
+            self._upload_viewer(final=final)
 
     def _upload_step(self, step: int, buffered: list[tuple[ExplanationRecord, dict]]) -> None:
         from mlflow.entities import Metric
@@ -288,22 +293,21 @@ class MLflowSink:
                 iid, key = record.instance_id, self._keys[record.instance_id]
                 path = os.path.join(tmp, "records", layout.record_file(key, step))
                 os.makedirs(os.path.dirname(path), exist_ok=True)
+                blob = self._store.blobs[(iid, step)]
                 with open(path, "wb") as f:
-                    f.write(record.without_neighbour_images().encode())
-                entry = {"id": iid, "key": key, "label": record.label, "summary": summary}
+                    f.write(blob)
+                entry = {"id": iid, "key": key, "label": record.label, "summary": summary,
+                         "record_crc32": bundle.crc32(blob)}
                 if iid not in self._neighbours_sent:
                     # First sighting: the instance image and its fixed neighbours, once.
                     from deepvid_plugin.api import encode_image
 
                     entry["image"] = encode_image(record.image)
                     if record.has_neighbour_images and record.neighbours.shape[0]:
-                        buf = io.BytesIO()
-                        np.save(buf, np.asarray(record.neighbours, dtype="<f2"),
-                                allow_pickle=False)
                         npath = os.path.join(tmp, "neighbours", layout.neighbours_file(key))
                         os.makedirs(os.path.dirname(npath), exist_ok=True)
                         with open(npath, "wb") as f:
-                            f.write(buf.getvalue())
+                            f.write(_npy(record.neighbours))
                     self._neighbours_sent.add(iid)
                 entries.append(entry)
                 value = record.fidelity.get(layout.FIDELITY_KEY)
@@ -358,7 +362,7 @@ class MLflowSink:
                 pending.append(job)
         self._image_jobs = pending
 
-    def _upload_viewer(self) -> None:
+    def _upload_viewer(self, final: bool = False) -> None:
         from deepvid_plugin import api, viewer
         from deepvid_plugin.mlflow import pages
 
@@ -367,17 +371,44 @@ class MLflowSink:
                  "steps": sorted({s for steps in store.summaries.values() for s in steps}),
                  "instances": [{"id": iid, "key": self._keys[iid], "label": store.labels[iid],
                                 "image": api.encode_image(store.images[iid]),
-                                "summaries": [s for _, s in sorted(steps.items())]}
+                                "summaries": [s for _, s in sorted(steps.items())],
+                                "record_crc32": [bundle.crc32(store.blobs[(iid, step)])
+                                                 for step in sorted(steps)]}
                                for iid, steps in store.summaries.items()]}
         title = self._title or f"DeepVID: {store.name}"
         snap = pages.budgeted_snapshot(store, [store.run], record_budget=self.viewer_record_budget)
         html = viewer.standalone_html(snap, title=title)
+        if final:
+            # Before index.json and the viewer, in their own upload: a reader that lists a
+            # bundle finds it whole (readers use bundles of finished runs only anyway).
+            self._upload_bundles()
         with tempfile.TemporaryDirectory(prefix="deepvid-mlflow-") as tmp:
             with open(os.path.join(tmp, "index.json"), "w", encoding="utf-8") as f:
                 json.dump(index, f, separators=(",", ":"), allow_nan=False)
             with open(os.path.join(tmp, "viewer.html"), "w", encoding="utf-8") as f:
                 f.write(html)
             self._client.log_artifacts(self._run_id, tmp, artifact_path=layout.ROOT)
+
+    def _upload_bundles(self) -> None:
+        store = self._store
+        with tempfile.TemporaryDirectory(prefix="deepvid-mlflow-") as tmp:
+            for iid, steps in store.summaries.items():
+                key = self._keys[iid]
+                neighbours = store.neighbours.get(iid)
+                data = bundle.encode_bundle(
+                    iid, key, [(step, store.blobs[(iid, step)]) for step in sorted(steps)],
+                    neighbours=None if neighbours is None or not neighbours.shape[0]
+                    else _npy(neighbours))
+                with open(os.path.join(tmp, layout.bundle_file(key)), "wb") as f:
+                    f.write(data)
+            self._client.log_artifacts(self._run_id, tmp, artifact_path=layout.BUNDLES_DIR)
+
+
+def _npy(neighbours: np.ndarray) -> bytes:
+    """Neighbour images as ``.npy`` bytes (float16, no pickle)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(neighbours, dtype="<f2"), allow_pickle=False)
+    return buf.getvalue()
 
 
 __all__ = ["MLflowSink", "render_weight_map"]

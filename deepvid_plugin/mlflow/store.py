@@ -4,6 +4,12 @@ Reads the layout of :mod:`.layout` through an ``MlflowClient``. A finished run n
 everything read from one is cached by run id; for a running run only the immutable per-step files
 are cached and the listing is re-read, so a live page sees new steps.
 
+Requests are what costs (over HTTP each one is a round trip through the tracking server): the
+overview comes from ``index.json`` plus the step files it does not cover, and the records of a
+finished run from its per-instance bundles (:mod:`.bundle`, one request per instance; all of a
+run's in one call with :meth:`MLflowStore.prefetch`). Runs still in progress, and steps a bundle
+does not cover, fall back to the per-step record files, fetched one instance folder at a time.
+
 Unreadable pieces never hide the rest: a corrupt or newer-layout step file, or a summary of a
 record written with a newer ``schema_version``, is skipped and named in the overview's
 ``warnings`` (and in ``warnings.warn``); a corrupt record raises ``RecordDecodeError`` from
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import logging
 import os
@@ -27,12 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from deepvid_plugin.mlflow import layout
+from deepvid_plugin.mlflow import bundle, layout
 from deepvid_plugin.record import SCHEMA_VERSION, ExplanationRecord, RecordDecodeError
 
 logger = logging.getLogger(__name__)
 
 _FINISHED = ("FINISHED", "FAILED", "KILLED")
+#: bytes of encoded records kept in memory (a 28x28, 10-class record is ~15 KB).
+_RECORD_CACHE_BYTES = 256 * 2**20
 
 
 class NoDeepVIDDataError(KeyError):
@@ -69,6 +78,8 @@ class _RunState:
         self.artifact_uri = ""
         self.refreshed = float("-inf")
         self.skipped: set[tuple[str, int]] = set()  # (instance, step) of newer-schema summaries
+        self.crcs: dict[tuple[str, int], int] = {}  # (key, step) -> CRC-32 the writer named
+        self.bundles: dict[str, str] = {}  # key -> artifact path of its bundle (finished runs)
 
     def merge(self, iid: str, key: str, label: Any, image: Any, summary: dict | None) -> None:
         inst = self.instances.setdefault(iid, {"key": key, "label": label, "image": None,
@@ -111,8 +122,10 @@ class MLflowStore:
         self.resolve_artifact_uri = resolve_artifact_uri
         self._states: dict[str, _RunState] = {}
         self._records: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
+        self._record_bytes_total = 0
         self._record_dirs: set[tuple[str, str]] = set()
         self._neighbours: dict[tuple[str, str], np.ndarray | None] = {}
+        self._bundles_read: set[tuple[str, str]] = set()  # (run, key): bundle already ingested
         self._repos: dict[str, Any] = {}
         self._lock = threading.RLock()  # the app serves from threads; one state per run
 
@@ -229,6 +242,12 @@ class MLflowStore:
         if not state.instances and not state.warnings:
             raise NoDeepVIDDataError(f"MLflow run {run!r} has no DeepVID records under "
                                      f"{layout.ROOT}/")
+        if state.finished and "bundles" in top:
+            # Only finished runs: their writer has closed, so every listed bundle is whole.
+            for f in self._list(run, layout.BUNDLES_DIR):
+                name = os.path.basename(f.path)
+                if name.endswith(layout.BUNDLE_SUFFIX) and not f.is_dir:
+                    state.bundles[name[:-len(layout.BUNDLE_SUFFIX)]] = f.path
         state.complete = state.finished
 
     def _warn(self, state: _RunState, message: str) -> None:
@@ -279,7 +298,12 @@ class MLflowStore:
             for inst in obj["instances"]:
                 iid = str(inst["id"])
                 state.merge(iid, str(inst["key"]), inst.get("label"), inst.get("image"), None)
-                for summary in inst.get("summaries", []):
+                crcs = inst.get("record_crc32") or []
+                for summary, crc in itertools.zip_longest(inst.get("summaries", []), crcs):
+                    if summary is None:
+                        break
+                    if isinstance(crc, int) and isinstance(summary, dict) and "step" in summary:
+                        state.crcs[(str(inst["key"]), int(summary["step"]))] = crc
                     if self._summary_ok(run, state, iid, summary):
                         state.merge(iid, str(inst["key"]), inst.get("label"), None, summary)
             state.read_steps.update(int(s) for s in obj.get("steps", []))
@@ -296,6 +320,9 @@ class MLflowStore:
             for entry in obj["instances"]:
                 iid = str(entry["id"])
                 summary = entry["summary"]
+                crc = entry.get("record_crc32")
+                if isinstance(crc, int) and isinstance(summary, dict) and "step" in summary:
+                    state.crcs[(str(entry["key"]), int(summary["step"]))] = crc
                 ok = self._summary_ok(run, state, iid, summary)
                 state.merge(iid, str(entry["key"]), entry.get("label"), entry.get("image"),
                             summary if ok else None)
@@ -345,14 +372,99 @@ class MLflowStore:
             shutil.rmtree(tmp, ignore_errors=True)
         return out
 
-    def _record_bytes(self, run: str, key: str, step: int) -> bytes:
-        from mlflow.exceptions import MlflowException
+    # ---- records -----------------------------------------------------------------------------
+    def prefetch(self, run: str) -> None:
+        """Fetch every bundle of ``run`` in one batched download (``deepvid compare`` reads all
+        instances; the live app reads one instance at a time and does not need this).
+        A run without bundles (still in progress) is left to the lazy per-instance reads."""
+        state = self._state(run)
+        with self._lock:
+            wanted = [k for k in state.bundles if (run, k) not in self._bundles_read]
+        if not wanted:
+            return
+        tmp = tempfile.mkdtemp(prefix="deepvid-store-")
+        try:
+            local_dir = self._download(run, layout.BUNDLES_DIR, tmp)
+            for key in wanted:
+                self._ingest_bundle(run, state, key,
+                                    os.path.join(local_dir, layout.bundle_file(key)))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
+    def _record_bytes(self, run: str, key: str, step: int) -> bytes:
         cache_key = (run, key, step)
         with self._lock:
             if cache_key in self._records:
                 self._records.move_to_end(cache_key)
                 return self._records[cache_key]
+            state = self._states.get(run)
+            from_bundle = (state is not None and key in state.bundles
+                           and (run, key) not in self._bundles_read)
+        if from_bundle:
+            data = self._load_bundle(run, state, key).get(step)
+            if data is not None:
+                return data
+        return self._record_file_bytes(run, key, step)
+
+    def _load_bundle(self, run: str, state: _RunState, key: str) -> dict[int, bytes]:
+        tmp = tempfile.mkdtemp(prefix="deepvid-store-")
+        try:
+            local = None
+            try:
+                local = self._download(run, state.bundles[key], tmp)
+            except (OSError, _mlflow_exception()) as e:
+                self._drop_bundle(run, state, key, f"download failed: {e}")
+            return self._ingest_bundle(run, state, key, local) if local else {}
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _ingest_bundle(self, run: str, state: _RunState, key: str, local: str) -> dict[int, bytes]:
+        """Decode a downloaded bundle, cache the records that match what the step files name
+        (and the neighbour images), and return them by step."""
+        try:
+            with open(local, "rb") as f:
+                b = bundle.decode_bundle(f.read())
+        except (OSError, bundle.BundleDecodeError) as e:
+            self._drop_bundle(run, state, key, str(e))
+            return {}
+        path = state.bundles.get(key, layout.bundle_file(key))
+        for problem in b.problems:
+            self._warn(state, f"run {run!r}: {path}: {problem}; reading that step from its own "
+                              "file instead")
+        good = {step: data for step, data in b.records.items()
+                if state.crcs.get((key, step), b.crcs[step]) == b.crcs[step]}
+        with self._lock:
+            self._bundles_read.add((run, key))
+            for step, data in good.items():
+                self._cache_put((run, key, step), data)
+            if b.neighbours is not None and (run, key) not in self._neighbours:
+                self._neighbours[(run, key)] = _load_npy(run, key, b.neighbours)
+        return good
+
+    def _drop_bundle(self, run: str, state: _RunState, key: str, why: str) -> None:
+        """An unreadable bundle: say so once and read that instance from its per-step files."""
+        with self._lock:
+            path = state.bundles.pop(key, None)
+            self._bundles_read.add((run, key))
+        if path is not None:
+            self._warn(state, f"run {run!r}: skipped unreadable artifact {path} ({why}); reading "
+                              "its records step by step instead")
+
+    def _cache_put(self, cache_key: tuple[str, str, int], data: bytes) -> None:
+        old = self._records.pop(cache_key, None)
+        if old is not None:
+            self._record_bytes_total -= len(old)
+        self._records[cache_key] = data
+        self._record_bytes_total += len(data)
+        while self._record_bytes_total > _RECORD_CACHE_BYTES and len(self._records) > 1:
+            _, dropped = self._records.popitem(last=False)
+            self._record_bytes_total -= len(dropped)
+
+    def _record_file_bytes(self, run: str, key: str, step: int) -> bytes:
+        """A record from the per-step files (runs in progress, steps no bundle covers)."""
+        from mlflow.exceptions import MlflowException
+
+        with self._lock:
             first_visit = (run, key) not in self._record_dirs
             self._record_dirs.add((run, key))
         tmp = tempfile.mkdtemp(prefix="deepvid-store-")
@@ -377,9 +489,7 @@ class MLflowStore:
             shutil.rmtree(tmp, ignore_errors=True)
         with self._lock:
             for s, data in fetched.items():
-                self._records[(run, key, s)] = data
-            while len(self._records) > 4096:  # ~10 KB each: bounded memory for a long-lived app
-                self._records.popitem(last=False)
+                self._cache_put((run, key, s), data)
             if step not in fetched:
                 raise KeyError((run, key, step))
             return fetched[step]
@@ -396,10 +506,8 @@ class MLflowStore:
             local = self._download(run, f"{layout.NEIGHBOURS_DIR}/{layout.neighbours_file(key)}",
                                    tmp)
             with open(local, "rb") as f:
-                arr = np.load(io.BytesIO(f.read()), allow_pickle=False)
-            if arr.ndim != 4:
-                raise ValueError(f"expected a 4-d array, got shape {arr.shape}")
-        except (OSError, ValueError, MlflowException) as e:
+                arr = _load_npy(run, key, f.read())
+        except (OSError, MlflowException) as e:
             # Only the neighbour images are lost; record_impl names that in its warnings.
             logger.warning("run %r: neighbour images of %r unreadable: %s", run, key, e)
             arr = None
@@ -408,6 +516,24 @@ class MLflowStore:
         with self._lock:
             self._neighbours[(run, key)] = arr
         return arr
+
+
+def _mlflow_exception():
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException
+
+
+def _load_npy(run: str, key: str, data: bytes) -> np.ndarray | None:
+    """Neighbour images from ``.npy`` bytes (no pickle); ``None``, logged, when unreadable."""
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+        if arr.ndim != 4:
+            raise ValueError(f"expected a 4-d array, got shape {arr.shape}")
+        return arr
+    except (OSError, ValueError) as e:
+        logger.warning("run %r: neighbour images of %r unreadable: %s", run, key, e)
+        return None
 
 
 def _read_text(path: str) -> str | None:

@@ -37,12 +37,16 @@ def test_page_compares_the_shared_instances(two_runs, tmp_path, capsys):
     assert EVIL not in html and "<script src" not in html  # self-contained, names escaped
     snap = inline_snapshot(html)
     assert any("different instance sets" in w for w in snap["runs"]["warnings"])
+    # The baseline (first run) against the other, in that order only; the page lists the pair.
+    pair = (two_runs.a, two_runs.b)
+    assert snap["runs"]["pairs"] == [list(pair)]
     for instance in ("a", "b", EVIL):
-        for pair in ((two_runs.a, two_runs.b), (two_runs.b, two_runs.a)):
-            cmp = snap[snapshot_key("compare", {"instance": instance, "runs": ",".join(pair)})]
-            assert [m["step"] for m in cmp["maps"]] == list(STEPS)
-            assert set(cmp["per_run"]) == set(pair)
-            assert cmp["note"] and "3 they share" in cmp["note"]
+        cmp = snap[snapshot_key("compare", {"instance": instance, "runs": ",".join(pair)})]
+        assert [m["step"] for m in cmp["maps"]] == list(STEPS)
+        assert set(cmp["per_run"]) == set(pair)
+        assert cmp["note"] and "3 they share" in cmp["note"]
+        reverse = snapshot_key("compare", {"instance": instance, "runs": ",".join(pair[::-1])})
+        assert reverse not in snap
     assert not any(k.startswith("compare?instance=only-b") for k in snap)
 
 

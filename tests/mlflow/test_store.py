@@ -7,7 +7,7 @@ import json
 import pytest
 
 from deepvid_plugin import api
-from deepvid_plugin.mlflow import layout
+from deepvid_plugin.mlflow import bundle, layout
 from deepvid_plugin.mlflow.logging import MLflowSink
 from deepvid_plugin.mlflow.store import MLflowStore, NoDeepVIDDataError, RunNotFoundError
 from tests.mlflow.runs import EVIL, STEPS, record
@@ -57,7 +57,8 @@ def test_unknown_run_and_run_without_data(mlflow_server):
 @pytest.fixture(scope="module")
 def damaged_run(mlflow_server, tmp_path_factory):
     """Steps 0..3 of instances a and b, then: a's step-1 record overwritten with garbage, b's
-    step-2 record replaced by one from a newer schema, and a corrupt extra step file."""
+    step-2 record replaced by one from a newer schema (in the per-step files and the bundles),
+    and a corrupt extra step file."""
     client = mlflow_server.client()
     run = client.create_run("0", run_name="damaged").info.run_id
     with MLflowSink(run, client=client, viewer_every=0, log_images=False) as sink:
@@ -65,12 +66,19 @@ def damaged_run(mlflow_server, tmp_path_factory):
             for i in ("a", "b"):
                 sink.write(record(i, s, 5), s)
     tmp = tmp_path_factory.mktemp("damage")
-    (tmp / "1.dvid").write_bytes(b"DVID\x05\x00\x00\x00{bad}garbage")
+    garbage = b"DVID\x05\x00\x00\x00{bad}garbage"
+    (tmp / "1.dvid").write_bytes(garbage)
     client.log_artifact(run, str(tmp / "1.dvid"), f"{layout.RECORDS_DIR}/a")
     newer = record("b", 2, 5).without_neighbour_images().encode().replace(
         b'"schema_version":1', b'"schema_version":7')
     (tmp / "2.dvid").write_bytes(newer)
     client.log_artifact(run, str(tmp / "2.dvid"), f"{layout.RECORDS_DIR}/b")
+    # The finished run's bundles carry the same damage, so readers meet it whichever they read.
+    for iid, step, blob in (("a", 1, garbage), ("b", 2, newer)):
+        blobs = [(s, blob if s == step else record(iid, s, 5).without_neighbour_images().encode())
+                 for s in STEPS]
+        (tmp / layout.bundle_file(iid)).write_bytes(bundle.encode_bundle(iid, iid, blobs))
+        client.log_artifact(run, str(tmp / layout.bundle_file(iid)), layout.BUNDLES_DIR)
     (tmp / "9.json").write_text("{not json")
     client.log_artifact(run, str(tmp / "9.json"), layout.STEPS_DIR)
     (tmp / "10.json").write_text(json.dumps({"layout": 99, "step": 10}))

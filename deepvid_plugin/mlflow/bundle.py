@@ -1,0 +1,133 @@
+"""One file per instance holding all of its records: what readers of a finished run download.
+
+Per-step record files (``deepvid/records/<key>/<step>.dvid``) let a live reader follow a run, but
+reading a finished run through them costs one HTTP request per instance-step (3,200 for two runs
+of 16 instances x 100 steps). On ``close()`` the sink therefore also writes, per instance,
+``deepvid/bundles/<key>.dvib``, read in one request::
+
+    b"DVIB" | uint32 LE header length | UTF-8 JSON header | blobs
+
+The header (``{"layout", "instance", "key", "neighbours", "records"}``) gives each blob's byte
+range inside the blob section and, for records, the step and CRC-32. Record blobs are exactly
+``ExplanationRecord.encode()`` without neighbour images; the neighbour blob is the ``.npy`` bytes
+of ``deepvid/neighbours/<key>.npy``. No pickle anywhere. The per-step files stay the source of
+truth: a reader uses a bundle only for finished runs and only where its CRC matches the one the
+step file names, so a bundle that a later (resumed) writer made stale is never served.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+import zlib
+from collections.abc import Iterable
+
+from deepvid_plugin.mlflow import layout
+
+_MAGIC = b"DVIB"
+_HEADER = struct.Struct("<4sI")
+
+
+class BundleDecodeError(ValueError):
+    """The bytes are not a readable bundle (wrong magic, truncated, corrupt or newer header)."""
+
+
+@dataclasses.dataclass
+class Bundle:
+    instance: str
+    key: str
+    records: dict[int, bytes]  # step -> ExplanationRecord.encode() bytes (CRC checked)
+    crcs: dict[int, int]  # step -> CRC-32 of its record blob
+    neighbours: bytes | None  # .npy bytes, or None when the writer had none
+    problems: list[str]  # blobs that were dropped (bad CRC, out of range), for warnings
+
+
+def crc32(data: bytes) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def encode_bundle(instance: str, key: str, records: Iterable[tuple[int, bytes]],
+                  neighbours: bytes | None = None) -> bytes:
+    """The bundle of one instance: ``records`` are ``(step, record.encode())`` pairs."""
+    if not isinstance(instance, str) or not instance:
+        raise TypeError(f"instance: expected a non-empty str, got {instance!r}")
+    blobs: list[bytes] = []
+    offset = 0
+    entries = []
+    for step, blob in records:
+        if not isinstance(blob, (bytes, bytearray)):
+            raise TypeError(f"records: expected (step, bytes) pairs, got a {type(blob).__name__} "
+                            f"at step {step!r}")
+        entries.append({"step": int(step), "offset": offset, "nbytes": len(blob),
+                        "crc32": crc32(blob)})
+        blobs.append(bytes(blob))
+        offset += len(blob)
+    nb = None
+    if neighbours is not None:
+        nb = {"offset": offset, "nbytes": len(neighbours)}
+        blobs.append(bytes(neighbours))
+    header = json.dumps({"layout": layout.LAYOUT_VERSION, "instance": instance, "key": key,
+                         "neighbours": nb, "records": entries},
+                        separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return _HEADER.pack(_MAGIC, len(header)) + header + b"".join(blobs)
+
+
+def decode_bundle(data: bytes) -> Bundle:
+    """Inverse of :func:`encode_bundle`; a damaged record blob is dropped and named in
+    ``problems``, a damaged header raises.
+
+    Raises:
+        BundleDecodeError: not a bundle, truncated header, or written in a newer layout.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data: expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < _HEADER.size:
+        raise BundleDecodeError(f"bundle is truncated: {len(data)} bytes")
+    magic, hlen = _HEADER.unpack_from(data)
+    if magic != _MAGIC:
+        raise BundleDecodeError(f"not a DeepVID bundle (magic {magic!r}, expected {_MAGIC!r})")
+    try:
+        header = json.loads(data[_HEADER.size:_HEADER.size + hlen].decode("utf-8"))
+        version = int(header["layout"])
+        instance, key = str(header["instance"]), str(header["key"])
+        entries = list(header["records"])
+        nb = header.get("neighbours")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise BundleDecodeError(f"corrupt bundle header: {e!r}") from e
+    if version > layout.LAYOUT_VERSION:
+        raise BundleDecodeError(f"written in DeepVID MLflow layout {version}, this "
+                                f"deepvid-plugin reads up to {layout.LAYOUT_VERSION}; upgrade "
+                                "deepvid-plugin to read it")
+    body = memoryview(data)[_HEADER.size + hlen:]
+    records: dict[int, bytes] = {}
+    crcs: dict[int, int] = {}
+    problems: list[str] = []
+    for e in entries:
+        try:
+            step, start, n, crc = int(e["step"]), int(e["offset"]), int(e["nbytes"]), int(e["crc32"])
+        except (KeyError, TypeError, ValueError) as err:
+            problems.append(f"malformed entry {e!r}: {err!r}")
+            continue
+        blob = bytes(body[start:start + n])
+        if start < 0 or len(blob) != n:
+            problems.append(f"record of step {step} runs past the end of the bundle")
+        elif crc32(blob) != crc:
+            problems.append(f"record of step {step} fails its CRC check")
+        else:
+            records[step], crcs[step] = blob, crc
+    neighbours = None
+    if isinstance(nb, dict):
+        try:
+            start, n = int(nb["offset"]), int(nb["nbytes"])
+            neighbours = bytes(body[start:start + n])
+            if start < 0 or len(neighbours) != n:
+                raise ValueError("runs past the end of the bundle")
+        except (KeyError, TypeError, ValueError) as err:
+            problems.append(f"neighbour images unreadable: {err}")
+            neighbours = None
+    return Bundle(instance, key, records, crcs, neighbours, problems)
+
+
+__all__ = ["Bundle", "BundleDecodeError", "crc32", "decode_bundle", "encode_bundle"]
