@@ -65,6 +65,7 @@ export class App {
     this.addWarnings(resp.warnings);
     this.runs = resp.runs ?? [];
     this.experiments = resp.experiments ?? null;
+    this.pairs = resp.pairs?.length ? resp.pairs : null;
     if (resp.experiment !== undefined) this.experiment = resp.experiment;
     this.renderToolbar();
     if (this.runs.length === 0) {
@@ -81,6 +82,8 @@ export class App {
   }
 
   experiments: { id: string; name: string }[] | null = null;
+  /** Run pairs a saved compare page can show (null: any pair, from a live backend). */
+  pairs: [string, string][] | null = null;
 
   async selectRun(run: string): Promise<void> {
     this.run = run;

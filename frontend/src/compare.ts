@@ -6,16 +6,21 @@ import { decodeMap } from "./codec";
 import { SERIES } from "./colors";
 import { append, className, clear, fmt, h, pct } from "./dom";
 import { colorbar, mapCanvas } from "./draw";
-import type { CompareResp, InstancesResp, StepSummary } from "./types";
+import type { CompareResp, InstancesResp, RunInfo, StepSummary } from "./types";
 
 export function renderCompare(app: App, parent: HTMLElement): void {
   const runs = app.runs;
-  let a = app.run && runs.some((r) => r.run === app.run) ? app.run : runs[0].run;
-  let b = runs.find((r) => r.run !== a)!.run;
+  // A saved compare page carries only some ordered pairs (its runs response lists them); a live
+  // backend answers any pair.
+  const pairs = app.pairs;
+  const firsts = pairs ? runs.filter((r) => pairs.some((p) => p[0] === r.run)) : runs;
+  const partners = (x: string) => (pairs ? runs.filter((r) => pairs.some((p) => p[0] === x && p[1] === r.run)) : runs);
+  let a = app.run && firsts.some((r) => r.run === app.run) ? app.run : firsts[0].run;
+  let b = partners(a).find((r) => r.run !== a)!.run;
   let instance: string | null = app.instance?.id ?? null;
 
-  const selA = runSelect("compare-run-a", "Run A");
-  const selB = runSelect("compare-run-b", "Run B");
+  const selA = runSelect("compare-run-a", "Run A", firsts);
+  const selB = runSelect("compare-run-b", "Run B", partners(a));
   const selI = h("select", { "data-testid": "compare-instance", "aria-label": "Instance" });
   const out = h("div", { class: "compare-out" });
   const view = h("section", { class: "compare", "data-testid": "compare-view" },
@@ -26,37 +31,72 @@ export function renderCompare(app: App, parent: HTMLElement): void {
     out);
   parent.appendChild(view);
 
-  function runSelect(testid: string, label: string): HTMLSelectElement {
+  function runSelect(testid: string, label: string, options: RunInfo[]): HTMLSelectElement {
     const sel = h("select", { "data-testid": testid, "aria-label": label });
-    for (const r of runs) append(sel, h("option", { value: r.run }, r.name));
+    fill(sel, options);
     return sel;
+  }
+  function fill(sel: HTMLSelectElement, options: RunInfo[]): void {
+    clear(sel);
+    for (const r of options) append(sel, h("option", { value: r.run }, r.name));
   }
   selA.value = a;
   selB.value = b;
-  selA.addEventListener("change", () => { a = selA.value; void loadInstances(); });
-  selB.addEventListener("change", () => { b = selB.value; void draw(); });
+  selA.addEventListener("change", () => {
+    a = selA.value;
+    if (pairs) {
+      const bs = partners(a);
+      fill(selB, bs);
+      if (!bs.some((r) => r.run === b)) b = bs[0].run;
+      selB.value = b;
+    }
+    void loadInstances();
+  });
+  selB.addEventListener("change", () => { b = selB.value; void loadInstances(); });
   selI.addEventListener("change", () => { instance = selI.value; void draw(); });
 
+  function state(title: string, message: string): void {
+    clear(out);
+    out.append(h("div", { class: "dv-state", "data-testid": "empty-state" }, h("h2", {}, title), h("p", {}, message)));
+  }
+
+  // The instances offered are those BOTH runs track, re-read whenever either run changes, so a
+  // stale list can never offer an instance one of the runs lacks.
   let token = 0;
   async function loadInstances(): Promise<void> {
     const mine = ++token;
-    let data: InstancesResp;
+    let da: InstancesResp;
+    let db: InstancesResp;
     try {
-      data = await app.source.get<InstancesResp>("instances", { run: a });
+      [da, db] = await Promise.all([
+        app.source.get<InstancesResp>("instances", { run: a }),
+        app.source.get<InstancesResp>("instances", { run: b }),
+      ]);
     } catch (err) {
-      if (mine === token) { clear(out); out.append(errorBox(err, `the instances of run A`)); }
+      if (mine === token) { clear(selI); clear(out); out.append(errorBox(err, "the instances of the two runs")); }
       return;
     }
     if (mine !== token) return;
+    const inB = new Set(db.instances.map((i) => i.id));
+    const common = da.instances.filter((i) => inB.has(i.id)).map((i) => i.id);
     clear(selI);
-    for (const i of data.instances) append(selI, h("option", { value: i.id }, i.id));
-    if (!data.instances.length) {
+    for (const id of common) append(selI, h("option", { value: id }, id));
+    for (const [run, data] of [[a, da], [b, db]] as const) {
+      if (!data.instances.length) {
+        instance = null;
+        return state(`Run ${run === a ? "A" : "B"} has no DeepVID data`, `“${app.runName(run)}” has no readable explanations.`);
+      }
+    }
+    if (!common.length) {
+      instance = null;
       clear(out);
-      out.append(h("div", { class: "dv-state", "data-testid": "empty-state" },
-        h("h2", {}, "Run A has no DeepVID data"), h("p", {}, `“${app.runName(a)}” has no readable explanations.`)));
+      out.append(h("div", { class: "dv-banner info", "data-testid": "compare-note" },
+        "ℹ runs track different instance sets; they share none"));
+      out.append(h("div", { class: "dv-state", "data-testid": "empty-state" }, h("h2", {}, "No instance in common"),
+        h("p", {}, `“${app.runName(a)}” and “${app.runName(b)}” track no instance in common.`)));
       return;
     }
-    if (!instance || !data.instances.some((i) => i.id === instance)) instance = data.instances[0].id;
+    if (!instance || !common.includes(instance)) instance = common[0];
     selI.value = instance;
     await draw();
   }
@@ -64,12 +104,7 @@ export function renderCompare(app: App, parent: HTMLElement): void {
   async function draw(): Promise<void> {
     const mine = ++token;
     if (!instance) return;
-    if (a === b) {
-      clear(out);
-      out.append(h("div", { class: "dv-state" }, h("h2", {}, "Pick two different runs"),
-        h("p", {}, "Run A and run B are the same run.")));
-      return;
-    }
+    if (a === b) return state("Pick two different runs", "Run A and run B are the same run.");
     clear(out);
     out.append(h("div", { class: "dv-state loading" }, h("div", { class: "spinner" }), "Comparing…"));
     let cmp: CompareResp;

@@ -50,6 +50,8 @@ export interface RunsResp {
   /** Optional (MLflow app): experiments to pick from; `runs?experiment=ID` lists one of them. */
   experiments?: Experiment[];
   experiment?: string | null;
+  /** Optional (saved compare page): the ordered (A, B) run pairs it can compare. */
+  pairs?: [string, string][];
   warnings: string[];
 }
 

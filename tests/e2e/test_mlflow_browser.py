@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.mlflow.runs import EVIL, STEPS, log_two_runs
+from tests.mlflow.runs import EVIL, STEPS, log_two_runs, record
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -111,3 +111,101 @@ def test_live_compare_view_in_deepvid_app(page, mlflow_app_server, runs, artifac
     assert not [e for e in page.dv_errors if "pageerror" in e], page.dv_errors
     page.screenshot(path=os.path.join(artifacts_dir, "mlflow-app-compare.png"), full_page=True)
     print(f"/deepvid/ compare view rendered in {elapsed:.2f}s")
+
+
+def _options(page, testid: str) -> list[str]:
+    return page.locator(f"[data-testid={testid}] option").evaluate_all(
+        "os => os.map(o => o.value)")
+
+
+def _wait_instances(page, expected) -> None:
+    """Wait until the compare view offers exactly ``expected`` instances (order aside)."""
+    page.wait_for_function(
+        """want => {
+            const got = [...document.querySelectorAll('[data-testid=compare-instance] option')]
+                .map(o => o.value).sort();
+            return JSON.stringify(got) === JSON.stringify([...want].sort());
+        }""", arg=sorted(expected), timeout=60_000)
+
+
+@pytest.fixture(scope="module")
+def three_runs(mlflow_app_server):
+    """Runs P, Q and R in their own experiment: Q tracks one instance more than P, R shares only
+    ``a`` with them."""
+    from deepvid_plugin.mlflow.logging import MLflowSink
+
+    client = mlflow_app_server.client()
+    exp = client.create_experiment(f"deepvid-three-runs-{time.time_ns()}")
+    ids = {"P": ("a", "b", EVIL), "Q": ("a", "b", EVIL, "only-q"), "R": ("a", "only-r")}
+    runs = {}
+    for seed, (name, instances) in enumerate(ids.items()):
+        run = client.create_run(exp, run_name=f"run {name}").info.run_id
+        with MLflowSink(run, client=client, viewer_every=0, log_images=False) as sink:
+            for step in STEPS[:2]:
+                for i in instances:
+                    sink.write(record(i, step, seed), step)
+        client.set_terminated(run)
+        runs[name] = run
+    return exp, runs, ids
+
+
+def test_compare_instances_follow_both_runs(page, mlflow_app_server, three_runs, artifacts_dir):
+    """Changing run A (or B) re-reads the instance list: it is exactly what both runs track, and
+    the selected instance stays one of them."""
+    exp, runs, ids = three_runs
+    page.goto(f"{mlflow_app_server.url}/deepvid/?view=compare")
+    experiment = page.locator("[data-testid=experiment-select]")
+    experiment.wait_for()
+    if experiment.input_value() != exp:
+        experiment.select_option(exp)
+    select_a = page.locator("[data-testid=compare-run-a]")
+    select_b = page.locator("[data-testid=compare-run-b]")
+    instance = page.locator("[data-testid=compare-instance]")
+    diff = page.locator("[data-testid=diff-map] canvas").first
+    diff.wait_for(state="visible", timeout=60_000)
+    assert sorted(_options(page, "compare-run-a")) == sorted(runs.values())
+
+    def pick(a: str, b: str) -> None:
+        select_a.select_option(runs[a])
+        select_b.select_option(runs[b])
+        _wait_instances(page, set(ids[a]) & set(ids[b]))
+        diff.wait_for(state="visible", timeout=60_000)
+
+    pick("Q", "P")
+    instance.select_option(EVIL)
+    diff.wait_for(state="visible", timeout=60_000)
+    assert "different instance sets" in page.locator("[data-testid=compare-note]").inner_text()
+
+    select_a.select_option(runs["R"])  # only A changes: R and P share just "a"
+    _wait_instances(page, {"a"})
+    assert instance.input_value() == "a"  # the selection moved to an instance both runs track
+    diff.wait_for(state="visible", timeout=60_000)
+    assert "different instance sets" in page.locator("[data-testid=compare-note]").inner_text()
+    assert _painted(diff)["colours"] > 5
+
+    select_a.select_option(runs["Q"])  # back: Q and P share three again; "a" stays selected
+    _wait_instances(page, {"a", "b", EVIL})
+    assert instance.input_value() == "a"
+
+    select_b.select_option(runs["R"])  # now only B changes: Q's "only-q" must not be offered
+    _wait_instances(page, {"a"})
+    pick("P", "Q")
+    assert "only-q" not in _options(page, "compare-instance")
+    assert not [e for e in page.dv_errors if "pageerror" in e], page.dv_errors
+    page.screenshot(path=os.path.join(artifacts_dir, "mlflow-app-compare-run-change.png"),
+                    full_page=True)
+
+
+def test_saved_compare_page_offers_only_its_pairs(page, runs, tmp_path):
+    """``deepvid compare A B`` computes A-vs-B only, and its page offers exactly that pair."""
+    from deepvid_plugin.mlflow.compare import build_page
+
+    html, _ = build_page([runs.a, runs.b], tracking_uri=runs.url)
+    out = tmp_path / "compare.html"
+    out.write_text(html, encoding="utf-8")
+    page.goto(out.as_uri())
+    page.locator("[data-testid=diff-map] canvas").first.wait_for(state="visible", timeout=60_000)
+    assert _options(page, "compare-run-a") == [runs.a]
+    assert _options(page, "compare-run-b") == [runs.b]
+    _wait_instances(page, set(runs.ids[runs.a]) & set(runs.ids[runs.b]))
+    assert not [e for e in page.dv_errors if "pageerror" in e], page.dv_errors
