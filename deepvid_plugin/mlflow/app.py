@@ -73,6 +73,15 @@ def get_store():
         return _store
 
 
+def _warm_store() -> None:
+    try:
+        from deepvid_plugin import api, viewer  # noqa: F401  (imported once, off the request path)
+
+        get_store().client.search_experiments(max_results=1)
+    except Exception:  # the first request builds it again and reports the error as JSON
+        logger.exception("deepvid: could not open the backend store at startup")
+
+
 class _ExperimentView:
     """The shared store, with ``runs()`` limited to one experiment (caches stay shared)."""
 
@@ -218,6 +227,10 @@ def create_app(app=None):
 
         app = mlflow_app
     register(app)
+    # Open the backend store (sqlite schema check, ~0.1-0.4 s) while the server starts, not on
+    # the first page load; a failure here is logged and retried by the first request.
+    if _server_env("BACKEND_STORE_URI_ENV_VAR"):  # only inside `mlflow server`
+        threading.Thread(target=_warm_store, name="deepvid-warm-store", daemon=True).start()
     from mlflow.environment_variables import _MLFLOW_SGI_NAME
 
     if _MLFLOW_SGI_NAME.get() == "uvicorn":

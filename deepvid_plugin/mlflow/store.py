@@ -125,6 +125,7 @@ class MLflowStore:
         self._record_bytes_total = 0
         self._record_dirs: set[tuple[str, str]] = set()
         self._neighbours: dict[tuple[str, str], np.ndarray | None] = {}
+        self._listings: dict[tuple[str, ...] | None, tuple[float, list]] = {}
         self._bundles_read: set[tuple[str, str]] = set()  # (run, key): bundle already ingested
         self._repos: dict[str, Any] = {}
         self._lock = threading.RLock()  # the app serves from threads; one state per run
@@ -143,6 +144,12 @@ class MLflowStore:
                 out.append((run_id, state.name))
             return out
         experiment_ids = experiment_ids if experiment_ids is not None else self.experiment_ids
+        cache_key = None if experiment_ids is None else tuple(experiment_ids)
+        with self._lock:
+            # compare answers name their runs, so one page load lists them several times.
+            hit = self._listings.get(cache_key)
+            if hit is not None and time.monotonic() - hit[0] < self.live_ttl_s:
+                return list(hit[1])
         if experiment_ids is None:
             experiment_ids = [e.experiment_id for e in self.client.search_experiments()]
         if not experiment_ids:
@@ -150,7 +157,10 @@ class MLflowStore:
         found = self.client.search_runs(
             experiment_ids, filter_string=f"tags.`{layout.LAYOUT_TAG}` != ''",
             max_results=self.max_runs, order_by=["attributes.start_time DESC"])
-        return [(r.info.run_id, r.info.run_name or r.info.run_id) for r in found]
+        listing = [(r.info.run_id, r.info.run_name or r.info.run_id) for r in found]
+        with self._lock:
+            self._listings[cache_key] = (time.monotonic(), listing)
+        return list(listing)
 
     # ---- RecordStore -------------------------------------------------------------------------
     def overview(self, run: str, instance: str | None = None):
