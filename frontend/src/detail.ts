@@ -50,7 +50,8 @@ function sections(rec: RecordResp, names: string[]): HTMLElement[] {
       : h("span", { class: "pill warn", "data-testid": "lowfi-warning" },
         "⚠ low fidelity: the student does not mimic the model here, don't trust these maps"),
     h("span", { class: "muted" },
-      `top-1 agreement ${fmt(f.top1_agreement)} · KL ${fmt(f.kl, 3)} · R² ${fmt(f.r2_top)}`));
+      `top-1 agreement ${fmt(f.top1_agreement)} · KL ${fmt(f.kl, 3)} · R² ${fmt(f.r2_top)}` +
+      (f.mae_top !== undefined ? ` · |Δp| ${fmt(f.mae_top, 3)}` : "")));
 
   // Every class's map on one shared colour scale, so their strengths can be compared.
   const decoded = rec.weights.map((w) => decodeMap(w));

@@ -18,6 +18,7 @@ export interface Fidelity {
   top1_agreement?: number;
   kl?: number;
   r2_top?: number;
+  mae_top?: number;
   instance_agreement?: boolean;
   trustworthy?: boolean;
   [key: string]: unknown;

@@ -74,3 +74,22 @@ def test_quadrant_teacher_with_vae(digits, digits_vae):
     masked = _quadrant_mass(explainer.explain(_train(digits, masked=True), x))
     unmasked = _quadrant_mass(explainer.explain(_train(digits, masked=False), x))
     assert masked > unmasked + 0.1, (masked, unmasked)
+
+
+def test_trust_rule_tolerates_a_flat_confident_teacher():
+    """A teacher that is 99-100% sure on every neighbour leaves R^2 measuring noise; a student that
+    matches its probabilities closely is still trustworthy, one that does not is not."""
+    from deepvid_plugin.explain import fidelity_metrics
+
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.full((1, 50, 3), 0.0005, dtype=torch.float64)
+    teacher[..., 0] = 0.99 + 0.01 * torch.rand(1, 50, generator=g, dtype=torch.float64)
+    close = teacher.clone()
+    close[..., 0] = 0.995
+    far = teacher.clone()
+    far[..., 0] = 0.6
+    top, agree = torch.zeros(1, dtype=torch.long), torch.ones(1, dtype=torch.bool)
+    (m_close,) = fidelity_metrics(teacher, close, top, agree)
+    (m_far,) = fidelity_metrics(teacher, far, top, agree)
+    assert m_close["r2_top"] < 0.5 and m_close["mae_top"] <= 0.02 and m_close["trustworthy"]
+    assert m_far["mae_top"] > 0.02 and not m_far["trustworthy"]
