@@ -389,6 +389,18 @@ class Explanations:
             self.generator_source = "checkpoint"
 
 
+def check_sinks(sinks: Any) -> None:
+    """``sinks`` must be None or a list of objects implementing the Sink protocol."""
+    if sinks is None:
+        return
+    if isinstance(sinks, (str, bytes)) or not isinstance(sinks, Sequence):
+        raise TypeError(f"sinks: expected a list of Sink objects, got {type(sinks).__name__}")
+    for s in sinks:
+        if not isinstance(s, Sink):
+            raise TypeError(f"sinks: expected objects with write(record, step), flush() and "
+                            f"close(), got {type(s).__name__}")
+
+
 class DeepVIDCallback:
     """Explain ``instances`` with DeepVID every ``every_n_epochs`` epochs of a training loop.
 
@@ -437,14 +449,7 @@ class DeepVIDCallback:
         if mlflow is not None and not isinstance(mlflow, (bool, str)):
             raise TypeError(f"mlflow: expected True (the active run), a run id string or None, "
                             f"got {type(mlflow).__name__}")
-        if sinks is not None:
-            if isinstance(sinks, (str, bytes)) or not isinstance(sinks, Sequence):
-                raise TypeError(f"sinks: expected a list of Sink objects, got "
-                                f"{type(sinks).__name__}")
-            for s in sinks:
-                if not isinstance(s, Sink):
-                    raise TypeError(f"sinks: expected objects with write(record, step), flush() "
-                                    f"and close(), got {type(s).__name__}")
+        check_sinks(sinks)
         if logdir is None and not mlflow and not sinks:
             raise ValueError("logdir, mlflow, sinks: expected somewhere to write (a logdir or "
                              "SummaryWriter, mlflow=True or a run id, or sinks=[...]), got none")

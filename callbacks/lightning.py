@@ -48,7 +48,7 @@ except ImportError as e:  # optional dependency: say how to get it
     raise ImportError("DeepVIDLightningCallback needs Lightning: "
                       "pip install 'deepvid-plugin[lightning]'") from e
 
-from deepvid_plugin.callbacks.core import Explanations
+from deepvid_plugin.callbacks.core import Explanations, check_sinks
 
 from deepvid_plugin.record import ExplanationRecord
 from deepvid_plugin.sinks import Sink
@@ -74,14 +74,7 @@ class DeepVIDLightningCallback(pl.Callback):
             train_data=train_data, vae_epochs=vae_epochs, every_n_epochs=every_n_epochs,
             n_neighbours=n_neighbours, radius=radius, temperature=temperature, seed=seed,
             batch_size=batch_size, on_error=on_error, progress=progress)
-        if sinks is not None:
-            if isinstance(sinks, (str, bytes)) or not isinstance(sinks, Sequence):
-                raise TypeError(f"sinks: expected a list of Sink objects, got "
-                                f"{type(sinks).__name__}")
-            for s in sinks:
-                if not isinstance(s, Sink):
-                    raise TypeError(f"sinks: expected objects with write(record, step), flush() "
-                                    f"and close(), got {type(s).__name__}")
+        check_sinks(sinks)
         self._extra_sinks = list(sinks or ())
         self.sinks: dict[str, Sink] = {}
         self._save_dirs: list[str] = []
