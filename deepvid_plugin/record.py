@@ -15,16 +15,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import struct
 import zlib
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from deepvid_plugin import framing
+
 SCHEMA_VERSION = 1
 _MAGIC = b"DVID"
-_HEADER = struct.Struct("<4sI")
 
 # name -> dtype the array is stored with. float16 weights/images halve the size on disk; the
 # precision loss (~1e-3 relative) is invisible in a colour map.
@@ -173,11 +173,8 @@ class ExplanationRecord:
                 fields[f.name] = list(value)
             else:
                 fields[f.name] = value
-        header = json.dumps({"schema_version": self.schema_version, "fields": fields,
-                             "arrays": arrays}, sort_keys=True, separators=(",", ":"),
-                            allow_nan=False).encode("utf-8")
-        payload = zlib.compress(b"".join(chunks), 6)
-        return _HEADER.pack(_MAGIC, len(header)) + header + payload
+        header = {"schema_version": self.schema_version, "fields": fields, "arrays": arrays}
+        return framing.pack(_MAGIC, header, zlib.compress(b"".join(chunks), 6))
 
     @classmethod
     def decode(cls, data: bytes) -> ExplanationRecord:
@@ -187,23 +184,15 @@ class ExplanationRecord:
             NewerSchemaError: the record's ``schema_version`` is newer than this package reads.
             RecordDecodeError: the bytes are not a valid record.
         """
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data: expected bytes, got {type(data).__name__}")
-        data = bytes(data)
-        if len(data) < _HEADER.size:
-            raise RecordDecodeError(f"record is truncated: {len(data)} bytes")
-        magic, hlen = _HEADER.unpack_from(data)
-        if magic != _MAGIC:
-            raise RecordDecodeError(f"not a DeepVID record (magic {magic!r}, expected {_MAGIC!r})")
+        header, body = framing.unpack(data, _MAGIC, "record", RecordDecodeError)
         try:
-            header = json.loads(data[_HEADER.size:_HEADER.size + hlen].decode("utf-8"))
             version = int(header["schema_version"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        except (ValueError, KeyError, TypeError) as e:
             raise RecordDecodeError(f"corrupt record header: {e}") from e
         if version > SCHEMA_VERSION:
             raise NewerSchemaError(version)
         try:
-            payload = zlib.decompress(data[_HEADER.size + hlen:])
+            payload = zlib.decompress(body)
             kwargs = dict(header["fields"])
             for name, spec in header["arrays"].items():
                 start, nbytes = int(spec["offset"]), int(spec["nbytes"])

@@ -18,15 +18,13 @@ step file names, so a bundle that a later (resumed) writer made stale is never s
 from __future__ import annotations
 
 import dataclasses
-import json
-import struct
 import zlib
 from collections.abc import Iterable
 
+from deepvid_plugin import framing
 from deepvid_plugin.mlflow import layout
 
 _MAGIC = b"DVIB"
-_HEADER = struct.Struct("<4sI")
 
 
 class BundleDecodeError(ValueError):
@@ -67,10 +65,9 @@ def encode_bundle(instance: str, key: str, records: Iterable[tuple[int, bytes]],
     if neighbours is not None:
         nb = {"offset": offset, "nbytes": len(neighbours)}
         blobs.append(bytes(neighbours))
-    header = json.dumps({"layout": layout.LAYOUT_VERSION, "instance": instance, "key": key,
-                         "neighbours": nb, "records": entries},
-                        separators=(",", ":"), allow_nan=False).encode("utf-8")
-    return _HEADER.pack(_MAGIC, len(header)) + header + b"".join(blobs)
+    header = {"layout": layout.LAYOUT_VERSION, "instance": instance, "key": key,
+              "neighbours": nb, "records": entries}
+    return framing.pack(_MAGIC, header, b"".join(blobs))
 
 
 def decode_bundle(data: bytes) -> Bundle:
@@ -80,27 +77,18 @@ def decode_bundle(data: bytes) -> Bundle:
     Raises:
         BundleDecodeError: not a bundle, truncated header, or written in a newer layout.
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"data: expected bytes, got {type(data).__name__}")
-    data = bytes(data)
-    if len(data) < _HEADER.size:
-        raise BundleDecodeError(f"bundle is truncated: {len(data)} bytes")
-    magic, hlen = _HEADER.unpack_from(data)
-    if magic != _MAGIC:
-        raise BundleDecodeError(f"not a DeepVID bundle (magic {magic!r}, expected {_MAGIC!r})")
+    header, body = framing.unpack(data, _MAGIC, "bundle", BundleDecodeError)
     try:
-        header = json.loads(data[_HEADER.size:_HEADER.size + hlen].decode("utf-8"))
         version = int(header["layout"])
         instance, key = str(header["instance"]), str(header["key"])
         entries = list(header["records"])
         nb = header.get("neighbours")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise BundleDecodeError(f"corrupt bundle header: {e!r}") from e
     if version > layout.LAYOUT_VERSION:
         raise BundleDecodeError(f"written in DeepVID MLflow layout {version}, this "
                                 f"deepvid-plugin reads up to {layout.LAYOUT_VERSION}; upgrade "
                                 "deepvid-plugin to read it")
-    body = memoryview(data)[_HEADER.size + hlen:]
     records: dict[int, bytes] = {}
     crcs: dict[int, int] = {}
     problems: list[str] = []
