@@ -37,6 +37,17 @@ logger = logging.getLogger(__name__)
 THUMB_SIZE = 16
 #: significant digits kept for probabilities in step summaries (the overview stays small).
 _PROB_DIGITS = 5
+#: significant digits kept for fidelity and faithfulness numbers in step summaries: the UI shows
+#: two or three decimals, and full float reprs would cost ~12 bytes each in every overview cell.
+_FIDELITY_DIGITS = 3
+#: fidelity entries a step summary leaves out: the curves are per-step detail (the record route
+#: carries them), their step count and the held-out count are the same at every step, and
+#: ``trustworthy`` is already a field of the summary itself.
+_DETAIL_ONLY_FIDELITY = frozenset({"deletion_curve", "insertion_curve", "evidence_steps",
+                                   "n_holdout", "trustworthy"})
+#: the faithfulness evidence DeepVID adds to ``record.fidelity`` (older records lack all of them).
+EVIDENCE_KEYS = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc",
+                 "deletion_curve", "insertion_curve", "evidence_steps", "better_than_random")
 
 
 class ApiError(Exception):
@@ -108,8 +119,36 @@ def channel_mean(weights: np.ndarray) -> np.ndarray:
     return np.asarray(weights, dtype=np.float64).mean(axis=0)
 
 
-def _round(values: Iterable[float]) -> list[float]:
-    return [float(f"{float(v):.{_PROB_DIGITS}g}") for v in values]
+def _round(values: Iterable[float], digits: int = _PROB_DIGITS) -> list[float]:
+    return [float(f"{float(v):.{digits}g}") for v in values]
+
+
+def summary_fidelity(fidelity: Mapping[str, Any]) -> dict[str, Any]:
+    """The compact copy of ``record.fidelity`` that step summaries carry.
+
+    Floats keep :data:`_FIDELITY_DIGITS` significant digits; the deletion/insertion curves (and
+    their step count), ``n_holdout``, ``trustworthy`` (the summary's own field) and ``None`` values
+    (``trust_reason`` of a trustworthy explanation) are left out, so the faithfulness evidence
+    adds ~60 bytes per step to the overview instead of ~700. Booleans, ints and strings are
+    kept as they are.
+    """
+    out: dict[str, Any] = {}
+    for key, value in fidelity.items():
+        if key in _DETAIL_ONLY_FIDELITY or value is None or isinstance(value, (list, dict)):
+            continue
+        if isinstance(value, float):
+            value = float(f"{value:.{_FIDELITY_DIGITS}g}") if math.isfinite(value) else None
+            if value is None:  # JSON has no NaN; an unknown number is simply absent
+                continue
+        out[key] = value
+    return out
+
+
+def has_evidence(fidelity: Mapping[str, Any]) -> bool:
+    """Whether a record's fidelity carries faithfulness evidence (records of older versions
+    do not)."""
+    return isinstance(fidelity.get("deletion_auc"), (int, float)) and isinstance(
+        fidelity.get("random_deletion_auc"), (int, float))
 
 
 def step_summary(record: ExplanationRecord, previous_predicted: int | None) -> dict[str, Any]:
@@ -136,7 +175,7 @@ def step_summary(record: ExplanationRecord, previous_predicted: int | None) -> d
         "schema_version": record.schema_version,
         "predicted": predicted,
         "probs": _round(record.teacher_probs),
-        "fidelity": dict(record.fidelity),
+        "fidelity": summary_fidelity(record.fidelity),
         "trustworthy": record.trustworthy,
         "changed": previous_predicted is not None and predicted != int(previous_predicted),
         "thumb": encode_map(thumb),
@@ -373,6 +412,9 @@ def record_impl(store: RecordStore, run: str, instance: str, step: int) -> dict[
         "schema_version": rec.schema_version,
         "class_names": list(rec.class_names), "label": rec.label, "predicted": rec.predicted,
         "image": encode_image(rec.image),
+        # The instance in the model's own input space, signed: the frontend multiplies it with
+        # the weights to draw contributions (weight x input), per channel and summed.
+        "input": encode_map(rec.image),
         "teacher_probs": _round(rec.teacher_probs), "student_probs": _round(rec.student_probs),
         "weights": [encode_map(w) for w in rec.weights],
         "bias": _round(rec.bias),
@@ -502,8 +544,9 @@ def snapshot(store: RecordStore, runs: Sequence[str] | None = None, *,
 
 
 __all__ = [
-    "SCHEMA_VERSION", "THUMB_SIZE", "ApiError", "InstanceOverview", "MemoryStore", "RecordStore", "RunOverview",
-    "channel_mean", "compare_impl", "decode_map", "encode_image", "encode_map", "instances_impl",
-    "parse_instance", "parse_run", "parse_runs", "parse_step", "record_impl", "runs_impl",
-    "snapshot", "snapshot_key", "step_summary", "timeline_impl",
+    "EVIDENCE_KEYS", "SCHEMA_VERSION", "THUMB_SIZE", "ApiError", "InstanceOverview", "MemoryStore",
+    "RecordStore", "RunOverview", "channel_mean", "compare_impl", "decode_map", "encode_image",
+    "encode_map", "has_evidence", "instances_impl", "parse_instance", "parse_run", "parse_runs",
+    "parse_step", "record_impl", "runs_impl", "snapshot", "snapshot_key", "step_summary",
+    "summary_fidelity", "timeline_impl",
 ]

@@ -32,11 +32,17 @@ def _smooth(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 def make_record(instance_id: str = "a", step: int = 0, n_classes: int = 10, size: int = 28,
                 channels: int = 1, n_shown: int = 8, seed: int = 0, label=_DEFAULT,
                 schema_version: int = SCHEMA_VERSION, class_names=None,
-                trustworthy: bool | None = None) -> ExplanationRecord:
+                trustworthy: bool | None = None, evidence: bool = False,
+                better_than_random: bool | None = None) -> ExplanationRecord:
     """One record of ``instance_id`` at ``step``; equal arguments give equal records.
 
     ``label`` defaults to a class derived from the instance (pass ``None`` for unknown).
     ``trustworthy`` defaults to a seeded coin flip weighted towards True.
+    ``evidence=True`` adds the faithfulness evidence (deletion/insertion curves and AUCs next to
+    a random map's, ``better_than_random``, ``trust_reason``) as the current DeepVID writes it;
+    without it the record looks like one of an older version. ``better_than_random`` forces the
+    verdict (default: a seeded coin flip weighted towards True); a map no better than random
+    is never trustworthy.
     """
     fixed = _rng("instance", instance_id, seed, n_classes, size, channels)
     per_step = _rng("step", instance_id, seed, step)
@@ -62,6 +68,15 @@ def make_record(instance_id: str = "a", step: int = 0, n_classes: int = 10, size
     fidelity = {"top1_agreement": agreement, "kl": float(per_step.random() * 0.2),
                 "r2_top": float(per_step.random()), "instance_agreement":
                 bool(np.argmax(teacher) == np.argmax(student)), "trustworthy": bool(trustworthy)}
+    if evidence:
+        fidelity.update(_evidence(per_step, teacher, better_than_random))
+        fidelity["trustworthy"] = bool(trustworthy and fidelity["better_than_random"])
+        fidelity["trust_reason"] = (
+            None if fidelity["trustworthy"]
+            else "the map is no better than a random map at deletion/insertion"
+            if not fidelity["better_than_random"]
+            else f"the student agrees with the model on only {agreement:.0%} of held-out "
+                 "neighbours")
     return ExplanationRecord(
         instance_id=instance_id, step=step,
         class_names=tuple(class_names) if class_names is not None else
@@ -75,6 +90,33 @@ def make_record(instance_id: str = "a", step: int = 0, n_classes: int = 10, size
                   "seed": seed, "n_shown": n_shown},
         label=label, schema_version=schema_version,
     )
+
+
+def _evidence(rng: np.random.Generator, teacher: np.ndarray,
+              better_than_random: bool | None, steps: int = 12) -> dict:
+    """Deletion/insertion curves shaped like real ones: deletion falls from p(x) to p(blank),
+    insertion rises from p(blank) to p(x); a good map falls (rises) early, a random one late."""
+    if better_than_random is None:
+        better_than_random = bool(rng.random() < 0.8)
+    p_x, p_blank = float(teacher.max()), float(0.1 * rng.random())
+    t = np.linspace(0.0, 1.0, steps + 1)
+
+    def curve(speed: float) -> np.ndarray:  # 1 at t=0 down to 0 at t=1, faster for larger speed
+        return (1 - t) ** speed
+
+    fast, slow = 4.0 + rng.random(), 0.8 + 0.2 * rng.random()
+    good, rand = (fast, slow) if better_than_random else (slow * 0.9, slow)
+    deletion = p_blank + (p_x - p_blank) * curve(good)
+    insertion = p_x - (p_x - p_blank) * curve(good)
+    r_deletion = p_blank + (p_x - p_blank) * curve(rand)
+    r_insertion = p_x - (p_x - p_blank) * curve(rand)
+    def auc(c: np.ndarray) -> float:  # trapezoid rule (np.trapezoid needs numpy >= 2)
+        return float(((c[1:] + c[:-1]) / 2 * np.diff(t)).sum())
+
+    return {"deletion_auc": auc(deletion), "insertion_auc": auc(insertion),
+            "random_deletion_auc": auc(r_deletion), "random_insertion_auc": auc(r_insertion),
+            "deletion_curve": deletion.tolist(), "insertion_curve": insertion.tolist(),
+            "evidence_steps": steps, "better_than_random": bool(better_than_random)}
 
 
 def make_run(instance_ids=("a", "b"), steps=range(3), **kwargs) -> list[ExplanationRecord]:

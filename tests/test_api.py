@@ -1,6 +1,7 @@
 """The backend-agnostic JSON API (deepvid_plugin/api.py) over an in-memory store."""
 
 import base64
+import dataclasses
 import json
 import urllib.parse
 
@@ -52,7 +53,14 @@ def test_step_summary_fields_and_changed():
     s = api.step_summary(rec, None)
     assert s["step"] == 3 and s["predicted"] == rec.predicted and s["changed"] is False
     assert len(s["probs"]) == 10 and abs(sum(s["probs"]) - 1) < 1e-3
-    assert s["trustworthy"] == rec.trustworthy and s["fidelity"] == dict(rec.fidelity)
+    assert s["trustworthy"] == rec.trustworthy
+    # compact fidelity: 3 significant digits, no duplicate of the summary's own "trustworthy"
+    assert set(s["fidelity"]) == set(rec.fidelity) - {"trustworthy"}
+    for key, value in s["fidelity"].items():
+        if isinstance(value, float):
+            assert value == pytest.approx(rec.fidelity[key], rel=5e-3) and len(repr(value)) <= 8
+        else:
+            assert value == rec.fidelity[key]
     assert s["thumb"]["shape"] == [14, 14]  # 28 -> at most 16 per side
     thumb = api.decode_map(s["thumb"])
     expect = rec.weights[rec.predicted].astype(float).mean(0).reshape(14, 2, 14, 2).mean((1, 3))
@@ -60,6 +68,55 @@ def test_step_summary_fields_and_changed():
     assert api.step_summary(rec, rec.predicted)["changed"] is False
     assert api.step_summary(rec, (rec.predicted + 1) % 10)["changed"] is True
     json.dumps(s, allow_nan=False)  # JSON-able as is
+
+
+EVIDENCE_AUCS = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")
+
+
+def test_step_summary_without_evidence_says_nothing_about_it():
+    s = api.step_summary(make_record(step=2), None)
+    assert not set(s["fidelity"]) & {*EVIDENCE_AUCS, "better_than_random", "trust_reason",
+                                     "deletion_curve", "insertion_curve"}
+
+
+@pytest.mark.parametrize("better", [True, False])
+def test_step_summary_carries_the_evidence_compactly(better):
+    rec = make_record(step=2, evidence=True, better_than_random=better, trustworthy=True)
+    s = api.step_summary(rec, None)
+    f = s["fidelity"]
+    for key in EVIDENCE_AUCS:
+        assert f[key] == pytest.approx(rec.fidelity[key], rel=5e-3) and len(repr(f[key])) <= 6
+    assert f["better_than_random"] is better and s["trustworthy"] is better
+    # the curves stay in the record route; the summary carries only their areas
+    assert "deletion_curve" not in f and "insertion_curve" not in f and "evidence_steps" not in f
+    if better:
+        assert "trust_reason" not in f  # null for a trustworthy step: left out
+    else:
+        assert f["trust_reason"] == rec.fidelity["trust_reason"] and "random" in f["trust_reason"]
+    json.dumps(s, allow_nan=False)
+
+
+def test_step_summary_growth_from_the_evidence_is_small():
+    # A summary as the previous version wrote it (the whole fidelity mapping, full floats) against
+    # the same step with the evidence, as now: the overview grows by well under 100 bytes a step.
+    real = {"top1_agreement": 0.96875, "kl": 0.012345678901234, "r2_top": 0.8765432109876,
+            "mae_top": 0.0012345678901, "instance_agreement": True, "n_holdout": 128,
+            "trustworthy": True}
+    base = make_record(step=2, evidence=True, better_than_random=True, trustworthy=True)
+    old = dataclasses.replace(base, fidelity=real)
+    new = dataclasses.replace(base, fidelity={
+        **real, **{k: base.fidelity[k] for k in api.EVIDENCE_KEYS}, "trust_reason": None})
+    before = api.step_summary(old, None)
+    before["fidelity"] = dict(old.fidelity)  # what the previous version stored
+    size = lambda s: len(json.dumps(s, separators=(",", ":")))  # noqa: E731
+    assert size(before) > 500
+    assert size(api.step_summary(new, None)) - size(before) <= 65
+
+
+def test_summary_fidelity_drops_non_finite_and_lists():
+    out = api.summary_fidelity({"a": float("nan"), "b": [1.0], "c": 0.123456, "d": None,
+                                "e": "why", "f": 3})
+    assert out == {"c": 0.123, "e": "why", "f": 3}
 
 
 def test_step_summary_thumb_uneven_size():
@@ -140,6 +197,32 @@ def test_record(store):
     with pytest.raises(ApiError, match="no record for instance 'b' at step 9") as e:
         api.record_impl(store, "r1", "b", 9)
     assert e.value.status == 404
+
+
+def test_record_carries_curves_and_input_for_contributions():
+    rec = make_record("a", 1, evidence=True, better_than_random=False, channels=3, size=8)
+    out = api.record_impl(MemoryStore({"r": [rec]}), "r", "a", 1)
+    f = out["fidelity"]
+    assert len(f["deletion_curve"]) == len(f["insertion_curve"]) == f["evidence_steps"] + 1
+    assert f["deletion_curve"] == pytest.approx(rec.fidelity["deletion_curve"])
+    assert f["better_than_random"] is False and out["trustworthy"] is False
+    assert f["trust_reason"] == "the map is no better than a random map at deletion/insertion"
+    # the instance in its own units, signed, so weights x input can be drawn per channel
+    assert out["input"]["shape"] == [3, 8, 8]
+    np.testing.assert_allclose(api.decode_map(out["input"]), rec.image.astype(float),
+                               atol=out["input"]["scale"] / 127)
+    json.dumps(out, allow_nan=False)
+
+
+def test_old_and_new_records_side_by_side():
+    old = make_record("old", 0)
+    new = make_record("new", 0, evidence=True)
+    out = api.instances_impl(MemoryStore({"r": [old, new]}), "r")
+    by_id = {i["id"]: i["steps"][0]["fidelity"] for i in out["instances"]}
+    assert "deletion_auc" not in by_id["old"] and "deletion_auc" in by_id["new"]
+    assert api.has_evidence(new.fidelity) and not api.has_evidence(old.fidelity)
+    rec = api.record_impl(MemoryStore({"r": [old]}), "r", "old", 0)
+    assert "deletion_curve" not in rec["fidelity"] and "input" in rec
 
 
 class _Failing(MemoryStore):

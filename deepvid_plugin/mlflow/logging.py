@@ -7,9 +7,13 @@ Works with the three ways people hold an MLflow run::
     MLflowSink(logger=MLFlowLogger(...))          # Lightning: logger.experiment is a client
 
 Per step it costs one ``log_artifacts`` upload (records, neighbours the first time, the step's
-summaries) and one ``log_batch`` (fidelity metrics); one ``log_image`` per instance (MLflow's own
-image slider then shows the timeline with no extra code) goes out on a background thread. Writes are buffered per step: a record
-of a new step, ``flush()`` or ``close()`` uploads the buffered one. Every ``viewer_every``
+summaries) and one ``log_batch`` (metrics per instance: ``deepvid/fidelity/<key>`` and, for
+records with faithfulness evidence, ``deepvid/deletion_auc/<key>`` and
+``deepvid/insertion_auc/<key>``; plus ``deepvid/fidelity_mean``); one ``log_image`` per instance
+(:func:`render_weight_map`: weight and contribution over the instance, with colour bars, so
+MLflow's own image slider shows a readable timeline with no extra code) goes out on a background
+thread. Writes are buffered per step: a record of a new step, ``flush()`` or ``close()`` uploads
+the buffered one. Every ``viewer_every``
 uploaded steps, and on ``close()``, ``deepvid/viewer.html`` (self-contained) and
 ``deepvid/index.json`` are rewritten; ``close()`` also writes one bundle per instance
 (:mod:`.bundle`), so readers of the finished run need one request per instance, not per step.
@@ -40,23 +44,126 @@ _MIN_IMAGE_SIDE = 224
 _MAX_PENDING_IMAGE_STEPS = 4
 
 
-def render_weight_map(record: ExplanationRecord, min_side: int = _MIN_IMAGE_SIDE) -> np.ndarray:
-    """The predicted class's weight map as an RGB ``uint8`` image for ``log_image``.
+_WHITE = np.array([247.0, 247.0, 247.0])
+_BLUE, _RED = np.array([33.0, 102.0, 172.0]), np.array([178.0, 24.0, 43.0])
+#: pixels between the parts of a step image, and the height of its colour bars.
+_PAD, _BAR = 10, 12
 
-    Channel-averaged, on a blue-white-red diverging scale centred on 0 (blue: evidence against
-    the class, red: for it), scaled by the largest absolute weight and upscaled by an integer
-    factor with nearest-neighbour so the pixels stay crisp in MLflow's image viewer.
+
+def _diverging(t: np.ndarray) -> np.ndarray:
+    """``t`` in [-1, 1] -> RGB floats: blue (against), white (0), red (for)."""
+    t = t[..., None]
+    return np.where(t >= 0, _WHITE + t * (_RED - _WHITE), _WHITE + (-t) * (_BLUE - _WHITE))
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    """The instance as a dimmed grey ``(H, W)`` in 0..255 (ink at mid grey, background near
+    black), as the TensorBoard tab draws it under its maps (CSS ``grayscale(1) contrast(0.6)
+    brightness(0.7)``), so pale map colours stand out from it instead of blending into white."""
+    a = np.asarray(image, dtype=np.float64)
+    a = np.where(np.isfinite(a), a, 0.0)
+    # colour images by luminance (channel-major), anything else by its channel mean
+    g = (np.tensordot(np.array([0.299, 0.587, 0.114]), a, axes=1) if a.shape[0] == 3
+         else a.mean(axis=0))
+    lo, hi = float(g.min()), float(g.max())
+    g = (g - lo) / (hi - lo) if hi > lo else np.zeros_like(g)
+    return np.clip(((g - 0.5) * 0.6 + 0.5) * 0.7, 0.0, 1.0) * 255.0
+
+
+def _overlay(values: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, float]:
+    """A signed map over the grey instance: colour on the diverging scale, opacity growing with
+    |value| (as the TensorBoard tab draws it), so the instance shows where the map is ~0.
+
+    Returns the RGB floats and the scale (max |value|) the colours were drawn with.
     """
-    w = np.asarray(record.weights[record.predicted], dtype=np.float64).mean(axis=0)
-    w = np.where(np.isfinite(w), w, 0.0)
-    scale = float(np.max(np.abs(w))) or 1.0
-    t = np.clip(w / scale, -1.0, 1.0)[..., None]
-    white = np.array([247.0, 247.0, 247.0])
-    blue, red = np.array([33.0, 102.0, 172.0]), np.array([178.0, 24.0, 43.0])
-    rgb = np.where(t >= 0, white + t * (red - white), white + (-t) * (blue - white))
-    factor = max(1, -(-min_side // max(1, min(w.shape))))
-    rgb = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
-    return np.rint(rgb).astype(np.uint8)
+    v = np.where(np.isfinite(values), values, 0.0)
+    scale = float(np.max(np.abs(v))) if v.size else 0.0
+    t = np.clip(v / (scale or 1.0), -1.0, 1.0)
+    alpha = np.minimum(1.0, 0.2 + 1.6 * np.abs(t))[..., None]  # as the frontend's draw.ts
+    return alpha * _diverging(t) + (1.0 - alpha) * grey[..., None], scale
+
+
+def render_weight_map(record: ExplanationRecord, min_side: int = _MIN_IMAGE_SIDE) -> np.ndarray:
+    """The predicted class's maps as one RGB ``uint8`` image for ``log_image``.
+
+    MLflow's image slider shows this image alone, so it carries everything needed to read it:
+    two panels, the **weight** map (channel-averaged) and the **contribution** ``weight x input``
+    (summed over channels: what each pixel of this instance adds to the class score), each drawn
+    over the instance in grey (opacity grows with |value|, as in the TensorBoard tab), each with a
+    colour bar from ``-max|value|`` (blue, against the class) through 0 (white) to
+    ``+max|value|`` (red, for it), plus a header naming the predicted class and, when the record
+    carries them, its trust and deletion/insertion evidence. Pixels are upscaled by an integer
+    factor (nearest neighbour) so they stay crisp.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    k = record.predicted
+    weights = np.asarray(record.weights[k], dtype=np.float64)
+    image = np.asarray(record.image, dtype=np.float64)
+    grey = _grey(image)
+    panels = [("weight", *_overlay(weights.mean(axis=0), grey)),
+              ("contribution = weight x input",
+               *_overlay((weights * np.where(np.isfinite(image), image, 0.0)).sum(axis=0), grey))]
+    h, w = grey.shape
+    factor = max(1, -(-min_side // max(1, min(h, w))))
+    ph, pw = h * factor, w * factor
+    font = ImageFont.load_default(size=13)
+    small = ImageFont.load_default(size=11)
+    head = 36
+    width = _PAD + len(panels) * (pw + _PAD)
+    height = head + 16 + ph + 6 + _BAR + 16 + _PAD
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    name = record.class_names[k] if k < len(record.class_names) else str(k)
+    fid = record.fidelity
+    trust = "trustworthy" if record.trustworthy else "LOW TRUST"
+    reason = fid.get("trust_reason") if not record.trustworthy else None
+    draw.text((_PAD, 4), f"predicted {name!r} (p={float(record.teacher_probs[k]):.2f}) - {trust}",
+              fill=(17, 24, 39) if record.trustworthy else (180, 83, 9), font=font)
+    line2 = (f"deletion AUC {fid['deletion_auc']:.3f} (random {fid['random_deletion_auc']:.3f}), "
+             f"insertion {fid['insertion_auc']:.3f} (random {fid['random_insertion_auc']:.3f})"
+             if all(isinstance(fid.get(key), (int, float)) for key in (
+                 "deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc"))
+             else "no faithfulness evidence (recorded by an older version)")
+    if isinstance(reason, str) and reason:
+        line2 = reason
+    draw.text((_PAD, 20), line2, fill=(107, 114, 128), font=small)
+    bar = _diverging(np.linspace(-1.0, 1.0, pw))[None].repeat(_BAR, axis=0)
+    for i, (title, rgb, scale) in enumerate(panels):
+        x0 = _PAD + i * (pw + _PAD)
+        draw.text((x0, head), title, fill=(17, 24, 39), font=small)
+        big = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
+        canvas.paste(Image.fromarray(np.rint(big).astype(np.uint8)), (x0, head + 16))
+        y = head + 16 + ph + 6
+        canvas.paste(Image.fromarray(np.rint(bar).astype(np.uint8)), (x0, y))
+        draw.rectangle([x0, y, x0 + pw - 1, y + _BAR - 1], outline=(209, 213, 219))
+        draw.text((x0, y + _BAR + 2), f"-{scale:.3g} against", fill=(33, 102, 172), font=small)
+        right = f"for +{scale:.3g}"
+        draw.text((x0 + pw - draw.textlength(right, font=small), y + _BAR + 2), right,
+                  fill=(178, 24, 43), font=small)
+        draw.text((x0 + pw // 2 - 3, y + _BAR + 2), "0", fill=(107, 114, 128), font=small)
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def deletion_auc_metric(key: str) -> str:
+    """MLflow metric of an instance's deletion AUC (lower: its map finds what the model uses)."""
+    return f"{layout.ROOT}/deletion_auc/{key}"
+
+
+def insertion_auc_metric(key: str) -> str:
+    """MLflow metric of an instance's insertion AUC (higher is better)."""
+    return f"{layout.ROOT}/insertion_auc/{key}"
+
+
+#: fidelity entry -> metric name, for the faithfulness evidence logged per instance and step.
+_EVIDENCE_METRICS = {"deletion_auc": deletion_auc_metric, "insertion_auc": insertion_auc_metric}
+#: MLflow's limit on metrics per log_batch request.
+_MAX_BATCH_METRICS = 1000
+
+
+def _number(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and bool(np.isfinite(value)))
 
 
 class _SinkStore:
@@ -311,9 +418,15 @@ class MLflowSink:
                     self._neighbours_sent.add(iid)
                 entries.append(entry)
                 value = record.fidelity.get(layout.FIDELITY_KEY)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if _number(value):
                     metrics.append(Metric(layout.fidelity_metric(key), float(value), now, step))
                     fidelities.append(float(value))
+                # Faithfulness evidence (absent from records of older versions), in the same
+                # log_batch: MLflow then plots each instance's AUCs over steps and compares runs.
+                for name, metric in _EVIDENCE_METRICS.items():
+                    value = record.fidelity.get(name)
+                    if _number(value):
+                        metrics.append(Metric(metric(key), float(value), now, step))
             os.makedirs(os.path.join(tmp, "steps"))
             with open(os.path.join(tmp, "steps", layout.step_file(step)), "w",
                       encoding="utf-8") as f:
@@ -326,25 +439,27 @@ class MLflowSink:
         if fidelities:
             metrics.append(Metric(layout.MEAN_FIDELITY_METRIC, float(np.mean(fidelities)), now,
                                   step))
-            self._client.log_batch(self._run_id, metrics=metrics)
+        for start in range(0, len(metrics), _MAX_BATCH_METRICS):
+            self._client.log_batch(self._run_id,
+                                   metrics=metrics[start:start + _MAX_BATCH_METRICS])
         if self.log_images:
             # Each log_image costs three requests (PNG, WebP thumbnail, tag), about 10x the
-            # rest of the step, so they go out on one background thread; close() waits for them.
-            images = [(layout.image_key(self._keys[r.instance_id]), render_weight_map(r))
-                      for r, _ in buffered]
-            self._submit_images(step, images)
+            # rest of the step, and drawing one costs ~9 ms, so both happen on one background
+            # thread (records are frozen); close() waits for them.
+            self._submit_images(step, [(layout.image_key(self._keys[r.instance_id]), r)
+                                       for r, _ in buffered])
         logger.debug("deepvid: step %d (%d records) logged to MLflow run %s in %.3fs", step,
                      len(buffered), self._run_id, time.perf_counter() - started)
 
-    def _submit_images(self, step: int, images: list[tuple[str, np.ndarray]]) -> None:
+    def _submit_images(self, step: int, images: list[tuple[str, ExplanationRecord]]) -> None:
         if self._image_pool is None:
             self._image_pool = ThreadPoolExecutor(max_workers=1,
                                                   thread_name_prefix="deepvid-mlflow-images")
         client, run_id = self._client, self._run_id
 
         def send() -> None:
-            for key, image in images:
-                client.log_image(run_id, image, key=key, step=step)
+            for key, record in images:
+                client.log_image(run_id, render_weight_map(record), key=key, step=step)
 
         self._image_jobs.append(self._image_pool.submit(send))
         # Back-pressure: a training loop faster than the uploads must not queue without bound.
@@ -411,4 +526,4 @@ def _npy(neighbours: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["MLflowSink", "render_weight_map"]
+__all__ = ["MLflowSink", "deletion_auc_metric", "insertion_auc_metric", "render_weight_map"]

@@ -120,3 +120,46 @@ export function lineChart(spec: ChartSpec): Chart {
     },
   };
 }
+
+export interface CurveSpec {
+  title: string;
+  /** x positions (fraction of pixels, 0..1) shared by every series. */
+  xs: number[];
+  series: Series[];
+  xLabel: string;
+  testid?: string;
+}
+
+/** A small static chart of curves over [0, 1] (the deletion/insertion curves of one record). */
+export function curveChart(spec: CurveSpec): HTMLElement {
+  const box = h("div", { class: "chart" });
+  const el = h("figure", { class: "chart-fig", "data-testid": spec.testid ?? "curve-chart" },
+    h("figcaption", {}, spec.title), box);
+  const opts: uPlot.Options = {
+    width: 360,
+    height: 150,
+    legend: { show: true, live: false },
+    cursor: { drag: { x: false, y: false }, points: { size: 6 } },
+    scales: { x: { time: false, range: [0, 1] }, y: { range: [0, 1] } },
+    axes: [
+      { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { show: false }, size: 22, label: spec.xLabel,
+        labelSize: 14, labelGap: 0, labelFont: "11px system-ui, sans-serif", font: "11px system-ui, sans-serif",
+        values: (_u, vals) => vals.map((v) => `${Math.round(v * 100)}%`) },
+      { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { show: false }, size: 36,
+        font: "11px system-ui, sans-serif" },
+    ],
+    series: [
+      { label: spec.xLabel },
+      ...spec.series.map((s) => ({
+        label: s.label, stroke: s.color, width: 2, dash: s.dash,
+        points: { show: spec.xs.length <= 24, size: 4, fill: s.color },
+      })),
+    ],
+  };
+  const plot = new uPlot(opts, [spec.xs, ...spec.series.map((s) => s.values)] as uPlot.AlignedData, box);
+  new ResizeObserver(() => {
+    const w = Math.max(220, Math.floor(box.clientWidth));
+    if (w && Math.abs(w - plot.width) > 2) plot.setSize({ width: w, height: 150 });
+  }).observe(box);
+  return el;
+}

@@ -64,3 +64,32 @@ export function decodeImage(img: EncodedImg): ImageData {
   }
   return out;
 }
+
+/** Every channel of a (C, H, W) map in its own units (value = int8 / 127 * scale). */
+export function decodeChannels(m: EncodedMap): { c: number; h: number; w: number; channels: Float32Array[] } {
+  const raw = new Int8Array(bytes(m.data).buffer);
+  const shape = m.shape;
+  const h = shape[shape.length - 2] ?? 1;
+  const w = shape[shape.length - 1] ?? raw.length;
+  const c = shape.length >= 3 ? shape[shape.length - 3] : 1;
+  const n = h * w;
+  if (raw.length !== c * n) {
+    throw new Error(`map: shape [${shape}] needs ${c * n} values, got ${raw.length}`);
+  }
+  const channels: Float32Array[] = [];
+  for (let ch = 0; ch < c; ch++) {
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) out[i] = (raw[ch * n + i] / 127) * m.scale;
+    channels.push(out);
+  }
+  return { c, h, w, channels };
+}
+
+/** A 2-D map from values in their own units: normalised to [-1, 1] by its peak, `scale` = peak. */
+export function toMap2D(values: Float32Array, h: number, w: number): Map2D {
+  let peak = 0;
+  for (let i = 0; i < values.length; i++) peak = Math.max(peak, Math.abs(values[i]));
+  const out = new Float32Array(values.length);
+  if (peak > 0) for (let i = 0; i < values.length; i++) out[i] = values[i] / peak;
+  return { h, w, scale: peak, values: out };
+}

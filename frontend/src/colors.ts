@@ -34,4 +34,7 @@ export const SERIES = {
   r2: "#7c3aed",
   truth: "#16a34a",
   predicted: "#2563eb",
+  deletion: "#dc2626",
+  insertion: "#0891b2",
+  random: "#6b7280",
 };

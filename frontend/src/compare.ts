@@ -6,6 +6,7 @@ import { decodeMap } from "./codec";
 import { SERIES } from "./colors";
 import { append, className, clear, fmt, h, pct } from "./dom";
 import { colorbar, mapCanvas } from "./draw";
+import { stepLowTrust, trustReason } from "./evidence";
 import type { CompareResp, InstancesResp, RunInfo, StepSummary } from "./types";
 
 export function renderCompare(app: App, parent: HTMLElement): void {
@@ -184,9 +185,9 @@ function renderResult(out: HTMLElement, cmp: CompareResp, nameA: string, nameB: 
       h("figure", { class: "cmp-panel", "data-testid": testid },
         h("figcaption", {}, h("b", {}, title), h("span", { class: "muted", title: who }, who)),
         canvas, bar,
-        s ? h("div", { class: "cmp-stats" + (s.trustworthy ? "" : " lowfi") },
+        s ? h("div", { class: "cmp-stats" + (stepLowTrust(s) ? " lowfi" : "") },
           `predicted ${className(names, s.predicted)} (${pct(s.probs[s.predicted])}) · fidelity ${fmt(s.fidelity?.top1_agreement)}`,
-          s.trustworthy ? "" : " · ⚠ low fidelity") : null);
+          stepLowTrust(s) ? ` · ⚠ low trust: ${trustReason(s.trustworthy, s.fidelity)}` : "") : null);
     append(big,
       panel("A", nameA, stA, mapCanvas(A, 168, { sharedScale: shared }), colorbar(shared), "compare-map-a"),
       panel("B", nameB, stB, mapCanvas(B, 168, { sharedScale: shared }), colorbar(shared), "compare-map-b"),
@@ -203,8 +204,8 @@ function renderResult(out: HTMLElement, cmp: CompareResp, nameA: string, nameB: 
       const A = decodeMap(m.a);
       const B = decodeMap(m.b);
       const shared = Math.max(A.scale, B.scale, 1e-12);
-      const lowA = sa[i] && !sa[i].trustworthy;
-      const lowB = sb[i] && !sb[i].trustworthy;
+      const lowA = sa[i] && stepLowTrust(sa[i]);
+      const lowB = sb[i] && stepLowTrust(sb[i]);
       return h("button", { class: "strip-col", "data-step": m.step, onclick: () => setStep(i),
         title: `step ${m.step}` },
       h("span", { class: "strip-step" }, String(m.step)),

@@ -12,6 +12,16 @@ function small(w: number, hgt: number): [HTMLCanvasElement, CanvasRenderingConte
   return [c, c.getContext("2d")!];
 }
 
+/** Opacity of a map value over the instance: faint near 0, opaque from half the scale on
+ * (deepvid_plugin/mlflow/logging.py draws MLflow's step images with the same rule). */
+function overlayAlpha(v: number): number {
+  return Math.min(1, 0.2 + 1.6 * Math.abs(v));
+}
+
+/** The instance under a map: grey and dimmed (ink at mid grey, background near black), so the
+ * map's pale colours stand out from it instead of blending into white ink. */
+const UNDERLAY_FILTER = "grayscale(1) contrast(0.6) brightness(0.7)";
+
 /**
  * RGBA pixels of a map. With `overlay`, alpha follows |w| so the instance underneath shows
  * through where the explanation has nothing to say (weights near zero).
@@ -25,7 +35,7 @@ function mapPixels(m: Map2D, overlay: boolean, gain = 1): HTMLCanvasElement {
     img.data[i * 4] = DIVERGING_LUT[j];
     img.data[i * 4 + 1] = DIVERGING_LUT[j + 1];
     img.data[i * 4 + 2] = DIVERGING_LUT[j + 2];
-    img.data[i * 4 + 3] = overlay ? Math.round(255 * Math.min(1, 0.15 + 1.1 * Math.abs(v))) : 255;
+    img.data[i * 4 + 3] = overlay ? Math.round(255 * overlayAlpha(v)) : 255;
   }
   ctx.putImageData(img, 0, 0);
   return c;
@@ -61,6 +71,8 @@ export interface MapOptions {
   /** Rescale values: draw `value * scale / sharedScale` (maps that share one colour scale). */
   sharedScale?: number;
   cls?: string;
+  /** Draw map pixels as crisp squares aligned with the instance's (default: smoothed). */
+  crisp?: boolean;
 }
 
 /** A weight map as a canvas `size` px wide, optionally over the instance. */
@@ -71,11 +83,12 @@ export function mapCanvas(map: EncodedMap | Map2D, size: number, opts: MapOption
   ctx.imageSmoothingQuality = "high";
   if (opts.image) {
     ctx.imageSmoothingEnabled = false;
-    ctx.filter = "grayscale(1) contrast(0.8) brightness(1.1)";
+    ctx.filter = UNDERLAY_FILTER;
     ctx.drawImage(imagePixels(opts.image), 0, 0, c.width, c.height);
     ctx.filter = "none";
     ctx.imageSmoothingEnabled = true;
   }
+  if (opts.crisp) ctx.imageSmoothingEnabled = false;
   const gain = opts.sharedScale && opts.sharedScale > 0 ? m.scale / opts.sharedScale : 1;
   ctx.drawImage(mapPixels(m, Boolean(opts.image), gain), 0, 0, c.width, c.height);
   return c;

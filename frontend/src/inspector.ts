@@ -1,10 +1,12 @@
 // Per-instance panel: the instance, a step slider (arrow keys step through it), the fidelity over
-// steps and the probability of the true and the predicted class over steps.
+// steps, the probability of the true and the predicted class over steps, and the map's deletion
+// AUC over steps next to a random map's.
 import type { App } from "./app";
 import { lineChart, type Chart, type Series } from "./charts";
 import { SERIES } from "./colors";
 import { className, fmt, h, pct } from "./dom";
 import { imageCanvas } from "./draw";
+import { NO_EVIDENCE, stepLowTrust, trustReason } from "./evidence";
 import type { Instance } from "./types";
 
 export interface Inspector {
@@ -13,7 +15,7 @@ export interface Inspector {
 
 export function renderInspector(app: App, parent: HTMLElement, inst: Instance, names: string[]): Inspector {
   const steps = inst.steps.map((s) => s.step);
-  const low = inst.steps.filter((s) => !s.trustworthy).map((s) => s.step);
+  const low = inst.steps.filter(stepLowTrust).map((s) => s.step);
   const last = inst.steps[inst.steps.length - 1];
 
   const slider = h("input", {
@@ -60,6 +62,25 @@ export function renderInspector(app: App, parent: HTMLElement, inst: Instance, n
     onPick: (s) => app.selectStep(s),
   });
 
+  // Faithfulness over steps: the map's deletion AUC (lower is better) against a random map's.
+  const del = inst.steps.map((s) => num(s.fidelity?.deletion_auc));
+  const faith = del.some((v) => v !== null)
+    ? lineChart({
+      title: "Deletion AUC over steps (lower: the map finds what the model uses)",
+      testid: "faithfulness-chart",
+      steps,
+      series: [
+        { label: "this map", values: del, color: SERIES.deletion },
+        { label: "random map", values: inst.steps.map((s) => num(s.fidelity?.random_deletion_auc)),
+          color: SERIES.random, dash: [5, 4] },
+      ],
+      yRange: [0, 1],
+      lowSteps: low,
+      selected: app.step,
+      onPick: (s) => app.selectStep(s),
+    })
+    : null;
+
   const panel = h("section", { class: "card", "data-testid": "instance-panel", "data-instance": inst.id },
     h("div", { class: "inst-head" },
       imageCanvas(inst.image, 72, "inst-img"),
@@ -68,10 +89,12 @@ export function renderInspector(app: App, parent: HTMLElement, inst: Instance, n
         h("div", { class: "muted" }, truth === null ? "true label unknown" : `true label: ${className(names, truth)}`),
         status)),
     h("div", { class: "slider-row" }, h("span", { class: "muted" }, "Step"), slider, stepOut),
-    fidelity.el, probs.el);
+    fidelity.el, probs.el,
+    faith ? faith.el : h("p", { class: "muted chart-note", "data-testid": "no-evidence-chart" },
+      `Deletion AUC over steps: ${NO_EVIDENCE}.`));
   parent.appendChild(panel);
 
-  const charts: Chart[] = [fidelity, probs];
+  const charts: Chart[] = faith ? [fidelity, probs, faith] : [fidelity, probs];
   const select = (step: number | null) => {
     const i = step === null ? -1 : steps.indexOf(step);
     if (i < 0) return;
@@ -81,9 +104,10 @@ export function renderInspector(app: App, parent: HTMLElement, inst: Instance, n
     status.textContent = "";
     status.append(
       h("span", { class: "pill" }, `predicted ${className(names, s.predicted)} · ${pct(s.probs[s.predicted])}`),
-      s.trustworthy
-        ? h("span", { class: "pill good" }, `fidelity ${fmt(s.fidelity?.top1_agreement)}`)
-        : h("span", { class: "pill warn" }, `⚠ low fidelity ${fmt(s.fidelity?.top1_agreement)}`),
+      stepLowTrust(s)
+        ? h("span", { class: "pill warn", title: trustReason(s.trustworthy, s.fidelity) ?? "" },
+          `⚠ low trust · fidelity ${fmt(s.fidelity?.top1_agreement)}`)
+        : h("span", { class: "pill good" }, `fidelity ${fmt(s.fidelity?.top1_agreement)}`),
       s.changed ? h("span", { class: "pill changed" }, "◆ changed") : "",
     );
     charts.forEach((c) => c.select(s.step));

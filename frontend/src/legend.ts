@@ -1,4 +1,4 @@
-// The key to the overview's marks; "low fidelity" is spelled out because it is the one mark that
+// The key to the overview's marks; "low trust" is spelled out because it is the one mark that
 // changes what the user should conclude.
 import { divergingCss } from "./colors";
 import { h } from "./dom";
@@ -12,7 +12,8 @@ export function legend(): HTMLElement {
       h("b", { class: "pos" }, "for"), " (each map scaled to its own max)"),
     h("span", { class: "lg-item" }, h("span", { class: "mark-changed" }, "◆"), "prediction changed"),
     h("span", { class: "lg-item" }, h("span", { class: "lg-lowfi" }, "⚠"),
-      h("b", {}, "low fidelity:"), " the student disagrees with the model, don't trust this explanation"),
+      h("span", {}, h("b", {}, "low trust:"), " the student disagrees with the model, or the map is no better " +
+        "than a random one; don't trust this explanation (hover a cell for why)")),
     h("span", { class: "lg-item" }, h("span", { class: "lab ok" }, "✓"), "/", h("span", { class: "lab bad" }, "✗"),
       "prediction matches / misses the true label"),
   );

@@ -4,6 +4,7 @@
 import type { App } from "./app";
 import { className, h, fmt } from "./dom";
 import { imageCanvas, mapCanvas } from "./draw";
+import { evidenceOf, NO_EVIDENCE, stepLowTrust, trustReason } from "./evidence";
 import type { Instance, InstancesResp, StepSummary } from "./types";
 
 export interface Overview {
@@ -149,12 +150,18 @@ export function renderOverview(app: App, parent: HTMLElement, data: InstancesRes
 
 function tooltip(inst: Instance, s: StepSummary, names: string[]): string {
   const known = inst.label !== null;
+  const ev = evidenceOf(s.fidelity);
+  const why = trustReason(s.trustworthy, s.fidelity);
   return [
     `${inst.id} · step ${s.step}`,
     `predicted: ${className(names, s.predicted)} (${fmt(s.probs[s.predicted], 2)})`,
     known ? `true: ${className(names, inst.label)}` : "true label unknown",
     `fidelity (top-1 agreement): ${fmt(s.fidelity?.top1_agreement, 2)}`,
-    s.trustworthy ? "" : "LOW FIDELITY: don't trust this explanation",
+    ev
+      ? `deletion AUC ${fmt(ev.deletion, 3)} (random ${fmt(ev.randomDeletion, 3)}) · ` +
+        `insertion AUC ${fmt(ev.insertion, 3)} (random ${fmt(ev.randomInsertion, 3)})`
+      : NO_EVIDENCE,
+    why ? `DON'T TRUST THIS EXPLANATION: ${why}` : "",
     s.changed ? "prediction changed at this step" : "",
   ].filter(Boolean).join("\n");
 }
@@ -164,18 +171,21 @@ function cellFor(inst: Instance, s: StepSummary, names: string[]): [HTMLElement,
   const known = inst.label !== null;
   const correct = known && s.predicted === inst.label;
   const art = h("div", { class: "cell-art" });
+  const low = stepLowTrust(s);
   const td = h("div", {
-    class: "cell" + (s.trustworthy ? "" : " lowfi") + (s.changed ? " changed" : ""),
+    class: "cell" + (low ? " lowfi" : "") + (s.changed ? " changed" : ""),
     role: "gridcell",
     "data-testid": "overview-cell",
     "data-instance": inst.id,
     "data-step": s.step,
     "data-trustworthy": String(s.trustworthy),
+    "data-low-trust": String(low),
   },
   art,
   h("div", { class: "cell-label" + (known ? (correct ? " ok" : " bad") : "") },
     known ? (correct ? "✓ " : "✗ ") : "", pred),
   s.changed ? h("span", { class: "mark-changed", "aria-label": "prediction changed" }, "◆") : null,
-  s.trustworthy ? null : h("span", { class: "mark-lowfi", "aria-label": "low fidelity" }, "⚠"));
+  low ? h("span", { class: "mark-lowfi", "aria-label": `low trust: ${trustReason(s.trustworthy, s.fidelity)}` }, "⚠")
+    : null);
   return [td, () => art.appendChild(mapCanvas(s.thumb, CELL, { image: inst.image }))];
 }

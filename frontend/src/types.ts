@@ -21,6 +21,19 @@ export interface Fidelity {
   mae_top?: number;
   instance_agreement?: boolean;
   trustworthy?: boolean;
+  /** Faithfulness evidence (absent in records of older versions). Deletion: lower is better. */
+  deletion_auc?: number;
+  /** Insertion: higher is better. */
+  insertion_auc?: number;
+  random_deletion_auc?: number;
+  random_insertion_auc?: number;
+  better_than_random?: boolean;
+  /** Why the explanation is not trustworthy (absent or null when it is). */
+  trust_reason?: string | null;
+  /** Record route only: the curves, `evidence_steps + 1` probabilities each. */
+  deletion_curve?: number[];
+  insertion_curve?: number[];
+  evidence_steps?: number;
   [key: string]: unknown;
 }
 
@@ -79,6 +92,8 @@ export interface RecordResp {
   label: number | null;
   predicted: number;
   image: EncodedImg;
+  /** The instance in the model's input space, signed [C, H, W] (absent from older backends). */
+  input?: EncodedMap;
   teacher_probs: number[];
   student_probs: number[];
   weights: EncodedMap[];

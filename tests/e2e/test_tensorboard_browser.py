@@ -2,7 +2,9 @@
 
 The logdir holds two short runs (3 instances x 4 steps, 5 classes), written with the public
 ``write_record``. One run name, one instance id and one class name are hostile markup: the page
-must show them as text and never execute them (each would set ``window.__pwned``).
+must show them as text and never execute them (each would set ``window.__pwned``). Instance
+``test-1`` carries faithfulness evidence (its map is no better than random at step 2), the others
+are records of an older version without it.
 
 Screenshots land in test-artifacts/ (``artifacts_dir``).
 """
@@ -26,6 +28,8 @@ HOSTILE_CLASS = "<script>window.__pwned='class'</script>"
 CLASSES = ["zero", "one", "two", "three", HOSTILE_CLASS]
 IDS = ["test-1", "test-2", HOSTILE_ID]
 STEPS = range(4)
+WITH_EVIDENCE = "test-1"
+NOT_BETTER_STEP = 2  # test-1's map is no better than a random map at this step
 RUNS = {"cnn-a": 0, HOSTILE_RUN: 1}  # run name -> factory seed
 
 # TensorBoard shows every dynamic plugin in an iframe it creates for it.
@@ -39,8 +43,11 @@ def logdir(tmp_path_factory):
         path = root / run
         for step in STEPS:
             for iid in IDS:
-                write_record(path, make_record(iid, step, n_classes=len(CLASSES), seed=seed,
-                                               class_names=CLASSES), step)
+                evidence = iid == WITH_EVIDENCE
+                write_record(path, make_record(
+                    iid, step, n_classes=len(CLASSES), seed=seed, class_names=CLASSES,
+                    evidence=evidence, trustworthy=True if evidence else None,
+                    better_than_random=step != NOT_BETTER_STEP if evidence else None), step)
         close_logdir(path)
     return root
 
@@ -83,12 +90,28 @@ def test_deepvid_tab_overview_detail_and_compare(tensorboard_server, logdir, pag
     frame.locator("[data-testid=overview-cell] canvas").first.wait_for()
     # Every low-fidelity summary is flagged in its cell, and only those.
     flags = cells.evaluate_all("cs => cs.map(c => [c.dataset.trustworthy, c.classList.contains('lowfi')])")
-    assert all((t == "false") == low for t, low in flags)
+    assert flags and all((t == "false") == low for t, low in flags)
+    # A map no better than random is marked too, and its tooltip says why.
+    bad = frame.locator(f"[data-testid=overview-cell][data-instance='{WITH_EVIDENCE}']"
+                        f"[data-step='{NOT_BETTER_STEP}']")
+    assert bad.get_attribute("data-low-trust") == "true" and "lowfi" in bad.get_attribute("class")
+    assert "random map" in bad.locator(".mark-lowfi").get_attribute("aria-label")
+    bad.hover()
+    assert "no better than a random map" in bad.get_attribute("title")
+    good = frame.locator(f"[data-testid=overview-cell][data-instance='{WITH_EVIDENCE}'][data-step='1']")
+    good.hover()
+    assert good.get_attribute("data-low-trust") == "false" and "deletion AUC" in good.get_attribute("title")
     # The legend explains the low-fidelity mark.
     assert "don't trust this explanation" in frame.locator("[data-testid=legend]").inner_text()
     # Per-instance charts and the step slider.
     assert frame.locator("[data-testid=fidelity-chart] canvas").count() >= 1
     assert frame.locator("[data-testid=prob-chart] canvas").count() >= 1
+    # test-1's deletion AUC over steps, next to a random map's (dashed)
+    frame.locator(f"[data-testid=instance-row][data-instance='{WITH_EVIDENCE}'] "
+                  "[data-testid=instance-row-head]").click()
+    faith = frame.locator("[data-testid=faithfulness-chart]")
+    assert faith.locator("canvas").count() >= 1
+    assert "random map" in faith.inner_text() and "this map" in faith.inner_text()
     page.screenshot(path=os.path.join(artifacts_dir, "tensorboard_overview.png"))
 
     # Hostile names appear as text, verbatim.
@@ -105,7 +128,7 @@ def test_deepvid_tab_overview_detail_and_compare(tensorboard_server, logdir, pag
     assert int(after) == int(before) - 1
 
     # Clicking a cell opens the detail panel with every class's map.
-    target = frame.locator("[data-testid=overview-cell][data-step='1']").first
+    target = frame.locator(f"[data-testid=overview-cell][data-instance='{WITH_EVIDENCE}'][data-step='1']")
     instance = target.get_attribute("data-instance")
     target.click()
     panel = frame.locator("[data-testid=detail-panel][data-loaded=true]")
@@ -118,10 +141,42 @@ def test_deepvid_tab_overview_detail_and_compare(tensorboard_server, logdir, pag
     assert HOSTILE_CLASS in panel.locator("[data-testid=class-map] .cm-name").all_inner_texts()
     assert panel.locator("[data-testid=neighbour]").count() > 0
     assert panel.locator("[data-testid=settings] th").count() > 0
+    # Where the model looks: weight and contribution (weight x input), with a key saying which
+    # is which, and a contribution map per class.
+    assert instance == WITH_EVIDENCE
+    focus = panel.locator("[data-testid=focus-maps]")
+    assert focus.locator("[data-testid=focus-weight] canvas").count() == 1
+    assert focus.locator("[data-testid=focus-contribution] canvas").count() == 1
+    key = focus.locator("[data-testid=map-legend]").inner_text()
+    assert "weight" in key and "contribution = weight × input" in key
+    assert panel.locator("[data-testid=contribution-map] canvas").count() == len(CLASSES)
+    # Faithfulness evidence: both AUCs next to the random map's, the verdict and the curves.
+    evidence = panel.locator("[data-testid=evidence]")
+    rec = make_record(WITH_EVIDENCE, 1, n_classes=len(CLASSES), seed=RUNS["cnn-a"],
+                      class_names=CLASSES, evidence=True, trustworthy=True, better_than_random=True)
+    row = evidence.locator("[data-testid=evidence-deletion]").inner_text()
+    assert f"{rec.fidelity['deletion_auc']:.3f}" in row
+    assert f"{rec.fidelity['random_deletion_auc']:.3f}" in row
+    assert "Better than a random map" in evidence.locator("[data-testid=evidence-verdict]").inner_text()
+    assert evidence.locator("[data-testid=evidence-curves] canvas").count() >= 1
     page.screenshot(path=os.path.join(artifacts_dir, "tensorboard_detail_page.png"))
     page.set_viewport_size({"width": 1440, "height": 1700})  # the side panel scrolls on its own
     panel.screenshot(path=os.path.join(artifacts_dir, "tensorboard_detail.png"))
     page.set_viewport_size({"width": 1440, "height": 900})
+
+    # The step whose map is no better than random says why, in words.
+    bad.click()
+    panel = frame.locator(f"[data-testid=detail-panel][data-loaded=true][data-step='{NOT_BETTER_STEP}']")
+    panel.wait_for()
+    assert "no better than a random map" in panel.locator("[data-testid=trust-reason]").inner_text()
+    assert "No better than a random map" in panel.locator("[data-testid=evidence-verdict]").inner_text()
+    # A record of an older version: no evidence, said plainly, and nothing breaks.
+    frame.locator("[data-testid=overview-cell][data-instance='test-2'][data-step='1']").click()
+    panel = frame.locator("[data-testid=detail-panel][data-loaded=true][data-instance='test-2']")
+    panel.wait_for()
+    assert "recorded by an older version" in panel.locator("[data-testid=no-evidence]").inner_text()
+    assert panel.locator("[data-testid=focus-contribution] canvas").count() == 1
+    assert "recorded by an older version" in frame.locator("[data-testid=no-evidence-chart]").inner_text()
 
     # Compare the two runs: side by side maps and a difference map.
     frame.locator("[data-testid=tab-compare]").click()

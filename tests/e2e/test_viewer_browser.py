@@ -7,14 +7,16 @@ everything it shows must come from the inline snapshot.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
+import numpy as np
 import pytest
 
 from deepvid_plugin import api
 from deepvid_plugin.api import MemoryStore
 from deepvid_plugin.viewer import standalone_html
-from tests.factories import make_run
+from tests.factories import make_record, make_run
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -109,3 +111,38 @@ def test_run_without_instances_and_warnings_are_shown(page, snapshot):
     empty = frame.locator("[data-testid=empty-state]")
     assert "This run has no DeepVID data" in empty.inner_text()
     assert "schema_version 99" in frame.locator("[data-testid=warnings]").inner_text()
+
+
+def _mean_rgb(canvas) -> list[float]:
+    return canvas.evaluate(
+        "c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        " const s = [0, 0, 0]; for (let i = 0; i < d.length; i += 4) { s[0] += d[i]; s[1] += d[i+1];"
+        " s[2] += d[i+2]; } const n = d.length / 4; return s.map(v => v / n); }")
+
+
+def test_colour_cue_the_channel_average_hides_is_shown_per_channel(page, artifacts_dir):
+    # A class pushed by green and pushed away by red, equally: the channel average is exactly
+    # 0 (a neutral map), and only the per-channel maps show the colour cue.
+    rec = make_record("colour", 0, n_classes=3, channels=3, size=12, evidence=True)
+    weights = np.zeros_like(rec.weights, dtype=np.float32)
+    weights[rec.predicted, 0] = -1.0  # R: against
+    weights[rec.predicted, 1] = 1.0  # G: for
+    rec = dataclasses.replace(rec, weights=weights)
+    frame = _show_in_sandbox(page, standalone_html(api.snapshot(MemoryStore({"r": [rec]}))))
+    frame.locator("[data-testid=overview-cell]").first.click()
+    panel = frame.locator("[data-testid=detail-panel][data-loaded=true]")
+    panel.wait_for()
+    row = panel.locator("[data-testid=channel-weights] [data-testid=channel-map]")
+    assert row.count() == 4  # the mean of R, G, B, then R, G and B
+    assert row.locator("figcaption").all_inner_texts() == ["mean of R, G, B", "R", "G", "B"]
+    mean, red, green, blue = (_mean_rgb(row.nth(i).locator("canvas")) for i in range(4))
+    assert min(mean) > 200 and max(mean) - min(mean) < 10  # neutral: white
+    assert red[2] > red[0] + 60  # R pushes against the class: blue
+    assert green[0] > green[2] + 60  # G pushes for it: red
+    assert min(blue) > 200  # B: no weight
+    contributions = panel.locator("[data-testid=channel-contributions] [data-testid=channel-map]")
+    assert contributions.count() == 4
+    assert panel.locator("[data-testid=focus-contribution] canvas").count() == 1
+    page.set_viewport_size({"width": 1440, "height": 1700})
+    panel.screenshot(path=os.path.join(artifacts_dir, "viewer_colour_channels.png"))
+    assert not page.dv_errors, page.dv_errors

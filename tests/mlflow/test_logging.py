@@ -178,17 +178,84 @@ def test_instance_keys_are_safe_and_distinct():
     assert keys[:3] == ["a", "test-17", "x.y"]  # safe ids are kept as they are
 
 
-def test_weight_map_image():
+RED, BLUE = (178, 24, 43), (33, 102, 172)
+
+
+def _blocks(img: np.ndarray, colour, size: int) -> int:
+    """How many ``size`` x ``size`` blocks of exactly ``colour`` the image holds (any offset)."""
+    hit = np.all(img == np.array(colour, np.uint8), axis=-1).astype(np.int32)
+    c = np.pad(hit.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = c[size:, size:] - c[:-size, size:] - c[size:, :-size] + c[:-size, :-size]
+    return int((sums == size * size).sum())
+
+
+def test_weight_map_image_overlays_the_instance_with_colour_bars():
+    import dataclasses
+
     rec = make_record("a", 0)
+    k = rec.predicted
+    weights = np.zeros_like(rec.weights, dtype=np.float32)
+    weights[k, 0, 5, 5] = 1.0  # left half: the input is 0 there, so it contributes nothing
+    weights[k, 0, 20, 20] = -0.5  # right half: the input is 1, the only contribution
+    image = np.zeros_like(rec.image)
+    image[:, :, 14:] = 1.0
+    rec = dataclasses.replace(rec, weights=weights, image=image)
     img = render_weight_map(rec)
-    assert img.dtype == np.uint8 and img.shape == (224, 224, 3)
-    w = rec.weights[rec.predicted].astype(float).mean(axis=0)
-    r, c = np.unravel_index(np.argmax(np.abs(w)), w.shape)  # the strongest weight saturates
-    assert tuple(img[r * 8, c * 8]) == ((178, 24, 43) if w[r, c] > 0 else (33, 102, 172))
-    r, c = np.unravel_index(np.argmax(w), w.shape)
-    assert img[r * 8, c * 8][0] > img[r * 8, c * 8][2]  # positive: red side
-    r, c = np.unravel_index(np.argmin(w), w.shape)
-    assert img[r * 8, c * 8][2] > img[r * 8, c * 8][0]  # negative: blue side
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    assert img.shape[0] > 224 and img.shape[1] > 2 * 224  # two 224 px panels, header, bars
+    # weight panel: the strongest weight saturates red over one 8x8 pixel block
+    assert _blocks(img, RED, 8) >= 1
+    # contribution panel (weight x input): the -0.5 weight on an input of 1 is the strongest
+    # contribution, so it saturates blue; the +1 weight on an input of 0 adds nothing
+    assert _blocks(img, BLUE, 8) >= 1
+    # Overlay, not the bare colour map: where the weight is 0 the instance shows through in grey
+    # (dark on its left half); a bare map would be white (247) there.
+    grey = img[..., 0].astype(int)
+    dark = (img[..., 0] == img[..., 1]) & (img[..., 1] == img[..., 2]) & (grey < 100)
+    assert dark.sum() > 2 * 100 * 64  # >100 dark 8x8 instance pixels in each panel
+    # colour bars: a row running from blue through white to red, with many shades in between
+    def near(row, colour):
+        return bool((np.abs(row.astype(int) - colour).max(axis=-1) <= 6).any())
+
+    rows = [r for r in range(img.shape[0])
+            if near(img[r], BLUE) and near(img[r], RED) and len({tuple(p) for p in img[r]}) > 100]
+    assert rows, "no colour bar found"
+
+
+def test_weight_map_image_says_why_not_to_trust_it():
+    plain = render_weight_map(make_record("a", 0, trustworthy=True))
+    bad = render_weight_map(make_record("a", 0, evidence=True, better_than_random=False))
+    assert plain.shape == bad.shape
+    # the header (first 36 rows) differs: the reason and LOW TRUST are written in orange
+    orange = np.all(np.abs(bad[:36].astype(int) - (180, 83, 9)) < 40, axis=-1)
+    assert orange.sum() > 20
+    assert not np.all(np.abs(plain[:36].astype(int) - (180, 83, 9)) < 40, axis=-1).any()
+
+
+def test_faithfulness_metrics_per_instance(mlflow_tracking):
+    import mlflow
+
+    from deepvid_plugin.mlflow.logging import deletion_auc_metric, insertion_auc_metric
+
+    client = mlflow_tracking.client()
+    new = {s: make_record("new", s, evidence=True) for s in STEPS}
+    with mlflow.start_run() as run:
+        sink = MLflowSink(viewer_every=0, log_images=False)
+        for s in STEPS:
+            sink.write(new[s], s)
+            sink.write(make_record("old", s), s)  # a record of an older version: no evidence
+        sink.close()
+    for metric, key in ((deletion_auc_metric, "deletion_auc"),
+                        (insertion_auc_metric, "insertion_auc")):
+        hist = sorted(client.get_metric_history(run.info.run_id, metric("new")),
+                      key=lambda m: m.step)
+        assert metric("new") == f"deepvid/{key}/new"
+        assert [m.step for m in hist] == list(STEPS)
+        np.testing.assert_allclose([m.value for m in hist], [new[s].fidelity[key] for s in STEPS])
+        assert client.get_metric_history(run.info.run_id, metric("old")) == []
+    # fidelity still goes to its own metric in the same batch
+    assert len(client.get_metric_history(run.info.run_id, layout.fidelity_metric("old"))) == \
+        len(STEPS)
 
 
 def test_lightning_nonzero_rank_writes_nothing():
