@@ -1,13 +1,16 @@
 // Application shell: state, toolbar (run selector, view tabs, reload), banners, empty/error states.
 // Views live in their own modules and read everything through `app.source`.
-import { ApiError, type DataSource } from "./data";
+import type { DataSource } from "./data";
 import { append, clear, h } from "./dom";
 import { renderCompare } from "./compare";
 import { renderDetail } from "./detail";
+import type { ViewHost } from "./host";
 import { renderInspector, type Inspector } from "./inspector";
 import { legend } from "./legend";
 import { renderOverview, type Overview } from "./overview";
+import { errorBox } from "./states";
 import type { Instance, InstancesResp, RunInfo, RunsResp } from "./types";
+import { warningsSummary } from "./warnings";
 
 export type View = "overview" | "compare";
 
@@ -17,7 +20,7 @@ export interface AppOptions {
   run?: string;
 }
 
-export class App {
+export class App implements ViewHost {
   readonly root: HTMLElement;
   private readonly toolbar: HTMLElement;
   private readonly banners: HTMLElement;
@@ -77,7 +80,9 @@ export class App {
     }
     const wanted = this.run ?? this.options.run;
     const run = this.runs.find((r) => r.run === wanted)?.run ?? this.runs[0].run;
-    if (this.view === "compare") return this.showCompare();
+    // With a single run there is nothing to compare: open its timeline rather than an empty
+    // comparison (the Compare tab still explains why when clicked).
+    if (this.view === "compare" && this.runs.length >= 2) return this.showCompare();
     await this.selectRun(run);
   }
 
@@ -262,7 +267,7 @@ export class App {
     const items = [...this.warnings];
     // A few warnings are shown at once; a long list stays folded behind its count.
     append(this.banners, h("details", { class: "dv-banner warn", "data-testid": "warnings", open: items.length <= 3 },
-      h("summary", {}, `⚠ ${items.length} record${items.length > 1 ? "s" : ""} could not be shown`),
+      h("summary", {}, `⚠ ${warningsSummary(items)}`),
       h("ul", {}, ...items.map((w) => h("li", {}, w)))));
   }
 
@@ -282,20 +287,4 @@ export class App {
     clear(this.body);
     append(this.body, errorBox(err, what, () => this.reload()));
   }
-}
-
-/** A readable error with the backend's message (as text) and a retry button. */
-export function errorBox(err: unknown, what: string, retry?: () => void): HTMLElement {
-  const status = err instanceof ApiError ? err.status : null;
-  const title =
-    status === 0 ? "Cannot reach the DeepVID backend"
-      : status === 404 ? "Not found"
-        : status !== null && status >= 400 && status < 500 ? "The request was rejected"
-          : "The DeepVID backend reported an error";
-  const detail = err instanceof Error ? err.message : String(err);
-  return h("div", { class: "dv-state error", "data-testid": "error-state", role: "alert" },
-    h("div", { class: "dv-state-icon" }, "!"),
-    h("h2", {}, title),
-    h("p", {}, `While loading ${what}${status ? ` (HTTP ${status})` : ""}: `, h("code", {}, detail)),
-    retry ? h("button", { class: "dv-button", onclick: retry }, "Try again") : null);
 }

@@ -1,6 +1,7 @@
 // Compare: the same instance in two runs, step by step. A and B maps share one colour scale; the
 // difference B − A has its own, centred at zero like every map.
-import { errorBox, type App } from "./app";
+import type { ViewHost } from "./host";
+import { errorBox } from "./states";
 import { lineChart } from "./charts";
 import { decodeMap } from "./codec";
 import { SERIES } from "./colors";
@@ -9,7 +10,7 @@ import { colorbar, mapCanvas } from "./draw";
 import { stepLowTrust, trustReason } from "./evidence";
 import type { CompareResp, InstancesResp, RunInfo, StepSummary } from "./types";
 
-export function renderCompare(app: App, parent: HTMLElement): void {
+export function renderCompare(app: ViewHost, parent: HTMLElement): void {
   const runs = app.runs;
   // A saved compare page carries only some ordered pairs (its runs response lists them); a live
   // backend answers any pair.
@@ -32,12 +33,12 @@ export function renderCompare(app: App, parent: HTMLElement): void {
     out);
   parent.appendChild(view);
 
-  function runSelect(testid: string, label: string, options: RunInfo[]): HTMLSelectElement {
+  function runSelect(testid: string, label: string, options: readonly RunInfo[]): HTMLSelectElement {
     const sel = h("select", { "data-testid": testid, "aria-label": label });
     fill(sel, options);
     return sel;
   }
-  function fill(sel: HTMLSelectElement, options: RunInfo[]): void {
+  function fill(sel: HTMLSelectElement, options: readonly RunInfo[]): void {
     clear(sel);
     for (const r of options) append(sel, h("option", { value: r.run }, r.name));
   }
@@ -144,7 +145,10 @@ function renderResult(out: HTMLElement, cmp: CompareResp, nameA: string, nameB: 
   const val = (xs: StepSummary[], f: (s: StepSummary) => number | undefined) =>
     xs.map((s) => (typeof f(s) === "number" ? (f(s) as number) : null));
   let selected = steps[steps.length - 1];
-  const pick = (s: number) => setStep(steps.indexOf(s));
+  // `sa`, `sb` and the charts follow `steps`; `maps` can be shorter (a step whose record could not
+  // be read has no maps), so a map is placed by its step, never by its position in `maps`.
+  const index = new Map(steps.map((s, i) => [s, i]));
+  const pick = (s: number) => setStep(index.get(s) ?? -1);
   const fid = lineChart({ title: "Fidelity (top-1 agreement)", testid: "compare-fidelity", steps,
     series: [
       { label: `A: ${nameA}`, values: val(sa, (s) => s.fidelity?.top1_agreement), color: SERIES.a },
@@ -173,7 +177,11 @@ function renderResult(out: HTMLElement, cmp: CompareResp, nameA: string, nameB: 
       c.classList.toggle("selected", Number((c as HTMLElement).dataset.step) === selected));
     const m = cmp.maps.find((x) => x.step === selected);
     clear(big);
-    if (!m) return;
+    if (!m) {
+      big.append(h("p", { class: "muted", "data-testid": "compare-no-maps" },
+        `The maps of step ${selected} could not be read in one of the runs (see the warnings above).`));
+      return;
+    }
     const A = decodeMap(m.a);
     const B = decodeMap(m.b);
     const D = decodeMap(m.diff);
@@ -200,13 +208,14 @@ function renderResult(out: HTMLElement, cmp: CompareResp, nameA: string, nameB: 
   // Every common step at a glance: A, B and the difference per column.
   const strip = h("div", { class: "strip", "data-testid": "compare-strip" },
     h("div", { class: "strip-col strip-head" }, h("span", {}, "step"), h("span", {}, "A"), h("span", {}, "B"), h("span", {}, "B − A")),
-    ...cmp.maps.map((m, i) => {
+    ...cmp.maps.map((m) => {
+      const i = index.get(m.step) ?? -1;
       const A = decodeMap(m.a);
       const B = decodeMap(m.b);
       const shared = Math.max(A.scale, B.scale, 1e-12);
       const lowA = sa[i] && stepLowTrust(sa[i]);
       const lowB = sb[i] && stepLowTrust(sb[i]);
-      return h("button", { class: "strip-col", "data-step": m.step, onclick: () => setStep(i),
+      return h("button", { class: "strip-col", "data-step": m.step, onclick: () => pick(m.step),
         title: `step ${m.step}` },
       h("span", { class: "strip-step" }, String(m.step)),
       h("span", { class: "strip-cell" + (lowA ? " lowfi" : "") }, mapCanvas(A, 40, { sharedScale: shared })),

@@ -2,7 +2,8 @@
 // contribution maps over the instance, per channel for colour images), the faithfulness evidence
 // (deletion/insertion against a random map), every class's weight and contribution maps, teacher vs
 // student probabilities, the neighbour grid coloured by the teacher's label, and the settings used.
-import { errorBox, type App } from "./app";
+import type { ViewHost } from "./host";
+import { errorBox } from "./states";
 import { curveChart } from "./charts";
 import { decodeChannels, toMap2D, type Map2D } from "./codec";
 import { classColor, SERIES } from "./colors";
@@ -11,11 +12,16 @@ import { colorbar, imageCanvas, mapCanvas } from "./draw";
 import { evidenceOf, NO_EVIDENCE, trustReason } from "./evidence";
 import type { EncodedImg, RecordResp } from "./types";
 
-let token = 0;
+// The latest request per slot wins: a slower answer for a step the user already left must not
+// replace the newer one. Kept per slot, not per module, so two viewers mounted on one page (each
+// with its own slot) never cancel each other.
+const tokens = new WeakMap<HTMLElement, number>();
 
-export function renderDetail(app: App, slot: HTMLElement, run: string, instance: string, step: number,
+export function renderDetail(app: ViewHost, slot: HTMLElement, run: string, instance: string, step: number,
   names: string[]): void {
-  const mine = ++token;
+  const mine = (tokens.get(slot) ?? 0) + 1;
+  tokens.set(slot, mine);
+  const current = () => tokens.get(slot) === mine;
   const close = h("button", { class: "dv-icon-button", title: "Close (Esc)", "aria-label": "Close detail panel",
     "data-testid": "detail-close", onclick: () => app.closeDetail() }, "×");
   const body = h("div", { class: "detail-body" },
@@ -28,14 +34,14 @@ export function renderDetail(app: App, slot: HTMLElement, run: string, instance:
 
   app.source.get<RecordResp>("record", { run, instance, step: String(step) }).then(
     (rec) => {
-      if (mine !== token) return;
+      if (!current()) return;
       app.addWarnings(rec.warnings);
       body.textContent = "";
       body.append(...sections(rec, rec.class_names?.length ? rec.class_names : names));
       panel.dataset.loaded = "true";
     },
     (err) => {
-      if (mine !== token) return;
+      if (!current()) return;
       body.textContent = "";
       body.append(errorBox(err, `the record at step ${step}`));
     },

@@ -1,7 +1,7 @@
 // Per-instance panel: the instance, a step slider (arrow keys step through it), the fidelity over
 // steps, the probability of the true and the predicted class over steps, and the map's deletion
 // AUC over steps next to a random map's.
-import type { App } from "./app";
+import type { ViewHost } from "./host";
 import { lineChart, type Chart, type Series } from "./charts";
 import { SERIES } from "./colors";
 import { className, fmt, h, pct } from "./dom";
@@ -13,7 +13,7 @@ export interface Inspector {
   select(step: number | null): void;
 }
 
-export function renderInspector(app: App, parent: HTMLElement, inst: Instance, names: string[]): Inspector {
+export function renderInspector(app: ViewHost, parent: HTMLElement, inst: Instance, names: string[]): Inspector {
   const steps = inst.steps.map((s) => s.step);
   const low = inst.steps.filter(stepLowTrust).map((s) => s.step);
   const last = inst.steps[inst.steps.length - 1];

@@ -1,7 +1,7 @@
 // The overview: rows are tracked instances, columns are steps. Each cell is the predicted class's
 // weight map over the instance. Cells are painted lazily when they scroll into view, so a
 // 64 x 200 grid appears at once.
-import type { App } from "./app";
+import type { ViewHost } from "./host";
 import { className, h, fmt } from "./dom";
 import { imageCanvas, mapCanvas } from "./draw";
 import { evidenceOf, NO_EVIDENCE, stepLowTrust, trustReason } from "./evidence";
@@ -15,7 +15,7 @@ const CELL = 56; // map size in px
 const CELL_W = 68; // cell width incl. padding (style.css .cell)
 const ROW_HEAD = 190; // style.css .row-head
 
-export function renderOverview(app: App, parent: HTMLElement, data: InstancesResp): Overview {
+export function renderOverview(app: ViewHost, parent: HTMLElement, data: InstancesResp): Overview {
   const names = data.class_names;
   const steps = [...new Set(data.instances.flatMap((i) => i.steps.map((s) => s.step)))].sort((a, b) => a - b);
   const cells = new Map<string, HTMLElement>();

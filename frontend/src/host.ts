@@ -1,0 +1,27 @@
+// The one interface views (overview, inspector, detail, compare) are given by the application
+// shell. Views import this file, never app.ts, so the shell can import every view without an
+// import loop, and a new view needs nothing but this.
+import type { DataSource } from "./data";
+import type { Instance, RunInfo } from "./types";
+
+export interface ViewHost {
+  /** Where every answer comes from (live backend or inline snapshot). */
+  readonly source: DataSource;
+  /** Runs with DeepVID data, in the order the backend lists them. */
+  readonly runs: readonly RunInfo[];
+  /** The run shown in the timeline (null before one is picked). */
+  readonly run: string | null;
+  /** Run pairs a saved compare page can show (null: any pair, from a live backend). */
+  readonly pairs: readonly (readonly [string, string])[] | null;
+  /** The selected instance and step (null when nothing is selected). */
+  readonly instance: Instance | null;
+  readonly step: number | null;
+  /** What to call a run on screen. */
+  runName(run: string): string;
+  /** Show the backend's warnings once, in the shell's banner. */
+  addWarnings(list: string[] | undefined): void;
+  selectInstance(id: string, step?: number | null): void;
+  selectStep(step: number): void;
+  openDetail(id: string, step: number): void;
+  closeDetail(): void;
+}
