@@ -28,6 +28,7 @@ from deepvid_plugin.record import (
     SCHEMA_VERSION,
     ExplanationRecord,
     NewerSchemaError,
+    Record,
     RecordDecodeError,
 )
 
@@ -48,6 +49,15 @@ _DETAIL_ONLY_FIDELITY = frozenset({"deletion_curve", "insertion_curve", "evidenc
 #: the faithfulness evidence DeepVID adds to ``record.fidelity`` (older records lack all of them).
 EVIDENCE_KEYS = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc",
                  "deletion_curve", "insertion_curve", "evidence_steps", "better_than_random")
+
+
+class NoDataError(KeyError):
+    """Raised by :meth:`RecordStore.overview` when the run exists but holds no DeepVID data, so
+    the API can say so instead of "run not found" (a plain ``KeyError`` means an unknown run).
+    Its message, shown to people as it is, names the run and says why."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; this one is meant for people
+        return str(self.args[0]) if self.args else "no DeepVID data"
 
 
 class ApiError(Exception):
@@ -152,34 +162,28 @@ def has_evidence(fidelity: Mapping[str, Any]) -> bool:
 
 
 def step_summary(record: ExplanationRecord, previous_predicted: int | None) -> dict[str, Any]:
-    """The per-step summary the overview and timeline are drawn from (``http_api.md``).
+    """DeepVID's per-step summary the overview and timeline are drawn from (``http_api.md``).
 
     Writers compute it once per step (the TensorBoard sink stores it as the ``summary`` tag, the
-    MLflow sink in its index), so the overview never decodes full records.
+    MLflow sink in its step files), so the overview never decodes full records. The kind
+    registry computes it (:func:`deepvid_plugin.kinds.summarize`, here for the ``deepvid``
+    kind); it carries a ``headline`` number (DeepVID's: the held-out top-1 agreement).
 
     Args:
         record: the explanation at this step.
         previous_predicted: the predicted class at the instance's previous logged step, or
             ``None`` for the first one; sets ``changed``.
     """
+    from deepvid_plugin import kinds
+
     if not isinstance(record, ExplanationRecord):
         raise TypeError(f"record: expected an ExplanationRecord, got {type(record).__name__}")
     if previous_predicted is not None and (
         isinstance(previous_predicted, bool) or not isinstance(previous_predicted, (int, np.integer))
     ):
         raise TypeError(f"previous_predicted: expected an int or None, got {previous_predicted!r}")
-    predicted = record.predicted
-    thumb = _block_mean(channel_mean(record.weights[predicted]), THUMB_SIZE)
-    return {
-        "step": record.step,
-        "schema_version": record.schema_version,
-        "predicted": predicted,
-        "probs": _round(record.teacher_probs),
-        "fidelity": summary_fidelity(record.fidelity),
-        "trustworthy": record.trustworthy,
-        "changed": previous_predicted is not None and predicted != int(previous_predicted),
-        "thumb": encode_map(thumb),
-    }
+    previous = None if previous_predicted is None else {"predicted": int(previous_predicted)}
+    return kinds.summarize(record.to_record(), previous)
 
 
 def with_changed(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -238,6 +242,7 @@ class RecordStore(Protocol):
         route passes it), and must still include it when it exists.
 
         Raises:
+            NoDataError: ``run`` exists but holds no DeepVID data.
             KeyError: ``run`` is unknown.
         """
         ...
@@ -253,42 +258,66 @@ class RecordStore(Protocol):
 
 
 class MemoryStore:
-    """A :class:`RecordStore` over records held in memory: ``{run: [ExplanationRecord, ...]}``.
+    """A :class:`RecordStore` over records held in memory: ``{run: [record, ...]}``.
 
-    Used for tests and for building a viewer snapshot straight from records; it computes step
-    summaries exactly as the sinks do.
+    Records may be of any registered kind: :class:`ExplanationRecord` objects or
+    :class:`~deepvid_plugin.record.Record` envelopes. Used for tests and for building a viewer
+    snapshot straight from records; it computes step summaries exactly as the sinks do.
     """
 
-    def __init__(self, runs: Mapping[str, Iterable[ExplanationRecord]],
+    def __init__(self, runs: Mapping[str, Iterable[Any]],
                  names: Mapping[str, str] | None = None):
-        self._records: dict[str, dict[tuple[str, int], ExplanationRecord]] = {}
+        from deepvid_plugin import kinds
+
+        # run -> kind -> (subject, step) -> envelope
+        self._records: dict[str, dict[str, dict[tuple[str, int], Record]]] = {}
         for run, records in runs.items():
-            by_key = {}
+            by_kind: dict[str, dict[tuple[str, int], Record]] = {}
             for rec in records:
-                if not isinstance(rec, ExplanationRecord):
-                    raise TypeError(f"runs[{run!r}]: expected ExplanationRecords, got "
-                                    f"{type(rec).__name__}")
-                by_key[(rec.instance_id, rec.step)] = rec
-            self._records[str(run)] = by_key
+                try:
+                    _, env = kinds.prepare(rec)
+                except TypeError:
+                    raise TypeError(f"runs[{run!r}]: expected ExplanationRecords or Records, "
+                                    f"got {type(rec).__name__}") from None
+                by_kind.setdefault(env.kind, {})[(env.subject, env.step)] = env
+            self._records[str(run)] = by_kind
         self._names = dict(names or {})
 
     def runs(self) -> list[tuple[str, str]]:
         return [(r, self._names.get(r, r)) for r in self._records]
 
-    def overview(self, run: str, instance: str | None = None) -> RunOverview:
-        records = self._records[run]
+    def kinds(self, run: str) -> list[str]:
+        """The kinds ``run`` holds records of."""
+        return list(self._records[run])
+
+    def overview(self, run: str, instance: str | None = None,
+                 kind: str = "deepvid") -> RunOverview:
+        from deepvid_plugin import kinds
+
+        by_kind = self._records[run]
+        records = by_kind.get(kind, {})
+        if not records:
+            if kind == "deepvid":
+                raise NoDataError(f"run {run!r} has no DeepVID data (it was given no records)")
+            raise NoDataError(f"run {run!r} has no {kind} data (it was given no {kind} records)")
         class_names: list[str] = []
         rows: dict[str, InstanceOverview] = {}
-        previous: dict[str, int] = {}
-        for (iid, _step), rec in sorted(records.items(), key=lambda kv: kv[0][1]):
-            class_names = class_names or list(rec.class_names)
-            row = rows.setdefault(iid, InstanceOverview(iid, rec.label, rec.image, []))
-            row.steps.append(step_summary(rec, previous.get(iid)))
-            previous[iid] = rec.predicted
+        previous: dict[str, dict] = {}
+        for (iid, _step), env in sorted(records.items(), key=lambda kv: kv[0][1]):
+            header = kinds.subject_header(env)
+            class_names = class_names or header["class_names"]
+            image = header["image"] if header["image"] is not None else np.zeros((1, 1, 1))
+            row = rows.setdefault(iid, InstanceOverview(iid, header["label"], image, []))
+            summary = kinds.summarize(env, previous.get(iid))
+            row.steps.append(summary)
+            previous[iid] = summary
         return RunOverview(class_names, list(rows.values()), [])
 
-    def record(self, run: str, instance: str, step: int) -> ExplanationRecord:
-        return self._records[run][(instance, step)]
+    def record(self, run: str, instance: str, step: int, kind: str = "deepvid") -> Any:
+        """The typed view of the record (an :class:`ExplanationRecord` for ``deepvid``)."""
+        from deepvid_plugin import kinds
+
+        return kinds.view(self._records[run][kind][(instance, step)])
 
 
 # ---- request parsing --------------------------------------------------------------------------
@@ -322,10 +351,11 @@ def parse_step(args: Mapping[str, Any]) -> int:
 def parse_runs(args: Mapping[str, Any]) -> list[str]:
     raw = _param(args, "runs")
     runs = raw.split(",")
-    if any(not r for r in runs) or len(set(runs)) != len(runs) or len(runs) < 2:
+    # Exactly two: the compare view draws A, B and B - A; a third run would be silently ignored.
+    if any(not r for r in runs) or len(set(runs)) != len(runs) or len(runs) != 2:
         raise ApiError(
-            400, f"query parameter 'runs': expected at least two distinct comma-separated runs, "
-            f"got {raw!r}")
+            400, f"query parameter 'runs': expected exactly two distinct comma-separated runs "
+            f"(A,B), got {raw!r}")
     return runs
 
 
@@ -335,6 +365,8 @@ def _overview(store: RecordStore, run: str, instance: str | None = None) -> RunO
         if instance is None:
             return store.overview(run)
         return store.overview(run, instance=instance)
+    except NoDataError as e:  # a KeyError too, so it must be caught first
+        raise ApiError(404, str(e) if e.args else f"run {run!r} has no DeepVID data") from None
     except KeyError:
         raise ApiError(404, f"run {run!r} not found") from None
 
@@ -428,6 +460,8 @@ def record_impl(store: RecordStore, run: str, instance: str, step: int) -> dict[
 
 
 def compare_impl(store: RecordStore, instance: str, runs: Sequence[str]) -> dict[str, Any]:
+    if len(runs) != 2 or runs[0] == runs[1]:
+        raise ApiError(400, f"runs: expected exactly two distinct runs (A, B), got {list(runs)!r}")
     names = dict(store.runs())
     overviews = {r: _overview(store, r) for r in runs}
     warns = [w for r in runs for w in overviews[r].warnings]
@@ -545,8 +579,8 @@ def snapshot(store: RecordStore, runs: Sequence[str] | None = None, *,
 
 __all__ = [
     "EVIDENCE_KEYS", "SCHEMA_VERSION", "THUMB_SIZE", "ApiError", "InstanceOverview", "MemoryStore",
-    "RecordStore", "RunOverview", "channel_mean", "compare_impl", "decode_map", "encode_image",
-    "encode_map", "has_evidence", "instances_impl", "parse_instance", "parse_run", "parse_runs",
+    "NoDataError", "RecordStore", "RunOverview", "channel_mean", "compare_impl", "decode_map",
+    "encode_image", "encode_map", "has_evidence", "instances_impl", "parse_instance", "parse_run", "parse_runs",
     "parse_step", "record_impl", "runs_impl", "snapshot", "snapshot_key", "step_summary",
     "summary_fidelity", "timeline_impl",
 ]

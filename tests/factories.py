@@ -1,4 +1,7 @@
-"""Realistic :class:`ExplanationRecord` objects from seeded random arrays, for every test.
+"""Realistic records of every registered kind from seeded random arrays, for every test.
+
+:data:`FACTORIES` maps each kind to its factory ``(instance_id, step, **kw) -> record``; the sink
+contract runs once per entry, so a new kind adds its factory here.
 
 The record format is real; only the numbers are synthetic. Records of the same instance share
 their image and neighbour images across steps (as DeepVID's fixed neighbours do), while the
@@ -12,7 +15,7 @@ import zlib
 
 import numpy as np
 
-from deepvid_plugin.record import SCHEMA_VERSION, ExplanationRecord
+from deepvid_plugin.record import SCHEMA_VERSION, ExplanationRecord, Record
 
 _DEFAULT = object()
 
@@ -122,3 +125,46 @@ def _evidence(rng: np.random.Generator, teacher: np.ndarray,
 def make_run(instance_ids=("a", "b"), steps=range(3), **kwargs) -> list[ExplanationRecord]:
     """Records of several instances over several steps (step-major, as a callback logs them)."""
     return [make_record(i, s, **kwargs) for s in steps for i in instance_ids]
+
+
+def make_gradcam_record(instance_id: str = "a", step: int = 0, n_classes: int = 10,
+                        size: int = 28, channels: int = 1, seed: int = 0, label=_DEFAULT,
+                        schema_version: int = SCHEMA_VERSION, class_names=None,
+                        evidence: bool = True, cam_true: bool = True, kind_version: int = 1,
+                        **_ignored) -> Record:
+    """A ``gradcam`` record of ``instance_id`` at ``step``; equal arguments give equal records.
+
+    The instance image is fixed per instance (as the kind stores it once per subject); the maps,
+    probabilities and prediction drift with ``step``. Arguments only other kinds use (``n_shown``,
+    ``trustworthy``) are accepted and ignored, so contract tests can pass one set to every kind.
+    """
+    from deepvid_plugin import kinds
+
+    fixed = _rng("instance", instance_id, seed, n_classes, size, channels)
+    per_step = _rng("gradcam", instance_id, seed, step)
+    default_label = int(fixed.integers(n_classes))
+    if label is _DEFAULT:
+        label = default_label
+    image = fixed.random((channels, size, size)).astype(np.float32)
+    logits = per_step.standard_normal(n_classes)
+    logits[label if label is not None else 0] += 2.0 + 0.1 * step
+    probs = np.exp(logits) / np.exp(logits).sum()
+    arrays = {"image": image, "probs": probs,
+              "cam_pred": np.maximum(_smooth(per_step, (size, size)), 0)}
+    if cam_true:
+        arrays["cam_true"] = np.maximum(_smooth(per_step, (size, size)), 0)
+    names = list(class_names) if class_names is not None else [str(k) for k in range(n_classes)]
+    meta = {"class_names": names, "label": label, "pred": int(np.argmax(probs)),
+            "layer": "features.3",
+            "evidence": _evidence(per_step, probs, None) if evidence else None}
+    record = Record(kind="gradcam", subject=instance_id, step=step, arrays=arrays, meta=meta,
+                    settings={"method": "gradcam", "layer": None, "evidence_steps": 12,
+                              "seed": seed},
+                    kind_version=kind_version, schema_version=schema_version)
+    if kind_version > 1:  # stands for a newer writer: not valid for this version's registry
+        return record
+    return kinds.prepare(record)[1]  # arrays in their stored dtypes, as readers give them back
+
+
+#: kind -> factory of a realistic record of that kind (every registered kind has one).
+FACTORIES = {"deepvid": make_record, "gradcam": make_gradcam_record}

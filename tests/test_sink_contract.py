@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from deepvid_plugin import api
-from deepvid_plugin.record import NewerSchemaError
+from deepvid_plugin.record import SCHEMA_VERSION, NewerSchemaError
 from deepvid_plugin.sinks import Sink
 from tests.factories import make_record
 
@@ -94,13 +94,13 @@ class SinkContract:
                 call()
 
     def test_newer_schema_is_reported_and_the_rest_served(self, tmp_path):
-        self._write(tmp_path, [make_record("a", 0), make_record("a", 1, schema_version=2),
+        self._write(tmp_path, [make_record("a", 0), make_record("a", 1, schema_version=SCHEMA_VERSION + 1),
                                make_record("a", 2)])
         store, run = self.read_back(tmp_path)
-        with pytest.warns(UserWarning, match="schema_version 2"):
+        with pytest.warns(UserWarning, match=f"schema_version {SCHEMA_VERSION + 1}"):
             ov = store.overview(run)
         assert [s["step"] for s in ov.instances[0].steps] == [0, 2]
-        assert any("schema_version 2" in w for w in ov.warnings)
+        assert any(f"schema_version {SCHEMA_VERSION + 1}" in w for w in ov.warnings)
         with pytest.raises(NewerSchemaError):
             store.record(run, "a", 1)
         assert store.record(run, "a", 2) == make_record("a", 2)

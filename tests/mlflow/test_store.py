@@ -70,7 +70,7 @@ def damaged_run(mlflow_server, tmp_path_factory):
     (tmp / "1.dvid").write_bytes(garbage)
     client.log_artifact(run, str(tmp / "1.dvid"), f"{layout.RECORDS_DIR}/a")
     newer = record("b", 2, 5).without_neighbour_images().encode().replace(
-        b'"schema_version":1', b'"schema_version":7')
+        b'"schema_version":2', b'"schema_version":7')
     (tmp / "2.dvid").write_bytes(newer)
     client.log_artifact(run, str(tmp / "2.dvid"), f"{layout.RECORDS_DIR}/b")
     # The finished run's bundles carry the same damage, so readers meet it whichever they read.

@@ -51,7 +51,7 @@ def write_logdir(root, steps=5):
         for s in range(steps):
             for i in ("a", "ok"):
                 if (i, s) == ("a", 1):
-                    sink.write(make_record(i, s, schema_version=2), s)
+                    sink.write(make_record(i, s, schema_version=3), s)
                 elif (i, s) == ("a", 2):
                     _raw(sink, s, [
                         (metadata.tag(i, "record"), _string_tensor([b"DVID\x00garbage"]),

@@ -76,7 +76,7 @@ def check_bad_input(get):
         (q("record", run="r1", instance="a", step="1e9"), 400, "expected an integer"),
         (q("record", run="r1", instance="a", step="99999"), 404, "no record"),
         (q("record", run="r1", instance="a'\"<x>", step="0"), 404, "no record"),
-        (q("compare", instance="a", runs="r1"), 400, "at least two"),
+        (q("compare", instance="a", runs="r1"), 400, "two distinct comma-separated runs"),
         (q("compare", instance="a", runs="r1,nope"), 404, "run 'nope' not found"),
         (q("compare", instance="c", runs="r1,r2"), 404, "instance 'c' not found in run 'r1'"),
         (P + "..%2F..%2Fsetup.cfg", 404, "no such file"),
@@ -94,13 +94,13 @@ def check_unreadable(get, steps):
     assert [s["step"] for s in ok["steps"]] == list(range(steps))  # nothing else is lost
     assert [s["step"] for s in a["steps"]] == [s for s in range(steps) if s not in (1, 3)]
     text = " ".join(ov["warnings"])
-    assert "step 1" in text and "schema_version 2" in text and "upgrade" in text
+    assert "step 1" in text and "schema_version 3" in text and "upgrade" in text
     assert "step 3" in text and "summary is unreadable" in text
     status, body = get(q("record", run="bad", instance="a", step=1))
-    assert status == 404 and "schema_version 2" in body["error"]
+    assert status == 404 and "schema_version 3" in body["error"]
     status, body = get(q("record", run="bad", instance="a", step=2))
     assert status == 404 and "corrupt" in body["error"]
     assert get(q("record", run="bad", instance="a", step=0))[0] == 200
     assert get(q("record", run="bad", instance="a", step=3))[0] == 200
     status, runs = get(q("runs"))
-    assert any("schema_version 2" in w for w in runs["warnings"])
+    assert any("schema_version 3" in w for w in runs["warnings"])
