@@ -1,10 +1,17 @@
 """Write side: explanation records as TensorBoard summaries of the ``deepvid`` plugin.
 
-Tag layout (documented in ``deepvid_plugin/http_api.md``), per tracked instance:
+Tag layout (documented in ``deepvid_plugin/http_api.md``), per explanation kind and subject:
 
-- ``deepvid/<id>/record``      BLOB_SEQUENCE, every step: the record without neighbour images;
-- ``deepvid/<id>/summary``     TENSOR, every step: the JSON step summary the overview reads;
-- ``deepvid/<id>/neighbours``  BLOB_SEQUENCE, once: the fixed neighbour images (``.npy``).
+- ``deepvid/<kind>/<subject>/record``   BLOB_SEQUENCE, every step: the record (envelope) without
+  its once-per-subject arrays;
+- ``deepvid/<kind>/<subject>/summary``  TENSOR, every step: the kind's JSON step summary the
+  overview reads (the first one's metadata carries class names, label and instance image);
+- ``deepvid/<kind>/<subject>/subject``  BLOB_SEQUENCE, once: the kind's once-per-subject arrays
+  (DeepVID's neighbour images), :func:`deepvid_plugin.record.encode_arrays`.
+
+One write path for every kind: what differs between kinds is declared in the kind registry
+(:mod:`deepvid_plugin.kinds`). Version 1 wrote ``deepvid/<id>/record|summary|neighbours``; the
+reader still reads those.
 
 torch's ``SummaryWriter`` cannot write these itself: its ``tensor_proto`` leaves
 ``SummaryMetadata.data_class`` unset, and TensorBoard ignores such summaries. So the ``Summary``
@@ -15,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import io
 import json
 import os
 import threading
@@ -26,8 +32,9 @@ from typing import Any
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
-from deepvid_plugin.api import encode_image, step_summary
-from deepvid_plugin.record import ExplanationRecord
+from deepvid_plugin import kinds
+from deepvid_plugin.api import encode_image
+from deepvid_plugin.record import ExplanationRecord, Record, encode_arrays
 from deepvid_plugin.tensorboard import metadata
 
 
@@ -36,12 +43,6 @@ def _string_tensor(values: list[bytes], scalar: bool = False) -> tensor_pb2.Tens
         dim=[] if scalar else [tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))])
     return tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape,
                                   string_val=values)
-
-
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr, dtype="<f2"), allow_pickle=False)
-    return buf.getvalue()
 
 
 class _EventWriter:
@@ -87,69 +88,75 @@ def _unwrap(target: Any) -> Any:
 
 
 class TensorBoardSink:
-    """A :class:`~deepvid_plugin.sinks.Sink` writing records as ``deepvid`` summaries.
+    """A :class:`~deepvid_plugin.sinks.Sink` writing records of any kind as ``deepvid``
+    summaries.
 
     Args:
         writer: a ``torch.utils.tensorboard.SummaryWriter`` (what Lightning's
             ``TensorBoardLogger.experiment`` is), a ``TensorBoardLogger``, or a logdir path (the
             sink then owns an event file in it and closes it in :meth:`close`).
 
-    Neighbour images are written once per instance; the per-step record leaves them out. The
-    sink remembers each instance's previous predicted class so the summaries' ``changed`` flag is
-    right.
+    A kind's once-per-subject arrays are written once per subject; the per-step record leaves
+    them out. The sink remembers each subject's previous summary so ``changed`` is right.
     """
 
     def __init__(self, writer: Any):
         self._writer = _EventWriter(_unwrap(writer))
-        self._started: set[str] = set()  # instances whose first summary (with metadata) is out
-        self._with_neighbours: set[str] = set()
-        self._previous: dict[str, int] = {}
+        self._started: set[tuple[str, str]] = set()  # (kind, subject) with metadata written
+        self._with_subject: set[tuple[str, str]] = set()  # (kind, subject): per-subject arrays out
+        self._previous: dict[tuple[str, str], dict] = {}
         self._lock = threading.Lock()
         self._closed = False
 
-    def write(self, record: ExplanationRecord, step: int) -> None:
-        """Write ``record`` at TensorBoard step ``step`` (which the stored record then carries)."""
-        if not isinstance(record, ExplanationRecord):
-            raise TypeError(f"record: expected an ExplanationRecord, got {type(record).__name__}")
+    def write(self, record: ExplanationRecord | Record, step: int) -> None:
+        """Write ``record`` (an :class:`ExplanationRecord` or a
+        :class:`~deepvid_plugin.record.Record` of a registered kind) at TensorBoard step ``step``
+        (which the stored record then carries)."""
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
             raise TypeError(f"step: expected an int, got {type(step).__name__} {step!r}")
+        kind, env = kinds.prepare(record)
         step = int(step)
-        if record.step != step:
-            record = dataclasses.replace(record, step=step)
+        if env.step != step:
+            env = dataclasses.replace(env, step=step)
         with self._lock:
             if self._closed:
                 raise ValueError("TensorBoardSink: write() after close()")
-            iid = record.instance_id
+            key = (kind.name, env.subject)
             summary = summary_pb2.Summary()
-            first = iid not in self._started
+            first = key not in self._started
             # Metadata goes with the first value of each tag only (as tf.summary does): readers
             # keep the first they see, so repeating it would only cost bytes.
-            self._value(summary, iid, metadata.KIND_SUMMARY, first, _string_tensor(
-                [json.dumps(step_summary(record, self._previous.get(iid)),
-                            separators=(",", ":"), allow_nan=False).encode("utf-8")],
-                scalar=True), **(self._instance_content(record) if first else {}))
-            self._value(summary, iid, metadata.KIND_RECORD, first,
-                        _string_tensor([record.without_neighbour_images().encode()]))
-            if iid not in self._with_neighbours and record.has_neighbour_images \
-                    and record.neighbours.shape[0] > 0:
-                self._value(summary, iid, metadata.KIND_NEIGHBOURS, True,
-                            _string_tensor([_npy(record.neighbours)]))
-                self._with_neighbours.add(iid)
+            step_summary = kinds.summarize(env, self._previous.get(key))
+            self._value(summary, env, metadata.ROLE_SUMMARY, first, _string_tensor(
+                [json.dumps(step_summary, separators=(",", ":"), allow_nan=False).encode("utf-8")],
+                scalar=True), **(self._subject_content(env) if first else {}))
+            self._value(summary, env, metadata.ROLE_RECORD, first,
+                        _string_tensor([env.without(kind.per_subject).encode()]))
+            once = {n: env.arrays[n] for n in kind.per_subject
+                    if n in env.arrays and env.arrays[n].size > 0}
+            if key not in self._with_subject and once:
+                self._value(summary, env, metadata.ROLE_SUBJECT, True,
+                            _string_tensor([encode_arrays(once)]))
+                self._with_subject.add(key)
             self._writer.add(summary, step)
-            self._started.add(iid)
-            self._previous[iid] = record.predicted
+            self._started.add(key)
+            self._previous[key] = step_summary
 
     @staticmethod
-    def _instance_content(record: ExplanationRecord) -> dict[str, Any]:
-        return {"class_names": list(record.class_names), "label": record.label,
-                "image": encode_image(record.image)}
+    def _subject_content(env: Record) -> dict[str, Any]:
+        header = kinds.subject_header(env)
+        content = {"class_names": header["class_names"], "label": header["label"]}
+        if header["image"] is not None:
+            content["image"] = encode_image(header["image"])
+        return content
 
     @staticmethod
-    def _value(summary: summary_pb2.Summary, iid: str, kind: str, with_metadata: bool,
+    def _value(summary: summary_pb2.Summary, env: Record, role: str, with_metadata: bool,
                tensor: tensor_pb2.TensorProto, **content: Any) -> None:
-        value = summary.value.add(tag=metadata.tag(iid, kind), tensor=tensor)
+        value = summary.value.add(tag=metadata.tag(env.subject, role, env.kind), tensor=tensor)
         if with_metadata:
-            value.metadata.CopyFrom(metadata.create_summary_metadata(kind, iid, **content))
+            value.metadata.CopyFrom(
+                metadata.create_summary_metadata(role, env.subject, env.kind, **content))
 
     def flush(self) -> None:
         with self._lock:
@@ -169,7 +176,7 @@ class TensorBoardSink:
         self.close()
 
 
-# One sink per writer (or logdir), so write_record() also writes neighbours once per instance and
+# One sink per writer (or logdir), so write_record() also writes per-subject arrays once and
 # gets `changed` right across calls.
 _sinks_by_writer: weakref.WeakKeyDictionary[Any, TensorBoardSink] = weakref.WeakKeyDictionary()
 _sinks_by_logdir: dict[str, TensorBoardSink] = {}
@@ -191,8 +198,9 @@ def _sink_for(writer: Any) -> TensorBoardSink:
         return sink
 
 
-def write_record(writer: Any, record: ExplanationRecord, step: int) -> None:
-    """Write one record as ``deepvid`` summaries and flush, so TensorBoard shows it at once.
+def write_record(writer: Any, record: ExplanationRecord | Record, step: int) -> None:
+    """Write one record (of any registered kind) as ``deepvid`` summaries and flush, so
+    TensorBoard shows it at once.
 
     Args:
         writer: a ``torch.utils.tensorboard.SummaryWriter``, Lightning's ``TensorBoardLogger``

@@ -15,18 +15,31 @@ from deepvid_plugin.tensorboard import loader, metadata
 @pytest.mark.parametrize("iid", ["a", "test-17", "x/y", "<script>alert(1)</script>", "a b%2F",
                                  "é/../..", "deepvid/a/record"])
 def test_tag_round_trip_for_any_id(iid):
-    for kind in metadata.KINDS:
-        t = metadata.tag(iid, kind)
-        assert t.count("/") == 2 and t.startswith("deepvid/")
-        assert metadata.parse_tag(t) == (iid, kind)
+    for kind in ("deepvid", "gradcam"):
+        for role in metadata.ROLES:
+            t = metadata.tag(iid, role, kind)
+            assert t.count("/") == 3 and t.startswith(f"deepvid/{kind}/")
+            assert metadata.parse(t) == metadata.TagInfo(kind, iid, role)
+            assert metadata.parse_tag(t) == ((iid, role) if kind == "deepvid" else None)
+
+
+def test_version_1_tags_read_as_deepvid():
+    for role in metadata.LEGACY_ROLES:
+        t = metadata.legacy_tag("x/y", role)
+        assert t == f"deepvid/x%2Fy/{role}"
+        assert metadata.parse(t) == metadata.TagInfo("deepvid", "x/y", role, legacy=True)
+        assert metadata.parse_tag(t) == ("x/y", role)
 
 
 def test_parse_tag_rejects_foreign_tags():
     for t in ["loss", "deepvid/a", "deepvid/a/other", "images/a/record", "deepvid//record",
-              "deepvid/a/b/record"]:
-        assert metadata.parse_tag(t) is None
-    with pytest.raises(ValueError, match="kind: expected one of"):
+              "deepvid/a/b/c/record", "deepvid/Grad-CAM/a/record", "deepvid/gradcam//record",
+              "deepvid/gradcam/a/neighbours"]:
+        assert metadata.parse(t) is None and metadata.parse_tag(t) is None, t
+    with pytest.raises(ValueError, match="role: expected one of"):
         metadata.tag("a", "weights")
+    with pytest.raises(ValueError, match="kind: expected a"):
+        metadata.tag("a", "record", "Grad-CAM")
 
 
 def test_summary_metadata_has_plugin_name_data_class_and_version():
@@ -36,7 +49,8 @@ def test_summary_metadata_has_plugin_name_data_class_and_version():
     assert metadata.create_summary_metadata("summary", "a").data_class == \
         summary_pb2.DATA_CLASS_TENSOR
     content = metadata.parse_plugin_metadata(md.plugin_data.content)
-    assert content == {"version": metadata.CONTENT_VERSION, "kind": "record", "instance": "a"}
+    assert content == {"version": metadata.CONTENT_VERSION, "role": "record", "kind": "deepvid",
+                       "subject": "a"}
 
 
 def test_parse_plugin_metadata_accepts_newer_versions_and_rejects_garbage():

@@ -1,7 +1,6 @@
 """summary.py: what lands in the event files, for every kind of writer a user may hand us."""
 
 import glob
-import io
 import os
 
 import numpy as np
@@ -10,10 +9,10 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.compat.proto import summary_pb2
 
 from deepvid_plugin.api import step_summary
-from deepvid_plugin.record import ExplanationRecord
+from deepvid_plugin.record import ExplanationRecord, Record, decode_arrays
 from deepvid_plugin.tensorboard import metadata
 from deepvid_plugin.tensorboard.summary import TensorBoardSink, close_logdir, write_record
-from tests.factories import make_record
+from tests.factories import make_gradcam_record, make_record
 
 
 def read_values(logdir):
@@ -31,10 +30,10 @@ def read_values(logdir):
 def check_written(logdir, steps, instances=("a",)):
     values = [(s, v) for s, v in read_values(logdir) if v.tag.startswith("deepvid/")]
     for iid in instances:
-        for kind, expect_steps in [("summary", steps), ("record", steps),
-                                   ("neighbours", steps[:1])]:
-            mine = [(s, v) for s, v in values if v.tag == metadata.tag(iid, kind)]
-            assert [s for s, _ in mine] == list(expect_steps), (iid, kind)
+        for role, expect_steps in [("summary", steps), ("record", steps),
+                                   ("subject", steps[:1])]:
+            mine = [(s, v) for s, v in values if v.tag == metadata.tag(iid, role)]
+            assert [s for s, _ in mine] == list(expect_steps), (iid, role)
             # metadata (with data_class) on the first value only, as tf.summary does
             assert [v.HasField("metadata") for _, v in mine] == [True] + [False] * (len(mine) - 1)
             md = mine[0][1].metadata
@@ -53,34 +52,57 @@ def test_sink_writes_the_documented_layout(tmp_path):
     by_tag = {}
     for s, v in values:
         by_tag.setdefault(v.tag, []).append((s, v))
+    assert {t.rsplit("/", 1)[0] for t in by_tag} == {"deepvid/deepvid/a"}  # deepvid/<kind>/<id>
     # record blob: the record without neighbour images, decodable
-    blob = by_tag["deepvid/a/record"][1][1].tensor.string_val[0]
+    blob = by_tag["deepvid/deepvid/a/record"][1][1].tensor.string_val[0]
     assert ExplanationRecord.decode(blob) == records[1].without_neighbour_images()
     # summary: JSON step summary with `changed` relative to the previous step
     import json
-    summ = json.loads(by_tag["deepvid/a/summary"][2][1].tensor.string_val[0])
+    summ = json.loads(by_tag["deepvid/deepvid/a/summary"][2][1].tensor.string_val[0])
     assert summ == json.loads(json.dumps(step_summary(records[2], records[1].predicted)))
     content = metadata.parse_plugin_metadata(
-        by_tag["deepvid/a/summary"][0][1].metadata.plugin_data.content)
+        by_tag["deepvid/deepvid/a/summary"][0][1].metadata.plugin_data.content)
     assert content["class_names"] == list(records[0].class_names)
     assert content["label"] == records[0].label and content["image"]["shape"] == [1, 28, 28]
-    # neighbours: float16 .npy, loadable without pickle
-    npy = by_tag["deepvid/a/neighbours"][0][1].tensor.string_val[0]
-    arr = np.load(io.BytesIO(npy), allow_pickle=False)
+    assert content["kind"] == "deepvid" and content["role"] == "summary"
+    # once per subject: the neighbour images (float16), framed without pickle
+    arrays = decode_arrays(by_tag["deepvid/deepvid/a/subject"][0][1].tensor.string_val[0])
+    arr = arrays["neighbours"]
+    assert list(arrays) == ["neighbours"]
     assert arr.dtype == np.float16 and np.array_equal(arr, records[0].neighbours)
+
+
+def test_sink_writes_any_registered_kind_under_its_own_tags(tmp_path):
+    records = [make_gradcam_record("a", s) for s in range(2)]
+    with TensorBoardSink(str(tmp_path)) as sink:
+        for r in records:
+            sink.write(r, r.step)
+        sink.write(make_record("a", 0), 0)  # the same subject under another kind: apart
+    tags = sorted({v.tag for _, v in read_values(str(tmp_path))})
+    assert tags == ["deepvid/deepvid/a/record", "deepvid/deepvid/a/subject",
+                    "deepvid/deepvid/a/summary", "deepvid/gradcam/a/record",
+                    "deepvid/gradcam/a/subject", "deepvid/gradcam/a/summary"]
+    values = [v for _, v in read_values(str(tmp_path)) if v.tag == "deepvid/gradcam/a/record"]
+    stored = Record.decode(values[1].tensor.string_val[0])
+    assert stored == records[1].without(["image"])  # the image is stored once, apart
+    with pytest.raises(ValueError, match="meta\\['pred'\\]"):
+        TensorBoardSink(str(tmp_path / "x")).write(
+            Record(kind="gradcam", subject="a", step=0, arrays=records[0].arrays,
+                   meta={**records[0].meta, "pred": -1}), 0)
 
 
 def test_step_argument_is_the_tensorboard_step(tmp_path):
     with TensorBoardSink(str(tmp_path)) as sink:
         sink.write(make_record("a", 0), 7)
     values = read_values(str(tmp_path))
-    rec = [v for _, v in values if v.tag == "deepvid/a/record"]
+    rec = [v for _, v in values if v.tag == "deepvid/deepvid/a/record"]
     assert ExplanationRecord.decode(rec[0].tensor.string_val[0]).step == 7
 
 
 def test_sink_rejects_bad_input(tmp_path):
     sink = TensorBoardSink(str(tmp_path))
-    with pytest.raises(TypeError, match="record: expected an ExplanationRecord"):
+    with pytest.raises(TypeError, match="record: expected a deepvid_plugin.record.Record or "
+                                        "ExplanationRecord, got dict"):
         sink.write({"step": 0}, 0)
     with pytest.raises(TypeError, match="step: expected an int"):
         sink.write(make_record(), "1")
