@@ -209,3 +209,30 @@ def test_saved_compare_page_offers_only_its_pairs(page, runs, tmp_path):
     assert _options(page, "compare-run-b") == [runs.b]
     _wait_instances(page, set(runs.ids[runs.a]) & set(runs.ids[runs.b]))
     assert not [e for e in page.dv_errors if "pageerror" in e], page.dv_errors
+
+
+def test_deepvid_app_with_one_run_opens_the_timeline(page, mlflow_app_server):
+    """``/deepvid/`` opens on "Compare runs"; in an experiment with a single run there is nothing
+    to compare, so the page shows that run's timeline instead of an empty comparison."""
+    from deepvid_plugin.mlflow.logging import MLflowSink
+
+    client = mlflow_app_server.client()
+    exp = client.create_experiment(f"deepvid-one-run-{time.time_ns()}")
+    run = client.create_run(exp, run_name="the only run").info.run_id
+    with MLflowSink(run, client=client, viewer_every=0, log_images=False) as sink:
+        for step in STEPS[:2]:
+            for i in ("a", "b"):
+                sink.write(record(i, step, 0), step)
+    client.set_terminated(run)
+
+    page.goto(f"{mlflow_app_server.url}/deepvid/")
+    experiment = page.locator("[data-testid=experiment-select]")
+    experiment.wait_for()
+    if experiment.input_value() != exp:
+        experiment.select_option(exp)
+    cells = page.locator("[data-testid=overview-cell]")
+    cells.first.wait_for(timeout=60_000)
+    assert cells.count() == 2 * 2
+    assert page.locator("[data-testid=tab-overview]").get_attribute("aria-selected") == "true"
+    assert page.locator("[data-testid=compare-view]").count() == 0
+    assert not [e for e in page.dv_errors if "pageerror" in e], page.dv_errors
