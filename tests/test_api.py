@@ -139,9 +139,12 @@ def test_step_summary_rejects_bad_arguments():
     ({"step": "1.5"}, api.parse_step, "expected an integer, got '1.5'"),
     ({"step": "abc"}, api.parse_step, "expected an integer"),
     ({"step": "9" * 40}, api.parse_step, "expected an integer"),
-    ({"runs": "a"}, api.parse_runs, "at least two distinct"),
-    ({"runs": "a,a"}, api.parse_runs, "at least two distinct"),
-    ({"runs": "a,"}, api.parse_runs, "at least two distinct"),
+    ({"runs": "a"}, api.parse_runs, "exactly two distinct"),
+    ({"runs": "a,a"}, api.parse_runs, "exactly two distinct"),
+    ({"runs": "a,"}, api.parse_runs, "exactly two distinct"),
+    # The compare view draws A, B and B - A only: a third run is rejected, not silently dropped.
+    ({"runs": "x,y,z"}, api.parse_runs, "exactly two distinct comma-separated runs .A,B., "
+                                        "got 'x,y,z'"),
 ])
 def test_parse_errors_are_400(args, fn, msg):
     with pytest.raises(ApiError, match=msg) as e:
@@ -151,7 +154,7 @@ def test_parse_errors_are_400(args, fn, msg):
 
 def test_parse_ok():
     assert api.parse_step({"step": "-3"}) == -3
-    assert api.parse_runs({"runs": "x,y,z"}) == ["x", "y", "z"]
+    assert api.parse_runs({"runs": "x,y"}) == ["x", "y"]
 
 
 # ---- routes -----------------------------------------------------------------------------------
@@ -277,6 +280,29 @@ def test_compare(store):
     assert e.value.status == 404
     with pytest.raises(ApiError, match="run 'r3' not found"):
         api.compare_impl(store, "a", ["r1", "r3"])
+
+
+@pytest.mark.parametrize("runs", [["r1", "r2", "r1x"], ["r1"], ["r1", "r1"]])
+def test_compare_impl_takes_exactly_two_runs(store, runs):
+    # Every backend (TensorBoard, MLflow app, snapshot) reaches compare_impl; none may answer
+    # for a third run by ignoring it.
+    with pytest.raises(ApiError, match=r"expected exactly two distinct runs \(A, B\)") as e:
+        api.compare_impl(store, "a", runs)
+    assert e.value.status == 400
+
+
+def test_run_without_data_is_not_reported_as_missing():
+    empty = MemoryStore({"r1": make_run(("a",), range(2)), "bare": []})
+    for call in (lambda r: api.instances_impl(empty, r), lambda r: api.timeline_impl(empty, r, "a"),
+                 lambda r: api.compare_impl(empty, "a", ["r1", r])):
+        with pytest.raises(ApiError, match="run 'bare' has no DeepVID data") as e:
+            call("bare")
+        assert e.value.status == 404 and "not found" not in e.value.message
+        with pytest.raises(ApiError, match="run 'nope' not found") as e:
+            call("nope")
+        assert e.value.status == 404
+    # The listing leaves out a run without data rather than failing.
+    assert [r["run"] for r in api.runs_impl(empty)["runs"]] == ["r1"]
 
 
 def test_compare_same_instances_has_no_note():

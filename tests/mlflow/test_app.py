@@ -84,6 +84,8 @@ def test_api_answers_like_the_tensorboard_plugin(mlflow_app_server, app_runs):
     ("/deepvid/api/compare?" + q(instance="a", runs="{A}"), 400),
     ("/deepvid/api/compare?" + q(instance="a", runs="{A},{A}"), 400),
     ("/deepvid/api/compare?" + q(instance="a", runs="{A},nope"), 404),
+    # compare draws two runs; a third is rejected (400) before anything is read, not ignored
+    ("/deepvid/api/compare?" + q(instance="a", runs="{A},{B},nope"), 400),
     ("/deepvid/api/compare?" + q(instance="only-b", runs="{A},{B}"), 404),
     ("/deepvid/api/runs?" + q(experiment="999999"), 404),
     ("/deepvid/api/runs?" + q(experiment=EVIL), 404),
