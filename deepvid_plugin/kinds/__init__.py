@@ -69,6 +69,12 @@ class Kind:
         per_subject: arrays fixed per subject, stored once per subject by sinks.
         view: ``record -> typed view`` the stores hand out (default: the envelope itself).
         upgrade_summary: fills in what older writers' summaries lack (default: nothing).
+        metrics: ``(record, summary) -> {name: number}`` logged as metrics where the backend
+            has them (MLflow); default: ``{"headline": summary["headline"]}``.
+        headline_metric: which of ``metrics`` is the headline at full precision (the summary
+            rounds it); backends plot its mean over subjects.
+        step_image: ``record -> (H, W, 3) uint8`` picture of the record for image timelines
+            (MLflow's image slider); default: none.
     """
 
     name: str
@@ -83,6 +89,9 @@ class Kind:
     per_subject: tuple[str, ...] = ()
     view: Callable[[Record], Any] | None = None
     upgrade_summary: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    metrics: Callable[[Record, Mapping[str, Any]], dict[str, Any]] | None = None
+    headline_metric: str = "headline"
+    step_image: Callable[[Record], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or not all(
@@ -241,6 +250,14 @@ def summary_problem(kind: Kind, summary: Mapping[str, Any]) -> str | None:
     return None
 
 
+def metrics(kind: Kind, record: Record, summary: Mapping[str, Any]) -> dict[str, float]:
+    """The finite numbers of ``record`` its kind wants plotted (see :attr:`Kind.metrics`)."""
+    raw = kind.metrics(record, summary) if kind.metrics is not None \
+        else {"headline": summary.get("headline")}
+    return {name: float(v) for name, v in raw.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
+
+
 def view(record: Record) -> Any:
     """The typed view the stores hand out for ``record`` (the envelope for kinds without one)."""
     kind = check(record)
@@ -255,5 +272,6 @@ def subject_header(record: Record) -> dict[str, Any]:
             "label": meta.get("label"), "image": record.arrays.get("image")}
 
 
-__all__ = ["BUILTIN", "SUBJECTS", "Kind", "as_record", "check", "get", "names", "prepare",
+__all__ = ["BUILTIN", "SUBJECTS", "Kind", "as_record", "check", "get", "metrics", "names",
+           "prepare",
            "read_summary", "register", "subject_header", "summarize", "summary_problem", "view"]

@@ -65,6 +65,19 @@ def _upgrade_summary(summary: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def _metrics(record: Record, summary: Mapping[str, Any]) -> dict[str, Any]:
+    # MLflow metric names of layout 1: deepvid/fidelity/<key>, deepvid/deletion_auc/<key>, ...
+    fidelity = record.meta.get("fidelity", {})
+    return {"fidelity": fidelity.get(HEADLINE_KEY), "deletion_auc": fidelity.get("deletion_auc"),
+            "insertion_auc": fidelity.get("insertion_auc")}
+
+
+def _step_image(record: Record) -> Any:
+    from deepvid_plugin.mlflow.logging import render_weight_map  # PIL: only when drawing
+
+    return render_weight_map(_view(record))
+
+
 KIND = kinds.register(kinds.Kind(
     name=ExplanationRecord.KIND,
     version=ExplanationRecord.KIND_VERSION,
@@ -77,4 +90,7 @@ KIND = kinds.register(kinds.Kind(
     higher_is_better=True,
     view=_view,
     upgrade_summary=_upgrade_summary,
+    metrics=_metrics,
+    headline_metric="fidelity",
+    step_image=_step_image,
 ))

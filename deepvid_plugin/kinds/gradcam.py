@@ -94,6 +94,12 @@ def _summarize(record: Record, previous: Mapping[str, Any] | None) -> dict[str, 
     }
 
 
+def _metrics(record: Record, summary: Mapping[str, Any]) -> dict[str, Any]:
+    evidence = record.meta.get("evidence") or {}
+    return {"deletion_auc": evidence.get("deletion_auc"),
+            "insertion_auc": evidence.get("insertion_auc")}
+
+
 KIND = kinds.register(kinds.Kind(
     name=NAME,
     version=VERSION,
@@ -105,6 +111,8 @@ KIND = kinds.register(kinds.Kind(
     validate=_validate,
     headline="deletion AUC of the predicted-class map",
     higher_is_better=False,
+    metrics=_metrics,
+    headline_metric="deletion_auc",
 ))
 
 

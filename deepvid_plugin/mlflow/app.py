@@ -91,11 +91,14 @@ class _ExperimentView:
     def runs(self) -> list[tuple[str, str]]:
         return self._store.runs(experiment_ids=[self._experiment_id])
 
-    def overview(self, run: str, instance: str | None = None):
-        return self._store.overview(run, instance)
+    def kinds(self, run: str) -> list[str]:
+        return self._store.kinds(run)
 
-    def record(self, run: str, instance: str, step: int):
-        return self._store.record(run, instance, step)
+    def overview(self, run: str, instance: str | None = None, kind: str = "deepvid"):
+        return self._store.overview(run, instance, kind=kind)
+
+    def record(self, run: str, instance: str, step: int, kind: str = "deepvid"):
+        return self._store.record(run, instance, step, kind=kind)
 
 
 # ---- the API's work -------------------------------------------------------------------------

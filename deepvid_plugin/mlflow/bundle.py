@@ -1,16 +1,18 @@
-"""One file per instance holding all of its records: what readers of a finished run download.
+"""One file per subject holding all of its records: what readers of a finished run download.
 
-Per-step record files (``deepvid/records/<key>/<step>.dvid``) let a live reader follow a run, but
-reading a finished run through them costs one HTTP request per instance-step (3,200 for two runs
-of 16 instances x 100 steps). On ``close()`` the sink therefore also writes, per instance,
-``deepvid/bundles/<key>.dvib``, read in one request::
+Per-step record files (``deepvid/<kind>/records/<key>/<step>.dvid``) let a live reader follow a
+run, but reading a finished run through them costs one HTTP request per subject-step (3,200 for
+two runs of 16 instances x 100 steps). On ``close()`` the sink therefore also writes, per kind and
+subject, ``deepvid/<kind>/bundles/<key>.dvib``, read in one request::
 
     b"DVIB" | uint32 LE header length | UTF-8 JSON header | blobs
 
-The header (``{"layout", "instance", "key", "neighbours", "records"}``) gives each blob's byte
-range inside the blob section and, for records, the step and CRC-32. Record blobs are exactly
-``ExplanationRecord.encode()`` without neighbour images; the neighbour blob is the ``.npy`` bytes
-of ``deepvid/neighbours/<key>.npy``. No pickle anywhere. The per-step files stay the source of
+The header (``{"layout", "kind", "instance", "key", "subject", "records"}``) gives each blob's
+byte range inside the blob section and, for records, the step and CRC-32. Record blobs are
+exactly ``Record.encode()`` without the kind's per-subject arrays; the ``subject`` blob is those
+arrays (``record.encode_arrays()``, the bytes of ``subjects/<key>.dvia``). Layout-1 bundles
+(DeepVID only) had a ``neighbours`` blob instead, the ``.npy`` bytes of the neighbour images; they
+decode with :attr:`Bundle.neighbours` set. No pickle anywhere. The per-step files stay the source of
 truth: a reader uses a bundle only for finished runs and only where its CRC matches the one the
 step file names, so a bundle that a later (resumed) writer made stale is never served.
 """
@@ -35,10 +37,12 @@ class BundleDecodeError(ValueError):
 class Bundle:
     instance: str
     key: str
-    records: dict[int, bytes]  # step -> ExplanationRecord.encode() bytes (CRC checked)
+    records: dict[int, bytes]  # step -> Record.encode() bytes (CRC checked)
     crcs: dict[int, int]  # step -> CRC-32 of its record blob
-    neighbours: bytes | None  # .npy bytes, or None when the writer had none
+    neighbours: bytes | None  # layout 1: .npy bytes of the neighbour images, or None
     problems: list[str]  # blobs that were dropped (bad CRC, out of range), for warnings
+    kind: str = "deepvid"
+    subject: bytes | None = None  # layout 2: encode_arrays() of the per-subject arrays, or None
 
 
 def crc32(data: bytes) -> int:
@@ -46,8 +50,9 @@ def crc32(data: bytes) -> int:
 
 
 def encode_bundle(instance: str, key: str, records: Iterable[tuple[int, bytes]],
-                  neighbours: bytes | None = None) -> bytes:
-    """The bundle of one instance: ``records`` are ``(step, record.encode())`` pairs."""
+                  subject: bytes | None = None, kind: str = "deepvid") -> bytes:
+    """The bundle of one subject of ``kind``: ``records`` are ``(step, record.encode())``
+    pairs, ``subject`` the ``encode_arrays()`` bytes of its per-subject arrays."""
     if not isinstance(instance, str) or not instance:
         raise TypeError(f"instance: expected a non-empty str, got {instance!r}")
     blobs: list[bytes] = []
@@ -61,12 +66,12 @@ def encode_bundle(instance: str, key: str, records: Iterable[tuple[int, bytes]],
                         "crc32": crc32(blob)})
         blobs.append(bytes(blob))
         offset += len(blob)
-    nb = None
-    if neighbours is not None:
-        nb = {"offset": offset, "nbytes": len(neighbours)}
-        blobs.append(bytes(neighbours))
-    header = {"layout": layout.LAYOUT_VERSION, "instance": instance, "key": key,
-              "neighbours": nb, "records": entries}
+    sb = None
+    if subject is not None:
+        sb = {"offset": offset, "nbytes": len(subject)}
+        blobs.append(bytes(subject))
+    header = {"layout": layout.LAYOUT_VERSION, "kind": kind, "instance": instance, "key": key,
+              "subject": sb, "records": entries}
     return framing.pack(_MAGIC, header, b"".join(blobs))
 
 
@@ -82,7 +87,10 @@ def decode_bundle(data: bytes) -> Bundle:
         version = int(header["layout"])
         instance, key = str(header["instance"]), str(header["key"])
         entries = list(header["records"])
-        nb = header.get("neighbours")
+        kind = str(header.get("kind", "deepvid"))
+        # layout 1 named its one extra blob "neighbours" (.npy), layout 2 "subject" (arrays)
+        extra_name = "neighbours" if version < 2 else "subject"
+        nb = header.get(extra_name)
     except (ValueError, KeyError, TypeError) as e:
         raise BundleDecodeError(f"corrupt bundle header: {e!r}") from e
     if version > layout.LAYOUT_VERSION:
@@ -105,17 +113,20 @@ def decode_bundle(data: bytes) -> Bundle:
             problems.append(f"record of step {step} fails its CRC check")
         else:
             records[step], crcs[step] = blob, crc
-    neighbours = None
+    extra = None
     if isinstance(nb, dict):
         try:
             start, n = int(nb["offset"]), int(nb["nbytes"])
-            neighbours = bytes(body[start:start + n])
-            if start < 0 or len(neighbours) != n:
+            extra = bytes(body[start:start + n])
+            if start < 0 or len(extra) != n:
                 raise ValueError("runs past the end of the bundle")
         except (KeyError, TypeError, ValueError) as err:
-            problems.append(f"neighbour images unreadable: {err}")
-            neighbours = None
-    return Bundle(instance, key, records, crcs, neighbours, problems)
+            problems.append(f"{'neighbour images' if version < 2 else 'per-subject arrays'} "
+                            f"unreadable: {err}")
+            extra = None
+    if version < 2:
+        return Bundle(instance, key, records, crcs, extra, problems, kind)
+    return Bundle(instance, key, records, crcs, None, problems, kind, subject=extra)
 
 
 __all__ = ["Bundle", "BundleDecodeError", "crc32", "decode_bundle", "encode_bundle"]

@@ -1,4 +1,4 @@
-"""`MLflowSink`: write DeepVID records into an MLflow run (layout: :mod:`.layout`).
+"""`MLflowSink`: write explanation records of any kind into an MLflow run (layout: :mod:`.layout`).
 
 Works with the three ways people hold an MLflow run::
 
@@ -6,23 +6,26 @@ Works with the three ways people hold an MLflow run::
     MLflowSink(run_id, client=MlflowClient(uri))  # an explicit run
     MLflowSink(logger=MLFlowLogger(...))          # Lightning: logger.experiment is a client
 
-Per step it costs one ``log_artifacts`` upload (records, neighbours the first time, the step's
-summaries) and one ``log_batch`` (metrics per instance: ``deepvid/fidelity/<key>`` and, for
-records with faithfulness evidence, ``deepvid/deletion_auc/<key>`` and
-``deepvid/insertion_auc/<key>``; plus ``deepvid/fidelity_mean``); one ``log_image`` per instance
-(:func:`render_weight_map`: weight and contribution over the instance, with colour bars, so
-MLflow's own image slider shows a readable timeline with no extra code) goes out on a background
-thread. Writes are buffered per step: a record of a new step, ``flush()`` or ``close()`` uploads
-the buffered one. Every ``viewer_every``
-uploaded steps, and on ``close()``, ``deepvid/viewer.html`` (self-contained) and
-``deepvid/index.json`` are rewritten; ``close()`` also writes one bundle per instance
-(:mod:`.bundle`), so readers of the finished run need one request per instance, not per step.
+One write path for every kind: what differs between kinds (arrays stored once per subject,
+step summary, metrics, step image) is declared in the kind registry (:mod:`deepvid_plugin.kinds`).
+
+Per step it costs one ``log_artifacts`` upload (every kind's records, per-subject arrays the first
+time, the step's summaries, under ``deepvid/<kind>/``) and one ``log_batch`` (each kind's metrics
+per subject, e.g. DeepVID's ``deepvid/fidelity/<key>`` and, for records with faithfulness
+evidence, ``deepvid/deletion_auc/<key>`` and ``deepvid/insertion_auc/<key>``; plus the mean
+headline, ``deepvid/fidelity_mean`` for DeepVID); one ``log_image`` per subject of a kind that
+draws one (DeepVID's :func:`render_weight_map`: weight and contribution over the instance, with
+colour bars, so MLflow's own image slider shows a readable timeline with no extra code) goes out
+on a background thread. Writes are buffered per step: a record of a new step, ``flush()`` or
+``close()`` uploads the buffered one. Every ``viewer_every`` uploaded steps, and on ``close()``,
+``deepvid/viewer.html`` (self-contained; DeepVID data) and ``deepvid/<kind>/index.json`` are
+rewritten; ``close()`` also writes one bundle per subject (:mod:`.bundle`), so readers of the
+finished run need one request per subject, not per step.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import os
@@ -33,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from deepvid_plugin import kinds
 from deepvid_plugin.mlflow import bundle, layout
-from deepvid_plugin.record import ExplanationRecord
+from deepvid_plugin.record import ExplanationRecord, Record, encode_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -155,15 +159,20 @@ def insertion_auc_metric(key: str) -> str:
     return f"{layout.ROOT}/insertion_auc/{key}"
 
 
-#: fidelity entry -> metric name, for the faithfulness evidence logged per instance and step.
-_EVIDENCE_METRICS = {"deletion_auc": deletion_auc_metric, "insertion_auc": insertion_auc_metric}
 #: MLflow's limit on metrics per log_batch request.
 _MAX_BATCH_METRICS = 1000
 
 
-def _number(value: object) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and bool(np.isfinite(value)))
+class _KindData:
+    """What the sink wrote of one kind: summaries, encoded records and per-subject arrays."""
+
+    def __init__(self) -> None:
+        self.class_names: list[str] = []
+        self.labels: dict[str, Any] = {}
+        self.images: dict[str, np.ndarray | None] = {}
+        self.summaries: dict[str, dict[int, dict]] = {}
+        self.blobs: dict[tuple[str, int], bytes] = {}  # encoded without per-subject arrays
+        self.once: dict[str, dict[str, np.ndarray]] = {}  # subject -> per-subject arrays
 
 
 class _SinkStore:
@@ -176,49 +185,56 @@ class _SinkStore:
 
     def __init__(self, run: str, name: str):
         self.run, self.name = run, name
-        self.class_names: list[str] = []
-        self.labels: dict[str, int | None] = {}
-        self.images: dict[str, np.ndarray] = {}
-        self.summaries: dict[str, dict[int, dict]] = {}
-        self.blobs: dict[tuple[str, int], bytes] = {}  # encoded without neighbour images
-        self.neighbours: dict[str, np.ndarray] = {}
+        self.by_kind: dict[str, _KindData] = {}
 
-    def add(self, record: ExplanationRecord, summary: dict, blob: bytes) -> None:
-        iid = record.instance_id
-        self.class_names = self.class_names or list(record.class_names)
-        if iid not in self.images:
-            self.images[iid] = record.image
-            self.labels[iid] = record.label
-        if record.has_neighbour_images and iid not in self.neighbours:
-            self.neighbours[iid] = record.neighbours
-        self.summaries.setdefault(iid, {})[record.step] = summary
-        self.blobs[(iid, record.step)] = blob
+    def add(self, env: Record, summary: dict, blob: bytes,
+            once: dict[str, np.ndarray]) -> None:
+        data = self.by_kind.setdefault(env.kind, _KindData())
+        subject = env.subject
+        header = kinds.subject_header(env)
+        data.class_names = data.class_names or header["class_names"]
+        if subject not in data.labels:
+            data.images[subject] = header["image"]
+            data.labels[subject] = header["label"]
+        if once and subject not in data.once:
+            data.once[subject] = once
+        data.summaries.setdefault(subject, {})[env.step] = summary
+        data.blobs[(subject, env.step)] = blob
 
     def runs(self) -> list[tuple[str, str]]:
-        return [(self.run, self.name)] if self.summaries else []
+        return [(self.run, self.name)] if self.by_kind else []
 
-    def overview(self, run: str, instance: str | None = None):
+    def kinds(self, run: str) -> list[str]:
+        if run != self.run or not self.by_kind:
+            raise KeyError(run)
+        return list(self.by_kind)
+
+    def overview(self, run: str, instance: str | None = None, kind: str = "deepvid"):
         from deepvid_plugin.api import InstanceOverview, RunOverview
 
-        if run != self.run or not self.summaries:
+        data = self.by_kind.get(kind)
+        if run != self.run or data is None:
             raise KeyError(run)
-        rows = [InstanceOverview(iid, self.labels[iid], self.images[iid],
+        blank = np.zeros((1, 1, 1), np.float32)
+        rows = [InstanceOverview(iid, data.labels[iid],
+                                 data.images[iid] if data.images[iid] is not None else blank,
                                  [s for _, s in sorted(steps.items())])
-                for iid, steps in self.summaries.items()
+                for iid, steps in data.summaries.items()
                 if instance is None or iid == instance]
-        return RunOverview(list(self.class_names), rows, [])
+        return RunOverview(list(data.class_names), rows, [])
 
-    def record(self, run: str, instance: str, step: int) -> ExplanationRecord:
-        if run != self.run:
+    def record(self, run: str, instance: str, step: int, kind: str = "deepvid") -> Any:
+        data = self.by_kind.get(kind)
+        if run != self.run or data is None:
             raise KeyError(run)
-        rec = ExplanationRecord.decode(self.blobs[(instance, step)])
-        if instance in self.neighbours:
-            rec = rec.with_neighbour_images(self.neighbours[instance])
-        return rec
+        env = Record.decode(data.blobs[(instance, step)])
+        if instance in data.once:
+            env = env.with_arrays(data.once[instance])
+        return kinds.view(env)
 
 
 class MLflowSink:
-    """Persist :class:`ExplanationRecord` objects in an MLflow run (implements ``Sink``).
+    """Persist records of any registered kind in an MLflow run (implements ``Sink``).
 
     Args:
         run_id: the run to write to. ``None``: the run of ``logger``, or else the fluent active
@@ -265,11 +281,11 @@ class MLflowSink:
         self._resolved = False
         self._disabled = False
         self._closed = False
-        self._keys: dict[str, str] = {}  # instance id -> layout key
-        self._owners: dict[str, str] = {}  # layout key -> instance id (collision check)
-        self._previous: dict[str, int] = {}  # instance id -> last predicted class
-        self._neighbours_sent: set[str] = set()
-        self._buffer: list[tuple[ExplanationRecord, dict]] = []
+        self._keys: dict[tuple[str, str], str] = {}  # (kind, subject) -> layout key
+        self._owners: dict[tuple[str, str], str] = {}  # (kind, key) -> subject (collisions)
+        self._previous: dict[tuple[str, str], dict] = {}  # (kind, subject) -> last summary
+        self._subject_sent: set[tuple[str, str]] = set()  # per-subject data uploaded
+        self._buffer: list[tuple[Any, Record, dict]] = []
         self._buffer_step: int | None = None
         self._steps_uploaded = 0
         self._store: _SinkStore | None = None
@@ -313,34 +329,36 @@ class MLflowSink:
         self._resolved = True
 
     # ---- Sink protocol -----------------------------------------------------------------------
-    def write(self, record: ExplanationRecord, step: int) -> None:
-        """Buffer ``record`` at ``step`` (``step`` wins over ``record.step``, as a
-        ``SummaryWriter``'s step does); a record of a new step uploads the previous one."""
-        if not isinstance(record, ExplanationRecord):
-            raise TypeError(f"record: expected an ExplanationRecord, got {type(record).__name__}")
+    def write(self, record: ExplanationRecord | Record, step: int) -> None:
+        """Buffer ``record`` (an :class:`ExplanationRecord` or a
+        :class:`~deepvid_plugin.record.Record` of a registered kind) at ``step`` (``step`` wins
+        over ``record.step``, as a ``SummaryWriter``'s step does); a record of a new step
+        uploads the previous one."""
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
             raise TypeError(f"step: expected an int, got {type(step).__name__} {step!r}")
+        kind, env = kinds.prepare(record)
         if self._closed:
             raise ValueError("record: this MLflowSink is closed; create a new one to write more")
         step = int(step)
         self._resolve()
         if self._disabled:
             return
-        if record.step != step:
-            record = dataclasses.replace(record, step=step)
+        if env.step != step:
+            env = dataclasses.replace(env, step=step)
         if self._buffer_step is not None and step != self._buffer_step:
             self._upload()
-        iid = record.instance_id
-        self._key(iid)
-        if any(r.instance_id == iid for r, _ in self._buffer):
-            raise ValueError(f"record: instance {iid!r} was already written at step {step}")
-        from deepvid_plugin.api import step_summary
-
-        summary = step_summary(record, self._previous.get(iid))
-        self._previous[iid] = record.predicted
-        self._buffer.append((record, summary))
+        subject = (kind.name, env.subject)
+        self._key(*subject)
+        if any((k.name, e.subject) == subject for k, e, _ in self._buffer):
+            raise ValueError(f"record: {kind.name} subject {env.subject!r} was already written "
+                             f"at step {step}")
+        summary = kinds.summarize(env, self._previous.get(subject))
+        self._previous[subject] = summary
+        self._buffer.append((kind, env, summary))
         self._buffer_step = step
-        self._store.add(record, summary, record.without_neighbour_images().encode())
+        once = {n: env.arrays[n] for n in kind.per_subject
+                if n in env.arrays and env.arrays[n].size > 0}
+        self._store.add(env, summary, env.without(kind.per_subject).encode(), once)
 
     def flush(self) -> None:
         """Upload the buffered step, so readers see everything written so far (the weight-map
@@ -369,14 +387,15 @@ class MLflowSink:
         self.close()
 
     # ---- internals ---------------------------------------------------------------------------
-    def _key(self, iid: str) -> str:
-        key = self._keys.get(iid)
+    def _key(self, kind: str, subject: str) -> str:
+        key = self._keys.get((kind, subject))
         if key is None:
-            key = layout.instance_key(iid)
-            if key in self._owners:  # two ids slugged to one name: refuse rather than mix them
-                raise ValueError(f"record: instance ids {self._owners[key]!r} and {iid!r} map to "
-                                 f"the same MLflow key {key!r}; rename one")
-            self._keys[iid], self._owners[key] = key, iid
+            key = layout.instance_key(subject)
+            owner = self._owners.get((kind, key))
+            if owner is not None:  # two ids slugged to one name: refuse rather than mix them
+                raise ValueError(f"record: subjects {owner!r} and {subject!r} map to the same "
+                                 f"MLflow key {key!r}; rename one")
+            self._keys[(kind, subject)], self._owners[(kind, key)] = key, subject
         return key
 
     def _upload(self, final: bool = False) -> None:
@@ -386,80 +405,85 @@ class MLflowSink:
             self._upload_step(step, buffered)
             self._steps_uploaded += 1
         due = (self.viewer_every and buffered and self._steps_uploaded % self.viewer_every == 0)
-        if (final and self._store.summaries) or due:
+        if (final and self._store.by_kind) or due:
             self._upload_viewer(final=final)
 
-    def _upload_step(self, step: int, buffered: list[tuple[ExplanationRecord, dict]]) -> None:
+    def _upload_step(self, step: int, buffered: list[tuple[Any, Record, dict]]) -> None:
         from mlflow.entities import Metric
 
-        started = time.perf_counter()
-        entries, metrics, fidelities = [], [], []
-        now = int(time.time() * 1000)
-        with tempfile.TemporaryDirectory(prefix="deepvid-mlflow-") as tmp:
-            for record, summary in buffered:
-                iid, key = record.instance_id, self._keys[record.instance_id]
-                path = os.path.join(tmp, "records", layout.record_file(key, step))
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                blob = self._store.blobs[(iid, step)]
-                with open(path, "wb") as f:
-                    f.write(blob)
-                entry = {"id": iid, "key": key, "label": record.label, "summary": summary,
-                         "record_crc32": bundle.crc32(blob)}
-                if iid not in self._neighbours_sent:
-                    # First sighting: the instance image and its fixed neighbours, once.
-                    from deepvid_plugin.api import encode_image
+        from deepvid_plugin.api import encode_image
 
-                    entry["image"] = encode_image(record.image)
-                    if record.has_neighbour_images and record.neighbours.shape[0]:
-                        npath = os.path.join(tmp, "neighbours", layout.neighbours_file(key))
-                        os.makedirs(os.path.dirname(npath), exist_ok=True)
-                        with open(npath, "wb") as f:
-                            f.write(_npy(record.neighbours))
-                    self._neighbours_sent.add(iid)
-                entries.append(entry)
-                value = record.fidelity.get(layout.FIDELITY_KEY)
-                if _number(value):
-                    metrics.append(Metric(layout.fidelity_metric(key), float(value), now, step))
-                    fidelities.append(float(value))
-                # Faithfulness evidence (absent from records of older versions), in the same
-                # log_batch: MLflow then plots each instance's AUCs over steps and compares runs.
-                for name, metric in _EVIDENCE_METRICS.items():
-                    value = record.fidelity.get(name)
-                    if _number(value):
-                        metrics.append(Metric(metric(key), float(value), now, step))
-            os.makedirs(os.path.join(tmp, "steps"))
-            with open(os.path.join(tmp, "steps", layout.step_file(step)), "w",
-                      encoding="utf-8") as f:
-                json.dump({"layout": layout.LAYOUT_VERSION, "step": step,
-                           "class_names": list(buffered[0][0].class_names),
-                           "instances": entries}, f, separators=(",", ":"), allow_nan=False)
+        started = time.perf_counter()
+        metrics, images = [], []
+        now = int(time.time() * 1000)
+        by_kind: dict[str, list[tuple[Any, Record, dict]]] = {}
+        for item in buffered:
+            by_kind.setdefault(item[0].name, []).append(item)
+        with tempfile.TemporaryDirectory(prefix="deepvid-mlflow-") as tmp:
+            for name, items in by_kind.items():
+                kind, where = items[0][0], os.path.join(tmp, name)
+                data = self._store.by_kind[name]
+                entries, headlines = [], []
+                for _, env, summary in items:
+                    subject, key = env.subject, self._keys[(name, env.subject)]
+                    path = os.path.join(where, "records", layout.record_file(key, step))
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    blob = data.blobs[(subject, step)]
+                    with open(path, "wb") as f:
+                        f.write(blob)
+                    entry = {"id": subject, "key": key, "label": data.labels[subject],
+                             "summary": summary, "record_crc32": bundle.crc32(blob)}
+                    if (name, subject) not in self._subject_sent:
+                        # First sighting: the instance image and the per-subject arrays, once.
+                        if data.images[subject] is not None:
+                            entry["image"] = encode_image(data.images[subject])
+                        if subject in data.once:
+                            spath = os.path.join(where, "subjects",
+                                                 layout.paths(name).subject_file(key))
+                            os.makedirs(os.path.dirname(spath), exist_ok=True)
+                            with open(spath, "wb") as f:
+                                f.write(encode_arrays(data.once[subject]))
+                        self._subject_sent.add((name, subject))
+                    entries.append(entry)
+                    for metric_name, value in kinds.metrics(kind, env, summary).items():
+                        metrics.append(Metric(layout.metric(name, metric_name, key), value, now,
+                                              step))
+                        if metric_name == kind.headline_metric:
+                            headlines.append(value)
+                    if self.log_images and kind.step_image is not None:
+                        images.append((layout.image_key(key, name), env, kind.step_image))
+                if headlines:
+                    metrics.append(Metric(layout.mean_metric(name), float(np.mean(headlines)),
+                                          now, step))
+                os.makedirs(os.path.join(where, "steps"))
+                with open(os.path.join(where, "steps", layout.step_file(step)), "w",
+                          encoding="utf-8") as f:
+                    json.dump({"layout": layout.LAYOUT_VERSION, "kind": name, "step": step,
+                               "class_names": list(data.class_names), "instances": entries},
+                              f, separators=(",", ":"), allow_nan=False)
             # One upload for the whole step; steps/ last in the listing order does not matter
             # because readers treat a summary whose record is missing as a skipped record.
             self._client.log_artifacts(self._run_id, tmp, artifact_path=layout.ROOT)
-        if fidelities:
-            metrics.append(Metric(layout.MEAN_FIDELITY_METRIC, float(np.mean(fidelities)), now,
-                                  step))
         for start in range(0, len(metrics), _MAX_BATCH_METRICS):
             self._client.log_batch(self._run_id,
                                    metrics=metrics[start:start + _MAX_BATCH_METRICS])
-        if self.log_images:
+        if images:
             # Each log_image costs three requests (PNG, WebP thumbnail, tag), about 10x the
             # rest of the step, and drawing one costs ~9 ms, so both happen on one background
             # thread (records are frozen); close() waits for them.
-            self._submit_images(step, [(layout.image_key(self._keys[r.instance_id]), r)
-                                       for r, _ in buffered])
+            self._submit_images(step, images)
         logger.debug("deepvid: step %d (%d records) logged to MLflow run %s in %.3fs", step,
                      len(buffered), self._run_id, time.perf_counter() - started)
 
-    def _submit_images(self, step: int, images: list[tuple[str, ExplanationRecord]]) -> None:
+    def _submit_images(self, step: int, images: list[tuple[str, Record, Any]]) -> None:
         if self._image_pool is None:
             self._image_pool = ThreadPoolExecutor(max_workers=1,
                                                   thread_name_prefix="deepvid-mlflow-images")
         client, run_id = self._client, self._run_id
 
         def send() -> None:
-            for key, record in images:
-                client.log_image(run_id, render_weight_map(record), key=key, step=step)
+            for key, env, draw in images:
+                client.log_image(run_id, draw(env), key=key, step=step)
 
         self._image_jobs.append(self._image_pool.submit(send))
         # Back-pressure: a training loop faster than the uploads must not queue without bound.
@@ -482,48 +506,53 @@ class MLflowSink:
         from deepvid_plugin.mlflow import pages
 
         store = self._store
-        index = {"layout": layout.LAYOUT_VERSION, "class_names": list(store.class_names),
-                 "steps": sorted({s for steps in store.summaries.values() for s in steps}),
-                 "instances": [{"id": iid, "key": self._keys[iid], "label": store.labels[iid],
-                                "image": api.encode_image(store.images[iid]),
-                                "summaries": [s for _, s in sorted(steps.items())],
-                                "record_crc32": [bundle.crc32(store.blobs[(iid, step)])
-                                                 for step in sorted(steps)]}
-                               for iid, steps in store.summaries.items()]}
-        title = self._title or f"DeepVID: {store.name}"
-        snap = pages.budgeted_snapshot(store, [store.run], record_budget=self.viewer_record_budget)
-        html = viewer.standalone_html(snap, title=title)
+        html = None
+        if "deepvid" in store.by_kind:
+            # The viewer shows DeepVID data until the frontend has views of other kinds.
+            title = self._title or f"DeepVID: {store.name}"
+            snap = pages.budgeted_snapshot(store, [store.run],
+                                           record_budget=self.viewer_record_budget)
+            html = viewer.standalone_html(snap, title=title)
         if final:
             # Before index.json and the viewer, in their own upload: a reader that lists a
             # bundle finds it whole (readers use bundles of finished runs only anyway).
             self._upload_bundles()
         with tempfile.TemporaryDirectory(prefix="deepvid-mlflow-") as tmp:
-            with open(os.path.join(tmp, "index.json"), "w", encoding="utf-8") as f:
-                json.dump(index, f, separators=(",", ":"), allow_nan=False)
-            with open(os.path.join(tmp, "viewer.html"), "w", encoding="utf-8") as f:
-                f.write(html)
+            for name, data in store.by_kind.items():
+                index = {"layout": layout.LAYOUT_VERSION, "kind": name,
+                         "class_names": list(data.class_names),
+                         "steps": sorted({s for steps in data.summaries.values() for s in steps}),
+                         "instances": [{"id": iid, "key": self._keys[(name, iid)],
+                                        "label": data.labels[iid],
+                                        "image": None if data.images[iid] is None
+                                        else api.encode_image(data.images[iid]),
+                                        "summaries": [s for _, s in sorted(steps.items())],
+                                        "record_crc32": [bundle.crc32(data.blobs[(iid, step)])
+                                                         for step in sorted(steps)]}
+                                       for iid, steps in data.summaries.items()]}
+                os.makedirs(os.path.join(tmp, name))
+                with open(os.path.join(tmp, name, "index.json"), "w", encoding="utf-8") as f:
+                    json.dump(index, f, separators=(",", ":"), allow_nan=False)
+            if html is not None:
+                with open(os.path.join(tmp, "viewer.html"), "w", encoding="utf-8") as f:
+                    f.write(html)
             self._client.log_artifacts(self._run_id, tmp, artifact_path=layout.ROOT)
 
     def _upload_bundles(self) -> None:
         store = self._store
         with tempfile.TemporaryDirectory(prefix="deepvid-mlflow-") as tmp:
-            for iid, steps in store.summaries.items():
-                key = self._keys[iid]
-                neighbours = store.neighbours.get(iid)
-                data = bundle.encode_bundle(
-                    iid, key, [(step, store.blobs[(iid, step)]) for step in sorted(steps)],
-                    neighbours=None if neighbours is None or not neighbours.shape[0]
-                    else _npy(neighbours))
-                with open(os.path.join(tmp, layout.bundle_file(key)), "wb") as f:
-                    f.write(data)
-            self._client.log_artifacts(self._run_id, tmp, artifact_path=layout.BUNDLES_DIR)
-
-
-def _npy(neighbours: np.ndarray) -> bytes:
-    """Neighbour images as ``.npy`` bytes (float16, no pickle)."""
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(neighbours, dtype="<f2"), allow_pickle=False)
-    return buf.getvalue()
+            for name, data in store.by_kind.items():
+                os.makedirs(os.path.join(tmp, name, "bundles"))
+                for iid, steps in data.summaries.items():
+                    key = self._keys[(name, iid)]
+                    once = data.once.get(iid)
+                    blob = bundle.encode_bundle(
+                        iid, key, [(step, data.blobs[(iid, step)]) for step in sorted(steps)],
+                        subject=None if not once else encode_arrays(once), kind=name)
+                    with open(os.path.join(tmp, name, "bundles", layout.bundle_file(key)),
+                              "wb") as f:
+                        f.write(blob)
+            self._client.log_artifacts(self._run_id, tmp, artifact_path=layout.ROOT)
 
 
 __all__ = ["MLflowSink", "deletion_auc_metric", "insertion_auc_metric", "render_weight_map"]

@@ -34,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from deepvid_plugin import kinds
+from deepvid_plugin.api import NoDataError
 from deepvid_plugin.mlflow import bundle, layout
-from deepvid_plugin.record import SCHEMA_VERSION, ExplanationRecord, RecordDecodeError
+from deepvid_plugin.record import Record, RecordDecodeError, decode_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +46,9 @@ _FINISHED = ("FINISHED", "FAILED", "KILLED")
 _RECORD_CACHE_BYTES = 256 * 2**20
 
 
-class NoDeepVIDDataError(KeyError):
-    """The run exists but holds no DeepVID data (nothing under ``deepvid/``)."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; this one is meant for people
-        return str(self.args[0]) if self.args else "no DeepVID data"
+class NoDeepVIDDataError(NoDataError):
+    """The run exists but holds no DeepVID data (nothing under ``deepvid/``), or none of the
+    asked kind; an :class:`deepvid_plugin.api.NoDataError`, so the API says so."""
 
 
 class RunNotFoundError(KeyError):
@@ -64,9 +64,12 @@ def _decode_image(obj: dict) -> np.ndarray:
 
 
 class _RunState:
-    """What has been read of one run: merged step summaries plus the files already seen."""
+    """What has been read of one kind's data in one run: merged step summaries plus the files
+    already seen."""
 
-    def __init__(self) -> None:
+    def __init__(self, run: str, kind: str) -> None:
+        self.run, self.kind = run, kind
+        self.paths = layout.paths(kind)  # layout 1 (legacy) decided on the first listing
         self.class_names: list[str] = []
         self.instances: dict[str, dict[str, Any]] = {}  # id -> {"key", "label", "image", steps}
         self.read_steps: set[int] = set()
@@ -78,6 +81,8 @@ class _RunState:
         self.artifact_uri = ""
         self.refreshed = float("-inf")
         self.skipped: set[tuple[str, int]] = set()  # (instance, step) of newer-schema summaries
+        self.unknown_warned = False
+        self.located = False  # which layout holds this kind's data is known
         self.crcs: dict[tuple[str, int], int] = {}  # (key, step) -> CRC-32 the writer named
         self.bundles: dict[str, str] = {}  # key -> artifact path of its bundle (finished runs)
 
@@ -120,13 +125,14 @@ class MLflowStore:
         self.max_runs = max_runs
         self.live_ttl_s = float(live_ttl_s)
         self.resolve_artifact_uri = resolve_artifact_uri
-        self._states: dict[str, _RunState] = {}
-        self._records: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
+        self._states: dict[tuple[str, str], _RunState] = {}  # (run, kind) -> what was read
+        # the caches below are keyed by (run, kind, key[, step])
+        self._records: OrderedDict[tuple[str, str, str, int], bytes] = OrderedDict()
         self._record_bytes_total = 0
-        self._record_dirs: set[tuple[str, str]] = set()
-        self._neighbours: dict[tuple[str, str], np.ndarray | None] = {}
+        self._record_dirs: set[tuple[str, str, str]] = set()
+        self._subjects: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
         self._listings: dict[tuple[str, ...] | None, tuple[float, list]] = {}
-        self._bundles_read: set[tuple[str, str]] = set()  # (run, key): bundle already ingested
+        self._bundles_read: set[tuple[str, str, str]] = set()  # bundle already ingested
         self._repos: dict[str, Any] = {}
         self._lock = threading.RLock()  # the app serves from threads; one state per run
 
@@ -163,10 +169,22 @@ class MLflowStore:
         return list(listing)
 
     # ---- RecordStore -------------------------------------------------------------------------
-    def overview(self, run: str, instance: str | None = None):
+    def kinds(self, run: str) -> list[str]:
+        """The kinds ``run`` holds data of (known ones in registry order, then unknown ones)."""
+        self._run_info(run)
+        top = self._top(run)
+        found = {n for n, f in top.items() if f.is_dir and n not in layout.RESERVED}
+        if "steps" in top or "index.json" in top:  # layout 1
+            found.add("deepvid")
+        if not found:
+            raise NoDeepVIDDataError(f"MLflow run {run!r} has no DeepVID data")
+        known = [k for k in kinds.names() if k in found]
+        return known + sorted(found - set(known))
+
+    def overview(self, run: str, instance: str | None = None, kind: str = "deepvid"):
         from deepvid_plugin.api import InstanceOverview, RunOverview
 
-        state = self._state(run)
+        state = self._state(run, kind)
         rows = []
         for iid, inst in state.instances.items():
             if instance is not None and iid != instance:
@@ -178,41 +196,50 @@ class MLflowStore:
                                          [s for _, s in sorted(inst["steps"].items())]))
         return RunOverview(list(state.class_names), rows, list(state.warnings))
 
-    def record(self, run: str, instance: str, step: int) -> ExplanationRecord:
-        state = self._state(run)
+    def record(self, run: str, instance: str, step: int, kind: str = "deepvid") -> Any:
+        """The record of ``kind`` (its typed view: an :class:`ExplanationRecord` for
+        ``deepvid``), with its once-per-subject arrays put back when they are readable."""
+        state = self._state(run, kind)
         inst = state.instances.get(instance)
         if inst is None or (int(step) not in inst["steps"]
                             and (instance, int(step)) not in state.skipped):
             raise KeyError((run, instance, step))
         key = inst["key"]
-        data = self._record_bytes(run, key, int(step))
-        rec = ExplanationRecord.decode(data)  # RecordDecodeError / NewerSchemaError propagate
-        if rec.instance_id != instance or rec.step != int(step):
-            raise RecordDecodeError(f"artifact {layout.RECORDS_DIR}/{layout.record_file(key, step)}"
-                                    f" holds instance {rec.instance_id!r} step {rec.step}, "
-                                    f"expected {instance!r} step {step}")
-        neighbours = self._neighbour_images(run, key)
-        if neighbours is not None and neighbours.shape[0] == rec.neighbour_teacher.shape[0] \
-                and neighbours.shape[1:] == rec.image.shape:
-            rec = rec.with_neighbour_images(neighbours)
-        return rec
+        data = self._record_bytes(state, key, int(step))
+        env = Record.decode(data)  # RecordDecodeError / NewerSchemaError propagate
+        if env.kind != kind or env.subject != instance or env.step != int(step):
+            raise RecordDecodeError(f"artifact {state.paths.records}/"
+                                    f"{layout.record_file(key, step)} holds {env.kind} subject "
+                                    f"{env.subject!r} step {env.step}, expected {kind} "
+                                    f"{instance!r} step {step}")
+        kinds.check(env)  # UnsupportedKindError (newer kind_version) propagates
+        once = self._subject_arrays(state, key)
+        if once:
+            try:
+                env = kinds.prepare(env.with_arrays(once))[1]
+            except ValueError as e:
+                # Only the per-subject arrays are lost; record_impl names missing neighbours.
+                logger.warning("run %r: per-subject arrays of %r do not fit its record at "
+                               "step %d: %s", run, key, step, e)
+        return kinds.view(env)
 
     # ---- reading a run -----------------------------------------------------------------------
-    def _state(self, run: str) -> _RunState:
+    def _state(self, run: str, kind: str = "deepvid") -> _RunState:
         if not isinstance(run, str) or not run:
             raise KeyError(run)
         with self._lock:
-            state = self._states.get(run)
+            state = self._states.get((run, kind))
             if state is not None and (state.complete or
                                       time.monotonic() - state.refreshed < self.live_ttl_s):
                 return state
             info = self._run_info(run)
             if state is None:
-                state = self._states[run] = _RunState()
+                state = _RunState(run, kind)
             state.name = info.run_name or run
             state.artifact_uri = info.artifact_uri
             state.finished = info.status in _FINISHED
             self._refresh(run, state)
+            self._states[(run, kind)] = state  # only once readable: a miss is asked again
             state.refreshed = time.monotonic()
             return state
 
@@ -227,18 +254,41 @@ class MLflowStore:
                 raise RunNotFoundError(f"MLflow run {run!r} not found") from None
             raise
 
+    def _top(self, run: str) -> dict[str, Any]:
+        return {os.path.basename(f.path): f for f in self._list(run, layout.ROOT)}
+
     def _refresh(self, run: str, state: _RunState) -> None:
-        top = {os.path.basename(f.path): f for f in self._list(run, layout.ROOT)}
-        if not top:
-            raise NoDeepVIDDataError(f"MLflow run {run!r} has no DeepVID data (nothing under "
-                                     f"{layout.ROOT}/); log some with deepvid_plugin's "
-                                     "MLflowSink or DeepVIDCallback")
-        if "index.json" in top and not state.index_read:
+        kind = state.kind
+        if not state.located:  # first listing: which layout, and is there data of this kind?
+            top = self._top(run)
+            if not top:
+                raise NoDeepVIDDataError(f"MLflow run {run!r} has no DeepVID data (nothing under "
+                                         f"{layout.ROOT}/); log some with deepvid_plugin's "
+                                         "MLflowSink or DeepVIDCallback")
+            if kind in top and top[kind].is_dir:
+                state.paths = layout.paths(kind)
+            elif kind == "deepvid" and ("steps" in top or "index.json" in top):
+                state.paths = layout.paths(kind, legacy=True)  # written by layout 1
+            else:
+                name = "DeepVID" if kind == "deepvid" else kind
+                raise NoDeepVIDDataError(f"MLflow run {run!r} has no {name} data (nothing under "
+                                         f"{layout.paths(kind).root}/)")
+            unknown = sorted(n for n, f in top.items() if f.is_dir and n not in layout.RESERVED
+                             and n not in kinds.names())
+            if unknown and not state.unknown_warned:
+                state.unknown_warned = True
+                self._warn(state, f"run {run!r} holds explanations of kinds {unknown}, which "
+                                  "this deepvid-plugin does not know; they were skipped "
+                                  "(upgrade deepvid-plugin to see them)")
+            state.located = True
+        paths = state.paths
+        here = {os.path.basename(f.path): f for f in self._list(run, paths.root)}
+        if "index.json" in here and not state.index_read:
             state.index_read = True
             self._read_index(run, state)
         listed = {}
-        if "steps" in top:
-            for f in self._list(run, layout.STEPS_DIR):
+        if "steps" in here:
+            for f in self._list(run, paths.steps):
                 name = os.path.basename(f.path)
                 stem = name[:-5] if name.endswith(".json") else ""
                 if stem.lstrip("-").isdigit():
@@ -246,15 +296,15 @@ class MLflowStore:
         missing = sorted(s for s in listed if s not in state.read_steps)
         if missing:
             for step, text in self._download_texts(run, [listed[s] for s in missing],
-                                                   directory=layout.STEPS_DIR, keys=missing):
+                                                   directory=paths.steps, keys=missing):
                 state.read_steps.add(step)
                 self._read_step_file(run, state, step, text)
         if not state.instances and not state.warnings:
-            raise NoDeepVIDDataError(f"MLflow run {run!r} has no DeepVID records under "
-                                     f"{layout.ROOT}/")
-        if state.finished and "bundles" in top:
+            raise NoDeepVIDDataError(f"MLflow run {run!r} has no {kind} records under "
+                                     f"{paths.root}/")
+        if state.finished and "bundles" in here:
             # Only finished runs: their writer has closed, so every listed bundle is whole.
-            for f in self._list(run, layout.BUNDLES_DIR):
+            for f in self._list(run, paths.bundles):
                 name = os.path.basename(f.path)
                 if name.endswith(layout.BUNDLE_SUFFIX) and not f.is_dir:
                     state.bundles[name[:-len(layout.BUNDLE_SUFFIX)]] = f.path
@@ -287,20 +337,20 @@ class MLflowStore:
         if not isinstance(summary, dict) or "step" not in summary:
             self._warn(state, f"run {run!r}: skipped a malformed summary of instance {iid!r}")
             return False
-        found = summary.get("schema_version", SCHEMA_VERSION)
-        if isinstance(found, int) and found > SCHEMA_VERSION:
+        problem = kinds.summary_problem(kinds.get(state.kind), summary)
+        if problem is not None:
             # Left out of the overview, but record() still reads it and raises NewerSchemaError
             # (the API then answers 404 naming both versions) instead of "unknown step".
             state.skipped.add((iid, int(summary["step"])))
             self._warn(state, f"run {run!r}: skipped instance {iid!r} at step {summary['step']}: "
-                              f"record has schema_version {found}, but this deepvid-plugin reads "
-                              f"up to {SCHEMA_VERSION}; upgrade deepvid-plugin to read it")
+                              f"{problem}")
             return False
+        kinds.read_summary(kinds.get(state.kind), summary)
         return True
 
     def _read_index(self, run: str, state: _RunState) -> None:
-        [(_, text)] = self._download_texts(run, [layout.INDEX_PATH], keys=[None])
-        obj = self._parse(run, state, layout.INDEX_PATH, text)
+        [(_, text)] = self._download_texts(run, [state.paths.index], keys=[None])
+        obj = self._parse(run, state, state.paths.index, text)
         if obj is None:
             return
         try:
@@ -318,10 +368,10 @@ class MLflowStore:
                         state.merge(iid, str(inst["key"]), inst.get("label"), None, summary)
             state.read_steps.update(int(s) for s in obj.get("steps", []))
         except (KeyError, TypeError, ValueError) as e:
-            self._warn(state, f"run {run!r}: skipped corrupt artifact {layout.INDEX_PATH}: {e!r}")
+            self._warn(state, f"run {run!r}: skipped corrupt artifact {state.paths.index}: {e!r}")
 
     def _read_step_file(self, run: str, state: _RunState, step: int, text: str | None) -> None:
-        path = f"{layout.STEPS_DIR}/{layout.step_file(step)}"
+        path = f"{state.paths.steps}/{layout.step_file(step)}"
         obj = self._parse(run, state, path, text)
         if obj is None:
             return
@@ -350,7 +400,8 @@ class MLflowStore:
                     get_artifact_repository,
                 )
 
-                uri = self._states[run].artifact_uri if run in self._states else None
+                uri = next((st.artifact_uri for (r, _), st in self._states.items() if r == run),
+                           None)
                 uri = uri or self._run_info(run).artifact_uri
                 if self.resolve_artifact_uri is not None:
                     uri = self.resolve_artifact_uri(uri)
@@ -383,84 +434,85 @@ class MLflowStore:
         return out
 
     # ---- records -----------------------------------------------------------------------------
-    def prefetch(self, run: str) -> None:
-        """Fetch every bundle of ``run`` in one batched download (``deepvid compare`` reads all
-        instances; the live app reads one instance at a time and does not need this).
-        A run without bundles (still in progress) is left to the lazy per-instance reads."""
-        state = self._state(run)
+    def prefetch(self, run: str, kind: str = "deepvid") -> None:
+        """Fetch every bundle of ``run``'s ``kind`` data in one batched download (``deepvid
+        compare`` reads all instances; the live app reads one instance at a time and does not
+        need this). A run without bundles (still in progress) is left to the lazy reads."""
+        state = self._state(run, kind)
         with self._lock:
-            wanted = [k for k in state.bundles if (run, k) not in self._bundles_read]
+            wanted = [k for k in state.bundles if (run, kind, k) not in self._bundles_read]
         if not wanted:
             return
         tmp = tempfile.mkdtemp(prefix="deepvid-store-")
         try:
-            local_dir = self._download(run, layout.BUNDLES_DIR, tmp)
+            local_dir = self._download(run, state.paths.bundles, tmp)
             for key in wanted:
-                self._ingest_bundle(run, state, key,
-                                    os.path.join(local_dir, layout.bundle_file(key)))
+                self._ingest_bundle(state, key, os.path.join(local_dir, layout.bundle_file(key)))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _record_bytes(self, run: str, key: str, step: int) -> bytes:
-        cache_key = (run, key, step)
+    def _record_bytes(self, state: _RunState, key: str, step: int) -> bytes:
+        run, kind = state.run, state.kind
+        cache_key = (run, kind, key, step)
         with self._lock:
             if cache_key in self._records:
                 self._records.move_to_end(cache_key)
                 return self._records[cache_key]
-            state = self._states.get(run)
-            from_bundle = (state is not None and key in state.bundles
-                           and (run, key) not in self._bundles_read)
+            from_bundle = key in state.bundles and (run, kind, key) not in self._bundles_read
         if from_bundle:
-            data = self._load_bundle(run, state, key).get(step)
+            data = self._load_bundle(state, key).get(step)
             if data is not None:
                 return data
-        return self._record_file_bytes(run, key, step)
+        return self._record_file_bytes(state, key, step)
 
-    def _load_bundle(self, run: str, state: _RunState, key: str) -> dict[int, bytes]:
+    def _load_bundle(self, state: _RunState, key: str) -> dict[int, bytes]:
         tmp = tempfile.mkdtemp(prefix="deepvid-store-")
         try:
             local = None
             try:
-                local = self._download(run, state.bundles[key], tmp)
+                local = self._download(state.run, state.bundles[key], tmp)
             except (OSError, _mlflow_exception()) as e:
-                self._drop_bundle(run, state, key, f"download failed: {e}")
-            return self._ingest_bundle(run, state, key, local) if local else {}
+                self._drop_bundle(state, key, f"download failed: {e}")
+            return self._ingest_bundle(state, key, local) if local else {}
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _ingest_bundle(self, run: str, state: _RunState, key: str, local: str) -> dict[int, bytes]:
+    def _ingest_bundle(self, state: _RunState, key: str, local: str) -> dict[int, bytes]:
         """Decode a downloaded bundle, cache the records that match what the step files name
-        (and the neighbour images), and return them by step."""
+        (and the per-subject arrays), and return them by step."""
+        run, kind = state.run, state.kind
         try:
             with open(local, "rb") as f:
                 b = bundle.decode_bundle(f.read())
         except (OSError, bundle.BundleDecodeError) as e:
-            self._drop_bundle(run, state, key, str(e))
+            self._drop_bundle(state, key, str(e))
             return {}
-        path = state.bundles.get(key, layout.bundle_file(key))
+        path = state.bundles.get(key, f"{state.paths.bundles}/{layout.bundle_file(key)}")
         for problem in b.problems:
             self._warn(state, f"run {run!r}: {path}: {problem}; reading that step from its own "
                               "file instead")
         good = {step: data for step, data in b.records.items()
                 if state.crcs.get((key, step), b.crcs[step]) == b.crcs[step]}
         with self._lock:
-            self._bundles_read.add((run, key))
+            self._bundles_read.add((run, kind, key))
             for step, data in good.items():
-                self._cache_put((run, key, step), data)
-            if b.neighbours is not None and (run, key) not in self._neighbours:
-                self._neighbours[(run, key)] = _load_npy(run, key, b.neighbours)
+                self._cache_put((run, kind, key, step), data)
+            extra = b.neighbours if b.neighbours is not None else b.subject
+            if extra is not None and (run, kind, key) not in self._subjects:
+                self._subjects[(run, kind, key)] = _load_subject(
+                    run, key, extra, legacy=b.neighbours is not None)
         return good
 
-    def _drop_bundle(self, run: str, state: _RunState, key: str, why: str) -> None:
-        """An unreadable bundle: say so once and read that instance from its per-step files."""
+    def _drop_bundle(self, state: _RunState, key: str, why: str) -> None:
+        """An unreadable bundle: say so once and read that subject from its per-step files."""
         with self._lock:
             path = state.bundles.pop(key, None)
-            self._bundles_read.add((run, key))
+            self._bundles_read.add((state.run, state.kind, key))
         if path is not None:
-            self._warn(state, f"run {run!r}: skipped unreadable artifact {path} ({why}); reading "
-                              "its records step by step instead")
+            self._warn(state, f"run {state.run!r}: skipped unreadable artifact {path} ({why}); "
+                              "reading its records step by step instead")
 
-    def _cache_put(self, cache_key: tuple[str, str, int], data: bytes) -> None:
+    def _cache_put(self, cache_key: tuple[str, str, str, int], data: bytes) -> None:
         old = self._records.pop(cache_key, None)
         if old is not None:
             self._record_bytes_total -= len(old)
@@ -470,18 +522,19 @@ class MLflowStore:
             _, dropped = self._records.popitem(last=False)
             self._record_bytes_total -= len(dropped)
 
-    def _record_file_bytes(self, run: str, key: str, step: int) -> bytes:
+    def _record_file_bytes(self, state: _RunState, key: str, step: int) -> bytes:
         """A record from the per-step files (runs in progress, steps no bundle covers)."""
         from mlflow.exceptions import MlflowException
 
+        run, kind = state.run, state.kind
         with self._lock:
-            first_visit = (run, key) not in self._record_dirs
-            self._record_dirs.add((run, key))
+            first_visit = (run, kind, key) not in self._record_dirs
+            self._record_dirs.add((run, kind, key))
         tmp = tempfile.mkdtemp(prefix="deepvid-store-")
         try:
             if first_visit:
                 # The compare view reads every step of an instance: fetch its folder in one go.
-                local_dir = self._download(run, f"{layout.RECORDS_DIR}/{key}", tmp)
+                local_dir = self._download(run, f"{state.paths.records}/{key}", tmp)
                 fetched = {}
                 for name in os.listdir(local_dir):
                     stem = name[:-5] if name.endswith(".dvid") else ""
@@ -489,8 +542,8 @@ class MLflowStore:
                         with open(os.path.join(local_dir, name), "rb") as f:
                             fetched[int(stem)] = f.read()
             else:
-                local = self._download(run, f"{layout.RECORDS_DIR}/{layout.record_file(key, step)}",
-                                       tmp)
+                local = self._download(
+                    run, f"{state.paths.records}/{layout.record_file(key, step)}", tmp)
                 with open(local, "rb") as f:
                     fetched = {step: f.read()}
         except (OSError, MlflowException) as e:  # listed in a summary, but not downloadable
@@ -499,33 +552,37 @@ class MLflowStore:
             shutil.rmtree(tmp, ignore_errors=True)
         with self._lock:
             for s, data in fetched.items():
-                self._cache_put((run, key, s), data)
+                self._cache_put((run, kind, key, s), data)
             if step not in fetched:
                 raise KeyError((run, key, step))
             return fetched[step]
 
-    def _neighbour_images(self, run: str, key: str) -> np.ndarray | None:
+    def _subject_arrays(self, state: _RunState, key: str) -> dict[str, np.ndarray]:
+        """The once-per-subject arrays of ``key`` (``{}`` when there are none or they are
+        unreadable, which is logged)."""
         from mlflow.exceptions import MlflowException
 
+        run, kind = state.run, state.kind
         with self._lock:
-            if (run, key) in self._neighbours:
-                return self._neighbours[(run, key)]
+            if (run, kind, key) in self._subjects:
+                return self._subjects[(run, kind, key)]
+        if not kinds.get(kind).per_subject:
+            return {}
         tmp = tempfile.mkdtemp(prefix="deepvid-store-")
-        arr = None
+        arrays: dict[str, np.ndarray] = {}
         try:
-            local = self._download(run, f"{layout.NEIGHBOURS_DIR}/{layout.neighbours_file(key)}",
-                                   tmp)
+            local = self._download(
+                run, f"{state.paths.subjects}/{state.paths.subject_file(key)}", tmp)
             with open(local, "rb") as f:
-                arr = _load_npy(run, key, f.read())
+                arrays = _load_subject(run, key, f.read(), legacy=state.paths.legacy)
         except (OSError, MlflowException) as e:
-            # Only the neighbour images are lost; record_impl names that in its warnings.
-            logger.warning("run %r: neighbour images of %r unreadable: %s", run, key, e)
-            arr = None
+            # Only these arrays are lost; record_impl names missing neighbour images.
+            logger.warning("run %r: per-subject arrays of %r unreadable: %s", run, key, e)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         with self._lock:
-            self._neighbours[(run, key)] = arr
-        return arr
+            self._subjects[(run, kind, key)] = arrays
+        return arrays
 
 
 def _mlflow_exception():
@@ -534,16 +591,19 @@ def _mlflow_exception():
     return MlflowException
 
 
-def _load_npy(run: str, key: str, data: bytes) -> np.ndarray | None:
-    """Neighbour images from ``.npy`` bytes (no pickle); ``None``, logged, when unreadable."""
+def _load_subject(run: str, key: str, data: bytes, legacy: bool) -> dict[str, np.ndarray]:
+    """Per-subject arrays from their stored bytes (no pickle): layout 2's ``encode_arrays``
+    blob, or layout 1's neighbour images ``.npy``; ``{}``, logged, when unreadable."""
     try:
+        if not legacy:
+            return decode_arrays(data)
         arr = np.load(io.BytesIO(data), allow_pickle=False)
         if arr.ndim != 4:
             raise ValueError(f"expected a 4-d array, got shape {arr.shape}")
-        return arr
+        return {"neighbours": arr}
     except (OSError, ValueError) as e:
-        logger.warning("run %r: neighbour images of %r unreadable: %s", run, key, e)
-        return None
+        logger.warning("run %r: per-subject arrays of %r unreadable: %s", run, key, e)
+        return {}
 
 
 def _read_text(path: str) -> str | None:

@@ -25,9 +25,10 @@ def _blobs(iid: str, seed: int = 3):
 
 def test_round_trip_and_damage_detection():
     blobs = _blobs("a")
-    data = bundle.encode_bundle("a", "a", blobs, neighbours=b"npy-bytes")
+    data = bundle.encode_bundle("a", "a", blobs, subject=b"arrays-bytes", kind="deepvid")
     b = bundle.decode_bundle(data)
-    assert b.instance == "a" and b.neighbours == b"npy-bytes" and b.problems == []
+    assert b.instance == "a" and b.subject == b"arrays-bytes" and b.problems == []
+    assert b.kind == "deepvid" and b.neighbours is None
     assert b.records == dict(blobs)
     # one flipped byte inside step 1's record: only that step is dropped, and named
     start = data.index(blobs[1][1]) + 100
@@ -47,6 +48,20 @@ def test_round_trip_and_damage_detection():
 def test_unreadable_bundles_raise(data, message):
     with pytest.raises(bundle.BundleDecodeError, match=message):
         bundle.decode_bundle(data)
+
+
+def test_layout_1_bundles_still_decode():
+    blobs = _blobs("a")
+    data = bundle.encode_bundle("a", "a", blobs, subject=b"npy-bytes")
+    hlen = int.from_bytes(data[4:8], "little")
+    header = json.loads(data[8:8 + hlen])
+    header["layout"] = 1  # what layout 1 wrote: no kind, the extra blob named "neighbours"
+    header["neighbours"] = header.pop("subject")
+    del header["kind"]
+    raw = json.dumps(header).encode()
+    b = bundle.decode_bundle(b"DVIB" + len(raw).to_bytes(4, "little") + raw + data[8 + hlen:])
+    assert b.neighbours == b"npy-bytes" and b.subject is None and b.kind == "deepvid"
+    assert b.records == dict(blobs)
 
 
 def test_newer_layout_is_named():
@@ -87,7 +102,7 @@ def test_finished_run_is_read_from_its_bundles(mlflow_server):
         layout.bundle_file(layout.instance_key(i)) for i in IDS)
     # Without the per-step record and neighbour files, everything must come from the bundles.
     shutil.rmtree(os.path.join(root, layout.RECORDS_DIR))
-    shutil.rmtree(os.path.join(root, layout.NEIGHBOURS_DIR))
+    shutil.rmtree(os.path.join(root, layout.SUBJECTS_DIR))
     store = MLflowStore(client)
     store.prefetch(run)
     for i in IDS:

@@ -3,7 +3,6 @@ so these tests check what any MLflow user or tool sees."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -13,7 +12,7 @@ import pytest
 
 from deepvid_plugin.mlflow import layout
 from deepvid_plugin.mlflow.logging import MLflowSink, render_weight_map
-from deepvid_plugin.record import ExplanationRecord
+from deepvid_plugin.record import ExplanationRecord, decode_arrays
 from tests.factories import make_record
 from tests.mlflow.runs import EVIL, STEPS, fluent_tracking, record
 
@@ -29,7 +28,9 @@ def check_run(client, run_id, ids, seed, tmp_path):
     run = client.get_run(run_id)
     assert run.data.tags[layout.LAYOUT_TAG] == str(layout.LAYOUT_VERSION)
     top = {os.path.basename(f.path) for f in client.list_artifacts(run_id, layout.ROOT)}
-    assert {"records", "neighbours", "steps", "index.json", "viewer.html"} <= top
+    assert top == {"deepvid", "viewer.html"}  # deepvid/<kind>/... and the one viewer
+    here = {os.path.basename(f.path) for f in client.list_artifacts(run_id, "deepvid/deepvid")}
+    assert {"records", "subjects", "steps", "index.json"} <= here
     assert {os.path.basename(f.path) for f in client.list_artifacts(run_id, layout.STEPS_DIR)} \
         == {f"{s}.json" for s in STEPS}
     images = [os.path.basename(f.path) for f in client.list_artifacts(run_id, "images")]
@@ -44,10 +45,11 @@ def check_run(client, run_id, ids, seed, tmp_path):
             got = ExplanationRecord.decode(_download(
                 client, run_id, f"{layout.RECORDS_DIR}/{key}/{s}.dvid", tmp_path))
             assert got == record(iid, s, seed).without_neighbour_images()
-        # neighbour images: once per instance, a plain .npy
-        arr = np.load(io.BytesIO(_download(
-            client, run_id, f"{layout.NEIGHBOURS_DIR}/{key}.npy", tmp_path)), allow_pickle=False)
-        np.testing.assert_array_equal(arr, record(iid, 0, seed).neighbours)
+        # neighbour images: once per instance, framed arrays (no pickle)
+        arrays = decode_arrays(_download(
+            client, run_id, f"{layout.SUBJECTS_DIR}/{key}.dvia", tmp_path))
+        assert list(arrays) == ["neighbours"]
+        np.testing.assert_array_equal(arrays["neighbours"], record(iid, 0, seed).neighbours)
         # metric history: one point per step, the fidelity we wrote
         hist = sorted(client.get_metric_history(run_id, layout.fidelity_metric(key)),
                       key=lambda m: m.step)

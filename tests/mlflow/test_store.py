@@ -117,3 +117,56 @@ def test_damaged_record_is_skipped_in_compare_and_snapshot(mlflow_server, damage
     assert f"record?instance=a&run={damaged_run}&step=1" not in snap
     assert f"record?instance=a&run={damaged_run}&step=2" in snap
     assert any("corrupt" in w for w in snap[f"instances?run={damaged_run}"]["warnings"])
+
+
+def test_layout_1_run_still_reads_and_unknown_kinds_are_named(mlflow_server, tmp_path):
+    """A run as layout 1 wrote it (``deepvid/steps``, ``records``, ``neighbours/*.npy``, records
+    in version-1 bytes: the committed fixture), next to data of a kind this version lacks."""
+    import io
+    import os
+
+    import numpy as np
+
+    from deepvid_plugin.record import ExplanationRecord
+
+    here = os.path.join(os.path.dirname(__file__), "..", "fixtures", "v1")
+    client = mlflow_server.client()
+    run = client.create_run("0", run_name="layout 1").info.run_id
+    v1 = {}
+    for s in (0, 1):
+        with open(os.path.join(here, f"digit-0-step{s}.dvid"), "rb") as f:
+            v1[s] = f.read()
+        (tmp_path / f"{s}.dvid").write_bytes(v1[s])
+        client.log_artifact(run, str(tmp_path / f"{s}.dvid"), "deepvid/records/digit-0")
+        rec = ExplanationRecord.decode(v1[s])
+        summary = api.step_summary(rec, None)
+        del summary["headline"]  # layout 1's summaries had none
+        summary["schema_version"] = 1
+        (tmp_path / f"{s}.json").write_text(json.dumps({
+            "layout": 1, "step": s, "class_names": list(rec.class_names),
+            "instances": [{"id": "digit-0", "key": "digit-0", "label": rec.label,
+                           "summary": summary, "record_crc32": bundle.crc32(v1[s]),
+                           "image": api.encode_image(rec.image)}]}))
+        client.log_artifact(run, str(tmp_path / f"{s}.json"), "deepvid/steps")
+    shown = np.full((4, 1, 8, 8), 0.5, np.float16)
+    buf = io.BytesIO()
+    np.save(buf, shown, allow_pickle=False)
+    (tmp_path / "digit-0.npy").write_bytes(buf.getvalue())
+    client.log_artifact(run, str(tmp_path / "digit-0.npy"), "deepvid/neighbours")
+    (tmp_path / "0.json").write_text("{}")
+    client.log_artifact(run, str(tmp_path / "0.json"), "deepvid/zz_future/steps")
+    client.set_terminated(run)
+
+    store = MLflowStore(client)
+    assert store.kinds(run) == ["deepvid", "zz_future"]
+    with pytest.warns(UserWarning, match="zz_future"):
+        ov = store.overview(run)
+    assert [s["step"] for s in ov.instances[0].steps] == [0, 1]
+    assert ov.instances[0].steps[1]["headline"] == pytest.approx(
+        ExplanationRecord.decode(v1[1]).fidelity["top1_agreement"], abs=1e-3)
+    got = store.record(run, "digit-0", 1)
+    assert got.without_neighbour_images() == \
+        ExplanationRecord.decode(v1[1]).without_neighbour_images()
+    assert got.has_neighbour_images and np.array_equal(got.neighbours, shown)
+    with pytest.raises(NoDeepVIDDataError, match="no gradcam data"):
+        store.overview(run, kind="gradcam")
