@@ -30,6 +30,7 @@ from deepvid_plugin.record import (
     NewerSchemaError,
     Record,
     RecordDecodeError,
+    UnsupportedKindError,
 )
 
 logger = logging.getLogger(__name__)
@@ -229,30 +230,44 @@ class RunOverview:
 
 
 class RecordStore(Protocol):
-    """Where a backend keeps records. Everything the API serves comes through these three calls."""
+    """Where a backend keeps records. Everything the API serves comes through these calls.
+
+    Every store is generic over explanation kinds (:mod:`deepvid_plugin.kinds`): ``overview``
+    and ``record`` take ``kind`` (default ``deepvid``, what the routes serve today) and
+    ``kinds(run)`` lists what a run holds.
+    """
 
     def runs(self) -> list[tuple[str, str]]:
-        """``(run, display name)`` for every run that holds DeepVID data."""
+        """``(run, display name)`` for every run that holds DeepVID data (of any kind)."""
         ...
 
-    def overview(self, run: str, instance: str | None = None) -> RunOverview:
-        """Class names and every instance's step summaries of ``run``.
+    def kinds(self, run: str) -> list[str]:
+        """The kinds ``run`` holds data of (registered ones first). ``KeyError``: unknown run."""
+        ...
+
+    def overview(self, run: str, instance: str | None = None,
+                 kind: str = "deepvid") -> RunOverview:
+        """Class names and every subject's step summaries of ``kind`` in ``run``.
 
         ``instance``, when given, is a hint: the store MAY return only that instance (the timeline
         route passes it), and must still include it when it exists.
 
         Raises:
-            NoDataError: ``run`` exists but holds no DeepVID data.
+            NoDataError: ``run`` exists but holds no data of ``kind``.
             KeyError: ``run`` is unknown.
         """
         ...
 
-    def record(self, run: str, instance: str, step: int) -> ExplanationRecord:
-        """The full record, with neighbour images put back when the store has them.
+    def record(self, run: str, instance: str, step: int, kind: str = "deepvid") -> Any:
+        """The full record as its kind's typed view (:class:`ExplanationRecord` for
+        ``deepvid``, the :class:`~deepvid_plugin.record.Record` envelope for kinds without a
+        view), with its once-per-subject arrays put back when the store has them.
 
         Raises:
             KeyError: the run, instance or step is unknown.
-            NewerSchemaError, RecordDecodeError: the stored bytes cannot be read.
+            NewerSchemaError, RecordDecodeError: the stored bytes cannot be read
+                (``UnsupportedKindError``, a ``RecordDecodeError``: unknown kind or newer
+                ``kind_version``).
         """
         ...
 
@@ -421,7 +436,7 @@ def _read(store: RecordStore, run: str, instance: str, step: int) -> Explanation
     """store.record with its failures turned into API errors (a skipped record is a 404)."""
     try:
         return store.record(run, instance, step)
-    except NewerSchemaError as e:
+    except (NewerSchemaError, UnsupportedKindError) as e:
         raise ApiError(404, f"record {instance!r} at step {step} in run {run!r} was skipped: "
                        f"{e}") from None
     except RecordDecodeError as e:

@@ -1,16 +1,18 @@
 """The sink protocol: *where* records go, kept apart from *what* is explained (ignite-style).
 
-A sink takes :class:`~deepvid_plugin.record.ExplanationRecord` objects and persists them. The
+A sink takes records of any registered kind (:class:`~deepvid_plugin.record.Record` envelopes, or
+typed views such as :class:`~deepvid_plugin.record.ExplanationRecord`) and persists them; what a
+kind stores once per subject and how it is summarised comes from :mod:`deepvid_plugin.kinds`. The
 TensorBoard sink (:class:`deepvid_plugin.tensorboard.summary.TensorBoardSink`) and the MLflow sink
 (:class:`deepvid_plugin.mlflow.logging.MLflowSink`) implement it and pass one shared test suite
-(``tests/test_sink_contract.py``).
+(``tests/test_sink_contract.py``), once per registered kind.
 """
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from deepvid_plugin.record import ExplanationRecord
+from deepvid_plugin.record import ExplanationRecord, Record
 
 
 @runtime_checkable
@@ -21,7 +23,7 @@ class Sink(Protocol):
     ``close`` flushes and releases resources, and is idempotent.
     """
 
-    def write(self, record: ExplanationRecord, step: int) -> None: ...
+    def write(self, record: ExplanationRecord | Record, step: int) -> None: ...
 
     def flush(self) -> None: ...
 
