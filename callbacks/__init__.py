@@ -1,6 +1,8 @@
 """Training-loop integrations (installed as ``deepvid_plugin.callbacks``).
 
 - :class:`DeepVIDCallback`: plain PyTorch loops (``cb.on_epoch_end(epoch)``).
+- :class:`DeepVIDExplainer`, :class:`GradCAMExplainer`: the explanation kinds a callback runs
+  (``explainers=[...]``), each with its own ``every_n_epochs``.
 - :class:`~deepvid_plugin.callbacks.lightning.DeepVIDLightningCallback`: Lightning. Importing it
   needs ``pip install 'deepvid-plugin[lightning]'``; this package itself never imports lightning,
   so plain-PyTorch users do not need it.
@@ -12,8 +14,11 @@ from typing import Any
 
 from deepvid_plugin.callbacks.core import DeepVIDCallback, Explanations
 from deepvid_plugin.callbacks.safety import DeepVIDWarning
+from deepvid_plugin.explain.deepvid_explainer import DeepVIDExplainer
+from deepvid_plugin.explain.gradcam import GradCAMExplainer
 
-__all__ = ["DeepVIDCallback", "DeepVIDLightningCallback", "DeepVIDWarning", "Explanations"]
+__all__ = ["DeepVIDCallback", "DeepVIDExplainer", "DeepVIDLightningCallback", "DeepVIDWarning",
+           "Explanations", "GradCAMExplainer"]
 
 
 def __getattr__(name: str) -> Any:

@@ -3,75 +3,61 @@
 ::
 
     from deepvid_plugin.callbacks import DeepVIDCallback
+    from deepvid_plugin.explain import GradCAM
 
     with DeepVIDCallback(model, x_test[:16], labels=y_test[:16], train_data=x_train,
-                         logdir="runs/exp1", mlflow=True) as cb:
+                         explainers=[GradCAM()], logdir="runs/exp1", mlflow=True) as cb:
         for epoch in range(epochs):
             train_one_epoch(model, ...)
             cb.on_epoch_end(epoch)
 
-*What* is explained (instances, generator, DeepVID settings) lives in :class:`Explanations`,
-shared with the Lightning callback; *where* it goes is a list of sinks (ignite-style).
+*What* is explained (the instances and a list of explainers, one per kind: see
+:mod:`deepvid_plugin.explain.protocol`) lives in :class:`Explanations`, shared with the Lightning
+callback; *where* it goes is a list of sinks (ignite-style). The DeepVID keyword arguments
+(``generator``/``train_data`` and DeepVID's settings) are a shortcut that builds a
+:class:`~deepvid_plugin.explain.deepvid_explainer.DeepVIDExplainer`.
 
-The callback must never change the training it watches. Around every explanation it restores
-every module's ``training`` flag, the python/numpy/torch (and CUDA) RNG states, and runs under
-``no_grad`` in eval mode (so BatchNorm statistics and Dropout are untouched); it registers no
-hooks. Fitting the VAE happens under the same RNG guard. Failures follow :mod:`.safety`.
+The callback must never change the training it watches. Every explainer is prepared and run
+inside one guard (:func:`untouched`) that restores every module's ``training`` flag, grad mode and
+the python/numpy/torch (and CUDA) RNG states; explainers that hook the model (Grad-CAM) remove
+their hooks in a ``finally``. Failures follow :mod:`.safety`, per kind.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from deepvid_plugin.callbacks.safety import ErrorPolicy, check_on_error
 
-from deepvid_plugin.explain import VAE, DeepVID
+from deepvid_plugin.explain import checks
 from deepvid_plugin.explain._guard import module_device_dtype, preserved_rng
-from deepvid_plugin.explain.vae import VAEConfig
-from deepvid_plugin.record import ExplanationRecord
+from deepvid_plugin.explain.deepvid import DeepVID
+from deepvid_plugin.explain.deepvid_explainer import (
+    VAE_ARTIFACT_DIR,
+    VAE_FILE,
+    DeepVIDExplainer,
+)
+from deepvid_plugin.explain.gradcam import GradCAM, GradCAMExplainer
+from deepvid_plugin.explain.protocol import ExplainContext, Explainer, is_explainer
 from deepvid_plugin.sinks import Sink
 
 logger = logging.getLogger("deepvid_plugin.callbacks")
 
-#: file name of a VAE fitted by the callback, next to the TensorBoard logs.
-VAE_FILE = "deepvid-vae.pt"
-#: MLflow artifact folder of the same file (outside ``deepvid/``, the records' layout).
-VAE_ARTIFACT_DIR = "deepvid-generator"
-_STATE_VERSION = 1
+__all__ = ["VAE_ARTIFACT_DIR", "VAE_FILE", "DeepVIDCallback", "Explanations", "TargetArtifacts",
+           "build_explainers", "check_sinks", "untouched"]
 
-
-# ---- argument checks (every message names the argument, the expectation and what arrived) ----
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _check_radius(radius: Any) -> Any:
-    try:
-        r = torch.as_tensor(radius, dtype=torch.float32)
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f"radius: expected a number > 0 or one per latent dimension, got "
-                         f"{radius!r}") from e
-    if r.dim() > 1 or r.numel() == 0 or not torch.isfinite(r).all() or (r <= 0).any():
-        raise ValueError(f"radius: expected a number > 0 or one per latent dimension, got "
-                         f"{radius!r}")
-    return radius
+#: 2: one entry per explainer kind (``explainers``); 1 (DeepVID only) is still read.
+_STATE_VERSION = 2
+#: the DeepVID shortcut's settings (None = the DeepVIDExplainer default).
+_SHORTCUT_SETTINGS = ("vae_epochs", "n_neighbours", "radius", "temperature", "seed",
+                      "batch_size")
 
 
 def _load_instances(instances: Any) -> tuple[torch.Tensor, list[int] | None, list[str] | None]:
@@ -80,7 +66,8 @@ def _load_instances(instances: Any) -> tuple[torch.Tensor, list[int] | None, lis
         instances = torch.from_numpy(instances)
     if isinstance(instances, torch.Tensor):
         x, labels, ids = instances, None, None
-    elif not isinstance(instances, (str, bytes, np.ndarray)) and hasattr(instances, "__getitem__") and hasattr(instances, "__len__"):
+    elif not isinstance(instances, (str, bytes, np.ndarray)) and hasattr(instances, "__getitem__") \
+            and hasattr(instances, "__len__"):
         n = len(instances)
         if n == 0:
             raise ValueError("instances: expected at least one instance, got an empty dataset")
@@ -103,62 +90,9 @@ def _load_instances(instances: Any) -> tuple[torch.Tensor, list[int] | None, lis
     else:
         raise TypeError("instances: expected a (K, C, H, W) tensor or a dataset (e.g. "
                         f"torch.utils.data.Subset), got {type(instances).__name__}")
-    if x.dim() != 4:
-        hint = " (use x.unsqueeze(0) for a single image)" if x.dim() == 3 else ""
-        raise ValueError(f"instances: expected images of shape (K, C, H, W), got shape "
-                         f"{tuple(x.shape)}{hint}")
-    if not x.is_floating_point():
-        raise TypeError(f"instances: expected a floating-point tensor, got dtype {x.dtype}")
-    if x.shape[0] == 0:
-        raise ValueError("instances: expected at least one instance, got 0")
-    return x.detach().to("cpu", torch.float32).clone(), labels, ids
+    x = checks.images("instances", x)
+    return x.to("cpu", torch.float32).clone(), labels, ids
 
-
-def _check_ids(ids: Any, k: int, default: list[str] | None) -> list[str]:
-    if ids is None:
-        return default or [str(i) for i in range(k)]
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
-        raise TypeError(f"ids: expected a sequence of {k} strings, got {type(ids).__name__}")
-    out = [str(i) for i in ids]
-    if len(out) != k:
-        raise ValueError(f"ids: expected {k} ids (one per instance), got {len(out)}")
-    if len(set(out)) != k or any(not i for i in out):
-        raise ValueError(f"ids: expected {k} unique non-empty ids, got {out}")
-    return out
-
-
-def _check_labels(labels: Any, k: int, n_classes: int | None) -> list[int] | None:
-    if labels is None:
-        return None
-    if isinstance(labels, (torch.Tensor, np.ndarray)):
-        if labels.ndim != 1:
-            raise ValueError(f"labels: expected a 1-d sequence of {k} class indices, got shape "
-                             f"{tuple(labels.shape)}")
-        labels = labels.tolist()
-    if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
-        raise TypeError(f"labels: expected a sequence of {k} class indices, got "
-                        f"{type(labels).__name__}")
-    if len(labels) != k:
-        raise ValueError(f"labels: expected {k} labels (one per instance), got {len(labels)}")
-    top = n_classes if n_classes is not None else None
-    for v in labels:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 \
-                or (top is not None and v >= top):
-            want = f"in [0, {top})" if top is not None else ">= 0"
-            raise ValueError(f"labels: expected class indices {want}, got {list(labels)}")
-    return [int(v) for v in labels]
-
-
-def _check_class_names(class_names: Any) -> list[str] | None:
-    if class_names is None:
-        return None
-    if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence):
-        raise TypeError(f"class_names: expected a sequence of strings, got "
-                        f"{type(class_names).__name__}")
-    names = [str(c) for c in class_names]
-    if len(names) < 2:
-        raise ValueError(f"class_names: expected at least 2 names, got {names}")
-    return names
 
 
 def _check_writable_dir(name: str, path: Any) -> str:
@@ -188,161 +122,216 @@ def untouched(*modules: Any) -> Iterator[None]:
             m.training = flag
 
 
+def build_explainers(explainers: Any, *, every_n_epochs: int, generator: Any, train_data: Any,
+                     progress: bool, **shortcut: Any) -> list[Explainer]:
+    """The explainers a callback runs: the DeepVID shortcut (``generator``/``train_data`` and
+    DeepVID settings) first, then ``explainers``, where a bare :class:`DeepVID` or
+    :class:`GradCAM` engine is wrapped in its explainer with the callback's ``every_n_epochs``.
+    """
+    every = checks.integer("every_n_epochs", every_n_epochs, 1)
+    if explainers is not None and (isinstance(explainers, (str, bytes))
+                                   or not isinstance(explainers, Sequence)):
+        raise TypeError(f"explainers: expected a list of explainers or DeepVID/GradCAM engines, "
+                        f"got {type(explainers).__name__}")
+    out: list[Explainer] = []
+    if generator is not None and train_data is not None:
+        raise ValueError("generator, train_data: expected one of them (a fitted generator, "
+                         "or data to fit a VAE on), got both")
+    if generator is not None or train_data is not None:
+        if generator is not None:
+            checks.generator(generator)
+        out.append(DeepVIDExplainer(generator=generator, train_data=train_data,
+                                    every_n_epochs=every, progress=progress,
+                                    **{k: v for k, v in shortcut.items() if v is not None}))
+    else:
+        unused = sorted(k for k, v in shortcut.items() if v is not None)
+        if unused:
+            raise ValueError(f"{unused[0]}: a DeepVID setting of the shortcut, expected with "
+                             f"generator=... or train_data=... (or pass it to "
+                             f"DeepVIDExplainer(...) in explainers), got it alone")
+        if not explainers:
+            raise ValueError("generator: expected a fitted generator (e.g. a VAE) or "
+                             "train_data=... to fit a VAE on, or explainers=[...]; got neither")
+    for item in explainers or ():
+        if isinstance(item, DeepVID):
+            item = DeepVIDExplainer(item, every_n_epochs=every, progress=progress)
+        elif isinstance(item, GradCAM):
+            item = GradCAMExplainer(item, every_n_epochs=every)
+        elif not is_explainer(item):
+            raise TypeError(f"explainers: expected explainers (kind, every_n_epochs, prepare, "
+                            f"explain, state_dict, load_state_dict) or DeepVID/GradCAM engines, "
+                            f"got {type(item).__name__}")
+        out.append(item)
+    kinds = [e.kind for e in out]
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"explainers: expected one explainer per kind (their records would "
+                         f"share tags), got kinds {kinds}")
+    return out
+
+
+class TargetArtifacts:
+    """The explainers' artifact store over a callback's targets: files go into every log
+    directory and into every MLflow run (``(MlflowClient, run_id)``), each under the policy."""
+
+    def __init__(self, dirs: Sequence[str], mlflow_targets: Sequence[tuple[Any, str]],
+                 policy: ErrorPolicy):
+        self.dirs = list(dirs)
+        self.mlflow_targets = list(mlflow_targets)
+        self.policy = policy
+
+    def find(self, name: str) -> str | None:
+        for d in self.dirs:
+            path = os.path.join(d, name)
+            if os.path.exists(path):
+                return path
+        return None
+
+    def save(self, name: str, write: Callable[[str], None], folder: str) -> None:
+        for d in self.dirs:
+            self.policy.call("save_artifact", write, os.path.join(d, name))
+        for client, run_id in self.mlflow_targets:
+            self.policy.call("mlflow.save_artifact", self._log, client, run_id, name, write,
+                             folder, owner="mlflow")
+
+    @staticmethod
+    def _log(client: Any, run_id: str, name: str, write: Callable[[str], None],
+             folder: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="deepvid-artifact-") as tmp:
+            path = os.path.join(tmp, name)
+            write(path)
+            client.log_artifact(run_id, path, artifact_path=folder)
+
+
 class Explanations:
-    """*What* a DeepVID callback explains: the tracked instances, the generator and the
-    DeepVID settings; plus the resume state. Framework-free; both callbacks use it."""
+    """*What* a callback explains: the tracked instances and the explainers (one per kind), with
+    each explainer's schedule and the resume state. Framework-free; both callbacks use it.
+
+    Arguments are those of :class:`DeepVIDCallback` (see there) without the model and the write
+    targets.
+    """
 
     def __init__(self, instances: Any, *, ids: Sequence[str] | None = None,
                  labels: Any = None, class_names: Sequence[str] | None = None,
-                 generator: Any = None, train_data: Any = None, vae_epochs: int = 30,
-                 every_n_epochs: int = 1, n_neighbours: int = 512, radius: Any = 0.5,
-                 temperature: float = 2.0, seed: int = 0, batch_size: int = 512,
-                 on_error: str = "warn", progress: bool = True):
+                 explainers: Sequence[Any] | None = None, generator: Any = None,
+                 train_data: Any = None, vae_epochs: int | None = None,
+                 every_n_epochs: int = 1, n_neighbours: int | None = None, radius: Any = None,
+                 temperature: float | None = None, seed: int | None = None,
+                 batch_size: int | None = None, on_error: str = "warn", progress: bool = True):
         x, found_labels, default_ids = _load_instances(instances)
         k = x.shape[0]
         self.x = x
-        self.ids = _check_ids(ids, k, default_ids)
-        self.class_names = _check_class_names(class_names)
+        self.ids = checks.ids(ids, k, default_ids)
+        self.class_names = checks.class_names(class_names)
         n_classes = len(self.class_names) if self.class_names is not None else None
-        self.labels = _check_labels(labels if labels is not None else found_labels, k, n_classes)
-        if generator is not None and train_data is not None:
-            raise ValueError("generator, train_data: expected one of them (a fitted generator, "
-                             "or data to fit a VAE on), got both")
-        if generator is None and train_data is None:
-            raise ValueError("generator: expected a fitted generator (e.g. a VAE) or "
-                             "train_data=... to fit a VAE on, got neither")
-        if generator is not None and not (callable(getattr(generator, "encode", None))
-                                          and callable(getattr(generator, "decode", None))):
-            raise TypeError(f"generator: expected an object with encode() and decode() (e.g. a "
-                            f"fitted deepvid_plugin.explain.VAE), got {type(generator).__name__}")
-        if train_data is not None:
-            self._check_train_data(train_data)
-        self.every_n_epochs = _check_int("every_n_epochs", every_n_epochs, 1)
-        self.n_neighbours = _check_int("n_neighbours", n_neighbours, 10)
-        self.vae_epochs = _check_int("vae_epochs", vae_epochs, 1)
-        self.seed = _check_int("seed", seed, 0)
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.radius = _check_radius(radius)
-        self.temperature = _check_positive("temperature", temperature)
+        self.labels = checks.labels(labels if labels is not None else found_labels, k,
+                                    n_classes)
         self.policy = ErrorPolicy(check_on_error(on_error))
         self.progress = bool(progress)
-        self.generator = generator
-        self.train_data = train_data
-        self.fitted_vae: VAE | None = None  # a VAE this callback fitted or restored
-        self.generator_source = "given" if generator is not None else None
-        self.last_step: int | None = None
+        self.explainers = build_explainers(
+            explainers, every_n_epochs=every_n_epochs, generator=generator,
+            train_data=train_data, progress=self.progress, vae_epochs=vae_epochs,
+            n_neighbours=n_neighbours, radius=radius, temperature=temperature, seed=seed,
+            batch_size=batch_size)
+        for e in self.explainers:
+            check = getattr(e, "check", None)
+            if callable(check):
+                check(self.x)
+        self.last_steps: dict[str, int | None] = {e.kind: None for e in self.explainers}
         self.written_steps: list[int] = []  # steps explained and handed to the sinks, this process
-        self._explainer: DeepVID | None = None
+        self._prepared: set[str] = set()
 
-    def _check_train_data(self, data: Any) -> None:
-        c, h, w = self.x.shape[1:]
-        try:
-            VAEConfig(c, h, w)  # the default VAE handles 1 or 3 channels, 8..64 pixels
-        except ValueError as e:
-            raise ValueError(f"train_data: the built-in VAE cannot model instances of shape "
-                             f"{(c, h, w)} ({e}); pass generator=... instead") from e
-        if isinstance(data, torch.Tensor):
-            if data.dim() != 4 or tuple(data.shape[1:]) != (c, h, w):
-                raise ValueError(f"train_data: expected images of shape (N, {c}, {h}, {w}) like "
-                                 f"the instances, got {tuple(data.shape)}")
-        elif not hasattr(data, "__iter__"):
-            raise TypeError(f"train_data: expected a (N, C, H, W) tensor or a DataLoader, got "
-                            f"{type(data).__name__}")
+    # ---- views kept for callers of the DeepVID-only callback ---------------------------------
+    @property
+    def deepvid(self) -> DeepVIDExplainer | None:
+        """The ``deepvid`` explainer, if one runs."""
+        return next((e for e in self.explainers if isinstance(e, DeepVIDExplainer)), None)
+
+    @property
+    def explainer(self) -> DeepVID | None:
+        """The DeepVID engine (after :meth:`prepare`), e.g. for the randomization check."""
+        return None if self.deepvid is None else self.deepvid.engine
+
+    @property
+    def generator(self) -> Any:
+        return None if self.deepvid is None else self.deepvid.generator
+
+    @property
+    def generator_source(self) -> str | None:
+        return None if self.deepvid is None else self.deepvid.generator_source
+
+    @property
+    def last_step(self) -> int | None:
+        """The last step any explainer logged."""
+        done = [s for s in self.last_steps.values() if s is not None]
+        return max(done) if done else None
 
     # ---- schedule -----------------------------------------------------------------------------
-    def due(self, epoch: int) -> bool:
-        """Explain at epochs 0, N, 2N, ... (the first epoch shows the early reasoning), and never
-        twice: a resumed run skips epochs it already logged."""
-        if self.last_step is not None and epoch <= self.last_step:
-            return False
-        return epoch % self.every_n_epochs == 0
+    def due(self, epoch: int) -> list[Explainer]:
+        """The explainers due at ``epoch``: each at its epochs 0, N, 2N, ... (the first epoch
+        shows the early reasoning), and never twice: a resumed run skips what it logged."""
+        out = []
+        for e in self.explainers:
+            last = self.last_steps.get(e.kind)
+            if (last is None or epoch > last) and epoch % e.every_n_epochs == 0:
+                out.append(e)
+        return out
 
-    # ---- the generator --------------------------------------------------------------------
-    def prepare(self, device: torch.device | None = None, save_dirs: Sequence[str] = (),
-                mlflow_targets: Sequence[tuple[Any, str]] = ()) -> bool:
-        """Make sure there is a generator: the given one, one restored by
-        :meth:`load_state_dict`, a VAE saved next to the logs by an earlier run, or a VAE
-        fitted now on ``train_data`` (shown with a progress bar, then saved to every
-        ``save_dirs`` and as an artifact of every ``(MlflowClient, run_id)``).
+    def mark_done(self, step: int, explainers: Sequence[Explainer]) -> None:
+        for e in explainers:
+            self.last_steps[e.kind] = step
 
-        Returns False when that failed (under ``on_error='warn'``; explaining is then off).
-        """
-        if self.generator is not None or "explain" in self.policy.disabled:
-            return self.generator is not None
-        ok, vae = self.policy.call("generator", self._obtain_vae, device, save_dirs)
-        if not ok:
-            self.policy.disabled.add("explain")  # refitting every epoch would cost the run
-            return False
-        self.generator = self.fitted_vae = vae
-        if self.generator_source == "fitted":
-            for client, run_id in mlflow_targets:
-                self.policy.call("mlflow.save_vae", self._log_vae, client, run_id,
-                                 owner="mlflow")
-        return True
+    # ---- preparing and explaining ------------------------------------------------------------
+    def context(self, device: torch.device | None, artifacts: Any) -> ExplainContext:
+        return ExplainContext(
+            x=self.x, ids=tuple(self.ids),
+            labels=None if self.labels is None else tuple(self.labels),
+            class_names=None if self.class_names is None else tuple(self.class_names),
+            device=torch.device(device or "cpu"), artifacts=artifacts, progress=self.progress)
 
-    def _obtain_vae(self, device: torch.device | None, save_dirs: Sequence[str]) -> VAE:
-        c, h, w = self.x.shape[1:]
-        for d in save_dirs:
-            path = os.path.join(d, VAE_FILE)
-            if os.path.exists(path):
-                with preserved_rng():  # building the modules draws initial weights
-                    vae = VAE.load(path)
-                if (vae.config.channels, vae.config.height, vae.config.width) == (c, h, w):
-                    logger.info("deepvid: reusing the VAE saved at %s", path)
-                    self.generator_source = "logdir"
-                    return vae.to(device or "cpu")
-                logger.warning("deepvid: ignoring %s: it models %s images, not %s", path,
-                               (vae.config.channels, vae.config.height, vae.config.width),
-                               (c, h, w))
-        with preserved_rng():
-            torch.manual_seed(self.seed)  # a seeded init: the same VAE on every rank and rerun
-            vae = VAE(c, h, w).to(device or "cpu")
-            with torch.enable_grad():
-                report = vae.fit(self.train_data, epochs=self.vae_epochs, seed=self.seed,
-                                 progress=self.progress)
-        logger.info("deepvid: %s", report)
-        self.generator_source = "fitted"
-        for d in save_dirs:
-            self.policy.call("save_vae", vae.save, os.path.join(d, VAE_FILE))
-        return vae
+    def _guard(self, model: Any) -> contextlib.AbstractContextManager[None]:
+        modules = [getattr(e, "generator", None) for e in self.explainers]
+        return untouched(model, *[m for m in modules if isinstance(m, torch.nn.Module)])
 
-    def _log_vae(self, client: Any, run_id: str) -> None:
-        with tempfile.TemporaryDirectory(prefix="deepvid-vae-") as tmp:
-            path = os.path.join(tmp, VAE_FILE)
-            self.fitted_vae.save(path)
-            client.log_artifact(run_id, path, artifact_path=VAE_ARTIFACT_DIR)
+    def _prepare(self, explainers: Sequence[Explainer], ctx: ExplainContext) -> list[Explainer]:
+        ready = []
+        for e in explainers:
+            if e.kind not in self._prepared:
+                ok, _ = self.policy.call(f"{e.kind}.prepare", e.prepare, ctx, owner=e.kind)
+                if not ok:
+                    continue
+                self._prepared.add(e.kind)
+            ready.append(e)
+        return ready
 
-    # ---- explaining ---------------------------------------------------------------------------
-    @property
-    def explainer(self) -> DeepVID:
-        if self._explainer is None or self._explainer.generator is not self.generator:
-            self._explainer = DeepVID(self.generator, n_neighbours=self.n_neighbours,
-                                      radius=self.radius, temperature=self.temperature,
-                                      seed=self.seed, batch_size=self.batch_size)
-        return self._explainer
-
-    def explain(self, model: Any, step: int) -> list[ExplanationRecord]:
-        """The records of every tracked instance at ``step`` (not guarded: see :meth:`run`)."""
-        with untouched(model, self.generator):
-            return self.explainer.explain(model, self.x, ids=self.ids, labels=self.labels,
-                                          class_names=self.class_names, step=step)
+    def prepare(self, model: Any, device: torch.device | None, artifacts: Any) -> bool:
+        """Prepare every explainer now (fit the VAE, ...), inside the guard; True when all are
+        ready (False after a failure that ``on_error='warn'`` let pass: retried when due)."""
+        with self._guard(model):
+            ready = self._prepare(self.explainers, self.context(device, artifacts))
+        return len(ready) == len(self.explainers)
 
     def run(self, model: Any, step: int, sinks: Mapping[str, Sink],
-            device: torch.device | None = None, save_dirs: Sequence[str] = (),
-            mlflow_targets: Sequence[tuple[Any, str]] = ()) -> list[ExplanationRecord]:
-        """Explain at ``step`` and write to every sink, all under the error policy."""
-        if not self.prepare(device, save_dirs, mlflow_targets):
-            return []
-        ok, records = self.policy.call("explain", self.explain, model, step)
-        if not ok:
-            return []
-        self.write(records, step, sinks)
-        self.last_step = step
-        self.written_steps.append(step)
+            device: torch.device | None, artifacts: Any,
+            due: Sequence[Explainer] | None = None) -> list[Any]:
+        """Run the explainers due at ``step`` inside one guard, then write every record to every
+        sink, all under the error policy. Returns the records written."""
+        due = self.due(step) if due is None else list(due)
+        records: list[Any] = []
+        ran: list[Explainer] = []
+        with self._guard(model):
+            for e in self._prepare(due, self.context(device, artifacts)):
+                ok, got = self.policy.call(f"{e.kind}.explain", e.explain, model, step,
+                                           owner=e.kind)
+                if ok:
+                    records.extend(got)
+                    ran.append(e)
+        if ran:
+            self.write(records, step, sinks)
+            self.mark_done(step, ran)
+            self.written_steps.append(step)
         return records
 
-    def write(self, records: Sequence[ExplanationRecord], step: int,
-              sinks: Mapping[str, Sink]) -> None:
+    def write(self, records: Sequence[Any], step: int, sinks: Mapping[str, Sink]) -> None:
         for name, sink in sinks.items():
             for record in records:
                 ok, _ = self.policy.call(f"{name}.write", sink.write, record, step, owner=name,
@@ -359,34 +348,37 @@ class Explanations:
     # ---- resume -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Tensors and plain values only (loads with ``torch.load(weights_only=True)``)."""
-        state: dict[str, Any] = {"version": _STATE_VERSION, "last_step": self.last_step,
-                                 "ids": list(self.ids), "failures": dict(self.policy.failures)}
-        if self.fitted_vae is not None:
-            # The VAE travels with the checkpoint: a resumed run gets the same neighbours.
-            state["vae"] = {"config": dict(vars(self.fitted_vae.config)),
-                            "state_dict": {k: v.detach().cpu().clone()
-                                           for k, v in self.fitted_vae.state_dict().items()}}
-        return state
+        return {"version": _STATE_VERSION, "last_step": self.last_step, "ids": list(self.ids),
+                "failures": dict(self.policy.failures),
+                "explainers": {e.kind: {"last_step": self.last_steps[e.kind],
+                                        "state": e.state_dict()} for e in self.explainers}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if not isinstance(state, Mapping) or "version" not in state:
             raise TypeError(f"state: expected a dict from state_dict(), got {type(state).__name__}")
-        if int(state["version"]) > _STATE_VERSION:
-            raise ValueError(f"state: version {state['version']} is newer than this "
-                             f"deepvid-plugin reads ({_STATE_VERSION}); upgrade deepvid-plugin")
+        version = int(state["version"])
+        if version > _STATE_VERSION:
+            raise ValueError(f"state: version {version} is newer than this deepvid-plugin reads "
+                             f"({_STATE_VERSION}); upgrade deepvid-plugin")
         if list(state.get("ids", self.ids)) != self.ids:
             raise ValueError(f"state: it tracks instances {list(state['ids'])}, this callback "
                              f"tracks {self.ids}; resume with the same instances")
-        self.last_step = state.get("last_step")
+        if version == 1:  # DeepVID only: its last step and its fitted VAE
+            per_kind = {"deepvid": {"last_step": state.get("last_step"),
+                                    "state": {"vae": state["vae"]} if "vae" in state else {}}}
+        else:
+            per_kind = dict(state.get("explainers", {}))
+        for e in self.explainers:
+            entry = per_kind.get(e.kind)
+            if entry is None:  # a kind added on resume starts its own schedule now
+                continue
+            e.load_state_dict(entry.get("state", {}))
+            self.last_steps[e.kind] = entry.get("last_step")
+        dropped = sorted(set(per_kind) - set(self.last_steps))
+        if dropped:
+            logger.info("deepvid: the checkpoint has state of kinds %s that this callback does "
+                        "not run; ignored", dropped)
         self.policy.failures.update(state.get("failures", {}))
-        vae_state = state.get("vae")
-        if vae_state is not None and self.generator_source != "given":
-            with preserved_rng():  # building the modules draws initial weights
-                vae = VAE(**vae_state["config"])
-            vae.load_state_dict(vae_state["state_dict"])
-            vae.eval()
-            self.generator = self.fitted_vae = vae
-            self.generator_source = "checkpoint"
 
 
 def check_sinks(sinks: Any) -> None:
@@ -402,7 +394,7 @@ def check_sinks(sinks: Any) -> None:
 
 
 class DeepVIDCallback:
-    """Explain ``instances`` with DeepVID every ``every_n_epochs`` epochs of a training loop.
+    """Explain ``instances`` with one or more explanation kinds during a training loop.
 
     Args:
         model: the classifier (a ``torch.nn.Module`` returning logits).
@@ -411,13 +403,21 @@ class DeepVIDCallback:
             taken from it).
         ids, labels, class_names: optional; ``K`` ids (default ``"0".."K-1"`` or the subset
             indices), ``K`` true class indices, the class names.
-        generator: a fitted generator (a :class:`~deepvid_plugin.explain.VAE` or anything with
+        explainers: more explanation kinds, each an explainer
+            (:class:`~deepvid_plugin.explain.protocol.Explainer`, e.g.
+            ``GradCAMExplainer(GradCAM("layer4"), every_n_epochs=5)``,
+            ``DeepVIDExplainer(DeepVID(vae, jitter=0.1), every_n_epochs=2)``) or a bare
+            :class:`~deepvid_plugin.explain.DeepVID` / :class:`~deepvid_plugin.explain.GradCAM`
+            engine, which runs every ``every_n_epochs``. One explainer per kind.
+        generator, train_data: the DeepVID shortcut (builds a ``DeepVIDExplainer``): a fitted
+            generator (a :class:`~deepvid_plugin.explain.VAE` or anything with
             ``encode``/``decode``); or ``train_data`` (a tensor or DataLoader) to fit a VAE on,
-            once, before the first explanation (``vae_epochs`` epochs, with a progress bar). That
-            VAE is saved next to the logs and reused when the run is resumed.
-        every_n_epochs: explain at epochs 0, N, 2N, ...
-        n_neighbours, radius, temperature, seed, batch_size: DeepVID settings
-            (:class:`~deepvid_plugin.explain.DeepVID`).
+            once, before the first explanation (``vae_epochs`` epochs, default 30, with a
+            progress bar). That VAE is saved next to the logs and in the MLflow run, and reused
+            when the run is resumed. Without ``explainers``, one of the two is required.
+        every_n_epochs: the shortcut's and bare engines' schedule: epochs 0, N, 2N, ...
+        n_neighbours, radius, temperature, seed, batch_size: the shortcut's DeepVID settings
+            (None: :class:`~deepvid_plugin.explain.DeepVID`'s 512, 0.5, 2.0, 0, 512).
         logdir: a TensorBoard log directory, or a ``SummaryWriter`` to write through.
         mlflow: ``True`` for the active MLflow run, or a run id (with ``tracking_uri``).
         sinks: more :class:`~deepvid_plugin.sinks.Sink` objects (closed by :meth:`close`).
@@ -430,10 +430,12 @@ class DeepVIDCallback:
 
     def __init__(self, model: torch.nn.Module, instances: Any, *,
                  ids: Sequence[str] | None = None, labels: Any = None,
-                 class_names: Sequence[str] | None = None, generator: Any = None,
-                 train_data: Any = None, vae_epochs: int = 30, every_n_epochs: int = 1,
-                 n_neighbours: int = 512, radius: Any = 0.5, temperature: float = 2.0,
-                 seed: int = 0, batch_size: int = 512, logdir: Any = None,
+                 class_names: Sequence[str] | None = None,
+                 explainers: Sequence[Any] | None = None, generator: Any = None,
+                 train_data: Any = None, vae_epochs: int | None = None, every_n_epochs: int = 1,
+                 n_neighbours: int | None = None, radius: Any = None,
+                 temperature: float | None = None, seed: int | None = None,
+                 batch_size: int | None = None, logdir: Any = None,
                  mlflow: bool | str | None = None, tracking_uri: str | None = None,
                  sinks: Sequence[Sink] | None = None, on_error: str = "warn",
                  progress: bool = True):
@@ -442,8 +444,8 @@ class DeepVIDCallback:
                             f"{type(model).__name__}")
         self.model = model
         self.explanations = Explanations(
-            instances, ids=ids, labels=labels, class_names=class_names, generator=generator,
-            train_data=train_data, vae_epochs=vae_epochs, every_n_epochs=every_n_epochs,
+            instances, ids=ids, labels=labels, class_names=class_names, explainers=explainers,
+            generator=generator, train_data=train_data, vae_epochs=vae_epochs, every_n_epochs=every_n_epochs,
             n_neighbours=n_neighbours, radius=radius, temperature=temperature, seed=seed,
             batch_size=batch_size, on_error=on_error, progress=progress)
         if mlflow is not None and not isinstance(mlflow, (bool, str)):
@@ -463,7 +465,7 @@ class DeepVIDCallback:
         for i, s in enumerate(sinks or ()):
             self.sinks[f"{type(s).__name__}[{i}]"] = s
         self._closed = False
-        self._last_records: list[ExplanationRecord] = []
+        self._last_records: list[Any] = []
 
     def _add_tensorboard(self, logdir: Any) -> None:
         from deepvid_plugin.tensorboard.summary import TensorBoardSink
@@ -501,33 +503,40 @@ class DeepVIDCallback:
     # ---- public API -------------------------------------------------------------------------
     @property
     def failures(self) -> dict[str, int]:
-        """kind -> how many times it failed (``'mlflow.write'``, ``'explain'``, ...)."""
+        """what -> how many times it failed (``'mlflow.write'``, ``'gradcam.explain'``,
+        ``'deepvid.prepare'``, ...)."""
         return dict(self.explanations.policy.failures)
 
     @property
-    def last_records(self) -> list[ExplanationRecord]:
+    def last_records(self) -> list[Any]:
         """What the last explained epoch produced."""
         return list(self._last_records)
 
+    @property
+    def artifacts(self) -> TargetArtifacts:
+        """Where explainers keep files: the log directory and the MLflow run."""
+        return TargetArtifacts(self._save_dirs, self._mlflow_targets, self.explanations.policy)
+
     def prepare(self) -> bool:
-        """Fit (or load) the VAE now rather than at the first explanation; optional."""
-        return self.explanations.prepare(module_device_dtype(self.model)[0], self._save_dirs,
-                                         self._mlflow_targets)
+        """Prepare every explainer now (fit or load the VAE) rather than at the first
+        explanation; optional."""
+        return self.explanations.prepare(self.model, module_device_dtype(self.model)[0],
+                                         self.artifacts)
 
-    def on_epoch_end(self, epoch: int) -> list[ExplanationRecord]:
-        """Explain and log at ``epoch`` (the TensorBoard/MLflow step) when it is due.
+    def on_epoch_end(self, epoch: int) -> list[Any]:
+        """Run the explainers due at ``epoch`` (the TensorBoard/MLflow step) and log.
 
-        Returns the records written (empty when the epoch is not due, or after a failure that
-        ``on_error='warn'`` let pass).
+        Returns the records written, of every kind that ran (empty when none is due, or after
+        failures that ``on_error='warn'`` let pass).
         """
-        epoch = _check_int("epoch", epoch, 0)
+        epoch = checks.integer("epoch", epoch, 0)
         if self._closed:
             raise RuntimeError("DeepVIDCallback.on_epoch_end: the callback is closed")
-        if not self.explanations.due(epoch):
+        due = self.explanations.due(epoch)
+        if not due:
             return []
         records = self.explanations.run(self.model, epoch, self.sinks,
-                                        module_device_dtype(self.model)[0], self._save_dirs,
-                                        self._mlflow_targets)
+                                        module_device_dtype(self.model)[0], self.artifacts, due)
         self._last_records = records
         return records
 
@@ -548,7 +557,7 @@ class DeepVIDCallback:
         self.close()
 
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed run needs: the last step logged and the fitted VAE (if any)."""
+        """What a resumed run needs: each explainer's last step and state (the fitted VAE)."""
         return self.explanations.state_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""`DeepVIDLightningCallback`: DeepVID explanations every N epochs of a Lightning run.
+"""`DeepVIDLightningCallback`: explanations (DeepVID, Grad-CAM, ...) during a Lightning run.
 
 ::
 
@@ -6,13 +6,14 @@
 
     trainer = L.Trainer(logger=[TensorBoardLogger("runs"), MLFlowLogger(...)],
                         callbacks=[DeepVIDLightningCallback(x_test[:16], labels=y_test[:16],
-                                                            train_data=x_train)])
+                                                            train_data=x_train,
+                                                            explainers=[GradCAM()])])
 
 It writes through every ``TensorBoardLogger`` and ``MLFlowLogger`` in ``trainer.loggers`` (their
 public ``experiment``/``run_id``/``log_dir``), plus any ``sinks=`` given. Only global rank zero
-writes. ``state_dict``/``load_state_dict`` carry the last logged epoch and the fitted VAE, so a
-run resumed from a checkpoint continues the same timeline with the same neighbours and logs every
-epoch exactly once.
+writes. ``state_dict``/``load_state_dict`` carry every explainer's last logged epoch and state
+(DeepVID's fitted VAE), so a run resumed from a checkpoint continues the same timelines with the
+same neighbours and logs every epoch of every kind exactly once.
 
 DDP: rank zero computes while the other ranks wait
 ---------------------------------------------------
@@ -48,30 +49,32 @@ except ImportError as e:  # optional dependency: say how to get it
     raise ImportError("DeepVIDLightningCallback needs Lightning: "
                       "pip install 'deepvid-plugin[lightning]'") from e
 
-from deepvid_plugin.callbacks.core import Explanations, check_sinks
+from deepvid_plugin.callbacks.core import Explanations, TargetArtifacts, check_sinks
 
-from deepvid_plugin.record import ExplanationRecord
 from deepvid_plugin.sinks import Sink
 
 
 class DeepVIDLightningCallback(pl.Callback):
-    """Explain ``instances`` every ``every_n_epochs`` training epochs (``pl_module`` is the model).
+    """Run explainers on ``instances`` at the end of training epochs (``pl_module`` is the model).
 
     Arguments are those of :class:`~deepvid_plugin.callbacks.DeepVIDCallback` without ``model``
     and the write targets: records go to the trainer's ``TensorBoardLogger``/``MLFlowLogger``
-    loggers and to ``sinks``. The step is ``trainer.current_epoch``.
+    loggers and to ``sinks``. The step is ``trainer.current_epoch``; each explainer keeps its
+    own ``every_n_epochs``.
     """
 
     def __init__(self, instances: Any, *, ids: Sequence[str] | None = None, labels: Any = None,
-                 class_names: Sequence[str] | None = None, generator: Any = None,
-                 train_data: Any = None, vae_epochs: int = 30, every_n_epochs: int = 1,
-                 n_neighbours: int = 512, radius: Any = 0.5, temperature: float = 2.0,
-                 seed: int = 0, batch_size: int = 512, sinks: Sequence[Sink] | None = None,
+                 class_names: Sequence[str] | None = None,
+                 explainers: Sequence[Any] | None = None, generator: Any = None,
+                 train_data: Any = None, vae_epochs: int | None = None, every_n_epochs: int = 1,
+                 n_neighbours: int | None = None, radius: Any = None,
+                 temperature: float | None = None, seed: int | None = None,
+                 batch_size: int | None = None, sinks: Sequence[Sink] | None = None,
                  on_error: str = "warn", progress: bool = True):
         super().__init__()
         self.explanations = Explanations(
-            instances, ids=ids, labels=labels, class_names=class_names, generator=generator,
-            train_data=train_data, vae_epochs=vae_epochs, every_n_epochs=every_n_epochs,
+            instances, ids=ids, labels=labels, class_names=class_names, explainers=explainers,
+            generator=generator, train_data=train_data, vae_epochs=vae_epochs, every_n_epochs=every_n_epochs,
             n_neighbours=n_neighbours, radius=radius, temperature=temperature, seed=seed,
             batch_size=batch_size, on_error=on_error, progress=progress)
         check_sinks(sinks)
@@ -79,7 +82,7 @@ class DeepVIDLightningCallback(pl.Callback):
         self.sinks: dict[str, Sink] = {}
         self._save_dirs: list[str] = []
         self._mlflow_targets: list[tuple[Any, str]] = []
-        self.last_records: list[ExplanationRecord] = []
+        self.last_records: list[Any] = []
 
     @property
     def state_key(self) -> str:
@@ -89,6 +92,11 @@ class DeepVIDLightningCallback(pl.Callback):
     @property
     def failures(self) -> dict[str, int]:
         return dict(self.explanations.policy.failures)
+
+    @property
+    def artifacts(self) -> TargetArtifacts:
+        """Where explainers keep files: the TensorBoard log dirs and the MLflow runs."""
+        return TargetArtifacts(self._save_dirs, self._mlflow_targets, self.explanations.policy)
 
     # ---- hooks --------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -121,26 +129,26 @@ class DeepVIDLightningCallback(pl.Callback):
             self.sinks[f"{type(s).__name__}[{i}]"] = s
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Fit (or reload) the VAE before the first epoch, on rank zero, where the model lives.
+        # Prepare every explainer (fit or reload the VAE) before the first epoch, on rank zero,
+        # where the model lives.
         try:
             if trainer.is_global_zero:
-                self.explanations.prepare(pl_module.device, self._save_dirs,
-                                          self._mlflow_targets)
+                self.explanations.prepare(pl_module, pl_module.device, self.artifacts)
         finally:
             trainer.strategy.barrier("deepvid_prepare")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
-        if not self.explanations.due(epoch):
+        due = self.explanations.due(epoch)
+        if not due:
             return
         try:
             if trainer.is_global_zero:
                 self.last_records = self.explanations.run(
-                    pl_module, epoch, self.sinks, pl_module.device, self._save_dirs,
-                    self._mlflow_targets)
+                    pl_module, epoch, self.sinks, pl_module.device, self.artifacts, due)
         finally:
             # Every rank records the epoch as done, so the schedule stays identical everywhere.
-            self.explanations.last_step = epoch
+            self.explanations.mark_done(epoch, due)
             trainer.strategy.barrier("deepvid_epoch")
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

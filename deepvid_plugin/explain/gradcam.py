@@ -37,15 +37,18 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepvid_plugin.explain import faithfulness
+from deepvid_plugin.explain import checks, faithfulness
 from deepvid_plugin.explain._guard import frozen_eval, module_device_dtype, preserved_rng
+from deepvid_plugin.explain.protocol import ExplainContext
+from deepvid_plugin.record import Record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,14 +80,11 @@ class GradCAM:
         if layer is not None and not isinstance(layer, (str, nn.Module)):
             raise TypeError(f"layer: expected None, a module name (str) or an nn.Module, got "
                             f"{type(layer).__name__}")
-        _check_int("batch_size", batch_size, 1)
-        if evidence_steps is not None:
-            _check_int("evidence_steps", evidence_steps, 2)
-        _check_int("seed", seed, 0)
         self.layer = layer
-        self.batch_size = batch_size
-        self.evidence_steps = evidence_steps
-        self.seed = seed
+        self.batch_size = checks.integer("batch_size", batch_size, 1)
+        self.evidence_steps = (None if evidence_steps is None
+                               else checks.integer("evidence_steps", evidence_steps, 2))
+        self.seed = checks.integer("seed", seed, 0)
         # The default layer found for a model, so the probe forward runs once, not every epoch.
         # A weak reference: the explainer must not keep a user's model alive.
         self._default: tuple[weakref.ref, str] | None = None
@@ -100,10 +100,11 @@ class GradCAM:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module (Grad-CAM hooks one of its "
                             f"layers), got {type(model).__name__}")
-        x = _check_images(x)
+        x = checks.images("x", x)
         k_n = x.shape[0]
-        ids = _check_ids(ids, k_n)
-        label_t = _check_labels(labels, k_n)
+        ids = checks.ids(ids, k_n)
+        label_list = checks.labels(labels, k_n)
+        label_t = None if label_list is None else torch.tensor(label_list, dtype=torch.long)
         device, dtype = module_device_dtype(model)
         with preserved_rng(), frozen_eval(model):
             name, layer = self._resolve(model, x[:1].to(device, dtype))
@@ -246,50 +247,42 @@ def _preview(names: list[str], n: int = 12) -> str:
     return f"{names[:n]}{more}"
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+class GradCAMExplainer:
+    """Grad-CAM as an explainer of kind ``gradcam`` (:mod:`deepvid_plugin.explain.protocol`):
+    a callback runs it every ``every_n_epochs`` epochs on its tracked instances.
 
+    ``engine`` is a :class:`GradCAM` (its layer, batch size and evidence settings), by default
+    ``GradCAM()`` (the last convolution). Its records carry the instance image, the predicted-
+    and true-class maps, the model's probabilities and the deletion/insertion evidence.
+    Nothing to resume: Grad-CAM keeps no state across epochs.
+    """
 
-def _check_images(x: object) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x: expected a torch.Tensor of images (K, C, H, W), got "
-                        f"{type(x).__name__}")
-    if x.dim() != 4 or not x.is_floating_point() or x.shape[0] == 0:
-        raise ValueError(f"x: expected a non-empty float tensor (K, C, H, W), got {x.dtype} of "
-                         f"shape {tuple(x.shape)}")
-    bad = (~torch.isfinite(x)).flatten(1).sum(1)
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0, 0])
-        raise ValueError(f"x: instance {i} has {int(bad[i])} non-finite pixels (NaN or inf); "
-                         f"expected finite images")
-    return x.detach()
+    kind = "gradcam"
 
+    def __init__(self, engine: GradCAM | None = None, *, every_n_epochs: int = 1):
+        if engine is not None and not isinstance(engine, GradCAM):
+            raise TypeError(f"engine: expected a deepvid_plugin.explain.GradCAM or None, got "
+                            f"{type(engine).__name__}")
+        self.engine = engine if engine is not None else GradCAM()
+        self.every_n_epochs = checks.integer("every_n_epochs", every_n_epochs, 1)
+        self._context: ExplainContext | None = None
 
-def _check_ids(ids: Sequence[str] | None, k: int) -> list[str]:
-    if ids is None:
-        return [str(i) for i in range(k)]
-    if isinstance(ids, str):
-        raise TypeError(f"ids: expected a sequence of {k} ids, got a single string {ids!r}")
-    ids = [str(i) for i in ids]
-    if len(ids) != k:
-        raise ValueError(f"ids: expected {k} ids (one per instance), got {len(ids)}")
-    if len(set(ids)) != k:
-        raise ValueError(f"ids: expected unique ids, got duplicates in {ids}")
-    return ids
+    def prepare(self, context: ExplainContext) -> None:
+        self._context = context
 
+    def explain(self, model: nn.Module, step: int) -> list[Record]:
+        from deepvid_plugin.kinds.gradcam import records_from_result
 
-def _check_labels(labels: object, k: int) -> torch.Tensor | None:
-    if labels is None:
+        ctx = self._context
+        if ctx is None:
+            raise RuntimeError("GradCAMExplainer.explain: call prepare(context) first")
+        result = self.engine.explain(model, ctx.x, labels=ctx.labels, ids=ctx.ids)
+        return records_from_result(result, checks.integer("step", step),
+                                   ctx.names_for(result.probs.shape[1]), images=ctx.x,
+                                   settings=self.engine.settings())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         return None
-    t = torch.as_tensor(labels)
-    if t.dim() != 1 or t.shape[0] != k:
-        raise ValueError(f"labels: expected {k} class indices (one per instance), got shape "
-                         f"{tuple(t.shape)}")
-    if t.dtype == torch.bool or t.is_complex() or (
-            t.is_floating_point() and not bool((t == t.round()).all())):
-        raise ValueError(f"labels: expected integer class indices, got {t.tolist()}")
-    t = t.long()
-    if int(t.min()) < 0:
-        raise ValueError(f"labels: expected class indices >= 0, got {t.tolist()}")
-    return t.cpu()

@@ -95,7 +95,7 @@ def test_logdir_that_cannot_be_written(tmp_path):
     (dict(mlflow=3), TypeError, "mlflow: expected True"),
     (dict(n_neighbours=5), ValueError, r"n_neighbours: expected an int >= 10"),
     (dict(temperature=0), ValueError, r"temperature: expected a finite number > 0"),
-    (dict(radius=-1), ValueError, r"radius: expected a number > 0"),
+    (dict(radius=-1), ValueError, r"radius: expected a number >= 0"),
     (dict(class_names=["only-one"]), ValueError, "class_names: expected at least 2"),
     (dict(instances=torch.zeros(4, 1, 8, 8, dtype=torch.long)), TypeError,
      "instances: expected a floating-point tensor"),
