@@ -14,6 +14,7 @@ from typing import Any
 
 from deepvid_plugin.callbacks.core import DeepVIDCallback, Explanations
 from deepvid_plugin.callbacks.safety import DeepVIDWarning
+
 from deepvid_plugin.explain.deepvid_explainer import DeepVIDExplainer
 from deepvid_plugin.explain.gradcam import GradCAMExplainer
 

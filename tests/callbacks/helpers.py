@@ -102,7 +102,62 @@ def summary_steps(logdir) -> dict[str, dict[str, list[int]]]:
     return out
 
 
-def records(logdir, run: str, instance: str, step: int):
+def kind_steps(logdir, kind: str) -> dict[str, dict[str, list[int]]]:
+    """run -> subject -> every step of ``kind`` written for it, duplicates included."""
+    from tensorboard import context as tb_context
+    from tensorboard.data import provider
+
+    from deepvid_plugin.tensorboard import metadata
+
+    dp = data_provider(logdir)
+    ctx = tb_context.RequestContext()
+    listing = dp.list_tensors(ctx, experiment_id="", plugin_name=metadata.PLUGIN_NAME)
+    out: dict[str, dict[str, list[int]]] = {}
+    for run, tags in listing.items():
+        wanted = {t: metadata.parse(t).subject for t in tags if metadata.parse(t)
+                  and metadata.parse(t).kind == kind
+                  and metadata.parse(t).role == metadata.ROLE_SUMMARY}
+        if not wanted:
+            continue
+        data = dp.read_tensors(ctx, experiment_id="", plugin_name=metadata.PLUGIN_NAME,
+                               downsample=10**9,
+                               run_tag_filter=provider.RunTagFilter(runs=[run],
+                                                                    tags=list(wanted)))[run]
+        out[run] = {wanted[t]: [d.step for d in data[t]] for t in wanted}
+    return out
+
+
+def records(logdir, run: str, instance: str, step: int, kind: str = "deepvid"):
     from deepvid_plugin.tensorboard.plugin import DataProviderStore
 
-    return DataProviderStore(data_provider(logdir)).record(run, instance, step)
+    return DataProviderStore(data_provider(logdir)).record(run, instance, step, kind=kind)
+
+
+class ListSink:
+    """A real in-memory Sink: keeps every record it is given, as envelopes."""
+
+    def __init__(self):
+        self.written = []  # (kind, subject, step)
+        self.records = []
+        self.flushes = 0
+        self.closed = False
+
+    def write(self, record, step):
+        from deepvid_plugin import kinds
+
+        _, env = kinds.prepare(record)  # what a real sink does first: validate by kind
+        self.records.append(env)
+        self.written.append((env.kind, env.subject, int(step)))
+
+    def flush(self):
+        self.flushes += 1
+
+    def close(self):
+        self.closed = True
+
+    def steps(self, kind: str) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for k, subject, step in self.written:
+            if k == kind:
+                out.setdefault(subject, []).append(step)
+        return out

@@ -1,17 +1,21 @@
 """Training is untouched: a run with the callback at every epoch ends bitwise-identical (params,
-buffers incl. BatchNorm statistics, optimizer state) to the same run without it."""
+buffers incl. BatchNorm statistics, optimizer state) to the same run without it, with DeepVID
+alone and with DeepVID and Grad-CAM (which hooks the model and takes gradients) together."""
 
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import pytest
 import torch
 from deepvid_plugin.callbacks import DeepVIDCallback
 from torch.nn import functional as F
 
+from deepvid_plugin.explain import GradCAM
 from tests.callbacks.helpers import (
     N_NEIGHBOURS,
     assert_same_state,
     fitted_vae,
+    kind_steps,
     optimizer_state,
     small_cnn,
     summary_steps,
@@ -27,7 +31,7 @@ def _hooks(model: torch.nn.Module) -> int:
                for m in model.modules())
 
 
-def _plain_run(logdir=None, disturb=False):
+def _plain_run(logdir=None, disturb=False, gradcam=False):
     """Plain loop; the user keeps the first BatchNorm frozen in eval mode on purpose."""
     x, y = train_slice()
     model = small_cnn()
@@ -37,7 +41,8 @@ def _plain_run(logdir=None, disturb=False):
         xi, yi = tracked()
         # train_data: the VAE is fitted inside the run, which must not disturb it either
         cb = DeepVIDCallback(model, xi, labels=yi, train_data=x, vae_epochs=1,
-                             n_neighbours=N_NEIGHBOURS, logdir=logdir, progress=False)
+                             n_neighbours=N_NEIGHBOURS, logdir=logdir, progress=False,
+                             explainers=[GradCAM(evidence_steps=4)] if gradcam else None)
     for epoch in range(EPOCHS):
         model.train()
         model.features[1].eval()
@@ -51,7 +56,7 @@ def _plain_run(logdir=None, disturb=False):
         if cb is not None:
             hooks = _hooks(model)
             records = cb.on_epoch_end(epoch)
-            assert len(records) == 4
+            assert len(records) == (8 if gradcam else 4)
             assert model.training and not model.features[1].training
             assert all(m.training for m in model.modules() if m is not model.features[1])
             assert _hooks(model) == hooks
@@ -62,17 +67,21 @@ def _plain_run(logdir=None, disturb=False):
     return model, opt, torch.random.get_rng_state()
 
 
-def test_plain_loop_training_is_bitwise_untouched(tmp_path):
+@pytest.mark.parametrize("gradcam", [False, True], ids=["deepvid", "deepvid+gradcam"])
+def test_plain_loop_training_is_bitwise_untouched(tmp_path, gradcam):
     torch.manual_seed(123)
     ref_model, ref_opt, ref_rng = _plain_run()
     torch.manual_seed(123)
-    model, opt, rng = _plain_run(tmp_path)
+    model, opt, rng = _plain_run(tmp_path, gradcam=gradcam)
     assert_same_state(ref_model.state_dict(), model.state_dict(), "model")
     assert_same_state(optimizer_state(ref_opt), optimizer_state(opt), "optimizer")
     assert torch.equal(ref_rng, rng)
     # ...and the callback did its job: every epoch of every instance is in TensorBoard
     steps = summary_steps(tmp_path)
     assert steps == {".": {str(i): list(range(EPOCHS)) for i in range(4)}}
+    if gradcam:
+        assert kind_steps(tmp_path, "gradcam") == {
+            ".": {str(i): list(range(EPOCHS)) for i in range(4)}}
 
 
 def _lightning_run(tmp_path, with_callback: bool):
@@ -88,7 +97,8 @@ def _lightning_run(tmp_path, with_callback: bool):
     if with_callback:
         xi, yi = tracked()
         callbacks.append(DeepVIDLightningCallback(xi, labels=yi, generator=vae,
-                                                  n_neighbours=N_NEIGHBOURS, progress=False))
+                                                  n_neighbours=N_NEIGHBOURS, progress=False,
+                                                  explainers=[GradCAM(evidence_steps=4)]))
     t = trainer(max_epochs=EPOCHS, callbacks=callbacks,
                 logger=TensorBoardLogger(tmp_path, name="lit", version=0))
     t.fit(module, loader())
@@ -104,6 +114,7 @@ def test_lightning_training_is_bitwise_untouched(tmp_path):
     assert_same_state(optimizer_state(ref_opt), optimizer_state(opt), "optimizer")
     steps = summary_steps(tmp_path / "cb" / "lit")
     assert steps == {"version_0": {str(i): list(range(EPOCHS)) for i in range(4)}}
+    assert kind_steps(tmp_path / "cb" / "lit", "gradcam") == steps
 
 
 def test_the_comparison_can_fail(tmp_path):
