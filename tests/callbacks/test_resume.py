@@ -1,16 +1,20 @@
 """Resume: a Lightning run stopped after epoch 3 and resumed from its checkpoint to epoch 6 logs
-steps 0-5 exactly once, with the records an uninterrupted run logs (same VAE, same neighbours)."""
+steps 0-5 exactly once, of every kind (DeepVID every epoch, Grad-CAM every 2nd), with the records
+an uninterrupted run logs (same VAE, same neighbours)."""
 
 from __future__ import annotations
 
 import pytest
+from deepvid_plugin.callbacks import GradCAMExplainer
 from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
+from deepvid_plugin.explain import GradCAM
 from tests.callbacks.helpers import (
     N_NEIGHBOURS,
+    kind_steps,
     records,
     small_cnn,
     summary_steps,
@@ -30,8 +34,10 @@ def _module():
 
 def _callback():
     xi, yi = tracked(3)
-    return DeepVIDLightningCallback(xi, ids=IDS, labels=yi, train_data=train_slice()[0],
-                                    vae_epochs=1, n_neighbours=N_NEIGHBOURS, progress=False)
+    return DeepVIDLightningCallback(
+        xi, ids=IDS, labels=yi, train_data=train_slice()[0], vae_epochs=1,
+        n_neighbours=N_NEIGHBOURS, progress=False,
+        explainers=[GradCAMExplainer(GradCAM(evidence_steps=4), every_n_epochs=2)])
 
 
 def _fit(logdir, max_epochs, ckpt_dir=None, ckpt_path=None):
@@ -60,6 +66,8 @@ def test_every_step_exactly_once(runs):
     root, _, _, _ = runs
     assert summary_steps(root / "resumed" / "run") == {
         "version_0": {iid: [0, 1, 2, 3, 4, 5] for iid in IDS}}
+    assert kind_steps(root / "resumed" / "run", "gradcam") == {
+        "version_0": {iid: [0, 2, 4] for iid in IDS}}
 
 
 def test_resumed_run_reuses_the_vae_from_the_checkpoint(runs):
@@ -68,6 +76,7 @@ def test_resumed_run_reuses_the_vae_from_the_checkpoint(runs):
     assert first.explanations.generator_source == "fitted"
     assert second.explanations.generator_source == "checkpoint"
     assert second.explanations.last_step == 5
+    assert second.explanations.last_steps == {"deepvid": 5, "gradcam": 4}
 
 
 def test_resumed_records_equal_the_uninterrupted_run(runs):
@@ -78,6 +87,10 @@ def test_resumed_records_equal_the_uninterrupted_run(runs):
             want = records(root / "full" / "run", "version_0", iid, step)
             assert got.has_neighbour_images and got.neighbours.shape[0] > 0
             assert got == want, (iid, step)
+    for iid in IDS:  # Grad-CAM's resumed step too
+        got = records(root / "resumed" / "run", "version_0", iid, 4, kind="gradcam")
+        want = records(root / "full" / "run", "version_0", iid, 4, kind="gradcam")
+        assert got.arrays["cam_pred"].size > 0 and got == want, iid
     # the check can tell epochs apart (the model did train between them)
     a = records(root / "full" / "run", "version_0", "a", 3)
     b = records(root / "full" / "run", "version_0", "a", 5)
