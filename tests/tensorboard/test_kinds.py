@@ -74,3 +74,32 @@ def test_a_run_without_the_asked_kind_says_so(tmp_path):
     with pytest.raises(KeyError):
         store.overview("nope", kind="gradcam")
     assert [i.id for i in store.overview("run", kind="gradcam").instances] == ["a"]
+
+
+def test_a_version_1_logdir_resumed_by_this_version_reads_as_one_series(tmp_path):
+    """The committed version-1 logdir (``deepvid/<id>/...`` tags, steps 0-1) continued at step 2
+    by the current writer (``deepvid/deepvid/<id>/...``): one row per instance, every step."""
+    import os
+    import shutil
+    import warnings
+
+    from deepvid_plugin.record import ExplanationRecord
+
+    here = os.path.join(os.path.dirname(__file__), "..", "fixtures", "v1")
+    shutil.copytree(os.path.join(here, "tb"), tmp_path / "tb")
+    with open(os.path.join(here, "digit-0-step1.dvid"), "rb") as f:
+        last = ExplanationRecord.decode(f.read())
+    with TensorBoardSink(str(tmp_path / "tb" / "run1")) as sink:
+        sink.write(last, 2)
+    store = _store(tmp_path / "tb")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ov = store.overview("run1")
+        got = store.record("run1", "digit-0", 2)
+        old = store.record("run1", "digit-0", 1)
+    steps = {i.id: [s["step"] for s in i.steps] for i in ov.instances}
+    assert steps == {"digit-0": [0, 1, 2], "digit-1": [0, 1]} and ov.warnings == []
+    assert [s["changed"] for s in ov.instances[0].steps][2] is False  # same prediction as step 1
+    assert all(s["headline"] is not None for i in ov.instances for s in i.steps)
+    assert got.step == 2 and got.has_neighbour_images
+    assert old.without_neighbour_images() == last.without_neighbour_images()
