@@ -1,4 +1,5 @@
-"""The backend-agnostic JSON API (deepvid_plugin/api.py) over an in-memory store."""
+"""The backend-agnostic JSON API (deepvid_plugin/api/) over an in-memory store, and the route
+table served the same by the TensorBoard plugin."""
 
 import base64
 import dataclasses
@@ -11,7 +12,7 @@ import pytest
 from deepvid_plugin import api
 from deepvid_plugin.api import ApiError, MemoryStore
 from deepvid_plugin.record import NewerSchemaError, RecordDecodeError
-from tests.factories import make_record, make_run
+from tests.factories import FACTORIES, make_gradcam_record, make_record, make_run
 
 
 @pytest.fixture
@@ -235,10 +236,10 @@ class _Failing(MemoryStore):
         super().__init__(*args, **kwargs)
         self.error = error
 
-    def record(self, run, instance, step):
+    def record(self, run, instance, step, kind="deepvid"):
         if step == 1:
             raise self.error
-        return super().record(run, instance, step)
+        return super().record(run, instance, step, kind)
 
 
 @pytest.mark.parametrize("error,msg", [(NewerSchemaError(2), "schema_version 2"),
@@ -345,3 +346,205 @@ def test_snapshot_key_matches_url_search_params():
     # what `new URLSearchParams([["instance", "a~b*c d,e"]]).toString()` gives in a browser
     assert api.snapshot_key("timeline", {"instance": "a~b*c d,e"}) == (
         "timeline?instance=a%7Eb*c+d%2Ce")
+
+
+# ---- kinds ------------------------------------------------------------------------------------
+def _mixed_runs():
+    """r1: DeepVID and Grad-CAM of a and b over 3 steps; r2: Grad-CAM only, of a, over 2."""
+    return {"r1": make_run(("a", "b"), range(3))
+            + [make_gradcam_record(i, s) for s in range(3) for i in ("a", "b")],
+            "r2": [make_gradcam_record("a", s, seed=1) for s in range(2)]}
+
+
+@pytest.fixture
+def mixed():
+    return MemoryStore(_mixed_runs())
+
+
+def test_every_registered_kind_has_a_factory():
+    from deepvid_plugin import kinds
+
+    assert set(kinds.names()) == set(FACTORIES) and "gradcam" in FACTORIES
+
+
+def test_kinds_route_lists_what_the_run_holds(mixed):
+    out = api.kinds_impl(mixed, "r1")
+    assert out["run"] == "r1" and out["warnings"] == []
+    assert [k["kind"] for k in out["kinds"]] == ["deepvid", "gradcam"]
+    deep, cam = out["kinds"]
+    assert deep == {"kind": "deepvid", "subject": "instance", "headline": deep["headline"],
+                    "higher_is_better": True, "subjects": 2, "steps": 3}
+    assert cam["higher_is_better"] is False and "deletion" in cam["headline"]
+    assert (cam["subjects"], cam["steps"]) == (2, 3)
+    only = api.kinds_impl(mixed, "r2")["kinds"]
+    assert [(k["kind"], k["subjects"], k["steps"]) for k in only] == [("gradcam", 1, 2)]
+    with pytest.raises(ApiError, match="run 'nope' not found") as e:
+        api.kinds_impl(mixed, "nope")
+    assert e.value.status == 404
+
+
+def test_runs_lists_a_run_without_deepvid_data(mixed):
+    out = api.runs_impl(mixed)
+    assert [(r["run"], r["instances"], r["steps"]) for r in out["runs"]] == [
+        ("r1", 2, 3), ("r2", 1, 2)]
+
+
+def test_parse_kind():
+    assert api.parse_kind({}) == "deepvid" and api.parse_kind({"kind": ""}) == "deepvid"
+    assert api.parse_kind({"kind": "gradcam"}) == "gradcam"
+    with pytest.raises(ApiError, match="query parameter 'kind': expected a kind name") as e:
+        api.parse_kind({"kind": "Grad-CAM"})
+    assert e.value.status == 400
+    with pytest.raises(ApiError, match="'zz_future' is not a kind") as e:
+        api.parse_kind({"kind": "zz_future"})
+    assert e.value.status == 404
+
+
+def test_per_instance_routes_take_kind(mixed):
+    ov = api.instances_impl(mixed, "r1", "gradcam")
+    assert ov["kind"] == "gradcam" and [i["id"] for i in ov["instances"]] == ["a", "b"]
+    steps = ov["instances"][0]["steps"]
+    assert [s["step"] for s in steps] == [0, 1, 2]
+    expect = make_gradcam_record("a", 1)
+    assert steps[1]["predicted"] == expect.meta["pred"]
+    assert steps[1]["headline"] == pytest.approx(expect.meta["evidence"]["deletion_auc"])
+    # the default stays DeepVID's, unchanged
+    assert api.instances_impl(mixed, "r1")["instances"][0]["steps"][0]["headline"] == (
+        api.step_summary(make_record("a", 0), None)["headline"])
+    tl = api.timeline_impl(mixed, "r2", "a", "gradcam")
+    assert tl["kind"] == "gradcam" and [s["step"] for s in tl["steps"]] == [0, 1]
+    with pytest.raises(ApiError, match="run 'r2' has no DeepVID data"):
+        api.instances_impl(mixed, "r2")
+
+
+def test_gradcam_record_json(mixed):
+    out = api.record_impl(mixed, "r1", "b", 2, "gradcam")
+    rec = make_gradcam_record("b", 2)
+    assert out["kind"] == "gradcam" and out["step"] == 2 and out["instance"] == "b"
+    assert out["predicted"] == rec.meta["pred"] and out["label"] == rec.meta["label"]
+    assert out["class_names"] == rec.meta["class_names"]
+    assert out["image"]["shape"] == [1, 28, 28] and out["input"]["shape"] == [1, 28, 28]
+    assert set(out["arrays"]) == {"cam_pred", "cam_true", "probs"}
+    for name in ("cam_pred", "cam_true"):
+        m = out["arrays"][name]
+        assert m["shape"] == [28, 28]
+        np.testing.assert_allclose(api.decode_map(m), rec.arrays[name], atol=m["scale"] / 127)
+    np.testing.assert_allclose(out["arrays"]["probs"], rec.arrays["probs"], rtol=1e-4)
+    ev = rec.meta["evidence"]
+    assert out["fidelity"]["deletion_auc"] == ev["deletion_auc"]
+    assert out["fidelity"]["deletion_curve"] == ev["deletion_curve"]  # full, curves included
+    assert out["trustworthy"] is ev["better_than_random"]
+    assert out["meta"] == {"pred": rec.meta["pred"], "layer": "features.3"}
+    assert out["warnings"] == []
+    json.dumps(out, allow_nan=False)
+    with pytest.raises(ApiError, match="no gradcam record for instance 'b' at step 7") as e:
+        api.record_impl(mixed, "r1", "b", 7, "gradcam")
+    assert e.value.status == 404
+
+
+def test_gradcam_record_without_cam_true_or_evidence():
+    store = MemoryStore({"r": [make_gradcam_record("a", 0, cam_true=False, evidence=False,
+                                                   label=None)]})
+    out = api.record_impl(store, "r", "a", 0, "gradcam")
+    assert set(out["arrays"]) == {"cam_pred", "probs"}
+    assert out["fidelity"] == {} and out["trustworthy"] is None and out["label"] is None
+
+
+def test_compare_takes_kind():
+    store = MemoryStore({"x": [make_gradcam_record("a", s) for s in range(3)],
+                         "y": [make_gradcam_record("a", s) for s in range(3)]})
+    out = api.compare_impl(store, "a", ["x", "y"], "gradcam")
+    assert out["kind"] == "gradcam" and out["steps"] == [0, 1, 2]
+    assert [m["step"] for m in out["maps"]] == [0, 1, 2]  # same records: same class each step
+    diff = api.decode_map(out["maps"][0]["diff"])
+    assert out["maps"][0]["a"]["shape"] == [28, 28] and np.abs(diff).max() == 0
+
+
+def test_route_table_serves_every_route(mixed):
+    assert list(api.ROUTES) == ["runs", "kinds", "instances", "timeline", "record", "compare"]
+    body, status = api.respond(mixed, "kinds", {"run": "r1"})
+    assert status == 200 and body == api.kinds_impl(mixed, "r1")
+    body, status = api.respond(mixed, "record", {"run": "r1", "instance": "a", "step": "1",
+                                                 "kind": "gradcam"})
+    assert status == 200 and body == api.record_impl(mixed, "r1", "a", 1, "gradcam")
+    body, status = api.respond(mixed, "record", {"run": "r1", "instance": "a", "step": "x"})
+    assert status == 400 and "'step'" in body["error"]
+    body, status = api.respond(mixed, "bogus", {})
+    assert status == 404 and "unknown route 'bogus'" in body["error"] and "kinds" in body["error"]
+
+
+def test_snapshot_holds_every_kind(mixed):
+    snap = api.snapshot(mixed)
+    assert snap["kinds?run=r1"] == api.kinds_impl(mixed, "r1")
+    assert snap["instances?run=r1"] == api.instances_impl(mixed, "r1")  # deepvid: no kind key
+    assert snap["instances?kind=gradcam&run=r1"] == api.instances_impl(mixed, "r1", "gradcam")
+    assert "instances?run=r2" not in snap  # r2 has no DeepVID data
+    assert snap["record?instance=b&kind=gradcam&run=r1&step=2"] == api.record_impl(
+        mixed, "r1", "b", 2, "gradcam")
+    assert "timeline?instance=a&kind=gradcam&run=r2" in snap
+    assert "compare?instance=a&kind=gradcam&runs=r1%2Cr2" in snap
+    assert "compare?instance=a&runs=r1%2Cr2" not in snap  # r2 has no DeepVID data to compare
+    records = [k for k in snap if k.startswith("record?")]
+    assert len(records) == 2 * 3 + 2 * 3 + 2
+    json.dumps(snap, allow_nan=False)
+
+
+# ---- the same table through the TensorBoard plugin ---------------------------------------------
+@pytest.fixture(scope="module")
+def tb_get(tmp_path_factory):
+    from tensorboard.backend import application
+    from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.plugins import base_plugin
+    from werkzeug.test import Client
+
+    from deepvid_plugin.tensorboard.plugin import DeepVIDPlugin
+    from deepvid_plugin.tensorboard.summary import TensorBoardSink
+
+    root = tmp_path_factory.mktemp("kinds")
+    for run, records in _mixed_runs().items():
+        with TensorBoardSink(str(root / run)) as sink:
+            for rec in records:
+                sink.write(rec, rec.step)
+    mux = EventMultiplexer(tensor_size_guidance={"deepvid": 0})
+    mux.AddRunsFromDirectory(str(root))
+    mux.Reload()
+    dp = MultiplexerDataProvider(mux, str(root))
+    plugin = DeepVIDPlugin(base_plugin.TBContext(data_provider=dp, logdir=str(root)))
+    client = Client(application.TensorBoardWSGI([plugin], data_provider=dp))
+
+    def get(route, **params):
+        r = client.get("/data/plugin/deepvid/" + api.snapshot_key(route, params))
+        return r.status_code, json.loads(r.get_data(as_text=True))
+    return get
+
+
+@pytest.mark.parametrize("route,params", [
+    ("runs", {}),
+    ("kinds", {"run": "r1"}), ("kinds", {"run": "r2"}),
+    ("instances", {"run": "r1"}), ("instances", {"run": "r1", "kind": "gradcam"}),
+    ("timeline", {"run": "r2", "instance": "a", "kind": "gradcam"}),
+    ("record", {"run": "r1", "instance": "b", "step": "2", "kind": "gradcam"}),
+    ("record", {"run": "r1", "instance": "a", "step": "0"}),
+    ("compare", {"instance": "a", "runs": "r1,r2", "kind": "gradcam"}),
+])
+def test_tensorboard_plugin_answers_as_the_memory_store(tb_get, mixed, route, params):
+    status, body = tb_get(route, **params)
+    expect, expect_status = api.respond(mixed, route, params)
+    assert (status, expect_status) == (200, 200), body
+    if route == "runs":  # TensorBoard names runs by directory; the memory store by key
+        assert [(r["run"], r["instances"], r["steps"]) for r in body["runs"]] == [
+            (r["run"], r["instances"], r["steps"]) for r in expect["runs"]]
+        return
+    assert body == expect
+
+
+@pytest.mark.parametrize("route,params,status,msg", [
+    ("instances", {"run": "r2"}, 404, "has no DeepVID data"),
+    ("instances", {"run": "r1", "kind": "zz_future"}, 404, "'zz_future' is not a kind"),
+    ("timeline", {"run": "r1", "instance": "a", "kind": "BAD"}, 400, "query parameter 'kind'"),
+    ("kinds", {"run": "nope"}, 404, "run 'nope' not found"),
+])
+def test_tensorboard_plugin_kind_errors(tb_get, route, params, status, msg):
+    got, body = tb_get(route, **params)
+    assert got == status and msg in body["error"]

@@ -133,23 +133,12 @@ def api_response(route: str, args) -> tuple[dict[str, Any], int]:
     from deepvid_plugin import api
 
     store = get_store()
-    try:
-        if route == "runs":
-            experiment = args.get("experiment") or None
-            return runs_impl(store, experiment), 200
-        if route == "instances":
-            return api.instances_impl(store, api.parse_run(args)), 200
-        if route == "timeline":
-            return api.timeline_impl(store, api.parse_run(args), api.parse_instance(args)), 200
-        if route == "record":
-            return api.record_impl(store, api.parse_run(args), api.parse_instance(args),
-                                   api.parse_step(args)), 200
-        if route == "compare":
-            return api.compare_impl(store, api.parse_instance(args), api.parse_runs(args)), 200
-    except api.ApiError as e:
-        return e.to_json(), e.status
-    return {"error": f"unknown route {route!r}; expected one of runs, instances, timeline, "
-                     "record, compare"}, 404
+    if route == "runs":  # the one route MLflow answers differently: runs of one experiment
+        try:
+            return runs_impl(store, args.get("experiment") or None), 200
+        except api.ApiError as e:
+            return e.to_json(), e.status
+    return api.respond(store, route, args)
 
 
 # ---- Flask wiring ---------------------------------------------------------------------------

@@ -339,14 +339,10 @@ class DeepVIDPlugin(base_plugin.TBPlugin):
         self._cache = OverviewCache()
 
     def get_plugin_apps(self):
-        return {
-            "/runs": self._runs_route,
-            "/instances": self._instances_route,
-            "/timeline": self._timeline_route,
-            "/record": self._record_route,
-            "/compare": self._compare_route,
-            "/*": self._static_route,
-        }
+        # One WSGI app per entry of the shared route table: a new route needs no edit here.
+        apps = {f"/{name}": self._route_app(route) for name, route in api.ROUTES.items()}
+        apps["/*"] = self._static_route
+        return apps
 
     def is_active(self):
         # TensorBoard 2.21 decides activity from data_plugin_names() (any run with "deepvid"
@@ -368,16 +364,18 @@ class DeepVIDPlugin(base_plugin.TBPlugin):
             body, code = e.to_json(), e.status
         return http_util.Respond(request, _json_bytes(body), "application/json", code=code)
 
-    @wrappers.Request.application
-    def _runs_route(self, request):
-        return self._answer(request, api.runs_impl)
+    def _route_app(self, route: api.Route):
+        @wrappers.Request.application
+        def app(request):
+            if route.cache_name is not None:
+                return self._answer_run(request, route)
+            return self._answer(request, lambda s: route.handle(s, request.args))
 
-    def _answer_run(self, request,
-                    parse: Callable[[], tuple[str, Callable[[DataProviderStore, str], dict]]]):
-        """Like :meth:`_answer`, for an answer that depends on one run's summaries only.
+        return app
 
-        ``parse()`` reads the parameters after ``run`` and returns the answer's cache name and
-        the work that computes it from ``(store, run)``.
+    def _answer_run(self, request, route: api.Route):
+        """Like :meth:`_answer`, for an answer that depends on one run's summaries of one kind
+        only (``route.cache_name`` names it).
 
         Its gzipped bytes are kept in the cache with the run's overview, so asking again while
         the run is unchanged costs one listing: the overview is ~9 MB of JSON at 64 x 200, and
@@ -386,44 +384,22 @@ class DeepVIDPlugin(base_plugin.TBPlugin):
         store = self._store(request)
         try:
             run = api.parse_run(request.args)
-            what, work = parse()
+            kind = api.parse_kind(request.args)
+            what = route.cache_name(request.args)
             try:
-                fingerprint = store.fingerprint(run)
+                fingerprint = store.fingerprint(run, kind)
             except KeyError:
-                fingerprint = None  # work() answers the 404
-            key = store.cache_key(run)
+                fingerprint = None  # the route answers the 404
+            key = store.cache_key(run, kind)
             gz = None if fingerprint is None else self._cache.get(key, fingerprint, what)
             if gz is None:
-                gz = _gzip_json(work(store, run))
+                gz = _gzip_json(route.handle(store, request.args))
                 if fingerprint is not None:
                     self._cache.put(key, fingerprint, what, gz)
         except api.ApiError as e:
             return http_util.Respond(request, _json_bytes(e.to_json()), "application/json",
                                      code=e.status)
         return http_util.Respond(request, gz, "application/json", content_encoding="gzip")
-
-    @wrappers.Request.application
-    def _instances_route(self, request):
-        return self._answer_run(request, lambda: ("instances", api.instances_impl))
-
-    @wrappers.Request.application
-    def _timeline_route(self, request):
-        def parse():
-            instance = api.parse_instance(request.args)
-            return "timeline\0" + instance, lambda s, run: api.timeline_impl(s, run, instance)
-
-        return self._answer_run(request, parse)
-
-    @wrappers.Request.application
-    def _record_route(self, request):
-        return self._answer(request, lambda s: api.record_impl(
-            s, api.parse_run(request.args), api.parse_instance(request.args),
-            api.parse_step(request.args)))
-
-    @wrappers.Request.application
-    def _compare_route(self, request):
-        return self._answer(request, lambda s: api.compare_impl(
-            s, api.parse_instance(request.args), api.parse_runs(request.args)))
 
     @wrappers.Request.application
     def _static_route(self, request):
