@@ -1,27 +1,49 @@
-"""The DeepVID method: generator, neighbours, student, fidelity. No I/O, no UI."""
+"""The explanation methods: DeepVID (generator, neighbours, student, fidelity), Grad-CAM, and the
+faithfulness evidence shared by every instance kind. No I/O, no UI."""
 
-from deepvid_plugin.explain.deepvid import DeepVID
+from deepvid_plugin.explain.deepvid import DEFAULT_JITTER, DEFAULT_N_NEIGHBOURS, DeepVID
+from deepvid_plugin.explain.faithfulness import (
+    DEFAULT_STEPS,
+    Curves,
+    deletion_insertion,
+    evidence,
+    random_saliency,
+)
 from deepvid_plugin.explain.fidelity import (
     TRUST_MAX_MAE,
     TRUST_MIN_AGREEMENT,
     TRUST_MIN_R2,
+    apply_trust_rule,
     fidelity_metrics,
+    trust_verdict,
 )
 from deepvid_plugin.explain.generator import Generator, PixelGenerator
+from deepvid_plugin.explain.gradcam import GradCAM, GradCAMResult
 from deepvid_plugin.explain.sanity import RandomizationResult, randomization_check, randomize_model
 from deepvid_plugin.explain.vae import VAE, FitReport
 
 __all__ = [
+    "DEFAULT_JITTER",
+    "DEFAULT_N_NEIGHBOURS",
+    "DEFAULT_STEPS",
+    "Curves",
     "DeepVID",
     "VAE",
     "FitReport",
+    "GradCAM",
+    "GradCAMResult",
     "Generator",
     "PixelGenerator",
     "RandomizationResult",
     "TRUST_MAX_MAE",
     "TRUST_MIN_AGREEMENT",
     "TRUST_MIN_R2",
+    "apply_trust_rule",
+    "deletion_insertion",
+    "evidence",
     "fidelity_metrics",
+    "random_saliency",
     "randomization_check",
     "randomize_model",
+    "trust_verdict",
 ]

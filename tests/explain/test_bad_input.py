@@ -1,5 +1,6 @@
 """Bad input gets ValueError/TypeError naming the argument, what was expected and what arrived."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,6 +23,12 @@ def good_model(x):
         ({"holdout": 0.9}, ValueError, r"holdout: expected a float in \[0.05, 0.5\], got 0.9"),
         ({"radius": -1.0}, ValueError, r"radius: expected a non-negative"),
         ({"l2": 0}, ValueError, r"l2: expected None"),
+        ({"neighbourhood": "pixels"}, ValueError,
+         r"neighbourhood: expected one of \['vae\+jitter', 'vae'\], got 'pixels'"),
+        ({"jitter": -0.1}, ValueError, r"jitter: expected a number > 0 with neighbourhood='vae\+jitter', got -0.1"),
+        ({"jitter": float("nan")}, ValueError, r"jitter: expected None \(the default\) or a finite number, got nan"),
+        ({"neighbourhood": "vae", "jitter": 0.05}, ValueError, r"jitter: neighbourhood='vae' adds no pixel jitter"),
+        ({"outputs": "probabilities"}, ValueError, r"outputs: expected one of \['logits', 'probs'\], got 'probabilities'"),
     ],
 )
 def test_bad_settings(kwargs, exc, pattern):
@@ -88,3 +95,60 @@ def test_vae_bad_config():
         VAE(1, 128, 8)
     with pytest.raises(ValueError, match=r"data: expected images of shape \(N, 1, 8, 8\), got \(4, 1, 9, 9\)"):
         VAE(1, 8, 8).fit(torch.rand(4, 1, 9, 9), epochs=1, progress=False)
+
+
+# ---- bad input a new user really sends (issue 8) -------------------------------------------------
+
+
+def test_model_ending_in_softmax_is_refused():
+    """Probabilities distilled as logits give a near-flat teacher: refuse, and say what to do."""
+    def softmax_model(x):
+        return torch.softmax(good_model(x) * 5, dim=1)
+
+    with pytest.raises(ValueError, match=r"model output: expected logits, got probabilities .*"
+                                         r"remove the model's final softmax, or pass outputs='probs'"):
+        DeepVID(GEN, n_neighbours=16).explain(softmax_model, X)
+
+
+def test_outputs_probs_takes_the_log():
+    """softmax(log p) = p: a softmax model declared with outputs='probs' is explained exactly
+    like the same model without its softmax."""
+    def logits_model(x):
+        return good_model(x) * 5
+
+    def softmax_model(x):
+        return torch.softmax(logits_model(x), dim=1)
+
+    (a,) = DeepVID(GEN, n_neighbours=32).explain(logits_model, X[:1])
+    (b,) = DeepVID(GEN, n_neighbours=32, outputs="probs").explain(softmax_model, X[:1])
+    assert b.settings["outputs"] == "probs"
+    assert a.teacher_probs.max() > 0.2  # not a flat teacher, so the comparison can fail
+    np.testing.assert_allclose(b.teacher_probs, a.teacher_probs, atol=1e-3)
+    np.testing.assert_allclose(b.weights.astype(np.float32), a.weights.astype(np.float32),
+                               atol=2e-2 * float(np.abs(a.weights).max()))
+    assert b.fidelity["deletion_auc"] == pytest.approx(a.fidelity["deletion_auc"], abs=1e-3)
+
+
+def test_outputs_probs_refuses_logits():
+    with pytest.raises(ValueError, match=r"model output: outputs='probs' expects probabilities"):
+        DeepVID(GEN, n_neighbours=16, outputs="probs").explain(good_model, X)
+
+
+def test_non_integer_labels_are_rejected():
+    with pytest.raises(ValueError, match=r"labels: expected integer class indices, got \[1.7, 2.2\]"):
+        DeepVID(GEN, n_neighbours=16).explain(good_model, X, labels=[1.7, 2.2])
+    # integral floats (e.g. a float tensor of labels) are fine, and kept as ints
+    records = DeepVID(GEN, n_neighbours=16).explain(good_model, X, labels=torch.tensor([1.0, 2.0]))
+    assert [r.label for r in records] == [1, 2]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_pixels_name_the_input(bad):
+    x = torch.rand(2, 1, 16, 16)
+    x[0] = bad
+    with pytest.raises(ValueError, match=r"x: instance 0 has 256 non-finite pixels"):
+        DeepVID(PixelGenerator((1, 16, 16)), n_neighbours=16).explain(good_model, x)
+    y = torch.rand(3, 1, 8, 8)
+    y[2, 0, 1, :3] = bad
+    with pytest.raises(ValueError, match=r"x: instance 2 has 3 non-finite pixels"):
+        DeepVID(GEN, n_neighbours=16).explain(good_model, y)

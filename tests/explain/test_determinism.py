@@ -60,3 +60,36 @@ def test_explain_reuses_cached_neighbours(linear_teacher):
     again = dv.neighbours(torch.zeros_like(x), ["p", "q"])  # cached by id, not recomputed
     assert torch.equal(first, again)
     assert len(dv.explain(teacher, x, ids=["p", "q"])) == 2
+
+
+def test_jitter_is_fixed_per_instance_and_leaves_the_reconstruction(digits, digits_vae):
+    x = digits.x_test[:3]
+    with torch.no_grad():
+        plain = sample_neighbours(digits_vae, x, ["a", "b", "c"], 64, 0.5, seed=0)
+        jit = sample_neighbours(digits_vae, x, ["a", "b", "c"], 64, 0.5, seed=0, jitter=0.05)
+        alone = sample_neighbours(digits_vae, x[1:2], ["b"], 64, 0.5, seed=0, jitter=0.05)
+    torch.testing.assert_close(alone[0], jit[1])  # independent of the batch it came in
+    torch.testing.assert_close(jit[:, 0], plain[:, 0])  # row 0 stays the reconstruction
+    noise = (jit - plain)[:, 1:]
+    assert 0.045 < float(noise.std()) < 0.055  # the jitter is pixel noise of std 0.05
+    # independent across pixels: neighbouring pixels' noise is uncorrelated
+    a, b = noise[..., :, :-1].flatten(), noise[..., :, 1:].flatten()
+    assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 0.05
+
+
+def test_solver_state_is_cached_per_instance_without_changing_results(digits, digits_cnn,
+                                                                     digits_vae):
+    x, ids = digits.x_test[:3], ["a", "b", "c"]
+    dv = DeepVID(digits_vae, n_neighbours=64)
+    first = dv.explain(digits_cnn, x, ids=ids)
+    assert set(dv._solver) == set(ids)
+    states = dict(dv._solver)
+    # a later call, another order and a subset: the cached states are reused as they are
+    again = dv.explain(digits_cnn, x[[2, 0]], ids=["c", "a"])
+    assert dv._solver["a"] is states["a"] and dv._solver["c"] is states["c"]
+    fresh = DeepVID(digits_vae, n_neighbours=64).explain(digits_cnn, x[[2, 0]], ids=["c", "a"])
+    for r, f in zip(again, fresh, strict=True):
+        assert r.encode() == f.encode()
+    # (not compared with `first`: the LBFGS refinement runs jointly over the batch, so a batch
+    # of other instances may stop it at a slightly different point)
+    assert len(first) == 3
