@@ -1,5 +1,5 @@
-"""The explanation methods: DeepVID (generator, neighbours, student, fidelity), Grad-CAM, and the
-faithfulness evidence shared by every instance kind. No I/O, no UI."""
+"""The explanation methods: DeepVID (generator, neighbours, student, fidelity), Grad-CAM, Network
+Dissection, Summit, and the faithfulness evidence shared by every instance kind. No I/O, no UI."""
 
 from deepvid_plugin.explain.deepvid import DEFAULT_JITTER, DEFAULT_N_NEIGHBOURS, DeepVID
 from deepvid_plugin.explain.faithfulness import (
@@ -19,22 +19,29 @@ from deepvid_plugin.explain.fidelity import (
 )
 from deepvid_plugin.explain.generator import Generator, PixelGenerator
 from deepvid_plugin.explain.gradcam import GradCAM, GradCAMResult
+from deepvid_plugin.explain.netdissect import ConceptSet, LayerDissection, NetDissect
 from deepvid_plugin.explain.sanity import RandomizationResult, randomization_check, randomize_model
+from deepvid_plugin.explain.summit import Summit, SummitResult
 from deepvid_plugin.explain.vae import VAE, FitReport
 
 __all__ = [
     "DEFAULT_JITTER",
     "DEFAULT_N_NEIGHBOURS",
     "DEFAULT_STEPS",
+    "ConceptSet",
     "Curves",
     "DeepVID",
     "VAE",
     "FitReport",
     "GradCAM",
     "GradCAMResult",
+    "LayerDissection",
+    "NetDissect",
     "Generator",
     "PixelGenerator",
     "RandomizationResult",
+    "Summit",
+    "SummitResult",
     "TRUST_MAX_MAE",
     "TRUST_MIN_AGREEMENT",
     "TRUST_MIN_R2",
