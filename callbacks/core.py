@@ -40,6 +40,8 @@ from deepvid_plugin.explain import checks
 from deepvid_plugin.explain._guard import module_device_dtype, preserved_rng
 from deepvid_plugin.explain.deepvid import DeepVID
 from deepvid_plugin.explain.deepvid_explainer import (
+    DEFAULT_VAE_EPOCHS,
+    DEFAULTS,
     VAE_ARTIFACT_DIR,
     VAE_FILE,
     DeepVIDExplainer,
@@ -55,9 +57,13 @@ __all__ = ["VAE_ARTIFACT_DIR", "VAE_FILE", "DeepVIDCallback", "Explanations", "T
 
 #: 2: one entry per explainer kind (``explainers``); 1 (DeepVID only) is still read.
 _STATE_VERSION = 2
-#: the DeepVID shortcut's settings (None = the DeepVIDExplainer default).
-_SHORTCUT_SETTINGS = ("vae_epochs", "n_neighbours", "radius", "temperature", "seed",
-                      "batch_size")
+#: the DeepVID shortcut's settings and their defaults (the callbacks' signatures show them).
+_SHORTCUT_DEFAULTS = {**DEFAULTS, "vae_epochs": DEFAULT_VAE_EPOCHS}
+
+
+def _is_default(name: str, value: Any) -> bool:
+    default = _SHORTCUT_DEFAULTS[name]
+    return value is None or (type(value) in (int, float) and value == default)
 
 
 def _load_instances(instances: Any) -> tuple[torch.Tensor, list[int] | None, list[str] | None]:
@@ -144,7 +150,8 @@ def build_explainers(explainers: Any, *, every_n_epochs: int, generator: Any, tr
                                     every_n_epochs=every, progress=progress,
                                     **{k: v for k, v in shortcut.items() if v is not None}))
     else:
-        unused = sorted(k for k, v in shortcut.items() if v is not None)
+        # A DeepVID setting without a generator would be silently ignored: refuse it.
+        unused = sorted(k for k, v in shortcut.items() if not _is_default(k, v))
         if unused:
             raise ValueError(f"{unused[0]}: a DeepVID setting of the shortcut, expected with "
                              f"generator=... or train_data=... (or pass it to "
@@ -213,10 +220,11 @@ class Explanations:
     def __init__(self, instances: Any, *, ids: Sequence[str] | None = None,
                  labels: Any = None, class_names: Sequence[str] | None = None,
                  explainers: Sequence[Any] | None = None, generator: Any = None,
-                 train_data: Any = None, vae_epochs: int | None = None,
-                 every_n_epochs: int = 1, n_neighbours: int | None = None, radius: Any = None,
-                 temperature: float | None = None, seed: int | None = None,
-                 batch_size: int | None = None, on_error: str = "warn", progress: bool = True):
+                 train_data: Any = None, vae_epochs: int = DEFAULT_VAE_EPOCHS,
+                 every_n_epochs: int = 1, n_neighbours: int = DEFAULTS["n_neighbours"],
+                 radius: Any = DEFAULTS["radius"], temperature: float = DEFAULTS["temperature"],
+                 seed: int = DEFAULTS["seed"], batch_size: int = DEFAULTS["batch_size"],
+                 on_error: str = "warn", progress: bool = True):
         x, found_labels, default_ids = _load_instances(instances)
         k = x.shape[0]
         self.x = x
@@ -412,12 +420,13 @@ class DeepVIDCallback:
         generator, train_data: the DeepVID shortcut (builds a ``DeepVIDExplainer``): a fitted
             generator (a :class:`~deepvid_plugin.explain.VAE` or anything with
             ``encode``/``decode``); or ``train_data`` (a tensor or DataLoader) to fit a VAE on,
-            once, before the first explanation (``vae_epochs`` epochs, default 30, with a
+            once, before the first explanation (``vae_epochs`` epochs, with a
             progress bar). That VAE is saved next to the logs and in the MLflow run, and reused
             when the run is resumed. Without ``explainers``, one of the two is required.
         every_n_epochs: the shortcut's and bare engines' schedule: epochs 0, N, 2N, ...
         n_neighbours, radius, temperature, seed, batch_size: the shortcut's DeepVID settings
-            (None: :class:`~deepvid_plugin.explain.DeepVID`'s 512, 0.5, 2.0, 0, 512).
+            (:class:`~deepvid_plugin.explain.DeepVID`'s defaults); changing one without
+            ``generator``/``train_data`` is an error (it would be ignored).
         logdir: a TensorBoard log directory, or a ``SummaryWriter`` to write through.
         mlflow: ``True`` for the active MLflow run, or a run id (with ``tracking_uri``).
         sinks: more :class:`~deepvid_plugin.sinks.Sink` objects (closed by :meth:`close`).
@@ -432,10 +441,11 @@ class DeepVIDCallback:
                  ids: Sequence[str] | None = None, labels: Any = None,
                  class_names: Sequence[str] | None = None,
                  explainers: Sequence[Any] | None = None, generator: Any = None,
-                 train_data: Any = None, vae_epochs: int | None = None, every_n_epochs: int = 1,
-                 n_neighbours: int | None = None, radius: Any = None,
-                 temperature: float | None = None, seed: int | None = None,
-                 batch_size: int | None = None, logdir: Any = None,
+                 train_data: Any = None, vae_epochs: int = DEFAULT_VAE_EPOCHS,
+                 every_n_epochs: int = 1, n_neighbours: int = DEFAULTS["n_neighbours"],
+                 radius: Any = DEFAULTS["radius"], temperature: float = DEFAULTS["temperature"],
+                 seed: int = DEFAULTS["seed"], batch_size: int = DEFAULTS["batch_size"],
+                 logdir: Any = None,
                  mlflow: bool | str | None = None, tracking_uri: str | None = None,
                  sinks: Sequence[Sink] | None = None, on_error: str = "warn",
                  progress: bool = True):
@@ -445,9 +455,10 @@ class DeepVIDCallback:
         self.model = model
         self.explanations = Explanations(
             instances, ids=ids, labels=labels, class_names=class_names, explainers=explainers,
-            generator=generator, train_data=train_data, vae_epochs=vae_epochs, every_n_epochs=every_n_epochs,
-            n_neighbours=n_neighbours, radius=radius, temperature=temperature, seed=seed,
-            batch_size=batch_size, on_error=on_error, progress=progress)
+            generator=generator, train_data=train_data, vae_epochs=vae_epochs,
+            every_n_epochs=every_n_epochs, n_neighbours=n_neighbours, radius=radius,
+            temperature=temperature, seed=seed, batch_size=batch_size, on_error=on_error,
+            progress=progress)
         if mlflow is not None and not isinstance(mlflow, (bool, str)):
             raise TypeError(f"mlflow: expected True (the active run), a run id string or None, "
                             f"got {type(mlflow).__name__}")

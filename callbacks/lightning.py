@@ -51,6 +51,7 @@ except ImportError as e:  # optional dependency: say how to get it
 
 from deepvid_plugin.callbacks.core import Explanations, TargetArtifacts, check_sinks
 
+from deepvid_plugin.explain.deepvid_explainer import DEFAULT_VAE_EPOCHS, DEFAULTS
 from deepvid_plugin.sinks import Sink
 
 
@@ -66,17 +67,19 @@ class DeepVIDLightningCallback(pl.Callback):
     def __init__(self, instances: Any, *, ids: Sequence[str] | None = None, labels: Any = None,
                  class_names: Sequence[str] | None = None,
                  explainers: Sequence[Any] | None = None, generator: Any = None,
-                 train_data: Any = None, vae_epochs: int | None = None, every_n_epochs: int = 1,
-                 n_neighbours: int | None = None, radius: Any = None,
-                 temperature: float | None = None, seed: int | None = None,
-                 batch_size: int | None = None, sinks: Sequence[Sink] | None = None,
+                 train_data: Any = None, vae_epochs: int = DEFAULT_VAE_EPOCHS,
+                 every_n_epochs: int = 1, n_neighbours: int = DEFAULTS["n_neighbours"],
+                 radius: Any = DEFAULTS["radius"], temperature: float = DEFAULTS["temperature"],
+                 seed: int = DEFAULTS["seed"], batch_size: int = DEFAULTS["batch_size"],
+                 sinks: Sequence[Sink] | None = None,
                  on_error: str = "warn", progress: bool = True):
         super().__init__()
         self.explanations = Explanations(
             instances, ids=ids, labels=labels, class_names=class_names, explainers=explainers,
-            generator=generator, train_data=train_data, vae_epochs=vae_epochs, every_n_epochs=every_n_epochs,
-            n_neighbours=n_neighbours, radius=radius, temperature=temperature, seed=seed,
-            batch_size=batch_size, on_error=on_error, progress=progress)
+            generator=generator, train_data=train_data, vae_epochs=vae_epochs,
+            every_n_epochs=every_n_epochs, n_neighbours=n_neighbours, radius=radius,
+            temperature=temperature, seed=seed, batch_size=batch_size, on_error=on_error,
+            progress=progress)
         check_sinks(sinks)
         self._extra_sinks = list(sinks or ())
         self.sinks: dict[str, Sink] = {}

@@ -21,7 +21,7 @@ import torch
 
 from deepvid_plugin.explain import checks
 from deepvid_plugin.explain._guard import preserved_rng
-from deepvid_plugin.explain.deepvid import DeepVID
+from deepvid_plugin.explain.deepvid import DEFAULT_N_NEIGHBOURS, DeepVID
 from deepvid_plugin.explain.protocol import ExplainContext
 from deepvid_plugin.explain.vae import VAE, VAEConfig
 from deepvid_plugin.record import ExplanationRecord
@@ -34,9 +34,10 @@ VAE_FILE = "deepvid-vae.pt"
 VAE_ARTIFACT_DIR = "deepvid-generator"
 _STATE_VERSION = 1
 
-#: the DeepVID settings this adapter takes itself (the engine's defaults otherwise).
-_DEFAULTS = {"n_neighbours": 512, "radius": 0.5, "temperature": 2.0, "seed": 0,
-             "batch_size": 512}
+#: the DeepVID settings this adapter takes itself, and their defaults (the engine's).
+DEFAULTS = {"n_neighbours": DEFAULT_N_NEIGHBOURS, "radius": 0.5, "temperature": 2.0, "seed": 0,
+            "batch_size": 512}
+DEFAULT_VAE_EPOCHS = 30
 
 
 class DeepVIDExplainer:
@@ -62,7 +63,8 @@ class DeepVIDExplainer:
     kind = "deepvid"
 
     def __init__(self, engine: DeepVID | None = None, *, generator: Any = None,
-                 train_data: Any = None, vae_epochs: int = 30, every_n_epochs: int = 1,
+                 train_data: Any = None, vae_epochs: int = DEFAULT_VAE_EPOCHS,
+                 every_n_epochs: int = 1,
                  n_neighbours: int | None = None, radius: Any = None,
                  temperature: float | None = None, seed: int | None = None,
                  batch_size: int | None = None, progress: bool = True):
@@ -82,7 +84,7 @@ class DeepVIDExplainer:
             if overlap:
                 raise ValueError(f"{overlap[0]}: expected it unset with engine=... (set it on the "
                                  f"DeepVID engine), got {settings[overlap[0]]!r}")
-        values = {n: _DEFAULTS[n] if v is None else v for n, v in settings.items()}
+        values = {n: DEFAULTS[n] if v is None else v for n, v in settings.items()}
         self.n_neighbours = checks.integer("n_neighbours", values["n_neighbours"], 10)
         self.radius = values["radius"]
         checks.radius(self.radius)

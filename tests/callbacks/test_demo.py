@@ -44,11 +44,14 @@ def test_demo_no_serve_end_to_end(tmp_path):
     # the MLflow run holds the records of every epoch and the fitted VAE
     from mlflow import MlflowClient
 
+    from deepvid_plugin.mlflow import layout
+
     client = MlflowClient(f"sqlite:///{out}/mlflow.db")
     (exp,) = [e for e in client.search_experiments() if e.name == "deepvid-demo"]
     (run,) = client.search_runs([exp.experiment_id])
-    step_files = [f.path for f in client.list_artifacts(run.info.run_id, "deepvid/steps")]
-    assert step_files == [f"deepvid/steps/{s}.json" for s in range(EPOCHS)]
+    steps_dir = layout.paths("deepvid").steps
+    step_files = [f.path for f in client.list_artifacts(run.info.run_id, steps_dir)]
+    assert step_files == [f"{steps_dir}/{s}.json" for s in range(EPOCHS)]
     assert [f.path for f in client.list_artifacts(run.info.run_id, "deepvid-generator")] == [
         "deepvid-generator/deepvid-vae.pt"]
     assert len(client.get_metric_history(run.info.run_id, "test_accuracy")) == EPOCHS

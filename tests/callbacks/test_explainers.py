@@ -213,3 +213,24 @@ def test_bare_engines_take_the_callback_cadence():
         ("deepvid", 3), ("gradcam", 3)]
     assert [e.kind for e in cb.explanations.due(3)] == ["deepvid", "gradcam"]
     assert cb.explanations.due(4) == []
+
+
+@pytest.mark.e2e
+def test_two_kinds_to_a_real_mlflow_server(mlflow_server_factory):
+    """Both kinds' step files land under their own kind's folder of the MLflow run."""
+    from deepvid_plugin.mlflow import layout
+
+    server = mlflow_server_factory()
+    client = server.client()
+    run = client.create_run(client.create_experiment("two-kinds"))
+    with _two_kinds(mlflow=run.info.run_id, tracking_uri=server.url) as cb:
+        for epoch in range(EPOCHS):
+            cb.on_epoch_end(epoch)
+    assert cb.failures == {}
+    listed = {}
+    for kind in ("deepvid", "gradcam"):
+        steps_dir = layout.paths(kind).steps
+        listed[kind] = sorted(f.path for f in client.list_artifacts(run.info.run_id, steps_dir))
+    assert listed == {"deepvid": [f"{layout.paths('deepvid').steps}/{s}.json" for s in (0, 2)],
+                      "gradcam": [f"{layout.paths('gradcam').steps}/{s}.json"
+                                  for s in range(EPOCHS)]}

@@ -10,6 +10,7 @@ import torch
 from deepvid_plugin.callbacks import DeepVIDCallback, DeepVIDWarning
 
 from deepvid_plugin.digits import train_epoch
+from deepvid_plugin.mlflow import layout
 from tests.callbacks.helpers import (
     N_NEIGHBOURS,
     fitted_vae,
@@ -41,9 +42,10 @@ def _train(cb, server, epochs=EPOCHS):
         cb.on_epoch_end(epoch)
         done.append(epoch)
         if epoch == KILL_AFTER:
+            steps_dir = layout.paths("deepvid").steps
             steps = [f.path for f in server.client().list_artifacts(cb.sinks["mlflow"].run_id,
-                                                                      "deepvid/steps")]
-            assert steps == ["deepvid/steps/0.json", "deepvid/steps/1.json"]
+                                                                      steps_dir)]
+            assert steps == [f"{steps_dir}/0.json", f"{steps_dir}/1.json"]
             server.kill()
     return done
 
