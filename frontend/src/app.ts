@@ -1,18 +1,20 @@
 // Application shell: state, toolbar (run selector, view tabs, reload), banners, empty/error states.
 // Views live in their own modules and read everything through `app.source`.
-import type { DataSource } from "./data";
+import { DEFAULT_KIND, kindParams, type DataSource } from "./data";
 import { append, clear, h } from "./dom";
 import { renderCompare } from "./compare";
-import { renderDetail } from "./detail";
+import { detailKinds, renderDetail } from "./detail";
 import type { ViewHost } from "./host";
 import { renderInspector, type Inspector } from "./inspector";
 import { legend } from "./legend";
 import { renderOverview, type Overview } from "./overview";
 import { errorBox } from "./states";
-import type { Instance, InstancesResp, RunInfo, RunsResp } from "./types";
+import type { Instance, InstancesResp, KindInfo, KindsResp, RunInfo, RunsResp } from "./types";
+import { instanceView, pageViews, viewFor } from "./views";
 import { warningsSummary } from "./warnings";
 
-export type View = "overview" | "compare";
+/** "page": the top-level view of a kind that is not an instances x steps grid (App.pageKind). */
+export type View = "overview" | "compare" | "page";
 
 export interface AppOptions {
   title?: string;
@@ -33,6 +35,11 @@ export class App implements ViewHost {
   step: number | null = null;
   detailOpen = false;
   view: View;
+  /** The grid's kind, the kinds the run holds, and the kind a "page" view shows. */
+  kind: string = DEFAULT_KIND;
+  kinds: KindInfo[] = [];
+  pageKind: string | null = null;
+  private split: HTMLElement | null = null;
   private overview: Overview | null = null;
   private inspector: Inspector | null = null;
   private detailEl: HTMLElement | null = null;
@@ -90,24 +97,50 @@ export class App implements ViewHost {
   /** Run pairs a saved compare page can show (null: any pair, from a live backend). */
   pairs: [string, string][] | null = null;
 
-  async selectRun(run: string): Promise<void> {
+  /** The kinds `run` holds; an older backend without the `kinds` route holds DeepVID only. */
+  private async loadKinds(run: string): Promise<KindInfo[]> {
+    try {
+      const resp = await this.source.get<KindsResp>("kinds", { run });
+      this.addWarnings(resp.warnings);
+      return resp.kinds ?? [];
+    } catch (err) {
+      // 404: an older backend (or a run it cannot find; the instances request then says which).
+      if ((err as { status?: number }).status === 404) return [];
+      throw err;
+    }
+  }
+
+  /** Instance kinds of the run that have a grid view, in the backend's order. */
+  gridKinds(): KindInfo[] {
+    return this.kinds.filter((k) => k.subject === "instance" && instanceView(k.kind));
+  }
+
+  async selectRun(run: string, kind?: string): Promise<void> {
+    const runChanged = run !== this.run || !this.kinds.length;
     this.run = run;
     this.view = "overview";
     this.renderToolbar();
     this.loading(`Loading ${this.runName(run)}…`);
     let data: InstancesResp;
     try {
-      data = await this.source.get<InstancesResp>("instances", { run });
+      if (runChanged) this.kinds = await this.loadKinds(run);
+      const grid = this.gridKinds().map((k) => k.kind);
+      const want = kind ?? this.kind;
+      this.kind = grid.includes(want) ? want : (grid[0] ?? DEFAULT_KIND);
+      if (this.run !== run) return;
+      this.renderToolbar();
+      data = await this.source.get<InstancesResp>("instances", { run, ...kindParams(this.kind) });
     } catch (err) {
       return this.fail(err, "instances");
     }
     if (this.run !== run || this.view !== "overview") return; // the user moved on meanwhile
     this.addWarnings(data.warnings);
     this.data = data;
+    const label = viewFor(this.kind)?.label ?? this.kind;
     if (!data.instances.length) {
       return this.empty(
-        "This run has no DeepVID data",
-        `Run “${this.runName(run)}” has no readable DeepVID explanations. Check that the ` +
+        `This run has no ${label} data`,
+        `Run “${this.runName(run)}” has no readable ${label} explanations. Check that the ` +
           "callback is attached to this run, or see the warnings above.",
       );
     }
@@ -166,6 +199,8 @@ export class App implements ViewHost {
   private refreshDetail(): void {
     if (!this.detailEl) return;
     clear(this.detailEl);
+    // Two explanations side by side need more room than the timeline's side panel.
+    this.split?.classList.toggle("detail-wide", this.detailOpen && detailKinds(this).length > 1);
     if (!this.detailOpen || !this.instance || this.step === null || !this.run || !this.data) return;
     renderDetail(this, this.detailEl, this.run, this.instance.id, this.step, this.data.class_names);
   }
@@ -176,8 +211,9 @@ export class App implements ViewHost {
     if (!this.data || !this.run) return;
     const main = h("section", { class: "dv-main" });
     this.sidebar = h("aside", { class: "dv-side" });
-    append(this.body, h("div", { class: "dv-split" }, main, this.sidebar));
-    append(main, legend());
+    this.split = h("div", { class: "dv-split" }, main, this.sidebar);
+    append(this.body, this.split);
+    append(main, this.kindSwitch(), legend());
     this.overview = renderOverview(this, main, this.data);
     this.renderSidebar();
   }
@@ -190,6 +226,45 @@ export class App implements ViewHost {
     this.sidebar.appendChild(this.detailEl);
     this.overview?.highlight(this.instance.id, this.step);
     this.refreshDetail();
+  }
+
+  /** The grid's kind switch: one button per instance kind the run holds. */
+  private kindSwitch(): HTMLElement {
+    const grid = this.gridKinds();
+    const bar = h("div", { class: "dv-kind-switch", role: "radiogroup", "aria-label": "Explanation kind",
+      "data-testid": "kind-switch" }, h("span", { class: "muted" }, "Explanation"));
+    for (const k of grid.length ? grid : [{ kind: this.kind } as KindInfo]) {
+      const view = viewFor(k.kind);
+      const on = k.kind === this.kind;
+      append(bar, h("button", {
+        class: "dv-kind" + (on ? " active" : ""), role: "radio", "aria-checked": String(on),
+        "data-testid": `kind-${k.kind}`, title: view?.description ?? k.kind,
+        disabled: grid.length < 2,
+        onclick: () => { if (!on && this.run) void this.selectRun(this.run, k.kind); },
+      }, view?.label ?? k.kind));
+    }
+    return bar;
+  }
+
+  /** The top-level view of a kind that is not an instances x steps grid (Dissection, Summit). */
+  async showPage(kind: string): Promise<void> {
+    const view = viewFor(kind);
+    if (!view || view.layout !== "page" || !this.run) return;
+    this.view = "page";
+    this.pageKind = kind;
+    this.overview = null;
+    this.inspector = null;
+    this.detailEl = null;
+    this.renderToolbar();
+    const run = this.run;
+    try {
+      if (!this.kinds.length) this.kinds = await this.loadKinds(run);
+    } catch (err) {
+      return this.fail(err, "kinds");
+    }
+    if (this.view !== "page" || this.pageKind !== kind || this.run !== run) return;
+    clear(this.body);
+    view.render(this, this.body, this.runName(run), this.kinds.find((k) => k.kind === kind) ?? null);
   }
 
   showCompare(): void {
@@ -238,22 +313,35 @@ export class App implements ViewHost {
         append(sel, h("option", { value: r.run, selected: r.run === this.run }, label));
       }
       sel.disabled = this.view === "compare";
-      sel.addEventListener("change", () => void this.selectRun(sel.value));
+      sel.addEventListener("change", () => {
+        if (this.view === "page" && this.pageKind) {
+          this.run = sel.value;
+          this.kinds = [];
+          void this.showPage(this.pageKind);
+        } else void this.selectRun(sel.value);
+      });
       append(this.toolbar, h("label", { class: "dv-field" }, h("span", {}, "Run"), sel));
     }
 
     const tabs = h("nav", { class: "dv-tabs", role: "tablist" });
-    const tab = (view: View, label: string, onClick: () => void) =>
+    const tab = (id: string, active: boolean, label: string, onClick: () => void, title?: string) =>
       h("button", {
-        class: "dv-tab" + (this.view === view ? " active" : ""),
+        class: "dv-tab" + (active ? " active" : ""),
         role: "tab",
-        "aria-selected": String(this.view === view),
-        "data-testid": `tab-${view}`,
+        "aria-selected": String(active),
+        "data-testid": `tab-${id}`,
+        title,
         onclick: onClick,
       }, label);
     append(tabs,
-      tab("overview", "Timeline", () => void this.selectRun(this.run ?? this.runs[0]?.run)),
-      tab("compare", "Compare runs", () => this.showCompare()));
+      tab("overview", this.view === "overview", "Timeline",
+        () => void this.selectRun(this.run ?? this.runs[0]?.run)),
+      tab("compare", this.view === "compare", "Compare runs", () => this.showCompare()),
+      // Kinds that explain layers or classes, not instances, get their own entries.
+      ...pageViews().map((v) => tab(v.kind, this.view === "page" && this.pageKind === v.kind, v.label, () => {
+        if (!this.run && this.runs.length) this.run = this.runs[0].run;
+        void this.showPage(v.kind);
+      }, v.description)));
     const reload = h("button", { class: "dv-button", "data-testid": "reload", title: "Fetch new steps",
       onclick: () => this.reload() }, "⟳ Reload");
     append(this.toolbar, this.runs.length ? tabs : null, h("span", { class: "dv-spacer" }), reload);

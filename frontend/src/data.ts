@@ -4,6 +4,15 @@
 
 export type Params = Record<string, string>;
 
+/** The kind the API serves when `kind` is not given. */
+export const DEFAULT_KIND = "deepvid";
+
+/** The `kind` parameter as requests carry it: none for the default kind, so its URLs and snapshot
+ * keys are those of the API before kinds existed (deepvid_plugin.api.kind_params). */
+export function kindParams(kind: string): Params {
+  return kind === DEFAULT_KIND ? {} : { kind };
+}
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,

@@ -1,21 +1,24 @@
-// Detail panel for one (instance, step): where the model looks (one class's weight and
-// contribution maps over the instance, per channel for colour images), the faithfulness evidence
-// (deletion/insertion against a random map), every class's weight and contribution maps, teacher vs
-// student probabilities, the neighbour grid coloured by the teacher's label, and the settings used.
+// Detail panel for one (instance, step): every explanation kind the run holds for that instance,
+// side by side, each in its own column drawn by its kind's view (views/<kind>.ts) with its own
+// faithfulness evidence. The kind the grid shows comes first.
 import type { ViewHost } from "./host";
+import { ApiError, kindParams } from "./data";
+import { h } from "./dom";
 import { errorBox } from "./states";
-import { curveChart } from "./charts";
-import { decodeChannels, toMap2D, type Map2D } from "./codec";
-import { classColor, SERIES } from "./colors";
-import { clear, className, fmt, h, pct } from "./dom";
-import { colorbar, imageCanvas, mapCanvas } from "./draw";
-import { evidenceOf, NO_EVIDENCE, trustReason } from "./evidence";
-import type { EncodedImg, RecordResp } from "./types";
+import { instanceView, type InstanceView } from "./views";
 
 // The latest request per slot wins: a slower answer for a step the user already left must not
 // replace the newer one. Kept per slot, not per module, so two viewers mounted on one page (each
 // with its own slot) never cancel each other.
 const tokens = new WeakMap<HTMLElement, number>();
+
+/** The instance kinds the detail panel shows: the grid's kind first, then every other instance
+ * kind the run holds that has a registered view. */
+export function detailKinds(app: ViewHost): InstanceView[] {
+  const held = app.kinds.filter((k) => k.subject === "instance").map((k) => k.kind);
+  const order = [app.kind, ...held.filter((k) => k !== app.kind)];
+  return order.map((k) => instanceView(k)).filter((v): v is InstanceView => v !== undefined);
+}
 
 export function renderDetail(app: ViewHost, slot: HTMLElement, run: string, instance: string, step: number,
   names: string[]): void {
@@ -24,285 +27,43 @@ export function renderDetail(app: ViewHost, slot: HTMLElement, run: string, inst
   const current = () => tokens.get(slot) === mine;
   const close = h("button", { class: "dv-icon-button", title: "Close (Esc)", "aria-label": "Close detail panel",
     "data-testid": "detail-close", onclick: () => app.closeDetail() }, "×");
-  const body = h("div", { class: "detail-body" },
-    h("div", { class: "dv-state loading small" }, h("div", { class: "spinner" }), "Loading the full record…"));
+  const views = detailKinds(app);
+  const columns = h("div", { class: "detail-kinds", style: `--kinds:${Math.max(1, views.length)}` });
   const panel = h("section", { class: "card detail", "data-testid": "detail-panel",
-    "data-instance": instance, "data-step": step },
+    "data-instance": instance, "data-step": step, "data-kinds": views.map((v) => v.kind).join(",") },
     h("div", { class: "card-head" }, h("h3", {}, `Step ${step} · `, h("span", { class: "inst-ref" }, instance)), close),
-    body);
+    columns);
   slot.appendChild(panel);
 
-  app.source.get<RecordResp>("record", { run, instance, step: String(step) }).then(
-    (rec) => {
-      if (!current()) return;
-      app.addWarnings(rec.warnings);
-      body.textContent = "";
-      body.append(...sections(rec, rec.class_names?.length ? rec.class_names : names));
-      panel.dataset.loaded = "true";
-    },
-    (err) => {
-      if (!current()) return;
-      body.textContent = "";
-      body.append(errorBox(err, `the record at step ${step}`));
-    },
-  );
-}
-
-function sections(rec: RecordResp, names: string[]): HTMLElement[] {
-  const k = names.length;
-  const f = rec.fidelity ?? {};
-  const why = trustReason(rec.trustworthy, f);
-  const summary = h("div", { class: "detail-summary" },
-    h("span", { class: "pill" }, `predicted ${className(names, rec.predicted)}`),
-    h("span", { class: "pill" }, rec.label === null ? "true label unknown" : `true ${className(names, rec.label)}`),
-    why === null
-      ? h("span", { class: "pill good" }, "✓ trustworthy explanation")
-      : h("span", { class: "pill warn", "data-testid": "lowfi-warning" },
-        "⚠ don't trust these maps: ", h("span", { "data-testid": "trust-reason" }, why)),
-    h("span", { class: "muted" },
-      `top-1 agreement ${fmt(f.top1_agreement)} · KL ${fmt(f.kl, 3)} · R² ${fmt(f.r2_top)}` +
-      (f.mae_top !== undefined ? ` · |Δp| ${fmt(f.mae_top, 3)}` : "")));
-
-  const maps = classMaps(rec);
-  const focusSlot = h("div", { class: "focus-slot" });
-  const showFocus = (c: number) => {
-    clear(focusSlot);
-    focusSlot.append(focus(rec, names, maps, c));
-    grids.querySelectorAll<HTMLElement>("[data-class]").forEach((el) =>
-      el.classList.toggle("focused", Number(el.dataset.class) === c));
-  };
-  const grids = classGrids(rec, names, maps, showFocus);
-  showFocus(rec.predicted);
-  const bars = h("div", { class: "prob-bars", "data-testid": "prob-bars" },
-    ...names.map((name, c) => h("div", { class: "pb-row" + (c === rec.predicted ? " predicted" : "") },
-      h("span", { class: "pb-name", title: name }, name),
-      h("span", { class: "pb-track" },
-        h("span", { class: "pb teacher", style: `width:${(rec.teacher_probs[c] ?? 0) * 100}%` }),
-        h("span", { class: "pb student", style: `width:${(rec.student_probs[c] ?? 0) * 100}%` })),
-      h("span", { class: "pb-val" }, `${pct(rec.teacher_probs[c])} / ${pct(rec.student_probs[c])}`))));
-
-  const nt = rec.neighbour_teacher ?? [];
-  const ns = rec.neighbour_student ?? [];
-  const disagree = nt.filter((t, i) => t !== ns[i]).length;
-  const neigh = rec.neighbours?.length
-    ? h("div", { class: "neighbours", "data-testid": "neighbour-grid" }, ...rec.neighbours.map((img, i) => {
-      const t = nt[i];
-      const off = t !== ns[i];
-      const fig = h("figure", {
-        class: "neighbour" + (off ? " disagree" : ""),
-        style: `--label:${classColor(t, k)}`,
-        "data-testid": "neighbour",
-        title: `teacher: ${className(names, t)} · student: ${className(names, ns[i])}`,
-      }, imageCanvas(img, 44), h("figcaption", {}, className(names, t)));
-      if (off) fig.appendChild(h("span", { class: "nb-x", "aria-label": "student disagrees" }, "✗"));
-      return fig;
-    }))
-    : h("p", { class: "muted" }, "No neighbour images were stored for this instance.");
-  const usedLabels = [...new Set(nt)].sort((a, b) => a - b);
-  const neighLegend = h("div", { class: "nb-legend" },
-    ...usedLabels.map((c) => h("span", { class: "nb-key" },
-      h("span", { class: "swatch", style: `background:${classColor(c, k)}` }), className(names, c))),
-    h("span", { class: "nb-key wide" }, h("span", { class: "nb-x static" }, "✗"), "student disagrees with the teacher"));
-
-  const settings = h("table", { class: "settings", "data-testid": "settings" },
-    h("tbody", {}, ...Object.entries(rec.settings ?? {}).map(([key, v]) =>
-      h("tr", {}, h("th", {}, key), h("td", {}, typeof v === "string" ? v : JSON.stringify(v))))),
-    h("tbody", {}, h("tr", {}, h("th", {}, "schema_version"), h("td", {}, String(rec.schema_version)))));
-
-  return [
-    summary,
-    h("div", { class: "sec" }, h("h4", {}, "Where the model looks"), focusSlot),
-    evidenceSection(rec, why),
-    grids,
-    h("div", { class: "sec" }, h("h4", {}, "Teacher vs student"),
-      h("div", { class: "pb-legend" }, h("span", { class: "swatch teacher" }), "teacher (your model)",
-        h("span", { class: "swatch student" }), "student (linear explanation)"), bars),
-    h("div", { class: "sec" }, h("h4", {}, `Neighbours (${nt.length}, ${disagree} disagreements)`), neighLegend, neigh),
-    h("div", { class: "sec" }, h("h4", {}, "Settings"), settings),
-  ];
-}
-
-// ---- maps ---------------------------------------------------------------------------------------
-const CHANNELS = ["R", "G", "B"];
-
-/** Per class: its weights and, when the backend sends the input, its contributions (weight × input),
- * per channel in their own units. */
-interface ClassMaps {
-  c: number;
-  h: number;
-  w: number;
-  weights: Float32Array[][]; // [class][channel]
-  contributions: Float32Array[][] | null; // [class][channel]
-}
-
-function classMaps(rec: RecordResp): ClassMaps {
-  const weights = rec.weights.map((m) => decodeChannels(m));
-  const { c, h: hh, w } = weights[0] ?? { c: 1, h: 1, w: 1 };
-  let contributions: Float32Array[][] | null = null;
-  if (rec.input) {
-    const x = decodeChannels(rec.input);
-    if (x.c === c && x.h === hh && x.w === w) {
-      contributions = weights.map((wc) => wc.channels.map((ch, i) => ch.map((v, j) => v * x.channels[i][j])));
-    }
-  }
-  return { c, h: hh, w, weights: weights.map((m) => m.channels), contributions };
-}
-
-function combine(channels: Float32Array[], how: "mean" | "sum"): Float32Array {
-  const out = new Float32Array(channels[0].length);
-  for (const ch of channels) for (let i = 0; i < out.length; i++) out[i] += ch[i];
-  if (how === "mean") for (let i = 0; i < out.length; i++) out[i] /= channels.length;
-  return out;
-}
-
-function peak(...arrays: Float32Array[]): number {
-  let p = 0;
-  for (const a of arrays) for (let i = 0; i < a.length; i++) p = Math.max(p, Math.abs(a[i]));
-  return Math.max(p, 1e-12);
-}
-
-/** A labelled map figure; `shared` puts several maps on one colour scale. */
-function figure(m: Map2D, size: number, caption: string, testid: string, opts: { image?: EncodedImg; shared?: number }) {
-  return h("figure", { class: "focus-fig", "data-testid": testid },
-    mapCanvas(m, size, { image: opts.image, sharedScale: opts.shared, crisp: true }),
-    h("figcaption", {}, caption));
-}
-
-/** The focused class (default: the predicted one): the instance, its weight and its contribution,
- * over the instance, each with its colour bar; per channel for colour images. */
-function focus(rec: RecordResp, names: string[], maps: ClassMaps, cls: number): HTMLElement {
-  const w = combine(maps.weights[cls], "mean");
-  const wMap = toMap2D(w, maps.h, maps.w);
-  const name = className(names, cls);
-  const figs: HTMLElement[] = [
-    h("figure", { class: "focus-fig" }, imageCanvas(rec.image, 128, "img focus-img"), h("figcaption", {}, "instance")),
-    h("div", { class: "focus-col" },
-      figure(wMap, 128, "weight", "focus-weight", { image: rec.image }), colorbar(wMap.scale, "weight")),
-  ];
-  const contrib = maps.contributions?.[cls];
-  let cMap: Map2D | null = null;
-  if (contrib) {
-    cMap = toMap2D(combine(contrib, "sum"), maps.h, maps.w);
-    figs.push(h("div", { class: "focus-col" },
-      figure(cMap, 128, "contribution = weight × input", "focus-contribution", { image: rec.image }),
-      colorbar(cMap.scale, "contribution")));
-  }
-  const out = h("div", { class: "focus", "data-testid": "focus-maps", "data-class": cls },
-    h("p", { class: "focus-title" }, `Class “${name}”`,
-      cls === rec.predicted ? h("span", { class: "muted" }, " (predicted; click a class below to look at another)")
-        : h("span", { class: "muted" }, " (click a class below to look at another)")),
-    h("div", { class: "focus-row" }, ...figs),
-    h("div", { class: "map-key", "data-testid": "map-legend" },
-      h("p", {}, h("b", {}, "weight"), ": what the explanation multiplies each pixel by: where ink or colour ",
-        h("i", {}, "would"), " push towards the class (red) or against it (blue)."),
-      contrib
-        ? h("p", {}, h("b", {}, "contribution = weight × input"), ": what each pixel of ", h("i", {}, "this"),
-          " instance actually adds to the class score. This is where the model looks; pixels without signal add nothing.")
-        : h("p", { class: "muted" }, "Contributions need the instance in the model's input units, which this backend does not send."),
-      h("p", { class: "muted" }, "Both are drawn over the instance (dimmed grey); where the colour fades to grey, " +
-        "the value is close to zero.")));
-  if (maps.c === 3) out.append(channelTable(maps, cls, contrib));
-  return out;
-}
-
-/** Colour images: R, G and B next to their combination, one colour scale per row, so a colour cue
- * that the channel average cancels (green for, red against) stays visible. */
-function channelTable(maps: ClassMaps, cls: number, contrib: Float32Array[] | undefined): HTMLElement {
-  const row = (label: string, channels: Float32Array[], how: "mean" | "sum", testid: string) => {
-    const all = combine(channels, how);
-    const shared = peak(all, ...channels);
-    return h("div", { class: "chan-row", "data-testid": testid },
-      h("span", { class: "chan-label" }, label),
-      figure(toMap2D(all, maps.h, maps.w), 76, how === "mean" ? "mean of R, G, B" : "R + G + B", "channel-map", { shared }),
-      ...channels.map((ch, i) => figure(toMap2D(ch, maps.h, maps.w), 76, CHANNELS[i] ?? `channel ${i}`,
-        "channel-map", { shared })),
-      h("span", { class: "chan-scale" }, colorbar(shared, label)));
-  };
-  return h("div", { class: "chan-maps", "data-testid": "channel-maps" },
-    h("p", { class: "muted" }, "Per colour channel (each row on one colour scale): an average can hide a colour " +
-      "cue, e.g. green pushing for the class and red against it."),
-    row("weight", maps.weights[cls], "mean", "channel-weights"),
-    contrib ? row("contribution", contrib, "sum", "channel-contributions") : null);
-}
-
-/** Every class's weight map, then every class's contribution, each on one shared colour scale. */
-function classGrids(rec: RecordResp, names: string[], maps: ClassMaps, pick: (c: number) => void): HTMLElement {
-  const grid = (title: string, perClass: Float32Array[], testid: string, hint: string, label: string) => {
-    const decoded = perClass.map((v) => toMap2D(v, maps.h, maps.w));
-    const shared = Math.max(1e-12, ...decoded.map((m) => m.scale));
-    return h("div", { class: "sec" }, h("h4", {}, title), colorbar(shared, label),
-      h("div", { class: "class-maps" }, ...decoded.map((m, c) =>
-        h("figure", { class: "class-map" + (c === rec.predicted ? " predicted" : "") + (c === rec.label ? " truth" : ""),
-          "data-testid": testid, "data-class": c, title: `${className(names, c)}: click to look at it above`,
-          onclick: () => pick(c) },
-        mapCanvas(m, 72, { sharedScale: shared }),
-        h("figcaption", {}, h("span", { class: "cm-name", title: className(names, c) }, className(names, c)),
-          h("span", { class: "muted" }, pct(rec.student_probs[c])))))),
-      h("p", { class: "hint" }, hint));
-  };
-  // The weight grid keeps the channel average the overview shows; contributions are summed over
-  // channels (that sum is the pixel's share of the student's logit).
-  const weights = maps.weights.map((chs) => combine(chs, "mean"));
-  return h("div", { class: "class-grids" },
-    grid("Weight map per class", weights, "class-map",
-      "Red pixels push towards the class, blue pixels against it; percentages are the student's probabilities.",
-      "weight"),
-    maps.contributions
-      ? grid("Contribution per class (weight × input)", maps.contributions.map((chs) => combine(chs, "sum")),
-        "contribution-map", "What each pixel of this instance adds to each class's score, on one colour scale.",
-        "contribution")
-      : null);
-}
-
-// ---- faithfulness evidence ----------------------------------------------------------------------
-function evidenceSection(rec: RecordResp, why: string | null): HTMLElement {
-  const f = rec.fidelity ?? {};
-  const ev = evidenceOf(f);
-  const sec = h("div", { class: "sec", "data-testid": "evidence" },
-    h("h4", {}, "Faithfulness: does the map point at what the model uses?"));
-  if (!ev) {
-    sec.append(h("p", { class: "muted", "data-testid": "no-evidence" },
-      NO_EVIDENCE.charAt(0).toUpperCase() + NO_EVIDENCE.slice(1) + "."));
-    return sec;
-  }
-  const cmp = (mine: number, random: number, lowerIsBetter: boolean) =>
-    (lowerIsBetter ? mine < random : mine > random) ? "better" : "worse";
-  const row = (label: string, mine: number, random: number, lowerIsBetter: boolean, testid: string) =>
-    h("tr", { "data-testid": testid },
-      h("th", {}, label),
-      h("td", { class: cmp(mine, random, lowerIsBetter) }, fmt(mine, 3)),
-      h("td", {}, fmt(random, 3)));
-  sec.append(
-    h("table", { class: "evidence-table" },
-      h("thead", {}, h("tr", {}, h("th", {}, ""), h("th", {}, "this map"), h("th", {}, "random map"))),
-      h("tbody", {},
-        row("deletion AUC (lower is better)", ev.deletion, ev.randomDeletion, true, "evidence-deletion"),
-        row("insertion AUC (higher is better)", ev.insertion, ev.randomInsertion, false, "evidence-insertion"))),
-    ev.better
-      ? h("p", { class: "verdict good", "data-testid": "evidence-verdict" },
-        "✓ Better than a random map at both: removing the pixels it ranks highest makes the model lose its " +
-        "prediction sooner, and restoring them brings it back sooner.")
-      : h("p", { class: "verdict warn", "data-testid": "evidence-verdict" },
-        "⚠ No better than a random map: this map does not show where the model looks."),
-    ev.better && why !== null ? h("p", { class: "verdict warn" }, `Still not trustworthy: ${why}.`) : "",
-  );
-  if (ev.deletionCurve && ev.insertionCurve) {
-    const n = ev.deletionCurve.length - 1;
-    const xs = ev.deletionCurve.map((_, i) => i / n);
-    sec.append(curveChart({
-      title: `Probability of “${className(rec.class_names, rec.predicted)}” as pixels are removed / restored`,
-      testid: "evidence-curves",
-      xs,
-      xLabel: "pixels, ranked by contribution",
-      series: [
-        { label: `deletion (AUC ${fmt(ev.deletion, 3)})`, values: ev.deletionCurve, color: SERIES.deletion },
-        { label: `insertion (AUC ${fmt(ev.insertion, 3)})`, values: ev.insertionCurve, color: SERIES.insertion },
-      ],
-    }));
-  }
-  sec.append(h("p", { class: "hint" },
-    "Deletion blanks the pixels the map ranks highest first: a faithful map makes the model's probability fall " +
-    "fast (low area). Insertion restores them onto a blank image: it should rise fast (high area). The random " +
-    "map is fixed per instance, so it is the same baseline at every step."));
-  return sec;
+  const loads = views.map((view) => {
+    const body = h("div", { class: "detail-body" },
+      h("div", { class: "dv-state loading small" }, h("div", { class: "spinner" }), "Loading the full record…"));
+    const column = h("section", { class: "detail-kind", "data-testid": "detail-kind", "data-kind": view.kind },
+      views.length > 1 ? h("h3", { class: "detail-kind-title", title: view.description }, view.label) : null, body);
+    columns.appendChild(column);
+    return app.source.get<{ warnings?: string[] }>("record",
+      { run, instance, step: String(step), ...kindParams(view.kind) }).then(
+      (rec) => {
+        if (!current()) return;
+        app.addWarnings(rec.warnings);
+        body.textContent = "";
+        body.append(...view.detail(rec, names));
+        column.dataset.loaded = "true";
+      },
+      (err) => {
+        if (!current()) return;
+        body.textContent = "";
+        // Kinds run at their own cadence: a kind without a record at this step is not an error.
+        if (views.length > 1 && err instanceof ApiError && err.status === 404) {
+          body.append(h("p", { class: "muted", "data-testid": "detail-kind-missing" },
+            `No ${view.label} explanation of this instance at step ${step}.`));
+        } else {
+          body.append(errorBox(err, `the ${view.label} record at step ${step}`));
+        }
+      },
+    );
+  });
+  void Promise.allSettled(loads).then(() => {
+    if (current()) panel.dataset.loaded = "true";
+  });
 }

@@ -38,9 +38,10 @@ export function evidenceOf(f: Fidelity | undefined | null): Evidence | null {
   };
 }
 
-/** Low trust: the writer said so, or the map does no better than a random map. */
-export function lowTrust(trustworthy: boolean, f: Fidelity | undefined | null): boolean {
-  return !trustworthy || f?.better_than_random === false;
+/** Low trust: the writer said so, or the map does no better than a random map. (`null`: the
+ * kind cannot say, e.g. a Grad-CAM map without evidence; only the evidence decides then.) */
+export function lowTrust(trustworthy: boolean | null, f: Fidelity | undefined | null): boolean {
+  return trustworthy === false || f?.better_than_random === false;
 }
 
 export function stepLowTrust(s: StepSummary): boolean {
@@ -48,7 +49,7 @@ export function stepLowTrust(s: StepSummary): boolean {
 }
 
 /** Why not to trust it, in words (null when it is trustworthy). */
-export function trustReason(trustworthy: boolean, f: Fidelity | undefined | null): string | null {
+export function trustReason(trustworthy: boolean | null, f: Fidelity | undefined | null): string | null {
   if (!lowTrust(trustworthy, f)) return null;
   if (typeof f?.trust_reason === "string" && f.trust_reason) return f.trust_reason;
   if (f?.better_than_random === false) return NOT_BETTER;

@@ -2,7 +2,7 @@
 // shell. Views import this file, never app.ts, so the shell can import every view without an
 // import loop, and a new view needs nothing but this.
 import type { DataSource } from "./data";
-import type { Instance, RunInfo } from "./types";
+import type { Instance, KindInfo, RunInfo } from "./types";
 
 export interface ViewHost {
   /** Where every answer comes from (live backend or inline snapshot). */
@@ -11,6 +11,9 @@ export interface ViewHost {
   readonly runs: readonly RunInfo[];
   /** The run shown in the timeline (null before one is picked). */
   readonly run: string | null;
+  /** The kind the instance grid shows, and every kind the run holds (`kinds?run=R`). */
+  readonly kind: string;
+  readonly kinds: readonly KindInfo[];
   /** Run pairs a saved compare page can show (null: any pair, from a live backend). */
   readonly pairs: readonly (readonly [string, string])[] | null;
   /** The selected instance and step (null when nothing is selected). */

@@ -27,7 +27,9 @@ export function renderInspector(app: ViewHost, parent: HTMLElement, inst: Instan
   const status = h("div", { class: "step-status" });
   slider.addEventListener("input", () => app.selectStep(steps[Number(slider.value)]));
 
-  const fidelity = lineChart({
+  // Only DeepVID's students have a fidelity; other kinds (Grad-CAM) show their evidence instead.
+  const hasFidelity = inst.steps.some((s) => num(s.fidelity?.top1_agreement) !== null);
+  const fidelity = !hasFidelity ? null : lineChart({
     title: "Fidelity over steps (student agrees with the model)",
     testid: "fidelity-chart",
     steps,
@@ -89,12 +91,12 @@ export function renderInspector(app: ViewHost, parent: HTMLElement, inst: Instan
         h("div", { class: "muted" }, truth === null ? "true label unknown" : `true label: ${className(names, truth)}`),
         status)),
     h("div", { class: "slider-row" }, h("span", { class: "muted" }, "Step"), slider, stepOut),
-    fidelity.el, probs.el,
+    fidelity ? fidelity.el : null, probs.el,
     faith ? faith.el : h("p", { class: "muted chart-note", "data-testid": "no-evidence-chart" },
       `Deletion AUC over steps: ${NO_EVIDENCE}.`));
   parent.appendChild(panel);
 
-  const charts: Chart[] = faith ? [fidelity, probs, faith] : [fidelity, probs];
+  const charts: Chart[] = [fidelity, probs, faith].filter((c): c is Chart => c !== null);
   const select = (step: number | null) => {
     const i = step === null ? -1 : steps.indexOf(step);
     if (i < 0) return;
@@ -106,8 +108,8 @@ export function renderInspector(app: ViewHost, parent: HTMLElement, inst: Instan
       h("span", { class: "pill" }, `predicted ${className(names, s.predicted)} · ${pct(s.probs[s.predicted])}`),
       stepLowTrust(s)
         ? h("span", { class: "pill warn", title: trustReason(s.trustworthy, s.fidelity) ?? "" },
-          `⚠ low trust · fidelity ${fmt(s.fidelity?.top1_agreement)}`)
-        : h("span", { class: "pill good" }, `fidelity ${fmt(s.fidelity?.top1_agreement)}`),
+          hasFidelity ? `⚠ low trust · fidelity ${fmt(s.fidelity?.top1_agreement)}` : "⚠ low trust")
+        : hasFidelity ? h("span", { class: "pill good" }, `fidelity ${fmt(s.fidelity?.top1_agreement)}`) : "",
       s.changed ? h("span", { class: "pill changed" }, "◆ changed") : "",
     );
     charts.forEach((c) => c.select(s.step));

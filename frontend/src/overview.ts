@@ -1,11 +1,13 @@
-// The overview: rows are tracked instances, columns are steps. Each cell is the predicted class's
-// weight map over the instance. Cells are painted lazily when they scroll into view, so a
+// The overview: rows are tracked instances, columns are steps. Each cell is drawn by the view of
+// the kind the grid shows (views/<kind>.ts; DeepVID's and Grad-CAM's: the predicted class's map
+// over the instance). Cells are painted lazily when they scroll into view, so a
 // 64 x 200 grid appears at once.
 import type { ViewHost } from "./host";
 import { className, h, fmt } from "./dom";
-import { imageCanvas, mapCanvas } from "./draw";
-import { evidenceOf, NO_EVIDENCE, stepLowTrust, trustReason } from "./evidence";
+import { imageCanvas } from "./draw";
+import { stepLowTrust, trustReason } from "./evidence";
 import type { Instance, InstancesResp, StepSummary } from "./types";
+import { instanceView, type InstanceView } from "./views";
 
 export interface Overview {
   highlight(instance: string | null, step: number | null): void;
@@ -17,6 +19,8 @@ const ROW_HEAD = 190; // style.css .row-head
 
 export function renderOverview(app: ViewHost, parent: HTMLElement, data: InstancesResp): Overview {
   const names = data.class_names;
+  const view = instanceView(app.kind);
+  if (!view) throw new Error(`kind: no grid view is registered for ${JSON.stringify(app.kind)}`);
   const steps = [...new Set(data.instances.flatMap((i) => i.steps.map((s) => s.step)))].sort((a, b) => a - b);
   const cells = new Map<string, HTMLElement>();
   const rows = new Map<string, HTMLElement>();
@@ -68,7 +72,7 @@ export function renderOverview(app: ViewHost, parent: HTMLElement, data: Instanc
           frag.appendChild(h("div", { class: "cell missing", role: "gridcell", title: `no record at step ${step}` }, "·"));
           continue;
         }
-        const [td, paint] = cellFor(inst, s, names);
+        const [td, paint] = cellFor(view, inst, s, names);
         cells.set(key(inst.id, step), td);
         painters.set(td, paint);
         summaries.set(td, [inst, s]);
@@ -98,7 +102,7 @@ export function renderOverview(app: ViewHost, parent: HTMLElement, data: Instanc
   tbody.addEventListener("mouseover", (ev) => {
     const td = cellOf(ev) as HTMLElement | null;
     const hit = td && summaries.get(td);
-    if (hit && !td.title) td.title = tooltip(hit[0], hit[1], names);
+    if (hit && !td.title) td.title = tooltip(view, hit[0], hit[1], names);
   });
   parent.appendChild(h("div", { class: "dv-caption" },
     `${data.instances.length} instances × ${steps.length} steps · click a cell for details, ` +
@@ -148,25 +152,20 @@ export function renderOverview(app: ViewHost, parent: HTMLElement, data: Instanc
   };
 }
 
-function tooltip(inst: Instance, s: StepSummary, names: string[]): string {
+function tooltip(view: InstanceView, inst: Instance, s: StepSummary, names: string[]): string {
   const known = inst.label !== null;
-  const ev = evidenceOf(s.fidelity);
   const why = trustReason(s.trustworthy, s.fidelity);
   return [
-    `${inst.id} · step ${s.step}`,
+    `${inst.id} · step ${s.step} · ${view.label}`,
     `predicted: ${className(names, s.predicted)} (${fmt(s.probs[s.predicted], 2)})`,
     known ? `true: ${className(names, inst.label)}` : "true label unknown",
-    `fidelity (top-1 agreement): ${fmt(s.fidelity?.top1_agreement, 2)}`,
-    ev
-      ? `deletion AUC ${fmt(ev.deletion, 3)} (random ${fmt(ev.randomDeletion, 3)}) · ` +
-        `insertion AUC ${fmt(ev.insertion, 3)} (random ${fmt(ev.randomInsertion, 3)})`
-      : NO_EVIDENCE,
+    ...view.tooltip(s),
     why ? `DON'T TRUST THIS EXPLANATION: ${why}` : "",
     s.changed ? "prediction changed at this step" : "",
   ].filter(Boolean).join("\n");
 }
 
-function cellFor(inst: Instance, s: StepSummary, names: string[]): [HTMLElement, () => void] {
+function cellFor(view: InstanceView, inst: Instance, s: StepSummary, names: string[]): [HTMLElement, () => void] {
   const pred = className(names, s.predicted);
   const known = inst.label !== null;
   const correct = known && s.predicted === inst.label;
@@ -178,6 +177,7 @@ function cellFor(inst: Instance, s: StepSummary, names: string[]): [HTMLElement,
     "data-testid": "overview-cell",
     "data-instance": inst.id,
     "data-step": s.step,
+    "data-kind": view.kind,
     "data-trustworthy": String(s.trustworthy),
     "data-low-trust": String(low),
   },
@@ -187,5 +187,5 @@ function cellFor(inst: Instance, s: StepSummary, names: string[]): [HTMLElement,
   s.changed ? h("span", { class: "mark-changed", "aria-label": "prediction changed" }, "◆") : null,
   low ? h("span", { class: "mark-lowfi", "aria-label": `low trust: ${trustReason(s.trustworthy, s.fidelity)}` }, "⚠")
     : null);
-  return [td, () => art.appendChild(mapCanvas(s.thumb, CELL, { image: inst.image }))];
+  return [td, () => art.appendChild(view.cellArt(inst, s, CELL))];
 }

@@ -42,9 +42,12 @@ export interface StepSummary {
   predicted: number;
   probs: number[];
   fidelity: Fidelity;
-  trustworthy: boolean;
+  /** null: the kind cannot say (e.g. a Grad-CAM map recorded without evidence). */
+  trustworthy: boolean | null;
   changed: boolean;
   thumb: EncodedMap;
+  /** The number generic charts plot for every kind (see KindInfo.headline); null when unknown. */
+  headline?: number | null;
 }
 
 export interface RunInfo {
@@ -76,8 +79,27 @@ export interface Instance {
   steps: StepSummary[];
 }
 
+/** One kind a run holds (`kinds?run=R`). */
+export interface KindInfo {
+  kind: string;
+  /** What one record explains: "instance" kinds share the grid; the others have their own views. */
+  subject: "instance" | "layer" | "class" | "model";
+  /** What the headline number is, e.g. "deletion AUC of the predicted-class map". */
+  headline: string;
+  higher_is_better: boolean;
+  subjects: number;
+  steps: number;
+}
+
+export interface KindsResp {
+  run: string;
+  kinds: KindInfo[];
+  warnings: string[];
+}
+
 export interface InstancesResp {
   run: string;
+  kind?: string;
   class_names: string[];
   instances: Instance[];
   warnings: string[];
@@ -85,6 +107,7 @@ export interface InstancesResp {
 
 export interface RecordResp {
   run: string;
+  kind?: string;
   instance: string;
   step: number;
   schema_version: number;
@@ -127,5 +150,28 @@ export interface CompareResp {
   common_instances: string[];
   only_in: Record<string, string[]>;
   note: string | null;
+  warnings: string[];
+}
+
+/** The record of a kind without a typed view (e.g. Grad-CAM), generic over the envelope. */
+export interface EnvelopeRecordResp {
+  run: string;
+  kind: string;
+  kind_version: number;
+  instance: string;
+  step: number;
+  schema_version: number;
+  class_names: string[];
+  label: number | null;
+  predicted: number | null;
+  image: EncodedImg | null;
+  input: EncodedMap | null;
+  /** Maps (2-d or more) encoded as weight maps; vectors as lists of numbers. */
+  arrays: Record<string, EncodedMap | number[]>;
+  fidelity: Fidelity;
+  trustworthy: boolean | null;
+  headline: number | null;
+  meta: Record<string, unknown>;
+  settings: Record<string, unknown>;
   warnings: string[];
 }

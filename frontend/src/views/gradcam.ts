@@ -1,0 +1,93 @@
+// The Grad-CAM kind's views (Selvaraju et al., ICCV 2017): the overview cell shows the predicted
+// class's map over the instance; the detail column shows the maps of the predicted and the true
+// class over the instance, the model's probabilities, and the same deletion/insertion evidence as
+// DeepVID's, so the two explanations can be compared honestly.
+import { decodeMap } from "../codec";
+import { className, fmt, h, pct } from "../dom";
+import { colorbar, imageCanvas, mapCanvas } from "../draw";
+import { evidenceOf, NO_EVIDENCE, trustReason } from "../evidence";
+import { evidenceSection } from "../evidence_panel";
+import type { EncodedMap, EnvelopeRecordResp, Instance, StepSummary } from "../types";
+import { registerView } from "./registry";
+
+registerView({
+  kind: "gradcam",
+  label: "Grad-CAM",
+  description: "Grad-CAM: where the gradient of a class's score weights a layer's activations",
+  layout: "instances",
+  cellArt: (inst: Instance, s: StepSummary, size: number) => mapCanvas(s.thumb, size, { image: inst.image }),
+  tooltip(s: StepSummary): string[] {
+    const ev = evidenceOf(s.fidelity);
+    return [ev
+      ? `deletion AUC ${fmt(ev.deletion, 3)} (random ${fmt(ev.randomDeletion, 3)}) · ` +
+        `insertion AUC ${fmt(ev.insertion, 3)} (random ${fmt(ev.randomInsertion, 3)})`
+      : NO_EVIDENCE];
+  },
+  detail: (rec: unknown, names: string[]) => {
+    const r = rec as EnvelopeRecordResp;
+    return sections(r, r.class_names?.length ? r.class_names : names);
+  },
+});
+
+function isMap(v: unknown): v is EncodedMap {
+  return typeof v === "object" && v !== null && "data" in v && "shape" in v;
+}
+
+function sections(rec: EnvelopeRecordResp, names: string[]): HTMLElement[] {
+  const why = trustReason(rec.trustworthy, rec.fidelity);
+  const probs = Array.isArray(rec.arrays.probs) ? rec.arrays.probs : [];
+  const layer = typeof rec.meta?.layer === "string" ? rec.meta.layer : null;
+  const summary = h("div", { class: "detail-summary" },
+    h("span", { class: "pill" }, `predicted ${className(names, rec.predicted)}`),
+    h("span", { class: "pill" }, rec.label === null ? "true label unknown" : `true ${className(names, rec.label)}`),
+    why === null
+      ? h("span", { class: "pill good" }, rec.trustworthy === null
+        ? "no faithfulness evidence" : "✓ better than a random map")
+      : h("span", { class: "pill warn", "data-testid": "lowfi-warning" },
+        "⚠ don't trust these maps: ", h("span", { "data-testid": "trust-reason" }, why)),
+    layer ? h("span", { class: "muted" }, `layer ${layer}`) : null);
+
+  const figs: HTMLElement[] = [];
+  if (rec.image) {
+    figs.push(h("figure", { class: "focus-fig" }, imageCanvas(rec.image, 128, "img focus-img"),
+      h("figcaption", {}, "instance")));
+  }
+  const camFig = (name: string, cls: number | null, testid: string, what: string) => {
+    const m = rec.arrays[name];
+    if (!isMap(m)) return null;
+    const map = decodeMap(m);
+    return h("div", { class: "focus-col" },
+      h("figure", { class: "focus-fig", "data-testid": testid, "data-class": cls ?? -1 },
+        mapCanvas(map, 128, { image: rec.image ?? undefined, crisp: true }),
+        h("figcaption", {}, `${what}: ${className(names, cls)}`)),
+      colorbar(map.scale, "Grad-CAM"));
+  };
+  const pred = camFig("cam_pred", rec.predicted, "cam-pred", "predicted");
+  const truth = camFig("cam_true", rec.label, "cam-true", "true");
+  if (pred) figs.push(pred);
+  if (truth) figs.push(truth);
+  const maps = h("div", { class: "focus", "data-testid": "gradcam-maps" },
+    h("div", { class: "focus-row" }, ...figs),
+    truth ? null : h("p", { class: "muted" }, "No true-class map: the instance's label was not known."),
+    h("p", { class: "map-key muted" }, "Grad-CAM: the layer's activations weighted by the gradient of the " +
+      "class's score, kept where positive and upsampled to the input. Red is where the class draws its evidence."));
+
+  const bars = h("div", { class: "prob-bars", "data-testid": "prob-bars" },
+    ...names.map((name, c) => h("div", { class: "pb-row" + (c === rec.predicted ? " predicted" : "") },
+      h("span", { class: "pb-name", title: name }, name),
+      h("span", { class: "pb-track" },
+        h("span", { class: "pb teacher", style: `width:${(probs[c] ?? 0) * 100}%` })),
+      h("span", { class: "pb-val" }, pct(probs[c])))));
+
+  const settings = h("table", { class: "settings", "data-testid": "settings" },
+    h("tbody", {}, ...Object.entries(rec.settings ?? {}).map(([key, v]) =>
+      h("tr", {}, h("th", {}, key), h("td", {}, typeof v === "string" ? v : JSON.stringify(v))))));
+
+  return [
+    summary,
+    h("div", { class: "sec" }, h("h4", {}, "Where the model looks"), maps),
+    evidenceSection(rec, why, "pixels, ranked by the predicted class's map"),
+    h("div", { class: "sec" }, h("h4", {}, "The model's probabilities"), bars),
+    h("div", { class: "sec" }, h("h4", {}, "Settings"), settings),
+  ];
+}

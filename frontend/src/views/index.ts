@@ -1,0 +1,8 @@
+// One import per kind's view module, in the order the kind switch lists them.
+import "./deepvid";
+import "./gradcam";
+import "./netdissect";
+import "./summit";
+
+export { allViews, instanceView, pageViews, viewFor } from "./registry";
+export type { InstanceView, KindView, PageView } from "./registry";

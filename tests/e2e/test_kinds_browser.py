@@ -1,0 +1,116 @@
+"""Explanation kinds in the browser: the kind switch of the instance grid, the side-by-side detail
+(DeepVID and Grad-CAM of the same instance at the same step, each with its evidence) and the
+top-level views of kinds that are not instance grids.
+
+The host is the self-contained viewer over a MemoryStore snapshot, in MLflow's sandboxed blob:
+iframe (the cheapest of the three hosts; they serve the same routes from one route table).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from deepvid_plugin import api
+from deepvid_plugin.api import MemoryStore
+from deepvid_plugin.viewer import standalone_html
+from tests.e2e.test_viewer_browser import _show_in_sandbox
+from tests.factories import make_gradcam_record, make_run
+
+pytestmark = pytest.mark.timeout(180)
+
+IDS = ("a", "b")
+DEEPVID_STEPS = range(4)
+GRADCAM_STEPS = (0, 2)  # Grad-CAM at its own cadence: every other step
+
+
+@pytest.fixture(scope="module")
+def html():
+    store = MemoryStore({
+        "both": make_run(IDS, DEEPVID_STEPS, n_classes=3, evidence=True)
+        + [make_gradcam_record(i, s, n_classes=3) for s in GRADCAM_STEPS for i in IDS],
+        "cam-only": [make_gradcam_record(i, s, n_classes=3, seed=1) for s in GRADCAM_STEPS
+                     for i in IDS],
+    })
+    return standalone_html(api.snapshot(store), title="kinds test")
+
+
+def _cells(frame, kind):
+    cells = frame.locator(f"[data-testid=overview-cell][data-kind={kind}]")
+    cells.first.wait_for()
+    return cells
+
+
+def test_kind_switch_and_side_by_side_detail(page, html, artifacts_dir):
+    frame = _show_in_sandbox(page, html)
+    assert _cells(frame, "deepvid").count() == len(IDS) * len(DEEPVID_STEPS)
+    switch = frame.locator("[data-testid=kind-switch]")
+    assert switch.locator("button").all_inner_texts() == ["DeepVID", "Grad-CAM"]
+    assert switch.locator("[data-testid=kind-deepvid]").get_attribute("aria-checked") == "true"
+
+    switch.locator("[data-testid=kind-gradcam]").click()
+    cells = _cells(frame, "gradcam")
+    assert cells.count() == len(IDS) * len(GRADCAM_STEPS)
+    assert frame.locator("[data-testid=overview-cell][data-kind=deepvid]").count() == 0
+    assert switch.locator("[data-testid=kind-gradcam]").get_attribute("aria-checked") == "true"
+    frame.locator("[data-testid=overview-cell][data-kind=gradcam] canvas").first.wait_for()
+
+    # Step 2 has both kinds: the detail shows them side by side, the grid's kind first.
+    frame.locator("[data-testid=overview-cell][data-instance=b][data-step='2']").click()
+    panel = frame.locator("[data-testid=detail-panel][data-loaded=true][data-step='2']")
+    panel.wait_for()
+    assert panel.get_attribute("data-kinds") == "gradcam,deepvid"
+    cols = panel.locator("[data-testid=detail-kind]")
+    assert cols.count() == 2
+    cam, deep = cols.nth(0), cols.nth(1)
+    assert (cam.get_attribute("data-kind"), deep.get_attribute("data-kind")) == ("gradcam", "deepvid")
+    assert cam.get_attribute("data-loaded") == deep.get_attribute("data-loaded") == "true"
+    # each with its own faithfulness evidence
+    for col in (cam, deep):
+        col.locator("[data-testid=evidence-deletion]").wait_for()
+        assert col.locator("[data-testid=evidence-insertion]").count() == 1
+    assert cam.locator("[data-testid=cam-pred] canvas").count() == 1
+    assert cam.locator("[data-testid=cam-true] canvas").count() == 1
+    assert deep.locator("[data-testid=class-map]").count() == 3
+    # side by side: same top, Grad-CAM's column left of DeepVID's
+    a, b = cam.bounding_box(), deep.bounding_box()
+    assert a is not None and b is not None
+    assert abs(a["y"] - b["y"]) < 2 and a["x"] + a["width"] <= b["x"] + 1
+    page.screenshot(path=os.path.join(artifacts_dir, "kinds_side_by_side.png"))
+    assert not page.dv_errors, page.dv_errors
+
+
+def test_detail_at_a_step_without_the_other_kind(page, html):
+    frame = _show_in_sandbox(page, html)
+    frame.locator("[data-testid=overview-cell][data-instance=a][data-step='1']").click()
+    panel = frame.locator("[data-testid=detail-panel][data-loaded=true][data-step='1']")
+    panel.wait_for()
+    assert panel.get_attribute("data-kinds") == "deepvid,gradcam"
+    missing = panel.locator("[data-kind=gradcam] [data-testid=detail-kind-missing]")
+    assert "No Grad-CAM explanation of this instance at step 1" in missing.inner_text()
+    assert panel.locator("[data-kind=deepvid] [data-testid=evidence]").count() == 1
+    assert not page.dv_errors, page.dv_errors
+
+
+def test_run_with_one_kind_and_page_views(page, html):
+    frame = _show_in_sandbox(page, html)
+    _cells(frame, "deepvid")
+    frame.locator("[data-testid=run-select]").select_option("cam-only")
+    assert _cells(frame, "gradcam").count() == len(IDS) * len(GRADCAM_STEPS)
+    switch = frame.locator("[data-testid=kind-switch]")
+    assert switch.locator("button").all_inner_texts() == ["Grad-CAM"]
+    frame.locator("[data-testid=overview-cell][data-instance=a][data-step='0']").click()
+    panel = frame.locator("[data-testid=detail-panel][data-loaded=true]")
+    panel.wait_for()
+    assert panel.get_attribute("data-kinds") == "gradcam"
+
+    for kind in ("netdissect", "summit"):
+        frame.locator(f"[data-testid=tab-{kind}]").click()
+        view = frame.locator(f"[data-testid=page-view][data-kind={kind}]")
+        view.wait_for()
+        assert view.get_attribute("data-has-data") == "false"
+        assert f"No {kind} data in this run" in view.inner_text()
+    frame.locator("[data-testid=tab-overview]").click()
+    _cells(frame, "gradcam")
+    assert not page.dv_errors, page.dv_errors
