@@ -213,7 +213,7 @@ export class App implements ViewHost {
     this.sidebar = h("aside", { class: "dv-side" });
     this.split = h("div", { class: "dv-split" }, main, this.sidebar);
     append(this.body, this.split);
-    append(main, this.kindSwitch(), legend());
+    append(main, this.kindSwitch(), legend(instanceView(this.kind)?.cellLegend));
     this.overview = renderOverview(this, main, this.data);
     this.renderSidebar();
   }

@@ -1,5 +1,6 @@
 // Compare: the same instance in two runs, step by step. A and B maps share one colour scale; the
 // difference B − A has its own, centred at zero like every map.
+import { kindParams } from "./data";
 import type { ViewHost } from "./host";
 import { errorBox } from "./states";
 import { lineChart } from "./charts";
@@ -9,6 +10,7 @@ import { append, className, clear, fmt, h, pct } from "./dom";
 import { colorbar, mapCanvas } from "./draw";
 import { stepLowTrust, trustReason } from "./evidence";
 import type { CompareResp, InstancesResp, RunInfo, StepSummary } from "./types";
+import { viewFor } from "./views";
 
 export function renderCompare(app: ViewHost, parent: HTMLElement): void {
   const runs = app.runs;
@@ -71,8 +73,8 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
     let db: InstancesResp;
     try {
       [da, db] = await Promise.all([
-        app.source.get<InstancesResp>("instances", { run: a }),
-        app.source.get<InstancesResp>("instances", { run: b }),
+        app.source.get<InstancesResp>("instances", { run: a, ...kindParams(app.kind) }),
+        app.source.get<InstancesResp>("instances", { run: b, ...kindParams(app.kind) }),
       ]);
     } catch (err) {
       if (mine === token) { clear(selI); clear(out); out.append(errorBox(err, "the instances of the two runs")); }
@@ -86,7 +88,7 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
     for (const [run, data] of [[a, da], [b, db]] as const) {
       if (!data.instances.length) {
         instance = null;
-        return state(`Run ${run === a ? "A" : "B"} has no DeepVID data`, `“${app.runName(run)}” has no readable explanations.`);
+        return state(`Run ${run === a ? "A" : "B"} has no ${viewFor(app.kind)?.label ?? app.kind} data`, `“${app.runName(run)}” has no readable explanations.`);
       }
     }
     if (!common.length) {
@@ -111,7 +113,7 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
     out.append(h("div", { class: "dv-state loading" }, h("div", { class: "spinner" }), "Comparing…"));
     let cmp: CompareResp;
     try {
-      cmp = await app.source.get<CompareResp>("compare", { instance, runs: `${a},${b}` });
+      cmp = await app.source.get<CompareResp>("compare", { instance, runs: `${a},${b}`, ...kindParams(app.kind) });
     } catch (err) {
       if (mine === token) { clear(out); out.append(errorBox(err, "the comparison")); }
       return;
@@ -133,8 +135,12 @@ function renderResult(out: HTMLElement, cmp: CompareResp, nameA: string, nameB: 
   const steps = cmp.steps;
   if (cmp.note) out.append(h("div", { class: "dv-banner info", "data-testid": "compare-note" }, "ℹ ", cmp.note));
   if (!steps.length || !cmp.maps.length) {
-    out.append(h("div", { class: "dv-state", "data-testid": "empty-state" }, h("h2", {}, "No common steps"),
-      h("p", {}, "The two runs have no step in common for this instance.")));
+    out.append(h("div", { class: "dv-state", "data-testid": "empty-state" },
+      h("h2", {}, steps.length ? "No maps to compare" : "No common steps"),
+      h("p", {}, steps.length
+        // e.g. Grad-CAM: a map is of the predicted class, and a diff of two classes' maps means nothing
+        ? "At no common step could both runs' maps of the same class be read; see the warnings above."
+        : "The two runs have no step in common for this instance.")));
     return;
   }
 

@@ -3,12 +3,13 @@
 import { divergingCss } from "./colors";
 import { h } from "./dom";
 
-export function legend(): HTMLElement {
+/** `cells`: what the grid's cells show (the kind's InstanceView.cellLegend). */
+export function legend(cells = "weight of the predicted class"): HTMLElement {
   const stops = [-1, -0.5, 0, 0.5, 1].map((v) => `${divergingCss(v)} ${(v + 1) * 50}%`).join(", ");
   return h("div", { class: "dv-legend", "data-testid": "legend" },
     h("span", { class: "lg-item" },
       h("span", { class: "lg-bar", style: `background: linear-gradient(to right, ${stops})` }),
-      "weight of the predicted class: ", h("b", { class: "neg" }, "against"), " · 0 · ",
+      `${cells}: `, h("b", { class: "neg" }, "against"), " · 0 · ",
       h("b", { class: "pos" }, "for"), " (each map scaled to its own max)"),
     h("span", { class: "lg-item" }, h("span", { class: "mark-changed" }, "◆"), "prediction changed"),
     h("span", { class: "lg-item" }, h("span", { class: "lg-lowfi" }, "⚠"),

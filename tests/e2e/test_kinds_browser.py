@@ -30,7 +30,7 @@ def html():
     store = MemoryStore({
         "both": make_run(IDS, DEEPVID_STEPS, n_classes=3, evidence=True)
         + [make_gradcam_record(i, s, n_classes=3) for s in GRADCAM_STEPS for i in IDS],
-        "cam-only": [make_gradcam_record(i, s, n_classes=3, seed=1) for s in GRADCAM_STEPS
+        "cam-only": [make_gradcam_record(i, s, n_classes=3) for s in GRADCAM_STEPS
                      for i in IDS],
     })
     return standalone_html(api.snapshot(store), title="kinds test")
@@ -78,6 +78,13 @@ def test_kind_switch_and_side_by_side_detail(page, html, artifacts_dir):
     assert a is not None and b is not None
     assert abs(a["y"] - b["y"]) < 2 and a["x"] + a["width"] <= b["x"] + 1
     page.screenshot(path=os.path.join(artifacts_dir, "kinds_side_by_side.png"))
+
+    # Comparing runs compares the grid's kind: the Grad-CAM-only run is a partner now.
+    frame.locator("[data-testid=tab-compare]").click()
+    frame.locator("[data-testid=compare-run-a]").select_option("both")
+    frame.locator("[data-testid=compare-run-b]").select_option("cam-only")
+    frame.locator("[data-testid=compare-strip]").wait_for()
+    assert frame.locator("[data-testid=empty-state]").count() == 0
     assert not page.dv_errors, page.dv_errors
 
 

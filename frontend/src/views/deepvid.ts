@@ -17,6 +17,7 @@ registerView({
   label: "DeepVID",
   description: "local linear students (DeepVID): what each pixel adds to a class, with their fidelity",
   layout: "instances",
+  cellLegend: "weight of the predicted class",
   cellArt: (inst: Instance, s: StepSummary, size: number) => mapCanvas(s.thumb, size, { image: inst.image }),
   tooltip(s: StepSummary): string[] {
     const ev = evidenceOf(s.fidelity);

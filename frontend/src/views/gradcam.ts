@@ -15,6 +15,7 @@ registerView({
   label: "Grad-CAM",
   description: "Grad-CAM: where the gradient of a class's score weights a layer's activations",
   layout: "instances",
+  cellLegend: "Grad-CAM of the predicted class (never negative)",
   cellArt: (inst: Instance, s: StepSummary, size: number) => mapCanvas(s.thumb, size, { image: inst.image }),
   tooltip(s: StepSummary): string[] {
     const ev = evidenceOf(s.fidelity);

@@ -21,6 +21,8 @@ interface BaseView {
 
 export interface InstanceView extends BaseView {
   readonly layout: "instances";
+  /** What the grid's cells show, for the legend (e.g. "weight of the predicted class"). */
+  readonly cellLegend: string;
   /** The overview cell's picture of one step (painted lazily, when it scrolls into view). */
   cellArt(inst: Instance, s: StepSummary, size: number): HTMLElement;
   /** Lines of the cell's tooltip that are the kind's own (after instance, step, prediction). */
