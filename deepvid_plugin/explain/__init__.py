@@ -1,7 +1,9 @@
 """The explanation methods: DeepVID (generator, neighbours, student, fidelity), Grad-CAM, Network
 Dissection, Summit, and the faithfulness evidence shared by every instance kind. No I/O, no UI."""
 
+from deepvid_plugin.explain import checks
 from deepvid_plugin.explain.deepvid import DEFAULT_JITTER, DEFAULT_N_NEIGHBOURS, DeepVID
+from deepvid_plugin.explain.deepvid_explainer import DeepVIDExplainer
 from deepvid_plugin.explain.faithfulness import (
     DEFAULT_STEPS,
     Curves,
@@ -18,13 +20,28 @@ from deepvid_plugin.explain.fidelity import (
     trust_verdict,
 )
 from deepvid_plugin.explain.generator import Generator, PixelGenerator
-from deepvid_plugin.explain.gradcam import GradCAM, GradCAMResult
+from deepvid_plugin.explain.gradcam import GradCAM, GradCAMExplainer, GradCAMResult
 from deepvid_plugin.explain.netdissect import ConceptSet, LayerDissection, NetDissect
+from deepvid_plugin.explain.protocol import (
+    Artifacts,
+    ExplainContext,
+    Explainer,
+    NoArtifacts,
+    is_explainer,
+)
 from deepvid_plugin.explain.sanity import RandomizationResult, randomization_check, randomize_model
 from deepvid_plugin.explain.summit import Summit, SummitResult
 from deepvid_plugin.explain.vae import VAE, FitReport
 
 __all__ = [
+    "is_explainer",
+    "checks",
+    "NoArtifacts",
+    "GradCAMExplainer",
+    "Explainer",
+    "ExplainContext",
+    "DeepVIDExplainer",
+    "Artifacts",
     "DEFAULT_JITTER",
     "DEFAULT_N_NEIGHBOURS",
     "DEFAULT_STEPS",
