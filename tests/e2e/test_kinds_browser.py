@@ -2,13 +2,15 @@
 (DeepVID and Grad-CAM of the same instance at the same step, each with its evidence) and the
 top-level views of kinds that are not instance grids.
 
-The host is the self-contained viewer over a MemoryStore snapshot, in MLflow's sandboxed blob:
-iframe (the cheapest of the three hosts; they serve the same routes from one route table).
+Every host is checked: the self-contained viewer over a MemoryStore snapshot (in MLflow's
+sandboxed blob: iframe), the TensorBoard tab under both loaders, and the MLflow app's /deepvid/
+page; they serve the same routes from one route table.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -25,11 +27,16 @@ DEEPVID_STEPS = range(4)
 GRADCAM_STEPS = (0, 2)  # Grad-CAM at its own cadence: every other step
 
 
+def _both():
+    """DeepVID at every step, Grad-CAM every other step, of the same instances."""
+    return (make_run(IDS, DEEPVID_STEPS, n_classes=3, evidence=True)
+            + [make_gradcam_record(i, s, n_classes=3) for s in GRADCAM_STEPS for i in IDS])
+
+
 @pytest.fixture(scope="module")
 def html():
     store = MemoryStore({
-        "both": make_run(IDS, DEEPVID_STEPS, n_classes=3, evidence=True)
-        + [make_gradcam_record(i, s, n_classes=3) for s in GRADCAM_STEPS for i in IDS],
+        "both": _both(),
         "cam-only": [make_gradcam_record(i, s, n_classes=3) for s in GRADCAM_STEPS
                      for i in IDS],
     })
@@ -42,8 +49,8 @@ def _cells(frame, kind):
     return cells
 
 
-def test_kind_switch_and_side_by_side_detail(page, html, artifacts_dir):
-    frame = _show_in_sandbox(page, html)
+def _switch_and_open_side_by_side(frame, page, screenshot):
+    """Switch the grid to Grad-CAM and open the detail of b at step 2: both kinds side by side."""
     assert _cells(frame, "deepvid").count() == len(IDS) * len(DEEPVID_STEPS)
     switch = frame.locator("[data-testid=kind-switch]")
     assert switch.locator("button").all_inner_texts() == ["DeepVID", "Grad-CAM"]
@@ -77,7 +84,12 @@ def test_kind_switch_and_side_by_side_detail(page, html, artifacts_dir):
     a, b = cam.bounding_box(), deep.bounding_box()
     assert a is not None and b is not None
     assert abs(a["y"] - b["y"]) < 2 and a["x"] + a["width"] <= b["x"] + 1
-    page.screenshot(path=os.path.join(artifacts_dir, "kinds_side_by_side.png"))
+    page.screenshot(path=screenshot)
+
+
+def test_kind_switch_and_side_by_side_detail(page, html, artifacts_dir):
+    frame = _show_in_sandbox(page, html)
+    _switch_and_open_side_by_side(frame, page, os.path.join(artifacts_dir, "kinds_side_by_side.png"))
 
     # Comparing runs compares the grid's kind: the Grad-CAM-only run is a partner now.
     frame.locator("[data-testid=tab-compare]").click()
@@ -121,3 +133,50 @@ def test_run_with_one_kind_and_page_views(page, html):
     frame.locator("[data-testid=tab-overview]").click()
     _cells(frame, "gradcam")
     assert not page.dv_errors, page.dv_errors
+
+
+# ---- the same in TensorBoard (both loaders) and in the MLflow app -------------------------------
+@pytest.fixture(scope="module")
+def kinds_logdir(tmp_path_factory):
+    from deepvid_plugin.tensorboard.summary import TensorBoardSink
+
+    root = tmp_path_factory.mktemp("tb-kinds")
+    with TensorBoardSink(str(root / "both")) as sink:
+        for rec in _both():
+            sink.write(rec, rec.step)
+    return root
+
+
+@pytest.mark.parametrize("load_fast", ["false", "true"])
+def test_kinds_in_tensorboard(tensorboard_server, kinds_logdir, page, artifacts_dir, load_fast):
+    from tests.e2e.fixtures_tensorboard import wait_for_json
+
+    base_url = tensorboard_server(kinds_logdir, load_fast=load_fast)
+    wait_for_json(base_url + "/data/plugin/deepvid/kinds?run=both",
+                  lambda b: [(k["kind"], k["steps"]) for k in b["kinds"]]
+                  == [("deepvid", len(DEEPVID_STEPS)), ("gradcam", len(GRADCAM_STEPS))])
+    page.goto(base_url + "/#deepvid")
+    frame = page.frame_locator("iframe[src*='plugin_entry.html?name=deepvid']")
+    _switch_and_open_side_by_side(
+        frame, page, os.path.join(artifacts_dir, f"kinds_tensorboard_fast_{load_fast}.png"))
+    assert not page.dv_errors, page.dv_errors
+
+
+def test_kinds_in_the_mlflow_app(page, mlflow_app_server, artifacts_dir):
+    from deepvid_plugin.mlflow.logging import MLflowSink
+
+    client = mlflow_app_server.client()
+    exp = client.create_experiment(f"deepvid-kinds-{time.time_ns()}")
+    run = client.create_run(exp, run_name="both").info.run_id
+    with MLflowSink(run, client=client, viewer_every=0, log_images=False) as sink:
+        for rec in _both():
+            sink.write(rec, rec.step)
+    client.set_terminated(run)
+
+    page.goto(f"{mlflow_app_server.url}/deepvid/")
+    experiment = page.locator("[data-testid=experiment-select]")
+    experiment.wait_for()
+    if experiment.input_value() != exp:
+        experiment.select_option(exp)
+    _switch_and_open_side_by_side(page, page, os.path.join(artifacts_dir, "kinds_mlflow.png"))
+    assert not [e for e in page.dv_errors if "pageerror" in e], page.dv_errors
