@@ -8,6 +8,7 @@ from deepvid_plugin.record import (
     SCHEMA_VERSION,
     ExplanationRecord,
     NewerSchemaError,
+    Record,
     RecordDecodeError,
 )
 
@@ -17,8 +18,13 @@ __all__ = [
     "SCHEMA_VERSION",
     "ExplanationRecord",
     "NewerSchemaError",
+    "Record",
     "RecordDecodeError",
+    "CAMDistillLoss",
     "DeepVID",
+    "GradCAM",
+    "NetDissect",
+    "Summit",
     "VAE",
     "__version__",
 ]
@@ -27,8 +33,12 @@ __all__ = [
 def __getattr__(name: str):
     # Lazy so that `import deepvid_plugin` (e.g. from TensorBoard's plugin loader) never pays for
     # or breaks on torch.
-    if name in ("DeepVID", "VAE", "randomization_check"):
+    if name in ("DeepVID", "GradCAM", "NetDissect", "Summit", "VAE", "randomization_check"):
         from deepvid_plugin import explain
 
         return getattr(explain, name)
+    if name in ("CAMDistillLoss", "DistillOutput"):
+        from deepvid_plugin import distill
+
+        return getattr(distill, name)
     raise AttributeError(f"module 'deepvid_plugin' has no attribute {name!r}")
