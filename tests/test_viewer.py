@@ -8,7 +8,7 @@ import pytest
 
 from deepvid_plugin import api, viewer
 from deepvid_plugin.api import MemoryStore
-from tests.factories import make_run
+from tests.factories import make_gradcam_record, make_run
 
 HOSTILE = "</script><script>window.__pwned=1</script><!--"
 
@@ -104,3 +104,19 @@ def test_served_html_links_static_files_and_api():
         viewer.served_html("/deepvid/api", "/s/")
     with pytest.raises(TypeError, match="static_base: expected a str"):
         viewer.served_html("/a/", None)
+
+
+def test_standalone_html_carries_every_kind():
+    store = MemoryStore({"r": make_run(("a",), range(2))
+                         + [make_gradcam_record("a", s) for s in range(2)]})
+    page = viewer.standalone_html(api.snapshot(store))
+    data = _parse(page).scripts[0]
+    snap = json.loads(data[len("window.__DEEPVID_SNAPSHOT__="):-1])
+    assert [k["kind"] for k in snap["kinds?run=r"]["kinds"]] == ["deepvid", "gradcam"]
+    assert snap["instances?kind=gradcam&run=r"]["kind"] == "gradcam"
+    assert snap["record?instance=a&kind=gradcam&run=r&step=1"]["arrays"]["cam_pred"]["shape"] == [
+        28, 28]
+    # the bundle knows the kinds' views (views/<kind>.ts registered in the build)
+    js, _ = viewer.bundle()
+    for k in ("deepvid", "gradcam", "netdissect", "summit"):  # any quote the minifier picks
+        assert re.search(rf"kind:\s*[`'\"]{k}[`'\"]", js), k

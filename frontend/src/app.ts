@@ -122,14 +122,19 @@ export class App implements ViewHost {
     this.renderToolbar();
     this.loading(`Loading ${this.runName(run)}…`);
     let data: InstancesResp;
+    const want = kind ?? this.kind;
+    // Ask for the overview of the wanted kind while the kinds are listed (no extra round trip
+    // before the grid in the common case); it is dropped if the run turns out not to hold it.
+    const early = this.source.get<InstancesResp>("instances", { run, ...kindParams(want) });
+    early.catch(() => undefined); // a run without this kind: answered by the request below
     try {
       if (runChanged) this.kinds = await this.loadKinds(run);
       const grid = this.gridKinds().map((k) => k.kind);
-      const want = kind ?? this.kind;
       this.kind = grid.includes(want) ? want : (grid[0] ?? DEFAULT_KIND);
       if (this.run !== run) return;
       this.renderToolbar();
-      data = await this.source.get<InstancesResp>("instances", { run, ...kindParams(this.kind) });
+      data = await (this.kind === want ? early
+        : this.source.get<InstancesResp>("instances", { run, ...kindParams(this.kind) }));
     } catch (err) {
       return this.fail(err, "instances");
     }
