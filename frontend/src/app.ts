@@ -269,7 +269,7 @@ export class App implements ViewHost {
     }
     if (this.view !== "page" || this.pageKind !== kind || this.run !== run) return;
     clear(this.body);
-    view.render(this, this.body, this.runName(run), this.kinds.find((k) => k.kind === kind) ?? null);
+    view.render(this, this.body, run, this.kinds.find((k) => k.kind === kind) ?? null);
   }
 
   showCompare(): void {

@@ -8,8 +8,8 @@ registerView({
   label: "Dissection",
   description: "Network Dissection: which units of a layer detect which concepts",
   layout: "page",
-  render(_host, parent, run, info) {
+  render(host, parent, run, info) {
     parent.appendChild(pageShell("netdissect", "Network Dissection", "Add a NetDissect explainer to the " +
-      "callback to label each layer's units with the concepts they detect.", run, info));
+      "callback to label each layer's units with the concepts they detect.", host.runName(run), info));
   },
 });

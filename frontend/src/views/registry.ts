@@ -33,7 +33,9 @@ export interface InstanceView extends BaseView {
 
 export interface PageView extends BaseView {
   readonly layout: "page";
-  /** Draw the view of `run` into `parent`; `info` is null when the run holds no data of it. */
+  /** Draw the view of `run` (the API's run id; `host.runName(run)` is what to show) into
+   * `parent`; `info` is null when the run holds no data of this kind. Data comes from
+   * `host.source.get(route, { run, kind })`. */
   render(host: ViewHost, parent: HTMLElement, run: string, info: KindInfo | null): void;
 }
 

@@ -8,8 +8,8 @@ registerView({
   label: "Summit",
   description: "Summit: per class, the attribution graph of the channels that make it up",
   layout: "page",
-  render(_host, parent, run, info) {
+  render(host, parent, run, info) {
     parent.appendChild(pageShell("summit", "Summit", "Add a Summit explainer to the callback to see, per " +
-      "class, the graph of channels that make it up.", run, info));
+      "class, the graph of channels that make it up.", host.runName(run), info));
   },
 });
