@@ -1,0 +1,92 @@
+"""A distillation run with ``explainers=[CAMAgreement(...)]``: the student is trained with
+CAMDistillLoss and the callback records, every epoch, where it looks compared with its teacher,
+into a real TensorBoard logdir (read back through TensorBoard's data provider) and an MLflow run
+(metrics ``deepvid/cam_agreement/<name>/<instance>``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from deepvid_plugin.callbacks import DeepVIDCallback
+
+from deepvid_plugin.distill import CAMDistillLoss
+from deepvid_plugin.explain.cam_agreement import CAMAgreement
+from tests.callbacks.helpers import kind_steps, records, tracked, train_slice
+from tests.explain.test_cam_agreement import Net
+
+EPOCHS = 3
+
+
+def _distil(cb: DeepVIDCallback, teacher: Net, student: Net) -> None:
+    x, y = train_slice()
+    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
+    kd = CAMDistillLoss(teacher, student, "features", "features", top_k=3, cam_weight=50.0)
+    opt = torch.optim.Adam(student.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(0)
+    for epoch in range(EPOCHS):
+        if epoch:  # epoch 0 records the untrained student
+            for idx in torch.randperm(len(x), generator=g).split(64):
+                logits, distill = kd(x[idx])
+                loss = F.cross_entropy(logits, y[idx] % 5) + distill
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        cb.on_epoch_end(epoch)
+
+
+def _teacher_student():
+    return Net(seed=0), Net(seed=11)
+
+
+def test_cam_agreement_to_a_real_tensorboard_logdir(tmp_path):
+    teacher, student = _teacher_student()
+    xi, yi = tracked()
+    cb = DeepVIDCallback(student, xi, labels=yi % 5, class_names=[f"c{c}" for c in range(5)],
+                         explainers=[CAMAgreement(teacher, "features", "features",
+                                                  evidence_steps=4)],
+                         logdir=tmp_path, progress=False)
+    with cb:
+        _distil(cb, teacher, student)
+    assert cb.failures == {}
+    ids = [str(i) for i in range(4)]
+    assert kind_steps(tmp_path, "cam_agreement") == {".": {i: [0, 1, 2] for i in ids}}
+    first = records(tmp_path, ".", "0", 0, kind="cam_agreement")
+    last = records(tmp_path, ".", "0", EPOCHS - 1, kind="cam_agreement")
+    assert last.kind == "cam_agreement" and last.step == EPOCHS - 1
+    assert last.arrays["cam_teacher"].shape == (3, 8, 8) == last.arrays["cam_student"].shape
+    assert last.arrays["image"].shape == (1, 8, 8)  # stored once per subject, put back
+    assert last.meta["evidence"] is not None and "deletion_auc" in last.meta["evidence"]
+    assert [h["step"] for h in last.meta["history"]] == [0, 1, 2]
+    # the teacher's maps do not move (it is not trained, and explaining leaves it as found);
+    # the student's do, and the timeline follows them
+    np.testing.assert_array_equal(first.arrays["cam_teacher"], last.arrays["cam_teacher"])
+    assert np.abs(first.arrays["cam_student"] - last.arrays["cam_student"]).max() > 1e-3
+    assert last.meta["history"][0]["pearson"] == pytest.approx(first.meta["pearson"][0])
+    assert last.meta["pearson"][0] != pytest.approx(first.meta["pearson"][0])
+
+
+def test_cam_agreement_metrics_in_an_mlflow_run(tmp_path):
+    from mlflow import MlflowClient
+
+    from deepvid_plugin.mlflow import layout
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment(
+        "distil", artifact_location=(tmp_path / "artifacts").as_uri()))
+    teacher, student = _teacher_student()
+    xi, yi = tracked(k=2)
+    with DeepVIDCallback(student, xi, labels=yi % 5,
+                         explainers=[CAMAgreement(teacher, "features", "features",
+                                                  evidence_steps=4)],
+                         mlflow=run.info.run_id, tracking_uri=uri, progress=False) as cb:
+        _distil(cb, teacher, student)
+    assert cb.failures == {}
+    keys = set(client.get_run(run.info.run_id).data.metrics)
+    assert {"deepvid/cam_agreement/pearson/0", "deepvid/cam_agreement/iou/1",
+            "deepvid/cam_agreement/agree/0", "deepvid/cam_agreement/deletion_auc/1",
+            layout.mean_metric("cam_agreement")} <= keys
+    history = client.get_metric_history(run.info.run_id, "deepvid/cam_agreement/pearson/0")
+    assert sorted(m.step for m in history) == [0, 1, 2]
