@@ -122,21 +122,29 @@ def images(name: str, x: Any) -> torch.Tensor:
     return x.detach()
 
 
-def ids(value: Any, k: int, default: Sequence[str] | None = None) -> list[str]:
-    """``k`` unique non-empty ids (as str); ``None`` gives ``default`` or ``"0".."k-1"``."""
+def ids(value: Any, k: int | None, default: Sequence[str] | None = None) -> list[str]:
+    """``k`` unique non-empty ids (as str); ``None`` gives ``default`` or ``"0".."k-1"``.
+
+    ``k=None`` accepts any number of ids (a caller with no instance count of its own, such as
+    :func:`~deepvid_plugin.explain.faithfulness.random_saliency`); ``None`` is then refused."""
+    want = f"{k} ids" if k is not None else "ids"
     if value is None:
-        return list(default) if default is not None else [str(i) for i in range(k)]
+        if default is not None:
+            return list(default)
+        if k is None:
+            raise TypeError("ids: expected a sequence of ids, got None")
+        return [str(i) for i in range(k)]
     if isinstance(value, (str, bytes)):
-        raise TypeError(f"ids: expected a sequence of {k} ids, got a single string {value!r}")
+        raise TypeError(f"ids: expected a sequence of {want}, got a single string {value!r}")
     if isinstance(value, (torch.Tensor, np.ndarray)):
         value = value.tolist()
     if not isinstance(value, Sequence):
-        raise TypeError(f"ids: expected a sequence of {k} ids, got {type(value).__name__}")
+        raise TypeError(f"ids: expected a sequence of {want}, got {type(value).__name__}")
     out = [str(i) for i in value]
-    if len(out) != k:
+    if k is not None and len(out) != k:
         raise ValueError(f"ids: expected {k} ids (one per instance), got {len(out)}")
-    if len(set(out)) != k or any(not i for i in out):
-        raise ValueError(f"ids: expected {k} unique non-empty ids, got {out}")
+    if len(set(out)) != len(out) or any(not i for i in out):
+        raise ValueError(f"ids: expected {len(out)} unique non-empty ids, got {out}")
     return out
 
 

@@ -83,12 +83,12 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
+from deepvid_plugin.explain import checks
 from deepvid_plugin.explain._guard import frozen_eval, module_device_dtype, preserved_rng
-from deepvid_plugin.explain.faithfulness import evidence
+from deepvid_plugin.explain.faithfulness import OUTPUTS, evidence
 from deepvid_plugin.explain.fidelity import apply_trust_rule, fidelity_metrics
 from deepvid_plugin.explain.generator import Generator
 from deepvid_plugin.explain.neighbours import instance_seed, sample_neighbours
@@ -98,7 +98,6 @@ from deepvid_plugin.record import ExplanationRecord
 Model = Callable[[torch.Tensor], torch.Tensor]
 
 NEIGHBOURHOODS = ("vae+jitter", "vae")
-OUTPUTS = ("logits", "probs")
 DEFAULT_JITTER = 0.05  # pixel noise std, in the images' own units (see the class docstring)
 DEFAULT_N_NEIGHBOURS = 512
 
@@ -140,44 +139,19 @@ class DeepVID:
                  l2: float | None = None, batch_size: int = 512, n_shown: int = 32,
                  refine_steps: int = 10, neighbourhood: str = "vae+jitter",
                  jitter: float | None = None, outputs: str = "logits"):
-        if not (callable(getattr(generator, "encode", None))
-                and callable(getattr(generator, "decode", None))):
-            raise TypeError(f"generator: expected an object with encode() and decode() (e.g. a "
-                            f"fitted VAE), got {type(generator).__name__}")
-        _check_int("n_neighbours", n_neighbours, minimum=10)
-        _check_int("batch_size", batch_size, minimum=1)
-        _check_int("n_shown", n_shown, minimum=0)
-        _check_int("refine_steps", refine_steps, minimum=0)
-        _check_int("seed", seed, minimum=0)
-        if not isinstance(temperature, (int, float)) or not temperature > 0 or not math.isfinite(temperature):
-            raise ValueError(f"temperature: expected a finite number > 0, got {temperature!r}")
-        if not isinstance(holdout, float) or not 0.05 <= holdout <= 0.5:
-            raise ValueError(f"holdout: expected a float in [0.05, 0.5], got {holdout!r}")
-        if l2 is not None and (not isinstance(l2, (int, float)) or not l2 > 0):
-            raise ValueError(f"l2: expected None (automatic) or a number > 0, got {l2!r}")
-        if neighbourhood not in NEIGHBOURHOODS:
-            raise ValueError(f"neighbourhood: expected one of {list(NEIGHBOURHOODS)}, got "
-                             f"{neighbourhood!r}")
-        jitter = _check_jitter(neighbourhood, jitter)
-        if outputs not in OUTPUTS:
-            raise ValueError(f"outputs: expected one of {list(OUTPUTS)}, got {outputs!r}")
-        r = torch.as_tensor(radius, dtype=torch.float32)
-        if r.dim() > 1 or not torch.isfinite(r).all() or (r < 0).any():
-            raise ValueError(f"radius: expected a non-negative scalar or one value per latent "
-                             f"dimension, got {radius!r}")
-        self.generator = generator
-        self.n_neighbours = int(n_neighbours)
-        self.radius = r
-        self.temperature = float(temperature)
-        self.seed = int(seed)
-        self.holdout = float(holdout)
-        self.l2 = l2
-        self.batch_size = int(batch_size)
-        self.n_shown = int(n_shown)
-        self.refine_steps = int(refine_steps)
-        self.neighbourhood = neighbourhood
-        self.jitter = jitter
-        self.outputs = outputs
+        self.generator = checks.generator(generator)
+        self.n_neighbours = checks.integer("n_neighbours", n_neighbours, 10)
+        self.radius = checks.radius(radius)
+        self.temperature = checks.positive("temperature", temperature)
+        self.seed = checks.integer("seed", seed, 0)
+        self.holdout = checks.fraction("holdout", holdout, 0.05, 0.5)
+        self.l2 = checks.optional_positive("l2", l2)
+        self.batch_size = checks.integer("batch_size", batch_size, 1)
+        self.n_shown = checks.integer("n_shown", n_shown, 0)
+        self.refine_steps = checks.integer("refine_steps", refine_steps, 0)
+        self.neighbourhood = checks.choice("neighbourhood", neighbourhood, NEIGHBOURHOODS)
+        self.jitter = _check_jitter(neighbourhood, jitter)
+        self.outputs = checks.choice("outputs", outputs, OUTPUTS)
         self._neighbours: dict[str, torch.Tensor] = {}  # instance id -> (M, C, H, W), on CPU
         self._solver: dict[str, SolverState] = {}  # instance id -> its student solver state
 
@@ -213,11 +187,11 @@ class DeepVID:
         Teacher forwards per instance: the instance and its ``n_neighbours`` neighbours, then
         the faithfulness evidence's deletion/insertion images (46 at its default 12 steps).
         """
-        x = _check_images(x)
+        x = checks.images("x", x).to("cpu", torch.float32)
         _check_generator_shape(self.generator, x)
         k = x.shape[0]
-        ids = _check_ids(ids, k)
-        labels_list = _check_labels(labels, k)
+        ids = checks.ids(ids, k)
+        labels_list = checks.labels(labels, k)
         with preserved_rng():
             nb = self.neighbours(x, ids)  # (K, M, C, H, W)
             with frozen_eval(model):
@@ -228,10 +202,9 @@ class DeepVID:
                                     for chunk in flat.split(self.batch_size)]).float().cpu()
             logits = logits.view(k, self.n_neighbours + 1, -1)
             n_classes = logits.shape[-1]
-            class_names = _check_class_names(class_names, n_classes)
-            if labels_list is not None and any(not 0 <= lab < n_classes for lab in labels_list):
-                raise ValueError(f"labels: expected class indices in [0, {n_classes}), got "
-                                 f"{labels_list}")
+            class_names = (checks.class_names(class_names, n_classes)
+                           or [str(i) for i in range(n_classes)])
+            labels_list = checks.labels(labels_list, k, n_classes)  # now the range is known
             return self._distil(x, nb, logits, ids, labels_list, class_names, step, model)
 
     # ---- internals -----------------------------------------------------------------------------
@@ -367,30 +340,6 @@ def _generator_device(generator: object) -> torch.device:
     return module_device_dtype(generator)[0]
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-
-
-def _check_images(x: Any) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x: expected a torch.Tensor of images (K, C, H, W), got {type(x).__name__}")
-    if x.dim() != 4:
-        hint = " (use x.unsqueeze(0) for a single image)" if x.dim() == 3 else ""
-        raise ValueError(f"x: expected a 4-d tensor (K, C, H, W), got shape {tuple(x.shape)}{hint}")
-    if not x.is_floating_point():
-        raise TypeError(f"x: expected a floating-point tensor, got dtype {x.dtype}")
-    if x.shape[0] == 0:
-        raise ValueError("x: expected at least one instance, got 0")
-    x = x.detach().to("cpu", torch.float32)
-    bad = (~torch.isfinite(x)).flatten(1).sum(1)
-    if bad.any():
-        i = int(bad.nonzero()[0, 0])
-        raise ValueError(f"x: instance {i} has {int(bad[i])} non-finite pixels (NaN or inf); "
-                         f"expected finite images")
-    return x
-
-
 def _check_generator_shape(generator: object, x: torch.Tensor) -> None:
     """Catch a channel/size mismatch with a VAE here, with a clear message, instead of as a
     convolution shape error deep inside the generator."""
@@ -400,40 +349,3 @@ def _check_generator_shape(generator: object, x: torch.Tensor) -> None:
     if want is not None and tuple(x.shape[1:]) != tuple(want):
         raise ValueError(f"x: expected images of shape (K, {want[0]}, {want[1]}, {want[2]}) to "
                          f"match the generator, got {tuple(x.shape)}")
-
-
-def _check_ids(ids: Sequence[str] | None, k: int) -> list[str]:
-    if ids is None:
-        return [str(i) for i in range(k)]
-    ids = [str(i) for i in ids]
-    if len(ids) != k:
-        raise ValueError(f"ids: expected {k} ids (one per instance), got {len(ids)}")
-    if len(set(ids)) != k:
-        raise ValueError(f"ids: expected unique ids, got duplicates in {ids}")
-    return ids
-
-
-def _check_labels(labels: Any, k: int) -> list[int] | None:
-    if labels is None:
-        return None
-    values = labels.tolist() if isinstance(labels, (torch.Tensor, np.ndarray)) else list(labels)
-    if len(values) != k:
-        raise ValueError(f"labels: expected {k} labels (one per instance), got {len(values)}")
-    out = []
-    for v in values:
-        # Integral floats (a float tensor of labels) are fine; 1.7 must not silently become 1.
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
-                or not float(v).is_integer():
-            raise ValueError(f"labels: expected integer class indices, got {values}")
-        out.append(int(v))
-    return out
-
-
-def _check_class_names(names: Sequence[str] | None, n_classes: int) -> list[str]:
-    if names is None:
-        return [str(i) for i in range(n_classes)]
-    names = [str(n) for n in names]
-    if len(names) != n_classes:
-        raise ValueError(f"class_names: expected {n_classes} names (the model outputs "
-                         f"{n_classes} classes), got {len(names)}")
-    return names

@@ -40,10 +40,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from deepvid_plugin.explain import checks
 from deepvid_plugin.explain._guard import frozen_eval, module_device_dtype, preserved_rng
 from deepvid_plugin.explain.neighbours import instance_seed
 
 DEFAULT_STEPS = 12
+OUTPUTS = ("logits", "probs")  # what the model returns: logits (softmax applied here) or probs
 
 # Salt for the random map's seed, so it is not drawn from the same stream as the instance's
 # neighbour noise (both are seeded from (seed, instance id)).
@@ -63,7 +65,7 @@ class Curves:
 
 def random_saliency(ids: Sequence[str], shape: tuple[int, int], seed: int) -> torch.Tensor:
     """(K, H, W) uniform random maps, one per instance id, identical for the same (id, seed)."""
-    ids = _check_ids(ids)
+    ids = checks.ids(ids, None)
     if (not isinstance(shape, Sequence) or len(shape) != 2
             or not all(isinstance(s, int) and s > 0 for s in shape)):
         raise ValueError(f"shape: expected (H, W) with two positive ints, got {shape!r}")
@@ -88,7 +90,7 @@ def deletion_insertion(model: object, x: torch.Tensor, saliency: object, target:
     restored afterwards.
     """
     x, maps, tgt = _check_inputs(x, saliency, target, steps, baseline, batch_size)
-    _check_outputs(outputs)
+    checks.choice("outputs", outputs, OUTPUTS)
     dele, ins = _curves(model, x, [maps], tgt, steps, float(baseline), batch_size, outputs)
     return _pack(dele[0], ins[0], _fractions(steps, x.shape[-2] * x.shape[-1]))
 
@@ -102,11 +104,8 @@ def evidence(model: object, x: torch.Tensor, saliency: object, target: object,
     as in :func:`deletion_insertion`, plus the K instance ``ids`` that seed the random maps.
     """
     x, maps, tgt = _check_inputs(x, saliency, target, steps, 0.0, batch_size)
-    _check_outputs(outputs)
-    ids = _check_ids(ids)
-    if len(ids) != x.shape[0]:
-        raise ValueError(f"ids: expected {x.shape[0]} instance ids (one per image in x), "
-                         f"got {len(ids)}")
+    checks.choice("outputs", outputs, OUTPUTS)
+    ids = checks.ids(ids, x.shape[0])
     rand = random_saliency(ids, (x.shape[-2], x.shape[-1]), seed).to(maps.device)
     dele, ins = _curves(model, x, [maps, rand], tgt, steps, 0.0, batch_size, outputs)
     frac = _fractions(steps, x.shape[-2] * x.shape[-1])
@@ -226,21 +225,6 @@ def _target_prob(out: object, target: torch.Tensor, n: int, outputs: str) -> tor
     return prob.gather(1, target.to(out.device)[:, None]).squeeze(1).cpu()
 
 
-def _check_outputs(outputs: object) -> None:
-    if outputs not in ("logits", "probs"):
-        raise ValueError(f"outputs: expected 'logits' or 'probs', got {outputs!r}")
-
-
-def _check_ids(ids: Sequence[str]) -> list[str]:
-    if isinstance(ids, str) or not isinstance(ids, Sequence):
-        raise TypeError(f"ids: expected a sequence of instance id strings, got "
-                        f"{type(ids).__name__}")
-    bad = [i for i in ids if not isinstance(i, str)]
-    if bad:
-        raise TypeError(f"ids: expected strings, got {type(bad[0]).__name__} ({bad[0]!r})")
-    return list(ids)
-
-
 def _check_inputs(x: object, saliency: object, target: object, steps: object, baseline: object,
                   batch_size: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
@@ -249,10 +233,8 @@ def _check_inputs(x: object, saliency: object, target: object, steps: object, ba
         raise ValueError(f"x: expected a float tensor of shape (K, C, H, W), got {got}")
     if x.shape[0] == 0:
         raise ValueError("x: expected at least one instance, got 0")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"steps: expected an int >= 2, got {steps!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    checks.integer("steps", steps, 2)
+    checks.integer("batch_size", batch_size, 1)
     if (isinstance(baseline, bool) or not isinstance(baseline, (int, float))
             or not math.isfinite(baseline)):
         raise ValueError(f"baseline: expected a finite number, got {baseline!r}")

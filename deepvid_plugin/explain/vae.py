@@ -17,9 +17,12 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from deepvid_plugin.explain import checks
 
 _FORMAT = "deepvid-vae"
 _FORMAT_VERSION = 1
@@ -38,10 +41,10 @@ class VAEConfig:
             raise ValueError(f"channels: expected 1 or 3, got {self.channels}")
         for name in ("height", "width"):
             v = getattr(self, name)
-            if not 8 <= v <= 64:
-                raise ValueError(f"{name}: expected an image size between 8 and 64, got {v}")
-        if self.latent_dim < 1:
-            raise ValueError(f"latent_dim: expected >= 1, got {self.latent_dim}")
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 8 <= v <= 64:
+                raise ValueError(f"{name}: expected an image size between 8 and 64, got {v!r}")
+        checks.integer("latent_dim", self.latent_dim, 1)
+        checks.integer("width_mult", self.width_mult, 1)
 
     @property
     def n_down(self) -> int:
@@ -129,13 +132,20 @@ class VAE(nn.Module):
         """Train on ``data``: a (N, C, H, W) tensor, or a DataLoader/iterable of tensors or of
         ``(x, y, ...)`` tuples. Shows a progress bar and returns the final reconstruction error.
 
-        ``beta`` weights the KL term; lower values give sharper reconstructions but a less
-        regular latent space (and so less meaningful neighbours).
+        ``beta`` (> 0) weights the KL term; lower values give sharper reconstructions but a less
+        regular latent space (and so less meaningful neighbours). ``epochs`` and ``batch_size``
+        are ints >= 1, ``lr`` a number > 0 and ``seed`` an int >= 0.
         """
         from tqdm.auto import tqdm
 
-        if epochs < 1:
-            raise ValueError(f"epochs: expected >= 1, got {epochs}")
+        # Checked before any work: a bad value would otherwise surface deep inside the optimiser
+        # (lr), the scheduler (epochs) or only as a useless VAE (beta <= 0 leaves the latent space
+        # unregularised, so DeepVID's radius-r neighbours would not be variations of the image).
+        epochs = checks.integer("epochs", epochs, 1)
+        batch_size = checks.integer("batch_size", batch_size, 1)
+        lr = checks.positive("lr", lr)
+        beta = checks.positive("beta", beta)
+        seed = checks.integer("seed", seed, 0)
         batches = _as_batches(data, batch_size, seed)
         device = self.data_mean.device
         first = next(iter(batches), None)

@@ -20,8 +20,12 @@ def good_model(x):
         ({"n_neighbours": 9}, ValueError, r"n_neighbours: expected an int >= 10, got 9"),
         ({"temperature": 0.0}, ValueError, r"temperature: expected a finite number > 0, got 0.0"),
         ({"temperature": -1}, ValueError, r"temperature: expected .* got -1"),
-        ({"holdout": 0.9}, ValueError, r"holdout: expected a float in \[0.05, 0.5\], got 0.9"),
-        ({"radius": -1.0}, ValueError, r"radius: expected a non-negative"),
+        ({"holdout": 0.9}, ValueError, r"holdout: expected a number in \[0.05, 0.5\], got 0.9"),
+        ({"radius": -1.0}, ValueError, r"radius: expected a number >= 0 or one per latent dimension .*got -1.0"),
+        ({"radius": [[0.5]]}, ValueError, r"radius: expected a number >= 0 or one per latent dimension .*got \[\[0.5\]\]"),
+        ({"l2": float("inf")}, ValueError, r"l2: expected None \(automatic\) or a finite number > 0, got inf"),
+        ({"seed": -1}, ValueError, r"seed: expected an int >= 0, got -1"),
+        ({"batch_size": 2.0}, ValueError, r"batch_size: expected an int >= 1, got 2.0"),
         ({"l2": 0}, ValueError, r"l2: expected None"),
         ({"neighbourhood": "pixels"}, ValueError,
          r"neighbourhood: expected one of \['vae\+jitter', 'vae'\], got 'pixels'"),
@@ -44,7 +48,7 @@ def test_bad_generator():
 @pytest.mark.parametrize(
     ("x", "exc", "pattern"),
     [
-        (torch.rand(1, 8, 8), ValueError, r"x: expected a 4-d tensor \(K, C, H, W\), got shape \(1, 8, 8\).*unsqueeze"),
+        (torch.rand(1, 8, 8), ValueError, r"x: expected images of shape \(K, C, H, W\), got shape \(1, 8, 8\).*unsqueeze"),
         (torch.rand(2, 3, 8, 8), ValueError, r"x: expected images of shape \(K, 1, 8, 8\).*got \(2, 3, 8, 8\)"),
         (torch.ones(2, 1, 8, 8, dtype=torch.int64), TypeError, r"x: expected a floating-point tensor, got dtype torch.int64"),
         ([[1.0]], TypeError, r"x: expected a torch.Tensor .* got list"),
@@ -84,8 +88,10 @@ def test_mismatched_lengths():
         dv.explain(good_model, X, labels=[1])
     with pytest.raises(ValueError, match=r"class_names: expected 10 names .* got 2"):
         dv.explain(good_model, X, class_names=["a", "b"])
-    with pytest.raises(ValueError, match=r"labels: expected class indices in \[0, 10\)"):
+    with pytest.raises(ValueError, match=r"labels: expected class indices in \[0, 10\), got \[1, 12\]"):
         dv.explain(good_model, X, labels=[1, 12])
+    with pytest.raises(ValueError, match=r"ids: expected 2 unique non-empty ids, got \['a', 'a'\]"):
+        dv.explain(good_model, X, ids=["a", "a"])
 
 
 def test_vae_bad_config():
@@ -95,6 +101,35 @@ def test_vae_bad_config():
         VAE(1, 128, 8)
     with pytest.raises(ValueError, match=r"data: expected images of shape \(N, 1, 8, 8\), got \(4, 1, 9, 9\)"):
         VAE(1, 8, 8).fit(torch.rand(4, 1, 9, 9), epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"latent_dim: expected an int >= 1, got 0"):
+        VAE(1, 8, 8, latent_dim=0)
+    with pytest.raises(ValueError, match=r"width: expected an image size between 8 and 64, got 8.5"):
+        VAE(1, 8, 8.5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"epochs": 0}, r"epochs: expected an int >= 1, got 0"),
+        ({"epochs": 2.5}, r"epochs: expected an int >= 1, got 2.5"),
+        ({"batch_size": 0}, r"batch_size: expected an int >= 1, got 0"),
+        ({"batch_size": True}, r"batch_size: expected an int >= 1, got True"),
+        ({"lr": 0.0}, r"lr: expected a finite number > 0, got 0.0"),
+        ({"lr": float("nan")}, r"lr: expected a finite number > 0, got nan"),
+        ({"beta": -1.0}, r"beta: expected a finite number > 0, got -1.0"),
+        ({"beta": "1"}, r"beta: expected a finite number > 0, got '1'"),
+        ({"seed": -3}, r"seed: expected an int >= 0, got -3"),
+    ],
+)
+def test_vae_fit_bad_arguments(kwargs, pattern):
+    vae = VAE(1, 8, 8)
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    with pytest.raises(ValueError, match=pattern):
+        vae.fit(torch.rand(4, 1, 8, 8), progress=False, **{"epochs": 1, **kwargs})
+    # Refused before any work: no statistics set, no weight trained, not marked fitted.
+    after = vae.state_dict()
+    assert set(after) == set(before)
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 # ---- bad input a new user really sends (issue 8) -------------------------------------------------

@@ -92,6 +92,15 @@ def test_ids():
         checks.ids(["a", "a"], 2)
     with pytest.raises(ValueError, match="ids: expected 2 unique non-empty ids"):
         checks.ids(["a", ""], 2)
+    # k=None: any number of ids (faithfulness.random_saliency), still unique and never None.
+    assert checks.ids(["a", 3], None) == ["a", "3"]
+    assert checks.ids([], None) == []
+    with pytest.raises(ValueError, match=r"ids: expected 2 unique non-empty ids, got \['a', 'a'\]"):
+        checks.ids(["a", "a"], None)
+    with pytest.raises(TypeError, match="ids: expected a sequence of ids, got None"):
+        checks.ids(None, None)
+    with pytest.raises(TypeError, match="ids: expected a sequence of ids, got a single string 'abc'"):
+        checks.ids("abc", None)
 
 
 def test_labels():
