@@ -30,7 +30,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 def _log_run(client, experiment: str, name: str, seed: int, log_images: bool,
              steps: int = STEPS) -> tuple[str, list[float]]:
-    from deepvid_plugin.mlflow.logging import MLflowSink
+    from deepvid_plugin.mlflow.sink import MLflowSink
     from tests.factories import make_record
 
     run_id = client.create_run(experiment, run_name=name).info.run_id

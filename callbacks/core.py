@@ -495,7 +495,7 @@ class DeepVIDCallback:
     def _add_mlflow(self, mlflow_arg: bool | str, tracking_uri: str | None) -> None:
         import mlflow as mlflow_mod
 
-        from deepvid_plugin.mlflow.logging import MLflowSink
+        from deepvid_plugin.mlflow.sink import MLflowSink
 
         if mlflow_arg is True:
             active = mlflow_mod.active_run()

@@ -115,7 +115,7 @@ class DeepVIDLightningCallback(pl.Callback):
         self.sinks, self._save_dirs, self._mlflow_targets = {}, [], []
         if not trainer.is_global_zero:
             return  # loggers are dummies there; only rank zero writes
-        from deepvid_plugin.mlflow.logging import MLflowSink
+        from deepvid_plugin.mlflow.sink import MLflowSink
         from deepvid_plugin.tensorboard.summary import TensorBoardSink
 
         for i, lg in enumerate(supported):

@@ -4,7 +4,7 @@ A sink takes records of any registered kind (:class:`~deepvid_plugin.record.Reco
 typed views such as :class:`~deepvid_plugin.record.ExplanationRecord`) and persists them; what a
 kind stores once per subject and how it is summarised comes from :mod:`deepvid_plugin.kinds`. The
 TensorBoard sink (:class:`deepvid_plugin.tensorboard.summary.TensorBoardSink`) and the MLflow sink
-(:class:`deepvid_plugin.mlflow.logging.MLflowSink`) implement it and pass one shared test suite
+(:class:`deepvid_plugin.mlflow.sink.MLflowSink`) implement it and pass one shared test suite
 (``tests/test_sink_contract.py``), once per registered kind.
 """
 

@@ -182,7 +182,7 @@ class TestMLflowSink(SinkContract):
         self.runs: dict[str, str] = {}
 
     def make_sink(self, tmp_path):
-        from deepvid_plugin.mlflow.logging import MLflowSink
+        from deepvid_plugin.mlflow.sink import MLflowSink
 
         run = self.client.create_run(self.experiment, run_name=tmp_path.name)
         self.runs[str(tmp_path)] = run.info.run_id

@@ -12,7 +12,7 @@ __all__ = ["MLflowSink", "MLflowStore"]
 
 def __getattr__(name: str):
     if name == "MLflowSink":
-        from deepvid_plugin.mlflow.logging import MLflowSink
+        from deepvid_plugin.mlflow.sink import MLflowSink
 
         return MLflowSink
     if name == "MLflowStore":

@@ -163,7 +163,7 @@ def test_kinds_in_tensorboard(tensorboard_server, kinds_logdir, page, artifacts_
 
 
 def test_kinds_in_the_mlflow_app(page, mlflow_app_server, artifacts_dir):
-    from deepvid_plugin.mlflow.logging import MLflowSink
+    from deepvid_plugin.mlflow.sink import MLflowSink
 
     client = mlflow_app_server.client()
     exp = client.create_experiment(f"deepvid-kinds-{time.time_ns()}")

@@ -132,7 +132,7 @@ def _wait_instances(page, expected) -> None:
 def three_runs(mlflow_app_server):
     """Runs P, Q and R in their own experiment: Q tracks one instance more than P, R shares only
     ``a`` with them."""
-    from deepvid_plugin.mlflow.logging import MLflowSink
+    from deepvid_plugin.mlflow.sink import MLflowSink
 
     client = mlflow_app_server.client()
     exp = client.create_experiment(f"deepvid-three-runs-{time.time_ns()}")
@@ -214,7 +214,7 @@ def test_saved_compare_page_offers_only_its_pairs(page, runs, tmp_path):
 def test_deepvid_app_with_one_run_opens_the_timeline(page, mlflow_app_server):
     """``/deepvid/`` opens on "Compare runs"; in an experiment with a single run there is nothing
     to compare, so the page shows that run's timeline instead of an empty comparison."""
-    from deepvid_plugin.mlflow.logging import MLflowSink
+    from deepvid_plugin.mlflow.sink import MLflowSink
 
     client = mlflow_app_server.client()
     exp = client.create_experiment(f"deepvid-one-run-{time.time_ns()}")

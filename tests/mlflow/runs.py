@@ -52,7 +52,7 @@ def fluent_tracking(url: str):
 def log_two_runs(server, viewer_every: int = 2) -> LoggedRuns:
     import mlflow
 
-    from deepvid_plugin.mlflow.logging import MLflowSink
+    from deepvid_plugin.mlflow.sink import MLflowSink
 
     client = server.client()
     exp = client.create_experiment(f"deepvid-two-runs-{uuid.uuid4().hex[:8]}")

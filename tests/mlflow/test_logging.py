@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from deepvid_plugin.mlflow import layout
-from deepvid_plugin.mlflow.logging import MLflowSink, render_weight_map
+from deepvid_plugin.mlflow.sink import MLflowSink, render_weight_map
 from deepvid_plugin.record import ExplanationRecord, decode_arrays
 from tests.factories import make_record
 from tests.mlflow.runs import EVIL, STEPS, fluent_tracking, record
@@ -237,7 +237,7 @@ def test_weight_map_image_says_why_not_to_trust_it():
 def test_faithfulness_metrics_per_instance(mlflow_tracking):
     import mlflow
 
-    from deepvid_plugin.mlflow.logging import deletion_auc_metric, insertion_auc_metric
+    from deepvid_plugin.mlflow.sink import deletion_auc_metric, insertion_auc_metric
 
     client = mlflow_tracking.client()
     new = {s: make_record("new", s, evidence=True) for s in STEPS}

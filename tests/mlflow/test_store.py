@@ -8,7 +8,7 @@ import pytest
 
 from deepvid_plugin import api
 from deepvid_plugin.mlflow import bundle, layout
-from deepvid_plugin.mlflow.logging import MLflowSink
+from deepvid_plugin.mlflow.sink import MLflowSink
 from deepvid_plugin.mlflow.store import MLflowStore, NoDeepVIDDataError, RunNotFoundError
 from tests.mlflow.runs import EVIL, STEPS, record
 
