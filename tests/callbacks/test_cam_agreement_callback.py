@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from deepvid_plugin.callbacks import DeepVIDCallback
 
 from deepvid_plugin.distill import CAMDistillLoss
@@ -16,22 +15,21 @@ from deepvid_plugin.explain.cam_agreement import CAMAgreement
 from tests.callbacks.helpers import kind_steps, records, tracked, train_slice
 from tests.explain.test_cam_agreement import Net
 
-EPOCHS = 3
+EPOCHS = 6
 
 
 def _distil(cb: DeepVIDCallback, teacher: Net, student: Net) -> None:
-    x, y = train_slice()
-    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
-    kd = CAMDistillLoss(teacher, student, "features", "features", top_k=3, cam_weight=50.0)
-    opt = torch.optim.Adam(student.parameters(), lr=0.05)
+    x = torch.as_tensor(train_slice()[0], dtype=torch.float32)
+    kd = CAMDistillLoss(teacher, student, "features", "features", top_k=3, cam_weight=20.0,
+                        kd_weight=1.0)
+    opt = torch.optim.Adam(student.parameters(), lr=0.02)
     g = torch.Generator().manual_seed(0)
     for epoch in range(EPOCHS):
         if epoch:  # epoch 0 records the untrained student
-            for idx in torch.randperm(len(x), generator=g).split(64):
-                logits, distill = kd(x[idx])
-                loss = F.cross_entropy(logits, y[idx] % 5) + distill
+            for idx in torch.randperm(len(x), generator=g).split(32):
+                _, distill = kd(x[idx])  # distillation only: the teacher's labels and maps
                 opt.zero_grad()
-                loss.backward()
+                distill.backward()
                 opt.step()
         cb.on_epoch_end(epoch)
 
@@ -51,20 +49,21 @@ def test_cam_agreement_to_a_real_tensorboard_logdir(tmp_path):
         _distil(cb, teacher, student)
     assert cb.failures == {}
     ids = [str(i) for i in range(4)]
-    assert kind_steps(tmp_path, "cam_agreement") == {".": {i: [0, 1, 2] for i in ids}}
+    steps = list(range(EPOCHS))
+    assert kind_steps(tmp_path, "cam_agreement") == {".": {i: steps for i in ids}}
     first = records(tmp_path, ".", "0", 0, kind="cam_agreement")
     last = records(tmp_path, ".", "0", EPOCHS - 1, kind="cam_agreement")
     assert last.kind == "cam_agreement" and last.step == EPOCHS - 1
     assert last.arrays["cam_teacher"].shape == (3, 8, 8) == last.arrays["cam_student"].shape
     assert last.arrays["image"].shape == (1, 8, 8)  # stored once per subject, put back
     assert last.meta["evidence"] is not None and "deletion_auc" in last.meta["evidence"]
-    assert [h["step"] for h in last.meta["history"]] == [0, 1, 2]
-    # the teacher's maps do not move (it is not trained, and explaining leaves it as found);
-    # the student's do, and the timeline follows them
-    np.testing.assert_array_equal(first.arrays["cam_teacher"], last.arrays["cam_teacher"])
-    assert np.abs(first.arrays["cam_student"] - last.arrays["cam_student"]).max() > 1e-3
+    assert [h["step"] for h in last.meta["history"]] == steps
     assert last.meta["history"][0]["pearson"] == pytest.approx(first.meta["pearson"][0])
-    assert last.meta["pearson"][0] != pytest.approx(first.meta["pearson"][0])
+    # the teacher's maps do not move (it is not trained, and explaining leaves it as found);
+    # the distilled student learns its top class and comes to look where it looks
+    np.testing.assert_array_equal(first.arrays["cam_teacher"], last.arrays["cam_teacher"])
+    assert not first.meta["agree"] and last.meta["agree"]
+    assert last.meta["pearson"][0] > first.meta["pearson"][0] + 0.15
 
 
 def test_cam_agreement_metrics_in_an_mlflow_run(tmp_path):
@@ -89,4 +88,4 @@ def test_cam_agreement_metrics_in_an_mlflow_run(tmp_path):
             "deepvid/cam_agreement/agree/0", "deepvid/cam_agreement/deletion_auc/1",
             layout.mean_metric("cam_agreement")} <= keys
     history = client.get_metric_history(run.info.run_id, "deepvid/cam_agreement/pearson/0")
-    assert sorted(m.step for m in history) == [0, 1, 2]
+    assert sorted(m.step for m in history) == list(range(EPOCHS))
