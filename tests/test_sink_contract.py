@@ -161,7 +161,7 @@ class TestTensorBoardSink(SinkContract):
             EventMultiplexer,
         )
 
-        from deepvid_plugin.tensorboard.plugin import DataProviderStore
+        from deepvid_plugin.tensorboard.store import DataProviderStore
 
         mux = EventMultiplexer(tensor_size_guidance={"deepvid": 0})
         mux.AddRunsFromDirectory(str(tmp_path))

@@ -128,7 +128,7 @@ def kind_steps(logdir, kind: str) -> dict[str, dict[str, list[int]]]:
 
 
 def records(logdir, run: str, instance: str, step: int, kind: str = "deepvid"):
-    from deepvid_plugin.tensorboard.plugin import DataProviderStore
+    from deepvid_plugin.tensorboard.store import DataProviderStore
 
     return DataProviderStore(data_provider(logdir)).record(run, instance, step, kind=kind)
 

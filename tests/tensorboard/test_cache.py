@@ -16,12 +16,8 @@ from tensorboard.plugins import base_plugin
 from werkzeug.test import Client
 
 from deepvid_plugin.tensorboard import TensorBoardSink
-from deepvid_plugin.tensorboard.plugin import (
-    DataProviderStore,
-    DeepVIDPlugin,
-    OverviewCache,
-    _json_bytes,
-)
+from deepvid_plugin.tensorboard.plugin import DeepVIDPlugin, _json_bytes
+from deepvid_plugin.tensorboard.store import DataProviderStore, OverviewCache
 from tests.factories import make_record
 from tests.tensorboard.routes import q
 

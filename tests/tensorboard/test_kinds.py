@@ -10,7 +10,7 @@ from tensorboard.compat.proto import summary_pb2
 from deepvid_plugin import api
 from deepvid_plugin.record import Record, UnsupportedKindError
 from deepvid_plugin.tensorboard import metadata
-from deepvid_plugin.tensorboard.plugin import DataProviderStore
+from deepvid_plugin.tensorboard.store import DataProviderStore
 from deepvid_plugin.tensorboard.summary import TensorBoardSink, _string_tensor
 from tests.factories import make_gradcam_record, make_record
 

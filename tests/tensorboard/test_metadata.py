@@ -73,7 +73,8 @@ def test_loader_module_stays_light():
     # the plugin itself (whose import could fail and take TensorBoard down with it).
     code = ("import sys, deepvid_plugin.tensorboard.loader as l; "
             "print(sorted(m for m in ('torch', 'mlflow', 'werkzeug', 'deepvid_plugin.api', "
-            "'deepvid_plugin.tensorboard.plugin', 'deepvid_plugin.tensorboard.summary') "
+            "'deepvid_plugin.tensorboard.plugin', 'deepvid_plugin.tensorboard.store', "
+            "'deepvid_plugin.tensorboard.summary') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

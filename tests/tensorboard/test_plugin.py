@@ -19,7 +19,8 @@ from werkzeug.test import Client
 
 from deepvid_plugin.tensorboard import plugin as plugin_mod
 from deepvid_plugin.tensorboard.loader import DeepVIDLoader
-from deepvid_plugin.tensorboard.plugin import DataProviderStore, DeepVIDPlugin
+from deepvid_plugin.tensorboard.plugin import DeepVIDPlugin
+from deepvid_plugin.tensorboard.store import DataProviderStore
 from tests.factories import make_record
 from tests.tensorboard.logdirs import write_logdir
 from tests.tensorboard.routes import P, check_round_trip, q
@@ -104,6 +105,16 @@ def test_inactive_without_deepvid_data(tmp_path):
     assert status == 200 and body == {"runs": [], "warnings": []}
     status, body = _get(client)(q("instances", run="plain"))
     assert status == 404 and "run 'plain' not found" in body["error"]
+
+
+def test_store_lives_in_store_module_and_old_import_works():
+    # DataProviderStore moved to tensorboard/store.py (mirroring mlflow/store.py); code that
+    # imported it from the plugin module keeps working.
+    from deepvid_plugin.tensorboard import store
+
+    assert store.DataProviderStore.__module__ == "deepvid_plugin.tensorboard.store"
+    assert plugin_mod.DataProviderStore is store.DataProviderStore
+    assert plugin_mod.OverviewCache is store.OverviewCache
 
 
 def test_static_files(client, tmp_path, monkeypatch):

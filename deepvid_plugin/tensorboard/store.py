@@ -1,0 +1,299 @@
+"""`DataProviderStore`: the :class:`deepvid_plugin.api.RecordStore` over TensorBoard's data.
+
+The read side's storage half, mirroring :mod:`deepvid_plugin.mlflow.store`: it reads records and
+summaries through a ``DataProvider`` only, so it works the same under the Python multiplexer
+(``--load_fast=false``) and RustBoard (``--load_fast=true``). :class:`OverviewCache` keeps
+recently read run overviews (and the plugin's encoded answers) while a run's data is unchanged.
+The HTTP half (routes, static files) is :mod:`.plugin`.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import io
+import logging
+import re
+import threading
+import warnings
+from typing import Any
+
+import numpy as np
+from tensorboard import context as tb_context
+from tensorboard import errors as tb_errors
+from tensorboard.data import provider
+
+from deepvid_plugin import api, kinds
+from deepvid_plugin.record import Record, RecordDecodeError, decode_arrays
+from deepvid_plugin.tensorboard import metadata
+
+__all__ = ["DataProviderStore", "OverviewCache"]
+
+logger = logging.getLogger(__name__)
+
+# Large enough to keep every step: downsampling is decided by --samples_per_plugin (see loader).
+_ALL = 1_000_000_000
+
+
+def _natural_key(s: str) -> list[Any]:
+    # "test-2" before "test-10", as a person would order instance ids.
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s)]
+
+
+def _decode_image(obj: Any) -> np.ndarray:
+    """The uint8 instance image stored in the summary content (see TensorBoardSink)."""
+    shape = [int(v) for v in obj["shape"]]
+    return np.frombuffer(base64.b64decode(obj["data"]), np.uint8).reshape(shape)
+
+
+class OverviewCache:
+    """Recently read run overviews, each valid while the run's summary series are unchanged.
+
+    An overview decodes one JSON summary per instance-step (12,800 for 64 instances x 200 steps)
+    and a page load asks for it twice (``runs`` counts, ``instances`` draws), as does every
+    ``compare``. An entry is keyed by ``(experiment, run, kind)`` and stamped with the run's
+    *fingerprint*: every summary tag with its last step and wall time, as the data provider lists
+    them. New or re-written data changes the fingerprint, so a stale entry is never served. The
+    entry also keeps the gzipped ``instances`` and ``timeline`` answers, so serving them again
+    costs no encoding.
+    Entries are only ever read, never mutated, by the API.
+    """
+
+    def __init__(self, max_runs: int = 8):
+        if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
+            raise ValueError(f"max_runs: expected a positive int, got {max_runs!r}")
+        self._max = max_runs
+        self._entries: collections.OrderedDict[tuple, dict[str, Any]] = \
+            collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, fingerprint: tuple, what: str) -> Any:
+        """The cached ``what`` ("overview" or an encoded answer's name), or ``None``."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry["fingerprint"] != fingerprint:
+                return None
+            self._entries.move_to_end(key)
+            return entry.get(what)
+
+    def put(self, key: tuple, fingerprint: tuple, what: str, value: Any) -> None:
+        # ``value`` was read after ``fingerprint`` was listed, so it is at least that fresh.
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry["fingerprint"] != fingerprint:
+                entry = self._entries[key] = {"fingerprint": fingerprint}
+            entry[what] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+
+class DataProviderStore:
+    """:class:`deepvid_plugin.api.RecordStore` over a TensorBoard ``DataProvider``.
+
+    One read path for every kind: the tags name the kind (``deepvid/<kind>/<subject>/<role>``,
+    see :mod:`.metadata`), and the kind registry says how to read what they hold. Version-1 tags
+    (``deepvid/<id>/record|summary|neighbours``) read as kind ``deepvid``. Series of a kind this
+    package does not know are skipped with a warning naming it.
+    """
+
+    def __init__(self, data_provider: provider.DataProvider, ctx: Any = None,
+                 experiment_id: str = "", cache: OverviewCache | None = None):
+        self._dp = data_provider
+        self._ctx = ctx if ctx is not None else tb_context.RequestContext()
+        self._eid = experiment_id
+        self._cache = cache
+
+    def _list(self, runs=None, tags=None) -> dict:
+        flt = None if runs is None else provider.RunTagFilter(runs=runs, tags=tags)
+        return self._dp.list_tensors(self._ctx, experiment_id=self._eid,
+                                     plugin_name=metadata.PLUGIN_NAME, run_tag_filter=flt)
+
+    @staticmethod
+    def _summary_tags(tags, kind: str | None = None) -> dict[str, metadata.TagInfo]:
+        out = {}
+        for name in tags:
+            info = metadata.parse(name)
+            if info and info.role == metadata.ROLE_SUMMARY and (kind is None or info.kind == kind):
+                out[name] = info
+        return out
+
+    def runs(self) -> list[tuple[str, str]]:
+        listing = self._list()
+        return [(r, r) for r in sorted(listing, key=_natural_key)
+                if self._summary_tags(listing[r])]
+
+    def kinds(self, run: str) -> list[str]:
+        """The kinds ``run`` holds summaries of (known or not), in registry order first."""
+        found = {i.kind for i in self._summary_tags(self._list([run]).get(run, {})).values()}
+        if not found:
+            raise KeyError(run)
+        known = [k for k in kinds.names() if k in found]
+        return known + sorted(found - set(known))
+
+    def cache_key(self, run: str, kind: str = "deepvid") -> tuple:
+        """The :class:`OverviewCache` key of ``run``'s ``kind`` data: ``(experiment, run, kind)``
+        (the plugin keeps its encoded answers under the same key)."""
+        return (self._eid, run, kind)
+
+    def fingerprint(self, run: str, kind: str = "deepvid") -> tuple:
+        """What identifies the data of ``run``: its summary tags with their last step and wall
+        time. Raises ``KeyError`` when the run has no summaries of ``kind``."""
+        return self._listing(run, kind)[2]
+
+    def _listing(self, run: str, kind: str):
+        listing = self._list([run]).get(run, {})
+        summary_tags = self._summary_tags(listing, kind)
+        if not summary_tags:
+            if self._summary_tags(listing):
+                name = "DeepVID" if kind == "deepvid" else kind
+                raise api.NoDataError(f"run {run!r} has no {name} data")
+            raise KeyError(run)
+        fingerprint = tuple(sorted((t, listing[t].max_step, listing[t].max_wall_time)
+                                   for t in summary_tags))
+        return listing, summary_tags, fingerprint
+
+    def overview(self, run: str, instance: str | None = None,
+                 kind: str = "deepvid") -> api.RunOverview:
+        listing, summary_tags, fingerprint = self._listing(run, kind)
+        key = self.cache_key(run, kind)
+        if self._cache is not None:
+            hit = self._cache.get(key, fingerprint, "overview")
+            if hit is not None:
+                return hit
+        if instance is not None:
+            # The timeline of one subject: read its series only (not cached, it is partial).
+            return self._read(run, kind, listing, {t: i for t, i in summary_tags.items()
+                                                   if i.subject == instance})
+        ov = self._read(run, kind, listing, summary_tags)
+        if self._cache is not None:
+            self._cache.put(key, fingerprint, "overview", ov)
+        return ov
+
+    def _read(self, run: str, kind_name: str, listing,
+              summary_tags: dict[str, metadata.TagInfo]) -> api.RunOverview:
+        warns: list[str] = []
+        try:
+            kind = kinds.get(kind_name)
+        except kinds.UnsupportedKindError as e:
+            warns.append(f"run {run!r}: {kind_name} data was skipped: {e}")
+            return self._done(api.RunOverview([], [], warns))
+        unknown = sorted({i.kind for i in self._summary_tags(listing).values()}
+                         - set(kinds.names()))
+        for name in unknown:
+            warns.append(f"run {run!r} holds explanations of kind {name!r}, which this "
+                         "deepvid-plugin does not know; they were skipped (upgrade "
+                         "deepvid-plugin to see them)")
+        data = self._dp.read_tensors(
+            self._ctx, experiment_id=self._eid, plugin_name=metadata.PLUGIN_NAME,
+            downsample=_ALL,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=list(summary_tags)),
+        ).get(run, {}) if summary_tags else {}
+        # A subject may have a version-1 and a current series (a v1 run resumed by v2): merged.
+        by_subject: dict[str, list[str]] = {}
+        for tag_name, info in summary_tags.items():
+            by_subject.setdefault(info.subject, []).append(tag_name)
+        class_names: list[str] = []
+        instances = []
+        for subject in sorted(by_subject, key=_natural_key):
+            tags = sorted(by_subject[subject], key=lambda t: summary_tags[t].legacy,
+                          reverse=True)  # version-1 series first: a resumed run's newer wins
+            try:
+                content = {}
+                for t in tags:
+                    content.update(metadata.parse_plugin_metadata(listing[t].plugin_content))
+                label = content.get("label")
+                image = (_decode_image(content["image"]) if "image" in content
+                         else np.zeros((1, 1, 1), np.uint8))
+            except (ValueError, KeyError, TypeError) as e:
+                warns.append(f"instance {subject!r} in run {run!r} was skipped: its summary "
+                             f"metadata is unreadable ({e})")
+                continue
+            class_names = class_names or [str(c) for c in content.get("class_names", [])]
+            steps = self._steps(run, kind, subject,
+                                [d for t in tags for d in data.get(t, [])], warns)
+            instances.append(api.InstanceOverview(subject, label, image, steps))
+        return self._done(api.RunOverview(class_names, instances, warns))
+
+    @staticmethod
+    def _done(ov: api.RunOverview) -> api.RunOverview:
+        for w in ov.warnings:
+            warnings.warn(w, stacklevel=4)
+        return ov
+
+    @staticmethod
+    def _steps(run: str, kind, iid: str, data, warns: list[str]) -> list[dict[str, Any]]:
+        by_step: dict[int, dict[str, Any]] = {}
+        for datum in data:
+            where = f"instance {iid!r} at step {datum.step} in run {run!r}"
+            try:
+                raw = np.asarray(datum.numpy).item()
+                summary = api.json_loads_object(raw)
+            except ValueError as e:
+                warns.append(f"{where} was skipped: its summary is unreadable ({e})")
+                continue
+            problem = kinds.summary_problem(kind, summary)
+            if problem is not None:
+                warns.append(f"{where} was skipped: {problem}")
+                continue
+            summary = kinds.read_summary(kind, summary)
+            summary["step"] = int(datum.step)
+            by_step[int(datum.step)] = summary  # a re-written step (resumed run): last one wins
+        return api.with_changed([by_step[s] for s in sorted(by_step)])
+
+    def record(self, run: str, instance: str, step: int, kind: str = "deepvid") -> Any:
+        """The record of ``kind`` (its typed view: an :class:`ExplanationRecord` for
+        ``deepvid``), with its once-per-subject arrays put back when they are readable."""
+        spec = kinds.get(kind)  # UnsupportedKindError: the API answers 404 naming it
+        rtag, stag = (metadata.tag(instance, metadata.ROLE_RECORD, kind),
+                      metadata.tag(instance, metadata.ROLE_SUBJECT, kind))
+        tags = [rtag, stag]
+        if kind == "deepvid":  # version-1 series
+            tags += [metadata.legacy_tag(instance, metadata.ROLE_RECORD),
+                     metadata.legacy_tag(instance, metadata.KIND_NEIGHBOURS)]
+        seqs = self._dp.read_blob_sequences(
+            self._ctx, experiment_id=self._eid, plugin_name=metadata.PLUGIN_NAME,
+            downsample=_ALL, run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
+        ).get(run, {})
+        # The current series wins over version 1's; within one, a re-written step's last value.
+        matching = next((m for m in ([d for d in seqs.get(t, []) if d.step == step]
+                                     for t in tags[::2]) if m), None)
+        if not matching:
+            raise KeyError((run, instance, step))
+        env = Record.decode(self._blob(matching[-1]))
+        kinds.check(env)
+        once = self._subject_arrays(run, instance, seqs, tags)
+        if once:
+            try:
+                env = kinds.prepare(env.with_arrays(once))[1]
+            except ValueError as e:
+                msg = (f"the per-{spec.subject} arrays {sorted(once)} of {kind} subject "
+                       f"{instance!r} in run {run!r} do not fit its record at step {step}: {e}")
+                logger.warning(msg)
+                warnings.warn(msg, stacklevel=2)
+        return kinds.view(env)
+
+    def _subject_arrays(self, run: str, subject: str, seqs, tags: list[str]) -> dict:
+        """The subject's once-per-subject arrays (current layout, else version-1 neighbours)."""
+        for tag_name in tags[1::2]:
+            data = seqs.get(tag_name, [])
+            if not data:
+                continue
+            try:
+                blob = self._blob(data[-1])
+                if tag_name == tags[1]:
+                    return decode_arrays(blob)
+                return {"neighbours": np.load(io.BytesIO(blob), allow_pickle=False)}
+            except (ValueError, OSError, KeyError) as e:
+                msg = f"the stored images of {subject!r} in run {run!r} are unreadable: {e}"
+                logger.warning(msg)
+                warnings.warn(msg, stacklevel=3)
+        return {}
+
+    def _blob(self, datum) -> bytes:
+        if not datum.values:
+            raise RecordDecodeError(f"empty blob sequence at step {datum.step}")
+        try:
+            return self._dp.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
+        except tb_errors.NotFoundError as e:
+            raise KeyError(str(e)) from e
