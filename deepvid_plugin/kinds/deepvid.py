@@ -73,7 +73,7 @@ def _metrics(record: Record, summary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _step_image(record: Record) -> Any:
-    from deepvid_plugin.mlflow.logging import render_weight_map  # PIL: only when drawing
+    from deepvid_plugin.mlflow.sink import render_weight_map  # PIL: only when drawing
 
     return render_weight_map(_view(record))
 
