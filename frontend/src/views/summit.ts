@@ -1,15 +1,518 @@
-// Summit (Hohman et al., VIS 2019): one record per class, its attribution graph.
-// Its own top-level view; the Summit issue fills it in.
-import { registerView } from "./registry";
+// Summit (Hohman et al., TVCG 2020): one record per class per explained epoch, the class's
+// attribution graph (deepvid_plugin/kinds/summit.py). The page shows
+// - an overview of classes x epochs, coloured by stability (Jaccard of the graph's node set with
+//   the previous explained epoch's);
+// - the selected class's graph, layered (layers are ranks, laid out by dagre), with an epoch
+//   slider: node size = activation count, edge width = influence (share of the class's images);
+// - the selected node: its top probe images and, where Network Dissection ran on the same layer of
+//   the same run, the unit's concept label;
+// - a channel x epoch strip of the class's activation counts in one layer.
+import dagre from "@dagrejs/dagre";
+import { interpolateBlues, interpolateRdYlGn } from "d3-scale-chromatic";
+import { kindParams } from "../data";
+import { clear, fmt, h } from "../dom";
+import { imageCanvas } from "../draw";
+import type { ViewHost } from "../host";
+import { errorBox } from "../states";
+import type { EncodedMap, EnvelopeRecordResp, Instance, InstancesResp, StepSummary } from "../types";
 import { pageShell } from "./page";
+import { registerView } from "./registry";
+
+const KIND = "summit";
+const SVG = "http://www.w3.org/2000/svg";
+/** Channels the strip shows at most (the most active ones when a layer has more). */
+const STRIP_MAX = 48;
+
+interface SummitStep extends StepSummary {
+  stability?: number | null;
+  nodes?: number;
+  edges?: number;
+  images?: number;
+}
+
+interface SummitMeta {
+  class: string;
+  layers: string[];
+  channels: number[];
+  head: string;
+  images: number;
+  examples_per_node: number;
+  probe_counts: number[];
+  stability: number | null;
+  previous_step: number | null;
+}
+
+interface Graph {
+  step: number;
+  meta: SummitMeta;
+  nodes: GNode[];
+  edges: GEdge[];
+  activation: number[];
+}
+
+interface GNode {
+  id: string;
+  layer: number;
+  channel: number;
+  activation: number;
+  pagerank: number;
+  examples: number[];
+}
+
+interface GEdge {
+  source: number;
+  target: number;
+  weight: number;
+  count: number;
+}
+
+function nums(v: unknown): number[] {
+  return Array.isArray(v) ? v.map(Number) : [];
+}
+
+/** The record route's generic JSON as a graph (kinds/summit.py documents the arrays). */
+function toGraph(rec: EnvelopeRecordResp): Graph {
+  const a = rec.arrays;
+  const meta = rec.meta as unknown as SummitMeta;
+  const layer = nums(a.node_layer), channel = nums(a.node_channel), act = nums(a.node_activation);
+  const pr = nums(a.node_pagerank), ex = nums(a.node_examples);
+  const e = meta.examples_per_node;
+  const nodes = layer.map((li, i) => ({
+    id: `${meta.layers[li]}:${channel[i]}`, layer: li, channel: channel[i], activation: act[i],
+    pagerank: pr[i], examples: ex.slice(i * e, (i + 1) * e).filter((r) => r >= 0),
+  }));
+  const src = nums(a.edge_source), dst = nums(a.edge_target), w = nums(a.edge_weight), c = nums(a.edge_count);
+  const edges = src.map((s, i) => ({ source: s, target: dst[i], weight: w[i], count: c[i] }));
+  return { step: rec.step, meta, nodes, edges, activation: nums(a.activation) };
+}
+
+function stabilityColor(v: number | null | undefined): string {
+  return typeof v === "number" ? interpolateRdYlGn(0.1 + 0.8 * Math.max(0, Math.min(1, v))) : "#eef0f3";
+}
+
+/** Thumbnail `j` of a (P, C, h, w) probe array as a canvas `size` px wide. */
+function probeCanvas(probe: EncodedMap, j: number, size: number): HTMLCanvasElement {
+  const [, c, hh, ww] = probe.shape;
+  const bin = atob(probe.data);
+  const n = hh * ww;
+  const img = new ImageData(ww, hh);
+  for (let i = 0; i < n; i++) {
+    const px = (ch: number) => {
+      const b = bin.charCodeAt((j * c + ch) * n + i);
+      return Math.round(((b > 127 ? b - 256 : b) / 127) * probe.scale);
+    };
+    const rgb = c === 3 ? [px(0), px(1), px(2)] : [px(0), px(0), px(0)];
+    img.data.set([...rgb, 255], i * 4);
+  }
+  const src = document.createElement("canvas");
+  src.width = ww;
+  src.height = hh;
+  src.getContext("2d")!.putImageData(img, 0, 0);
+  const out = document.createElement("canvas");
+  out.width = size;
+  out.height = Math.round((size * hh) / ww);
+  const ctx = out.getContext("2d")!;
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(src, 0, 0, out.width, out.height);
+  out.className = "summit-example";
+  out.style.cssText = "border:1px solid #e5e7eb;border-radius:3px";
+  return out;
+}
+
+function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number>,
+  ...children: (SVGElement | string)[]): SVGElementTagNameMap[K] {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  for (const c of children) el.append(c);
+  return el;
+}
+
+class SummitPage {
+  private readonly rows: Instance[];
+  private readonly steps: number[];
+  private cls: Instance;
+  private step: number;
+  private node: string | null = null;
+  private stripLayer: number | null = null;
+  private readonly cells = new Map<string, HTMLElement>();
+  private readonly graphBox = h("div", { "data-testid": "summit-graph-box" });
+  private readonly title = h("h3", { style: "margin:0" });
+  private readonly slider = h("input", { type: "range", min: 0, step: 1, "data-testid": "summit-epoch",
+    "aria-label": "Epoch", style: "flex:1;min-width:160px" });
+  private readonly epochLabel = h("span", { class: "pill", "data-testid": "summit-epoch-label" });
+  private readonly detail = h("div", { "data-testid": "summit-node-detail",
+    style: "min-height:90px;border-top:1px solid #e5e7eb;padding-top:8px;margin-top:8px" });
+  private readonly strip = h("div", { "data-testid": "summit-strip" });
+  private draws = 0;
+
+  constructor(private readonly host: ViewHost, private readonly run: string,
+    private readonly data: InstancesResp, parent: HTMLElement) {
+    this.rows = data.instances;
+    this.steps = [...new Set(this.rows.flatMap((r) => r.steps.map((s) => s.step)))].sort((a, b) => a - b);
+    this.cls = this.rows[0];
+    this.step = this.cls.steps[this.cls.steps.length - 1].step;
+    this.slider.addEventListener("input", () => {
+      const s = this.cls.steps[Number(this.slider.value)];
+      if (s) this.select(this.cls.id, s.step);
+    });
+    parent.appendChild(h("div", { class: "dv-page summit", "data-testid": "page-view", "data-kind": KIND,
+      "data-has-data": "true", style: "padding:12px 16px;display:flex;flex-direction:column;gap:12px" },
+    h("div", {},
+      h("h2", { style: "margin:0 0 4px" }, "Summit: what each class depends on"),
+      h("p", { class: "muted", style: "margin:0;max-width:920px" },
+        "Per class, the channels that fire most for its images and the channels below that drive them, " +
+        "aggregated over a fixed probe set (Hohman et al., TVCG 2020). Stability is the Jaccard index of " +
+        "a class's graph nodes with those of the previous explained epoch: 1 means the class relies on " +
+        "the same channels as before.")),
+    h("div", { style: "display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap" },
+      h("section", { class: "card", style: "flex:0 0 auto;max-width:100%;overflow:auto" }, this.overview()),
+      h("section", { class: "card", style: "flex:1 1 560px;min-width:420px" },
+        h("div", { style: "display:flex;gap:10px;align-items:center;flex-wrap:wrap;margin-bottom:6px" },
+          this.title, this.epochLabel, this.slider),
+        this.graphBox, this.detail)),
+    h("section", { class: "card" }, this.strip)));
+    this.select(this.cls.id, this.step);
+  }
+
+  // ---- classes x epochs ----------------------------------------------------------------------
+  private overview(): HTMLElement {
+    const cellW = 46;
+    const head = h("tr", {}, h("th", { style: "text-align:left;padding:2px 6px" }, "class \\ epoch"),
+      ...this.steps.map((s) => h("th", { style: `width:${cellW}px;font-weight:500;color:#6b7280` }, String(s))));
+    const body = this.rows.map((row) => {
+      const byStep = new Map(row.steps.map((s) => [s.step, s as SummitStep]));
+      return h("tr", { "data-testid": "summit-row", "data-class": row.id },
+        h("th", { style: "text-align:left;padding:2px 6px;white-space:nowrap;font-weight:500" },
+          h("span", { style: "display:inline-flex;align-items:center;gap:6px" },
+            imageCanvas(row.image, 22, "thumb-img"), row.id)),
+        ...this.steps.map((step) => {
+          const s = byStep.get(step);
+          if (!s) return h("td", {});
+          const v = s.headline ?? null;
+          const cell = h("td", {
+            "data-testid": "summit-cell", "data-class": row.id, "data-step": step,
+            "data-stability": v === null ? "" : String(v),
+            title: `class ${row.id} · epoch ${step}: ` + (v === null
+              ? "first explained epoch (nothing to compare with)"
+              : `stability ${fmt(v)} (Jaccard with the previous explained epoch)`) +
+              ` · ${s.nodes ?? "?"} nodes, ${s.edges ?? "?"} edges, ${s.images ?? "?"} images`,
+            style: `background:${stabilityColor(v)};text-align:center;cursor:pointer;font-size:12px;` +
+              `padding:5px 2px;border:2px solid #fff;color:${v !== null && v < 0.35 ? "#fff" : "#111827"}`,
+            onclick: () => this.select(row.id, step),
+          }, v === null ? "–" : fmt(v));
+          this.cells.set(`${row.id}\u0000${step}`, cell);
+          return cell;
+        }));
+    });
+    const stops = [0, 0.25, 0.5, 0.75, 1].map((v) => `${stabilityColor(v)} ${v * 100}%`).join(", ");
+    return h("div", {},
+      h("h3", { style: "margin:0 0 6px" }, "Stability by class and epoch"),
+      h("table", { "data-testid": "summit-overview", style: "border-collapse:collapse" },
+        h("thead", {}, head), h("tbody", {}, ...body)),
+      h("div", { class: "muted", style: "display:flex;gap:6px;align-items:center;font-size:12px;margin-top:6px" },
+        "0 (all new channels)",
+        h("span", { style: `width:120px;height:10px;border-radius:2px;background:linear-gradient(to right, ${stops})` }),
+        "1 (same channels) · – first epoch"));
+  }
+
+  // ---- selection -----------------------------------------------------------------------------
+  private select(clsId: string, step: number): void {
+    const row = this.rows.find((r) => r.id === clsId);
+    if (!row) return;
+    if (row !== this.cls) this.node = null;
+    this.cls = row;
+    const steps = row.steps.map((s) => s.step);
+    this.step = steps.includes(step) ? step : steps[steps.length - 1];
+    for (const [key, cell] of this.cells) {
+      const on = key === `${row.id}\u0000${this.step}`;
+      cell.style.outline = on ? "2px solid #111827" : "";
+      cell.setAttribute("aria-selected", String(on));
+    }
+    this.slider.max = String(steps.length - 1);
+    this.slider.value = String(steps.indexOf(this.step));
+    this.slider.disabled = steps.length < 2;
+    this.title.textContent = `Class ${row.id}`;
+    this.epochLabel.textContent = `epoch ${this.step}`;
+    void this.drawGraph();
+    void this.drawStrip();
+  }
+
+  private record(cls: string, step: number): Promise<EnvelopeRecordResp> {
+    return this.host.source.get<EnvelopeRecordResp>("record",
+      { run: this.run, instance: cls, step: String(step), ...kindParams(KIND) });
+  }
+
+  // ---- the layered graph ---------------------------------------------------------------------
+  private async drawGraph(): Promise<void> {
+    const ticket = ++this.draws;
+    const cls = this.cls, step = this.step;
+    let rec: EnvelopeRecordResp;
+    let prev: Graph | null = null;
+    try {
+      rec = await this.record(cls.id, step);
+      this.host.addWarnings(rec.warnings);
+      const p = (rec.meta as unknown as SummitMeta).previous_step;
+      if (typeof p === "number" && cls.steps.some((s) => s.step === p)) prev = toGraph(await this.record(cls.id, p));
+    } catch (err) {
+      if (ticket !== this.draws) return;
+      clear(this.graphBox);
+      this.graphBox.appendChild(errorBox(err, `the Summit graph of class ${cls.id} at epoch ${step}`));
+      return;
+    }
+    if (ticket !== this.draws) return; // the user moved on meanwhile
+    const graph = toGraph(rec);
+    clear(this.graphBox);
+    this.graphBox.append(this.graphSvg(graph, rec, prev), h("p", { class: "muted", style: "margin:4px 0 0;font-size:12px" },
+      "Node size = activation count (images of the class where the channel carries the top share of its layer's " +
+      "activation) · edge width = influence (share of the class's images where the lower channel is among the " +
+      "upper one's top inputs)" + (prev ? ` · dashed amber ring: not in epoch ${prev.step}'s graph` : "")));
+    const sel = graph.nodes.find((n) => n.id === this.node) ?? null;
+    this.showNode(graph, rec, sel);
+  }
+
+  private graphSvg(graph: Graph, rec: EnvelopeRecordResp, prev: Graph | null): SVGSVGElement {
+    const { meta, nodes, edges } = graph;
+    const g = new dagre.graphlib.Graph();
+    g.setGraph({ rankdir: "BT", nodesep: 16, ranksep: 58, marginx: 8, marginy: 14 });
+    g.setDefaultEdgeLabel(() => ({}));
+    const maxAct = Math.max(1, ...nodes.map((n) => (n.layer === meta.layers.length - 1 ? 0 : n.activation)));
+    const radius = (n: GNode) => (n.layer === meta.layers.length - 1 ? 0 : 5 + 13 * Math.sqrt(n.activation / maxAct));
+    // Layers are ranks: invisible anchors, one per layer and chained, hold every node between the
+    // anchors of the layers below and above it. With every edge at its minimum length (the only
+    // optimum of dagre's network-simplex ranking) a node sits exactly at its layer's rank.
+    const layers = meta.layers.length;
+    for (let li = 0; li < layers; li++) {
+      g.setNode(`@${li}`, { width: 0, height: 0 });
+      if (li > 0) g.setEdge(`@${li - 1}`, `@${li}`, { minlen: 1, weight: 1 });
+    }
+    nodes.forEach((n, i) => {
+      const isClass = n.layer === layers - 1;
+      g.setNode(`n${i}`, { width: isClass ? Math.max(60, 9 * (meta.class.length + 6)) : 36, height: isClass ? 26 : 36 });
+      if (n.layer > 0) g.setEdge(`@${n.layer - 1}`, `n${i}`, { minlen: 1, weight: 1 });
+      if (n.layer + 1 < layers) g.setEdge(`n${i}`, `@${n.layer + 1}`, { minlen: 1, weight: 1 });
+    });
+    for (const e of edges) {
+      const span = Math.max(1, nodes[e.target].layer - nodes[e.source].layer);
+      g.setEdge(`n${e.source}`, `n${e.target}`, { minlen: span, weight: 2 + 4 * e.weight });
+    }
+    dagre.layout(g);
+    const pos = nodes.map((_, i) => g.node(`n${i}`));
+    const xs = pos.map((p) => p.x), ys = pos.map((p) => p.y);
+    const labelW = 118;
+    const x0 = Math.min(...xs) - 30 - labelW, x1 = Math.max(...xs) + 40;
+    const y0 = Math.min(...ys) - 26, y1 = Math.max(...ys) + 26;
+    const root = svg("svg", { viewBox: `${x0} ${y0} ${x1 - x0} ${y1 - y0}`, width: "100%",
+      "data-testid": "summit-graph", "data-class": this.cls.id, "data-step": graph.step,
+      "data-nodes": nodes.length, role: "img", "aria-label": `Attribution graph of class ${this.cls.id} at epoch ${graph.step}`,
+      style: `max-height:${Math.max(260, Math.min(620, 1.1 * (y1 - y0)))}px;font:11px system-ui,sans-serif;display:block` });
+    // layer names, at the height of their rank
+    for (let li = 0; li < layers; li++) {
+      const at = nodes.map((n, i) => (n.layer === li ? pos[i].y : NaN)).filter((y) => !Number.isNaN(y));
+      if (!at.length) continue;
+      root.append(svg("text", { x: x0 + 4, y: at[0] + 4, fill: "#6b7280" },
+        li === layers - 1 ? `${meta.layers[li]} (class)` : meta.layers[li]));
+    }
+    const previous = prev ? new Set(prev.nodes.map((n) => n.id)) : null;
+    const maxW = Math.max(...edges.map((e) => e.weight), 1e-9);
+    const rankYs = [...new Set(ys)];
+    for (const e of edges) {
+      // From centre to centre (the nodes cover the ends), through dagre's route where a long
+      // edge (a residual shortcut) crosses a layer, as vertical S-curves.
+      const via = (g.edge(`n${e.source}`, `n${e.target}`).points ?? []).slice(1, -1)
+        .filter((p: { x: number; y: number }) => rankYs.some((y) => Math.abs(p.y - y) < 1));
+      const pts = [pos[e.source], ...via, pos[e.target]];
+      let d = `M${pts[0].x},${pts[0].y}`;
+      for (let i = 1; i < pts.length; i++) {
+        const a = pts[i - 1], b = pts[i], my = (a.y + b.y) / 2;
+        d += ` C${a.x},${my} ${b.x},${my} ${b.x},${b.y}`;
+      }
+      const path = svg("path", { d, fill: "none", stroke: "#64748b", "stroke-opacity": 0.25 + 0.45 * (e.weight / maxW),
+        "stroke-width": 0.8 + 7 * e.weight, "stroke-linejoin": "round", "data-testid": "summit-edge" },
+      svg("title", {}, `${nodes[e.source].id} → ${nodes[e.target].id}: among the top inputs in ` +
+        `${Math.round(100 * e.weight)}% of the class's images (${e.count})`));
+      root.append(path);
+    }
+    nodes.forEach((n, i) => {
+      const p = pos[i];
+      const isClass = n.layer === layers - 1;
+      const isNew = previous !== null && !isClass && !previous.has(n.id);
+      const selected = n.id === this.node;
+      const title = svg("title", {}, isClass ? `class ${meta.class}` :
+        `${n.id}: top ${fmt(100 * (rec.settings.top_share as number ?? 0.03), 0)}% of its layer's activation in ` +
+        `${n.activation} of ${meta.images} images · PageRank ${fmt(n.pagerank, 4)}` + (isNew ? " · new in this epoch's graph" : ""));
+      const group = svg("g", { "data-testid": "summit-node", "data-node": n.id, "data-new": String(isNew),
+        style: "cursor:pointer", tabindex: 0 }, title);
+      if (isClass) {
+        const w = g.node(`n${i}`).width;
+        group.append(svg("rect", { x: p.x - w / 2, y: p.y - 13, width: w, height: 26, rx: 6, fill: "#ea580c",
+          stroke: selected ? "#111827" : "none", "stroke-width": 2 }),
+        svg("text", { x: p.x, y: p.y + 4, "text-anchor": "middle", fill: "#fff", "font-weight": 600 }, meta.class));
+      } else {
+        const r = radius(n);
+        group.append(svg("circle", { cx: p.x, cy: p.y, r, fill: "#2563eb", "fill-opacity": 0.85,
+          stroke: selected ? "#111827" : isNew ? "#f59e0b" : "#fff", "stroke-width": selected || isNew ? 3 : 1.5,
+          "stroke-dasharray": isNew && !selected ? "3 2" : "none" }),
+        svg("text", { x: p.x + r + 3, y: p.y + 4, fill: "#111827" }, String(n.channel)));
+      }
+      const pick = () => {
+        this.node = n.id;
+        void this.drawGraph(); // redraws with the selection ring (records are cached)
+      };
+      group.addEventListener("click", pick);
+      group.addEventListener("keydown", (ev) => { if ((ev as KeyboardEvent).key === "Enter") pick(); });
+      root.append(group);
+    });
+    return root;
+  }
+
+  // ---- node detail ---------------------------------------------------------------------------
+  private showNode(graph: Graph, rec: EnvelopeRecordResp, n: GNode | null): void {
+    clear(this.detail);
+    if (!n) {
+      this.detail.appendChild(h("p", { class: "muted", style: "margin:0" },
+        "Click a node to see the probe images that excite its channel most."));
+      return;
+    }
+    const { meta } = graph;
+    const isClass = n.layer === meta.layers.length - 1;
+    const examples = h("div", { "data-testid": "summit-examples", style: "display:flex;gap:6px;flex-wrap:wrap" });
+    const dissect = h("div", { "data-testid": "summit-dissection" });
+    this.detail.append(
+      h("div", { style: "display:flex;gap:8px;align-items:baseline;flex-wrap:wrap" },
+        h("strong", {}, isClass ? `class ${meta.class} (${meta.layers[n.layer]}:${n.channel})` : n.id),
+        isClass ? null : h("span", { class: "pill" }, `activation ${n.activation} of ${meta.images} images`),
+        h("span", { class: "muted" }, `PageRank ${fmt(n.pagerank, 4)}`),
+        h("span", { class: "muted" }, isClass ? "images with the highest logit:" : "probe images where it fires most:")),
+      examples, dissect);
+    void this.fillExamples(examples, rec, n, graph);
+    if (!isClass) void this.fillDissection(dissect, meta.layers[n.layer], n.channel, graph.step);
+  }
+
+  private async fillExamples(box: HTMLElement, rec: EnvelopeRecordResp, n: GNode, graph: Graph): Promise<void> {
+    const counts = graph.meta.probe_counts;
+    const names = rec.class_names;
+    for (const ref of n.examples) {
+      let c = 0, offset = 0;
+      while (c < counts.length && ref >= offset + counts[c]) offset += counts[c++];
+      if (c >= counts.length) continue;
+      try {
+        const other = c === rec.meta.label ? rec : await this.record(names[c], graph.step);
+        const probe = other.arrays.probe;
+        if (!probe || Array.isArray(probe)) continue;
+        box.appendChild(h("figure", { style: "margin:0;text-align:center;font-size:11px", title: `a probe image of class ${names[c]}` },
+          probeCanvas(probe, ref - offset, 56), h("figcaption", { class: "muted" }, names[c])));
+      } catch {
+        box.appendChild(h("span", { class: "muted" }, `(an image of class ${names[c]} is not in this run's data)`));
+      }
+    }
+  }
+
+  /** The unit's Network Dissection label, where that kind ran on the same layer of this run. */
+  private async fillDissection(box: HTMLElement, layer: string, unit: number, step: number): Promise<void> {
+    if (!this.host.kinds.some((k) => k.kind === "netdissect")) return;
+    try {
+      const tl = await this.host.source.get<{ steps: { step: number }[] }>("timeline",
+        { run: this.run, instance: layer, ...kindParams("netdissect") });
+      const steps = tl.steps.map((s) => s.step).sort((a, b) => a - b);
+      const at = [...steps].reverse().find((s) => s <= step) ?? steps[0];
+      if (at === undefined) return;
+      const rec = await this.host.source.get<EnvelopeRecordResp>("record",
+        { run: this.run, instance: layer, step: String(at), ...kindParams("netdissect") });
+      const labels = rec.meta.labels as string[] | undefined;
+      const li = nums(rec.arrays.label)[unit], iou = nums(rec.arrays.iou)[unit], det = nums(rec.arrays.detector)[unit];
+      if (!labels || li === undefined) return;
+      box.appendChild(h("p", { style: "margin:6px 0 0", "data-testid": "summit-dissection-label" },
+        "Network Dissection (epoch ", String(at), "): ", h("strong", {}, labels[li] ?? `label ${li}`),
+        ` · IoU ${fmt(iou, 3)}`, det ? " · a detector" : " · below the detector threshold"));
+    } catch {
+      // Not dissected (another layer, or another run): nothing to add.
+    }
+  }
+
+  // ---- channel x epoch strip ------------------------------------------------------------------
+  private async drawStrip(): Promise<void> {
+    const cls = this.cls;
+    let graphs: Graph[];
+    try {
+      graphs = (await Promise.all(cls.steps.map((s) => this.record(cls.id, s.step)))).map(toGraph);
+    } catch (err) {
+      clear(this.strip);
+      this.strip.appendChild(errorBox(err, `the activation counts of class ${cls.id}`));
+      return;
+    }
+    if (cls !== this.cls || !graphs.length) return;
+    const meta = graphs[graphs.length - 1].meta;
+    const graphLayers = meta.layers.length - 1;
+    const li = this.stripLayer !== null && this.stripLayer < graphLayers ? this.stripLayer : graphLayers - 1;
+    const offset = meta.channels.slice(0, li).reduce((a, b) => a + b, 0);
+    const size = meta.channels[li];
+    const counts = graphs.map((g) => g.activation.slice(offset, offset + size));
+    const images = Math.max(1, ...graphs.map((g) => g.meta.images));
+    let channels = [...Array(size).keys()];
+    if (size > STRIP_MAX) {
+      const peak = channels.map((c) => Math.max(...counts.map((row) => row[c])));
+      channels = channels.sort((a, b) => peak[b] - peak[a] || a - b).slice(0, STRIP_MAX).sort((a, b) => a - b);
+    }
+    const current = graphs.find((g) => g.step === this.step);
+    const inGraph = new Set(current?.nodes.filter((n) => n.layer === li).map((n) => n.channel) ?? []);
+    const select = h("select", { "data-testid": "summit-strip-layer", "aria-label": "Layer" },
+      ...meta.layers.slice(0, graphLayers).map((name, i) => h("option", { value: i, selected: i === li }, name)));
+    select.addEventListener("change", () => { this.stripLayer = Number(select.value); void this.drawStrip(); });
+    const cell = 22;
+    const grid = h("div", { style: `display:grid;grid-template-columns:64px repeat(${graphs.length}, ${cell}px) 16px;` +
+      "gap:1px;font-size:10px;align-items:center" },
+    h("span", { class: "muted" }, "ch \\ ep"),
+    ...graphs.map((g) => h("span", { class: "muted", style: "text-align:center" + (g.step === this.step ? ";font-weight:700;color:#111827" : "") }, String(g.step))),
+    h("span", {}));
+    for (const c of channels) {
+      grid.append(h("span", { class: "muted", style: "text-align:right;padding-right:4px" }, `ch ${c}`));
+      graphs.forEach((g, t) => {
+        const v = counts[t][c] ?? 0;
+        grid.append(h("span", { "data-testid": "summit-strip-cell", "data-channel": c, "data-step": g.step,
+          title: `${meta.layers[li]}:${c} at epoch ${g.step}: top activation in ${v} of ${g.meta.images} images`,
+          style: `height:12px;background:${interpolateBlues(0.05 + 0.95 * Math.min(1, v / images))}` }));
+      });
+      grid.append(h("span", { style: "color:#2563eb;text-align:center", title: inGraph.has(c) ? "in the graph at the selected epoch" : "" },
+        inGraph.has(c) ? "●" : ""));
+    }
+    clear(this.strip);
+    this.strip.dataset.layer = meta.layers[li];
+    this.strip.dataset.step = String(this.step);
+    this.strip.append(
+      h("div", { style: "display:flex;gap:10px;align-items:center;margin-bottom:6px;flex-wrap:wrap" },
+        h("h3", { style: "margin:0" }, `Activation counts of class ${cls.id}, channel × epoch`), select,
+        h("span", { class: "muted" }, size > STRIP_MAX
+          ? `the ${STRIP_MAX} most active of ${size} channels; ● = in the selected epoch's graph`
+          : "● = in the selected epoch's graph; darker = more of the class's images")),
+      grid);
+  }
+}
 
 registerView({
-  kind: "summit",
+  kind: KIND,
   label: "Summit",
-  description: "Summit: per class, the attribution graph of the channels that make it up",
+  description: "Summit: per class, the attribution graph of the channels that make it up, epoch by epoch",
   layout: "page",
   render(host, parent, run, info) {
-    parent.appendChild(pageShell("summit", "Summit", "Add a Summit explainer to the callback to see, per " +
-      "class, the graph of channels that make it up.", host.runName(run), info));
+    if (info === null || host.run === null) {
+      parent.appendChild(pageShell(KIND, "Summit", "Add a SummitExplainer to the callback to see, per " +
+        "class, the graph of channels that make it up.", run, info));
+      return;
+    }
+    const runId = host.run;
+    const box = h("div", { "data-testid": "summit-loading", class: "dv-state loading" }, h("div", { class: "spinner" }), "Loading Summit…");
+    parent.appendChild(box);
+    host.source.get<InstancesResp>("instances", { run: runId, ...kindParams(KIND) }).then((data) => {
+      host.addWarnings(data.warnings);
+      box.remove();
+      if (!data.instances.length) {
+        parent.appendChild(pageShell(KIND, "Summit", "No class of this run has a readable Summit graph.", run, null));
+        return;
+      }
+      new SummitPage(host, runId, data, parent);
+    }, (err) => {
+      box.remove();
+      parent.appendChild(errorBox(err, "the Summit classes"));
+    });
   },
 });

@@ -1,0 +1,142 @@
+"""The Summit page in the browser, over a viewer snapshot of real records: a small digits CNN
+trained for a few epochs with SummitExplainer at every epoch (and Network Dissection records of
+one of its layers, so node details show a concept label). The overview colours classes x epochs
+by stability; the epoch slider redraws the layered graph; a node shows its top probe images and
+its dissection label; the strip shows the class's activation counts. Saves docs/img/summit.png.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from deepvid_plugin import api
+from deepvid_plugin.api import MemoryStore
+from deepvid_plugin.digits import DigitsCNN, load_digits, train_epoch
+from deepvid_plugin.explain.summit import Summit, SummitExplainer
+from deepvid_plugin.viewer import standalone_html
+from tests.e2e.test_viewer_browser import _show_in_sandbox
+from tests.factories import make_netdissect_record
+
+pytestmark = pytest.mark.timeout(180)
+
+EPOCHS = 5
+WIDTH = 12
+DOCS_IMG = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "img", "summit.png")
+
+
+@pytest.fixture(scope="module")
+def records():
+    d = load_digits()
+    torch.manual_seed(0)
+    model = DigitsCNN(width=WIDTH)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    summit = Summit(d.x_test, d.y_test, layers=["features.0", "features.3"], per_class=10,
+                    class_names=d.class_names, nodes_per_layer=5)
+    explainer = SummitExplainer(summit, every_n_epochs=1)
+    out = []
+    for epoch in range(EPOCHS):
+        out += explainer.explain(model, epoch)
+        train_epoch(model, opt, d.x_train[:300], d.y_train[:300],
+                    generator=torch.Generator().manual_seed(epoch))
+    dissect = [make_netdissect_record("features.3", s, units=2 * WIDTH) for s in range(EPOCHS)]
+    return out, dissect
+
+
+@pytest.fixture(scope="module")
+def html(records):
+    summit, dissect = records
+    store = MemoryStore({"digits": summit + dissect})
+    return standalone_html(api.snapshot(store), title="Summit test")
+
+
+def _graph(frame):
+    g = frame.locator("[data-testid=summit-graph]")
+    g.wait_for()
+    return g
+
+
+def test_summit_page_slider_node_detail_and_strip(page, html, records):
+    summit_records, dissect = records
+    frame = _show_in_sandbox(page, html)
+    frame.locator("[data-testid=tab-summit]").click()
+    view = frame.locator("[data-testid=page-view][data-kind=summit]")
+    view.wait_for()
+    assert view.get_attribute("data-has-data") == "true"
+
+    # overview: every class x epoch, coloured by stability; none at the first epoch
+    cells = frame.locator("[data-testid=summit-cell]")
+    assert cells.count() == 10 * EPOCHS
+    first = frame.locator("[data-testid=summit-cell][data-step='0']")
+    assert first.count() == 10
+    assert set(first.evaluate_all("els => els.map(e => e.dataset.stability)")) == {""}
+    later = frame.locator("[data-testid=summit-cell][data-step='3']")
+    want = {r.subject: r.meta["stability"] for r in summit_records if r.step == 3}
+    got = dict(later.evaluate_all(
+        "els => els.map(e => [e.dataset.class, parseFloat(e.dataset.stability)])"))
+    assert got.keys() == want.keys() and got == pytest.approx(want, abs=1e-3)
+    colours = set(later.evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)"))
+    assert len(colours) > 1  # the colour follows the stability
+
+    # the graph of the first class at the last epoch, then the slider moves it back in time
+    graph = _graph(frame)
+    assert (graph.get_attribute("data-class"), graph.get_attribute("data-step")) == (
+        "0", str(EPOCHS - 1))
+    rec = next(r for r in summit_records if r.subject == "0" and r.step == EPOCHS - 1)
+    nodes = frame.locator("[data-testid=summit-graph] [data-testid=summit-node]")
+    assert nodes.count() == len(rec.arrays["node_layer"])
+    assert frame.locator("[data-testid=summit-graph] [data-testid=summit-edge]").count() == len(
+        rec.arrays["edge_source"])
+    before = nodes.evaluate_all("els => els.map(e => e.dataset.node)")
+    slider = frame.locator("[data-testid=summit-epoch]")
+    slider.focus()
+    slider.press("Home")
+    frame.locator("[data-testid=summit-graph][data-step='0']").wait_for()
+    assert frame.locator("[data-testid=summit-epoch-label]").inner_text() == "epoch 0"
+    rec0 = next(r for r in summit_records if r.subject == "0" and r.step == 0)
+    after = nodes.evaluate_all("els => els.map(e => e.dataset.node)")
+    assert len(after) == len(rec0.arrays["node_layer"])
+    assert after != before  # the model changed between epoch 0 and the last one
+    slider.press("ArrowRight")
+    frame.locator("[data-testid=summit-graph][data-step='1']").wait_for()
+    assert frame.locator(
+        "[data-testid=summit-cell][data-class='0'][data-step='1'][aria-selected=true]").count() == 1
+
+    # a cell selects its class and epoch
+    frame.locator("[data-testid=summit-cell][data-class='3'][data-step='2']").click()
+    frame.locator("[data-testid=summit-graph][data-class='3'][data-step='2']").wait_for()
+
+    # node detail: examples and the dissection label of that unit at that epoch
+    node = frame.locator("[data-testid=summit-graph] [data-testid=summit-node]"
+                         "[data-node^='features.3:']").first
+    node_id = node.get_attribute("data-node")
+    node.click()
+    detail = frame.locator("[data-testid=summit-node-detail]")
+    detail.locator("[data-testid=summit-examples] canvas").first.wait_for()
+    assert node_id in detail.inner_text()
+    label = detail.locator("[data-testid=summit-dissection-label]")
+    label.wait_for()
+    unit = int(node_id.split(":")[1])
+    d2 = next(r for r in dissect if r.step == 2)
+    concept = d2.meta["labels"][int(d2.arrays["label"][unit])]
+    assert concept in label.inner_text() and "epoch 2" in label.inner_text()
+
+    # the strip: the class's activation counts, channel x epoch, of the chosen layer
+    strip = frame.locator("[data-testid=summit-strip-cell]")
+    strip.first.wait_for()
+    assert strip.count() == 2 * WIDTH * EPOCHS
+    frame.locator("[data-testid=summit-strip][data-layer='features.3']").wait_for()
+    frame.locator("[data-testid=summit-strip-layer]").select_option("0")
+    frame.locator("[data-testid=summit-strip][data-layer='features.0']").wait_for()
+    assert frame.locator("[data-testid=summit-strip-cell]").count() == WIDTH * EPOCHS
+    assert not page.dv_errors, page.dv_errors
+    # The documentation's picture: class 3 at epoch 2 with a node open (the iframe is 100vh tall,
+    # so a taller viewport shows the whole page).
+    frame.locator("[data-testid=summit-strip-layer]").select_option("1")
+    frame.locator("[data-testid=summit-strip][data-layer='features.3']").wait_for()
+    page.set_viewport_size({"width": 1440, "height": 1180})
+    frame.locator("[data-testid=summit-dissection-label]").wait_for()
+    os.makedirs(os.path.dirname(DOCS_IMG), exist_ok=True)
+    page.screenshot(path=DOCS_IMG)
