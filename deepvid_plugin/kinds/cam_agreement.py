@@ -25,6 +25,9 @@ draw its agreement over epochs by itself).
 
 Headline: the **Pearson correlation** of the two top-1 maps (higher is better).
 
+MLflow metrics (per instance): ``pearson``, ``iou``, ``agree`` (1/0), ``deletion_auc``,
+``insertion_auc``; step image: both top-1 maps side by side over the instance, with the numbers.
+
 Nothing here imports torch: readers (the TensorBoard plugin) load this module.
 """
 
@@ -153,6 +156,45 @@ def _metrics(record: Record, summary: Mapping[str, Any]) -> dict[str, Any]:
             "insertion_auc": evidence.get("insertion_auc")}
 
 
+def _step_image(record: Record) -> np.ndarray:
+    """Teacher's and student's top-1 maps side by side over the instance, with a header (class,
+    Pearson, IoU, agreement, trust): MLflow's image slider then shows the student converging
+    (or not) with no extra code."""
+    from PIL import Image, ImageDraw, ImageFont  # PIL only when drawing
+
+    from deepvid_plugin.mlflow.sink import _grey, _overlay  # the same colours as DeepVID's
+
+    meta, arrays = record.meta, record.arrays
+    cam_t, cam_s = (np.asarray(arrays[n][0], np.float64) for n in ("cam_teacher", "cam_student"))
+    image = arrays.get("image")
+    grey = _grey(image) if image is not None else np.full(cam_t.shape, 60.0)
+    h, w = cam_t.shape
+    factor = max(1, -(-160 // max(1, min(h, w))))
+    ph, pw, pad, head = h * factor, w * factor, 10, 40
+    canvas = Image.new("RGB", (pad + 2 * (pw + pad), head + 16 + ph + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font, small = ImageFont.load_default(size=13), ImageFont.load_default(size=11)
+    names = meta["class_names"]
+    pearson, iou = meta["pearson"][0], meta["iou"][0]
+    evidence = meta.get("evidence") or {}
+    trusted = evidence.get("better_than_random")
+    draw.text((pad, 4), f"teacher's top class {names[meta['teacher_pred']]!r}: Pearson "
+              f"{'n/a' if pearson is None else f'{pearson:.3f}'}, top-20% IoU {iou:.3f}",
+              fill=(17, 24, 39), font=font)
+    draw.text((pad, 22), ("same top class" if meta["agree"] else
+                          f"student predicts {names[meta['pred']]!r}")
+              + ("" if trusted is None else "; student's map better than random" if trusted
+                 else "; LOW TRUST: student's map no better than random"),
+              fill=(107, 114, 128) if trusted is not False else (180, 83, 9), font=small)
+    for i, (title, cam) in enumerate((("teacher", cam_t), ("student", cam_s))):
+        x0 = pad + i * (pw + pad)
+        draw.text((x0, head), title, fill=(17, 24, 39), font=small)
+        rgb, _ = _overlay(cam, grey)
+        big = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
+        canvas.paste(Image.fromarray(np.rint(big).astype(np.uint8)), (x0, head + 16))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
 KIND = kinds.register(kinds.Kind(
     name=NAME,
     version=VERSION,
@@ -165,6 +207,7 @@ KIND = kinds.register(kinds.Kind(
     higher_is_better=True,
     metrics=_metrics,
     headline_metric="pearson",
+    step_image=_step_image,
 ))
 
 __all__ = ["ARRAYS", "KIND", "NAME", "VERSION"]

@@ -1,7 +1,8 @@
 """A distillation run with ``explainers=[CAMAgreement(...)]``: the student is trained with
 CAMDistillLoss and the callback records, every epoch, where it looks compared with its teacher,
 into a real TensorBoard logdir (read back through TensorBoard's data provider) and an MLflow run
-(metrics ``deepvid/cam_agreement/<name>/<instance>``)."""
+(metrics ``deepvid/cam_agreement/<name>/<instance>`` and one teacher-vs-student image per instance
+and epoch for MLflow's image slider)."""
 
 from __future__ import annotations
 
@@ -89,3 +90,8 @@ def test_cam_agreement_metrics_in_an_mlflow_run(tmp_path):
             layout.mean_metric("cam_agreement")} <= keys
     history = client.get_metric_history(run.info.run_id, "deepvid/cam_agreement/pearson/0")
     assert sorted(m.step for m in history) == list(range(EPOCHS))
+    # MLflow's own image slider: the teacher-vs-student picture of each instance and epoch
+    pngs = sorted(f.path for f in client.list_artifacts(run.info.run_id, "images")
+                  if f.path.endswith(".png"))
+    assert len(pngs) == 2 * EPOCHS
+    assert all(p.startswith("images/deepvid~cam_agreement~") for p in pngs), pngs

@@ -243,3 +243,22 @@ def test_the_kind_refuses_inconsistent_records():
                  meta=rec.meta, settings=rec.settings)
     with pytest.raises(ValueError, match=r"cam_student: expected shape \(3, 12, 12\)"):
         kinds.prepare(bad)
+
+
+def test_step_image_draws_both_maps_side_by_side():
+    kind = kinds.get("cam_agreement")
+    _, same = explain(Net(), Net(), images(k=1))
+    _, shifted = explain(Net(), Net(shift=3), images(k=1))
+    img = kind.step_image(same[0])
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    assert img.shape[0] >= 160 and img.shape[1] > 2 * 160  # two panels, pixels upscaled
+
+    def panels(a):  # the two map panels (header, title strip and padding cut off)
+        h = a.shape[0]
+        half = (a.shape[1] - 10) // 2
+        return a[h - 10 - 156:h - 14, 12:half - 4], a[h - 10 - 156:h - 14, half + 12:-14]
+
+    left, right = panels(img)
+    assert np.array_equal(left, right)  # identical networks: identical maps
+    left, right = panels(kind.step_image(shifted[0]))
+    assert not np.array_equal(left, right)
