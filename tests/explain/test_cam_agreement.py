@@ -262,3 +262,29 @@ def test_step_image_draws_both_maps_side_by_side():
     assert np.array_equal(left, right)  # identical networks: identical maps
     left, right = panels(kind.step_image(shifted[0]))
     assert not np.array_equal(left, right)
+
+
+def test_a_wrapper_holding_both_networks_as_lightning_does():
+    class Wrapper(nn.Module):  # a LightningModule's shape: the student and the teacher inside
+        def __init__(self):
+            super().__init__()
+            self.student = Net(shift=2)
+            self.teacher = Net()
+
+        def forward(self, x):
+            return self.student(x)
+
+    wrapper = Wrapper()
+    ex = CAMAgreement(wrapper.teacher, "features", "student.features", evidence_steps=None,
+                      student_head="student.fc")
+    ex.prepare(context(images(k=2)))
+    got = ex.explain(wrapper, 0)
+    _, direct = explain(Net(), Net(shift=2), images(k=2))
+    assert len(got) == len(direct) == 2
+    for a, b in zip(got, direct, strict=True):
+        assert a.meta["pearson"] == pytest.approx(b.meta["pearson"], abs=1e-6)
+    # without naming the head, the last Linear is the teacher's, which the student never runs
+    ex = CAMAgreement(wrapper.teacher, "features", "student.features", evidence_steps=None)
+    ex.prepare(context(images(k=2)))
+    with pytest.raises(ValueError, match="student_head"):
+        ex.explain(wrapper, 0)
