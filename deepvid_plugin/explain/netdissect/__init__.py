@@ -5,7 +5,8 @@ detectors per category; ``NetDissect.baseline`` gives the same count at random i
 
 from deepvid_plugin.explain.netdissect.concepts import BRODEN_CATEGORIES, ConceptSet
 from deepvid_plugin.explain.netdissect.dissect import LayerDissection, NetDissect
+from deepvid_plugin.explain.netdissect.explainer import NetDissectExplainer
 from deepvid_plugin.explain.netdissect.tally import LayerTally, LayerTops, iou_matrix
 
 __all__ = ["BRODEN_CATEGORIES", "ConceptSet", "LayerDissection", "LayerTally", "LayerTops",
-           "NetDissect", "iou_matrix"]
+           "NetDissect", "NetDissectExplainer", "iou_matrix"]
