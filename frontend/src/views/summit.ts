@@ -489,7 +489,7 @@ class SummitPage {
 }
 
 registerView({
-  kind: KIND,
+  kind: "summit",
   label: "Summit",
   description: "Summit: per class, the attribution graph of the channels that make it up, epoch by epoch",
   layout: "page",
@@ -503,6 +503,7 @@ registerView({
     const box = h("div", { "data-testid": "summit-loading", class: "dv-state loading" }, h("div", { class: "spinner" }), "Loading Summit…");
     parent.appendChild(box);
     host.source.get<InstancesResp>("instances", { run: runId, ...kindParams(KIND) }).then((data) => {
+      if (!box.isConnected) return; // the user left the page (or picked another run) meanwhile
       host.addWarnings(data.warnings);
       box.remove();
       if (!data.instances.length) {
@@ -511,6 +512,7 @@ registerView({
       }
       new SummitPage(host, runId, data, parent);
     }, (err) => {
+      if (!box.isConnected) return;
       box.remove();
       parent.appendChild(errorBox(err, "the Summit classes"));
     });
