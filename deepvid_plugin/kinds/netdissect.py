@@ -147,7 +147,7 @@ def _summarize(record: Record, previous: Mapping[str, Any] | None) -> dict[str, 
         "switches": switches,
         # keys every generic reader expects of a step summary: a layer has no prediction
         "predicted": None, "changed": False, "fidelity": {}, "thumb": None,
-        "headline": int(sum(unique.values())),
+        "headline": float(sum(unique.values())),  # generic charts expect a float
     }
 
 
