@@ -109,10 +109,12 @@ def test_summit_page_slider_node_detail_and_strip(page, html, records):
     frame.locator("[data-testid=summit-graph][data-class='3'][data-step='2']").wait_for()
 
     # node detail: examples and the dissection label of that unit at that epoch
-    node = frame.locator("[data-testid=summit-graph] [data-testid=summit-node]"
-                         "[data-node^='features.3:']").first
-    node_id = node.get_attribute("data-node")
-    node.click()
+    rec32 = next(r for r in summit_records if r.subject == "3" and r.step == 2)
+    layer3 = [i for i, li in enumerate(rec32.arrays["node_layer"]) if li == 1]
+    assert layer3
+    busiest = max(layer3, key=lambda i: int(rec32.arrays["node_activation"][i]))
+    node_id = f"features.3:{int(rec32.arrays['node_channel'][busiest])}"
+    frame.locator(f"[data-testid=summit-graph] [data-node='{node_id}']").click()
     detail = frame.locator("[data-testid=summit-node-detail]")
     detail.locator("[data-testid=summit-examples] canvas").first.wait_for()
     assert node_id in detail.inner_text()
@@ -136,7 +138,7 @@ def test_summit_page_slider_node_detail_and_strip(page, html, records):
     # so a taller viewport shows the whole page).
     frame.locator("[data-testid=summit-strip-layer]").select_option("1")
     frame.locator("[data-testid=summit-strip][data-layer='features.3']").wait_for()
-    page.set_viewport_size({"width": 1440, "height": 1180})
+    page.set_viewport_size({"width": 1440, "height": 1120})
     frame.locator("[data-testid=summit-dissection-label]").wait_for()
     os.makedirs(os.path.dirname(DOCS_IMG), exist_ok=True)
     page.screenshot(path=DOCS_IMG)

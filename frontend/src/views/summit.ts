@@ -165,12 +165,14 @@ class SummitPage {
         "a class's graph nodes with those of the previous explained epoch: 1 means the class relies on " +
         "the same channels as before.")),
     h("div", { style: "display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap" },
-      h("section", { class: "card", style: "flex:0 0 auto;max-width:100%;overflow:auto" }, this.overview()),
+      // left: the overview and, under it, the selected class's strip; right: its graph
+      h("div", { style: "flex:0 1 auto;max-width:100%;display:flex;flex-direction:column;gap:16px" },
+        h("section", { class: "card", style: "overflow:auto" }, this.overview()),
+        h("section", { class: "card", style: "overflow:auto;max-width:520px" }, this.strip)),
       h("section", { class: "card", style: "flex:1 1 560px;min-width:420px" },
         h("div", { style: "display:flex;gap:10px;align-items:center;flex-wrap:wrap;margin-bottom:6px" },
           this.title, this.epochLabel, this.slider),
-        this.graphBox, this.detail)),
-    h("section", { class: "card" }, this.strip)));
+        this.graphBox, this.detail))));
     this.select(this.cls.id, this.step);
   }
 
@@ -458,7 +460,7 @@ class SummitPage {
     const select = h("select", { "data-testid": "summit-strip-layer", "aria-label": "Layer" },
       ...meta.layers.slice(0, graphLayers).map((name, i) => h("option", { value: i, selected: i === li }, name)));
     select.addEventListener("change", () => { this.stripLayer = Number(select.value); void this.drawStrip(); });
-    const cell = 22;
+    const cell = 26;
     const grid = h("div", { style: `display:grid;grid-template-columns:64px repeat(${graphs.length}, ${cell}px) 16px;` +
       "gap:1px;font-size:10px;align-items:center" },
     h("span", { class: "muted" }, "ch \\ ep"),
@@ -480,10 +482,11 @@ class SummitPage {
     this.strip.dataset.step = String(this.step);
     this.strip.append(
       h("div", { style: "display:flex;gap:10px;align-items:center;margin-bottom:6px;flex-wrap:wrap" },
-        h("h3", { style: "margin:0" }, `Activation counts of class ${cls.id}, channel × epoch`), select,
-        h("span", { class: "muted" }, size > STRIP_MAX
-          ? `the ${STRIP_MAX} most active of ${size} channels; ● = in the selected epoch's graph`
-          : "● = in the selected epoch's graph; darker = more of the class's images")),
+        h("h3", { style: "margin:0" }, `Activation counts of class ${cls.id}`), select),
+      h("p", { class: "muted", style: "margin:0 0 6px;font-size:12px" }, (size > STRIP_MAX
+        ? `The ${STRIP_MAX} most active of ${size} channels, by epoch. ` : "Channel by epoch. ") +
+        "Darker = more of the class's images carry the channel in the top share of the layer's " +
+        "activation; ● = in the selected epoch's graph."),
       grid);
   }
 }
