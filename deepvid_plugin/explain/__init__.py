@@ -2,6 +2,7 @@
 Dissection, Summit, and the faithfulness evidence shared by every instance kind. No I/O, no UI."""
 
 from deepvid_plugin.explain import checks
+from deepvid_plugin.explain.cam_agreement import CAMAgreement
 from deepvid_plugin.explain.deepvid import DEFAULT_JITTER, DEFAULT_N_NEIGHBOURS, DeepVID
 from deepvid_plugin.explain.deepvid_explainer import DeepVIDExplainer
 from deepvid_plugin.explain.faithfulness import (
@@ -34,6 +35,7 @@ from deepvid_plugin.explain.summit import Summit, SummitResult
 from deepvid_plugin.explain.vae import VAE, FitReport
 
 __all__ = [
+    "CAMAgreement",
     "is_explainer",
     "checks",
     "NoArtifacts",
