@@ -13,7 +13,7 @@ function small(w: number, hgt: number): [HTMLCanvasElement, CanvasRenderingConte
 }
 
 /** Opacity of a map value over the instance: faint near 0, opaque from half the scale on
- * (deepvid_plugin/mlflow/logging.py draws MLflow's step images with the same rule). */
+ * (deepvid_plugin/mlflow/sink.py draws MLflow's step images with the same rule). */
 function overlayAlpha(v: number): number {
   return Math.min(1, 0.2 + 1.6 * Math.abs(v));
 }

@@ -225,7 +225,7 @@ def test_bad_input_names_the_argument(probe):
 def test_mlflow_sink_logs_unique_detectors_per_layer(mlflow_server, probe):
     import uuid
 
-    from deepvid_plugin.mlflow.logging import MLflowSink
+    from deepvid_plugin.mlflow.sink import MLflowSink
 
     client = mlflow_server.client()
     exp = client.create_experiment(f"netdissect-{uuid.uuid4().hex}")
