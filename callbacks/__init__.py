@@ -1,7 +1,8 @@
 """Training-loop integrations (installed as ``deepvid_plugin.callbacks``).
 
 - :class:`DeepVIDCallback`: plain PyTorch loops (``cb.on_epoch_end(epoch)``).
-- :class:`DeepVIDExplainer`, :class:`GradCAMExplainer`, :class:`CAMAgreement`: explanation kinds a callback runs
+- :class:`DeepVIDExplainer`, :class:`GradCAMExplainer`, :class:`CAMAgreement`,
+  :class:`NetDissectExplainer`, :class:`SummitExplainer`: explanation kinds a callback runs
   (``explainers=[...]``), each with its own ``every_n_epochs``.
 - :class:`~deepvid_plugin.callbacks.lightning.DeepVIDLightningCallback`: Lightning. Importing it
   needs ``pip install 'deepvid-plugin[lightning]'``; this package itself never imports lightning,
@@ -18,9 +19,11 @@ from deepvid_plugin.callbacks.safety import DeepVIDWarning
 from deepvid_plugin.explain.cam_agreement import CAMAgreement
 from deepvid_plugin.explain.deepvid_explainer import DeepVIDExplainer
 from deepvid_plugin.explain.gradcam import GradCAMExplainer
+from deepvid_plugin.explain.netdissect import NetDissectExplainer
+from deepvid_plugin.explain.summit import SummitExplainer
 
 __all__ = ["CAMAgreement", "DeepVIDCallback", "DeepVIDExplainer", "DeepVIDLightningCallback", "DeepVIDWarning",
-           "Explanations", "GradCAMExplainer"]
+           "Explanations", "GradCAMExplainer", "NetDissectExplainer", "SummitExplainer"]
 
 
 def __getattr__(name: str) -> Any:

@@ -168,3 +168,171 @@ def make_gradcam_record(instance_id: str = "a", step: int = 0, n_classes: int = 
 
 #: kind -> factory of a realistic record of that kind (every registered kind has one).
 FACTORIES = {"deepvid": make_record, "gradcam": make_gradcam_record}
+
+
+def make_cam_agreement_record(instance_id: str = "a", step: int = 0, n_classes: int = 10,
+                              size: int = 28, channels: int = 1, seed: int = 0, label=_DEFAULT,
+                              schema_version: int = SCHEMA_VERSION, class_names=None,
+                              evidence: bool = True, kind_version: int = 1, top_k: int = 3,
+                              **_ignored) -> Record:
+    """A ``cam_agreement`` record of ``instance_id`` at ``step``; equal arguments give equal
+    records. The teacher's maps are fixed per instance; the student's drift towards them as
+    ``step`` grows (as distillation should make them), so Pearson and IoU rise over steps."""
+    from deepvid_plugin import kinds
+    from deepvid_plugin.explain.cam_agreement import pearson, top_iou
+
+    fixed = _rng("instance", instance_id, seed, n_classes, size, channels)
+    per_step = _rng("cam_agreement", instance_id, seed, step)
+    default_label = int(fixed.integers(n_classes))
+    if label is _DEFAULT:
+        label = default_label
+    image = fixed.random((channels, size, size)).astype(np.float32)
+    t_logits = fixed.standard_normal(n_classes)
+    t_logits[label if label is not None else 0] += 3.0
+    classes = np.argsort(-t_logits, kind="stable")[:top_k]
+    s_logits = t_logits + per_step.standard_normal(n_classes) / (1 + step)
+    cam_t = np.maximum(_smooth(fixed, (top_k, size, size)), 0)
+    w = step / (step + 2.0)
+    cam_s = np.maximum(w * _smooth(fixed, (top_k, size, size))
+                       + (1 - w) * _smooth(per_step, (top_k, size, size)), 0)
+    softmax = lambda z: np.exp(z - z.max()) / np.exp(z - z.max()).sum()  # noqa: E731
+    pred, teacher_pred = int(np.argmax(s_logits)), int(classes[0])
+    names = list(class_names) if class_names is not None else [str(k) for k in range(n_classes)]
+    meta = {"class_names": names, "label": label, "pred": pred, "teacher_pred": teacher_pred,
+            "agree": pred == teacher_pred,
+            "pearson": [pearson(cam_t[j], cam_s[j]) for j in range(top_k)],
+            "iou": [top_iou(cam_t[j], cam_s[j]) for j in range(top_k)], "iou_fraction": 0.2,
+            "teacher_layer": "layer4", "student_layer": "features.6",
+            "evidence": _evidence(per_step, softmax(s_logits), None) if evidence else None,
+            "history": []}
+    arrays = {"image": image, "classes": classes, "cam_teacher": cam_t, "cam_student": cam_s,
+              "teacher_probs": softmax(t_logits), "student_probs": softmax(s_logits)}
+    record = Record(kind="cam_agreement", subject=instance_id, step=step, arrays=arrays,
+                    meta=meta, settings={"method": "cam_agreement", "top_k": top_k, "seed": seed},
+                    kind_version=kind_version, schema_version=schema_version)
+    if kind_version > 1:  # stands for a newer writer: not valid for this version's registry
+        return record
+    return kinds.prepare(record)[1]
+
+
+FACTORIES["cam_agreement"] = make_cam_agreement_record
+
+
+def make_netdissect_record(layer: str = "features.0", step: int = 0, size: int = 28,
+                           channels: int = 1, seed: int = 0, units: int = 6, probe: int = 8,
+                           schema_version: int = SCHEMA_VERSION, class_names=None,
+                           kind_version: int = 1, **_ignored) -> Record:
+    """A ``netdissect`` record of ``layer`` at ``step``; equal arguments give equal records.
+
+    The probe thumbnails, the random baseline and the row picture are fixed per layer (stored once
+    per subject); unit labels and IoUs drift with ``step``, and IoUs grow with it (training makes
+    units interpretable), so detectors appear and labels switch now and then.
+    """
+    from deepvid_plugin import kinds
+
+    labels = ["red", "green", "blue", "circle", "square", "stripes"]
+    cats = ["color", "color", "color", "object", "object", "texture"]
+    categories = ["color", "object", "texture"]
+    fixed = _rng("layer", layer, seed, size, channels, units)
+    per_step = _rng("netdissect", layer, seed, step)
+    s, t = 8, 2
+    label = per_step.integers(len(labels), size=units)
+    iou = np.clip(0.02 + 0.01 * step + 0.03 * per_step.random(units), 0, 1)
+    detector = iou > 0.04
+    unique = {c: len({int(label[u]) for u in range(units)
+                      if detector[u] and cats[label[u]] == c}) for c in categories}
+    base_label = fixed.integers(len(labels), size=units)
+    base_iou = 0.03 * fixed.random(units)
+    arrays = {
+        "label": label, "iou": iou, "detector": detector,
+        "iou_all": per_step.random((units, len(labels))) * 0.1,
+        "top_probe": per_step.integers(probe, size=(units, t)),
+        "top_thumbs": per_step.integers(4, size=(units, t)),
+        "top_masks": per_step.random((units, t, s, s)) > 0.8,
+        "probe_images": fixed.integers(256, size=(4, 3, s, s)),
+        "probe_index": np.arange(4) * 2,
+        "baseline_label": base_label, "baseline_iou": base_iou,
+        "baseline_unique": np.array([len({int(base_label[u]) for u in range(units)
+                                          if base_iou[u] > 0.04 and cats[base_label[u]] == c})
+                                     for c in categories]),
+        "image": fixed.random((channels, size, size)),
+    }
+    names = list(class_names) if class_names is not None else [str(k) for k in range(10)]
+    meta = {"layer": layer, "shape": [units, 4, 4], "labels": labels, "label_category": cats,
+            "categories": categories, "unique_detectors": unique, "quantile": 0.005,
+            "iou_threshold": 0.04, "n_probe": probe, "class_names": names, "label": None}
+    record = Record(kind="netdissect", subject=layer, step=step, arrays=arrays, meta=meta,
+                    settings={"method": "netdissect", "quantile": 0.005, "seed": seed},
+                    kind_version=kind_version, schema_version=schema_version)
+    if kind_version > 1:  # stands for a newer writer: not valid for this version's registry
+        return record
+    return kinds.prepare(record)[1]
+
+
+FACTORIES["netdissect"] = make_netdissect_record
+
+
+def make_summit_record(instance_id: str = "a", step: int = 0, n_classes: int = 10,
+                       size: int = 28, channels: int = 1, seed: int = 0, label=_DEFAULT,
+                       schema_version: int = SCHEMA_VERSION, class_names=None,
+                       kind_version: int = 1, n_layers: int = 2, layer_channels: int = 8,
+                       nodes_per_layer: int = 3, examples: int = 2, probe_per_class: int = 3,
+                       **_ignored) -> Record:
+    """A ``summit`` record of the class ``instance_id`` at ``step``; equal arguments give equal
+    records. The probe thumbnails and the row image are fixed per class (stored once per
+    subject); the graph's nodes, edges and counts drift with ``step``; the stability is None at
+    step 0 (no previous graph) and a number in [0, 1] after."""
+    from deepvid_plugin import kinds
+
+    fixed = _rng("summit", instance_id, seed, n_classes, size, channels)
+    per_step = _rng("summit-step", instance_id, seed, step)
+    default_label = int(fixed.integers(n_classes))
+    if label is _DEFAULT or label is None:  # a class subject always has its index
+        label = default_label
+    layers = [f"features.{3 * i}" for i in range(n_layers)] + ["head.2"]
+    sizes = [layer_channels] * n_layers + [n_classes]
+    n_probe = probe_per_class * n_classes
+    node_layer, node_channel = [], []
+    for li in range(n_layers):
+        picked = per_step.choice(layer_channels, size=nodes_per_layer, replace=False)
+        node_layer += [li] * nodes_per_layer
+        node_channel += sorted(int(c) for c in picked)
+    node_layer.append(n_layers)
+    node_channel.append(label)
+    n = len(node_layer)
+    src, dst = [], []
+    for li in range(n_layers):  # each node feeds one or two nodes of the next layer
+        ins = [i for i in range(n) if node_layer[i] == li]
+        outs = [i for i in range(n) if node_layer[i] == li + 1]
+        for i in ins:
+            for o in per_step.choice(outs, size=min(len(outs), 1 + int(per_step.integers(2))),
+                                     replace=False):
+                src.append(i)
+                dst.append(int(o))
+    counts = per_step.integers(1, 20, size=len(src))
+    examples_arr = per_step.integers(-1, n_probe, size=n * examples)
+    names = list(class_names) if class_names is not None else [str(k) for k in range(n_classes)]
+    arrays = {
+        "node_layer": node_layer, "node_channel": node_channel,
+        "node_activation": per_step.integers(0, 20, size=n),
+        "node_pagerank": per_step.random(n) / n, "node_examples": examples_arr,
+        "edge_source": src, "edge_target": dst, "edge_weight": counts / 20.0,
+        "edge_count": counts,
+        "activation": per_step.integers(0, 20, size=layer_channels * n_layers),
+        "probe": fixed.integers(256, size=(probe_per_class, channels, size, size)),
+        "image": fixed.random((channels, size, size)),
+    }
+    meta = {"class_names": names, "label": label, "class": instance_id, "layers": layers,
+            "channels": sizes, "head": layers[-1], "images": 20,
+            "examples_per_node": examples, "probe_counts": [probe_per_class] * n_classes,
+            "stability": None if step == 0 else float(per_step.random()),
+            "previous_step": None if step == 0 else step - 1}
+    record = Record(kind="summit", subject=instance_id, step=step, arrays=arrays, meta=meta,
+                    settings={"per_class": 20, "top_share": 0.03, "seed": seed},
+                    kind_version=kind_version, schema_version=schema_version)
+    if kind_version > 1:  # stands for a newer writer: not valid for this version's registry
+        return record
+    return kinds.prepare(record)[1]
+
+
+FACTORIES["summit"] = make_summit_record

@@ -22,7 +22,12 @@ from deepvid_plugin.explain.fidelity import (
 )
 from deepvid_plugin.explain.generator import Generator, PixelGenerator
 from deepvid_plugin.explain.gradcam import GradCAM, GradCAMExplainer, GradCAMResult
-from deepvid_plugin.explain.netdissect import ConceptSet, LayerDissection, NetDissect
+from deepvid_plugin.explain.netdissect import (
+    ConceptSet,
+    LayerDissection,
+    NetDissect,
+    NetDissectExplainer,
+)
 from deepvid_plugin.explain.protocol import (
     Artifacts,
     ExplainContext,
@@ -31,7 +36,7 @@ from deepvid_plugin.explain.protocol import (
     is_explainer,
 )
 from deepvid_plugin.explain.sanity import RandomizationResult, randomization_check, randomize_model
-from deepvid_plugin.explain.summit import Summit, SummitResult
+from deepvid_plugin.explain.summit import Summit, SummitExplainer, SummitResult
 from deepvid_plugin.explain.vae import VAE, FitReport
 
 __all__ = [
@@ -56,10 +61,12 @@ __all__ = [
     "GradCAMResult",
     "LayerDissection",
     "NetDissect",
+    "NetDissectExplainer",
     "Generator",
     "PixelGenerator",
     "RandomizationResult",
     "Summit",
+    "SummitExplainer",
     "SummitResult",
     "TRUST_MAX_MAE",
     "TRUST_MIN_AGREEMENT",

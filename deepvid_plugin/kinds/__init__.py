@@ -44,6 +44,9 @@ from deepvid_plugin.record import (
 BUILTIN = (
     "deepvid_plugin.kinds.deepvid",
     "deepvid_plugin.kinds.gradcam",
+    "deepvid_plugin.kinds.cam_agreement",
+    "deepvid_plugin.kinds.netdissect",
+    "deepvid_plugin.kinds.summit",
 )
 SUBJECTS = ("instance", "layer", "class", "model")
 

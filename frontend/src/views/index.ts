@@ -1,6 +1,7 @@
 // One import per kind's view module, in the order the kind switch lists them.
 import "./deepvid";
 import "./gradcam";
+import "./cam_agreement";
 import "./netdissect";
 import "./summit";
 
