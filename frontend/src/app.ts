@@ -110,6 +110,13 @@ export class App implements ViewHost {
     }
   }
 
+  /** Whether `run` is known to hold `kind`: from its kinds when they are loaded, else from the
+   * runs listing (`kinds`, absent from older backends: unknown, so the kinds are read first). */
+  private holds(run: string, kind: string, runChanged: boolean): boolean {
+    if (!runChanged) return this.kinds.some((k) => k.kind === kind);
+    return this.runs.find((r) => r.run === run)?.kinds?.includes(kind) ?? false;
+  }
+
   /** Instance kinds of the run that have a grid view, in the backend's order. */
   gridKinds(): KindInfo[] {
     return this.kinds.filter((k) => k.subject === "instance" && instanceView(k.kind));
@@ -124,16 +131,22 @@ export class App implements ViewHost {
     let data: InstancesResp;
     const want = kind ?? this.kind;
     // Ask for the overview of the wanted kind while the kinds are listed (no extra round trip
-    // before the grid in the common case); it is dropped if the run turns out not to hold it.
-    const early = this.source.get<InstancesResp>("instances", { run, ...kindParams(want) });
-    early.catch(() => undefined); // a run without this kind: answered by the request below
+    // before the grid), but only when the run is known to hold it: a request for a kind the run
+    // lacks is answered 404, which the browser logs in TensorBoard's console.
+    const early = this.holds(run, want, runChanged)
+      ? this.source.get<InstancesResp>("instances", { run, ...kindParams(want) }) : null;
+    early?.catch(() => undefined); // a failure is reported by the await below
     try {
       if (runChanged) this.kinds = await this.loadKinds(run);
       const grid = this.gridKinds().map((k) => k.kind);
-      this.kind = grid.includes(want) ? want : (grid[0] ?? DEFAULT_KIND);
       if (this.run !== run) return;
+      // A run holding only layer/class kinds (a dissection-only run) has no grid: open its first
+      // page rather than asking for a grid it lacks. No kinds at all: an older backend, DeepVID.
+      const page = pageViews().find((v) => this.kinds.some((k) => k.kind === v.kind));
+      if (!grid.length && page) return this.showPage(page.kind);
+      this.kind = grid.includes(want) ? want : (grid[0] ?? DEFAULT_KIND);
       this.renderToolbar();
-      data = await (this.kind === want ? early
+      data = await (this.kind === want && early ? early
         : this.source.get<InstancesResp>("instances", { run, ...kindParams(this.kind) }));
     } catch (err) {
       return this.fail(err, "instances");

@@ -55,6 +55,8 @@ export interface RunInfo {
   name: string;
   instances: number;
   steps: number;
+  /** The kinds the run holds (optional: older backends and saved pages may not list them). */
+  kinds?: string[];
 }
 
 export interface Experiment {
