@@ -145,8 +145,7 @@ def _summarize(record: Record, previous: Mapping[str, Any] | None) -> dict[str, 
         "unit_label": [int(v) for v in label],
         "unit_iou": api._round(arrays["iou"]),
         "switches": switches,
-        # keys every generic reader expects of a step summary: a layer has no prediction
-        "predicted": None, "changed": False, "fidelity": {}, "thumb": None,
+        # no predicted/thumb/fidelity: a layer has none, and only instance kinds owe them
         "headline": float(sum(unique.values())),  # generic charts expect a float
     }
 

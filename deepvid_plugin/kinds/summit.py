@@ -147,11 +147,9 @@ def _validate(record: Record) -> None:
 def _summarize(record: Record, previous: Mapping[str, Any] | None) -> dict[str, Any]:
     stability = record.meta.get("stability")
     headline = None if stability is None else float(f"{float(stability):.4g}")
+    # A class has no prediction, thumbnail map or faithfulness evidence, and readers read those
+    # with .get: only instance kinds owe them (tests/test_sink_contract.py).
     return {
-        # What the generic readers expect of every step summary; a class has no prediction,
-        # no thumbnail map and no faithfulness evidence.
-        "predicted": None, "changed": False, "thumb": None, "fidelity": {},
-        "trustworthy": None,
         "stability": headline, "nodes": int(record.arrays["node_layer"].shape[0]),
         "edges": int(record.arrays["edge_source"].shape[0]),
         "images": int(record.meta.get("images", 0)),
