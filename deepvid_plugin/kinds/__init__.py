@@ -78,6 +78,11 @@ class Kind:
             rounds it); backends plot its mean over subjects.
         step_image: ``record -> (H, W, 3) uint8`` picture of the record for image timelines
             (MLflow's image slider); default: none.
+        subject_first_metrics: MLflow metric names put the subject before the number,
+            ``deepvid/<kind>/<subject>/<name>``, rather than ``deepvid/<kind>/<name>/<subject>``.
+            Default (``None``): subject first for layer, class and model kinds, whose few named
+            subjects each gather their numbers in MLflow's metric list; instance kinds keep the
+            number first, so one number's many instances sit together.
     """
 
     name: str
@@ -95,6 +100,7 @@ class Kind:
     metrics: Callable[[Record, Mapping[str, Any]], dict[str, Any]] | None = None
     headline_metric: str = "headline"
     step_image: Callable[[Record], np.ndarray] | None = None
+    subject_first_metrics: bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or not all(
@@ -114,6 +120,11 @@ class Kind:
                                  f"got {unknown}")
         object.__setattr__(self, "optional", frozenset(self.optional))
         object.__setattr__(self, "per_subject", tuple(self.per_subject))
+        if self.subject_first_metrics is None:
+            object.__setattr__(self, "subject_first_metrics", self.subject != "instance")
+        elif not isinstance(self.subject_first_metrics, bool):
+            raise TypeError(f"subject_first_metrics: expected a bool or None, "
+                            f"got {self.subject_first_metrics!r}")
 
 
 _registry: dict[str, Kind] = {}
@@ -145,9 +156,13 @@ def _load_builtins() -> None:
 
 
 def names() -> tuple[str, ...]:
-    """Every registered kind's name, built-ins first."""
+    """Every registered kind's name, built-ins first, in :data:`BUILTIN`'s order (whichever
+    module was imported first: a built-in kind module imported directly registers early)."""
     _load_builtins()
-    return tuple(_registry)
+    order = {f"{__name__}.{n}": i for i, n in enumerate(_registry)}
+    rank = {m: i - len(BUILTIN) for i, m in enumerate(BUILTIN)}
+    return tuple(sorted(_registry, key=lambda n: rank.get(f"{__name__}.{n}",
+                                                          order[f"{__name__}.{n}"])))
 
 
 def get(name: str) -> Kind:

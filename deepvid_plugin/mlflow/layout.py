@@ -24,7 +24,10 @@ the per-step files from one a later writer made stale.
 Metrics, with step: each kind's numbers per subject (:func:`metric`) and the mean of its
 headline (:func:`mean_metric`). DeepVID keeps its layout-1 names (``deepvid/fidelity/<key>``,
 ``deepvid/deletion_auc/<key>``, ``deepvid/insertion_auc/<key>``, ``deepvid/fidelity_mean``);
-other kinds' live under ``deepvid/<kind>/``.
+other kinds' live under ``deepvid/<kind>/``: ``deepvid/<kind>/<name>/<key>`` for instance kinds
+(Grad-CAM's ``deepvid/gradcam/headline/<key>``), ``deepvid/<kind>/<key>/<name>`` for kinds whose
+``subject_first_metrics`` is set (layer and class kinds by default, e.g.
+``deepvid/netdissect/<layer>/unique_detectors``, ``deepvid/summit/<class>/stability``).
 Step images: ``log_image(key=image_key(kind, key), step=step)`` for kinds that draw one.
 Run tag ``deepvid.layout`` marks runs with DeepVID data (the app lists runs by it).
 
@@ -120,9 +123,12 @@ def instance_key(instance_id: str) -> str:
     return f"{slug}-{digest}"
 
 
-def metric(kind: str, name: str, key: str) -> str:
-    """MLflow metric of one subject's number ``name`` (DeepVID keeps its layout-1 names)."""
-    return f"{ROOT}/{name}/{key}" if kind == "deepvid" else f"{ROOT}/{kind}/{name}/{key}"
+def metric(kind: str, name: str, key: str, subject_first: bool = False) -> str:
+    """MLflow metric of one subject's number ``name`` (DeepVID keeps its layout-1 names);
+    ``subject_first``: the kind's :attr:`~deepvid_plugin.kinds.Kind.subject_first_metrics`."""
+    if kind == "deepvid":
+        return f"{ROOT}/{name}/{key}"
+    return f"{ROOT}/{kind}/{key}/{name}" if subject_first else f"{ROOT}/{kind}/{name}/{key}"
 
 
 def mean_metric(kind: str) -> str:

@@ -446,8 +446,9 @@ class MLflowSink:
                         self._subject_sent.add((name, subject))
                     entries.append(entry)
                     for metric_name, value in kinds.metrics(kind, env, summary).items():
-                        metrics.append(Metric(layout.metric(name, metric_name, key), value, now,
-                                              step))
+                        metrics.append(Metric(layout.metric(name, metric_name, key,
+                                                            kind.subject_first_metrics),
+                                              value, now, step))
                         if metric_name == kind.headline_metric:
                             headlines.append(value)
                     if self.log_images and kind.step_image is not None:

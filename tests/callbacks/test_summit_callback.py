@@ -77,10 +77,11 @@ def test_summit_stability_metric_per_class_in_mlflow(mlflow_server_factory):
     model = small_cnn()
     _train(_callback(model, mlflow=run, tracking_uri=server.url), model)
     names = set(client.get_run(run).data.metrics)
-    per_class = {f"deepvid/summit/stability/{c}" for c in range(10)}
+    per_class = {f"deepvid/summit/{c}/stability" for c in range(10)}
     assert per_class <= names
-    assert layout.metric("summit", "stability", "3") == "deepvid/summit/stability/3"
-    history = client.get_metric_history(run, "deepvid/summit/stability/3")
+    assert layout.metric("summit", "stability", "3", subject_first=True) \
+        == "deepvid/summit/3/stability"
+    history = client.get_metric_history(run, "deepvid/summit/3/stability")
     # no number at epoch 0 (no previous graph), one at each later explained epoch
     assert sorted(m.step for m in history) == [2, 4]
     assert all(0.0 <= m.value <= 1.0 for m in history)

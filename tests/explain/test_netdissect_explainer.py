@@ -197,9 +197,11 @@ def test_mlflow_metrics_name_the_layer():
                                                                   .values())
     assert got["unique_detectors_color"] == rec.meta["unique_detectors"]["color"]
     assert nd_kind.KIND.headline_metric == "unique_detectors"
-    # the generic MLflow layout puts the subject last (see the report)
-    assert layout.metric("netdissect", "unique_detectors", layout.instance_key("layer4.1")) \
-        == "deepvid/netdissect/unique_detectors/layer4.1"
+    # a layer kind's metrics name the layer first (Kind.subject_first_metrics)
+    assert nd_kind.KIND.subject_first_metrics is True
+    assert layout.metric("netdissect", "unique_detectors", layout.instance_key("layer4.1"),
+                         nd_kind.KIND.subject_first_metrics) \
+        == "deepvid/netdissect/layer4.1/unique_detectors"
 
 
 def test_bad_input_names_the_argument(probe):
@@ -235,7 +237,7 @@ def test_mlflow_sink_logs_unique_detectors_per_layer(mlflow_server, probe):
         for r in records:
             sink.write(r, r.step)
     for layer in LAYERS:
-        history = client.get_metric_history(run, f"deepvid/netdissect/unique_detectors/{layer}")
+        history = client.get_metric_history(run, f"deepvid/netdissect/{layer}/unique_detectors")
         want = [(r.step, sum(r.meta["unique_detectors"].values())) for r in records
                 if r.subject == layer]
         assert sorted((m.step, m.value) for m in history) == want
