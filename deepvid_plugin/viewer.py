@@ -1,6 +1,6 @@
 """The one DeepVID frontend as HTML pages, for the backends that are not TensorBoard.
 
-The frontend (``frontend/``) is built into ``deepvid_plugin/tensorboard/static/`` as two files,
+The frontend (``frontend/``) is built into ``deepvid_plugin/static/`` as two files,
 ``deepvid.js`` (the global ``DeepVID``) and ``deepvid.css``. TensorBoard loads them through
 ``static/index.js``; the pages here wrap the same two files:
 
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-_STATIC_PACKAGE = "deepvid_plugin.tensorboard"
+_STATIC_PACKAGE = "deepvid_plugin"
 _VIEWS = ("overview", "compare")
 
 

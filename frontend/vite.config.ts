@@ -12,7 +12,7 @@ export default defineConfig({
   base: "./",
   publicDir: "public",
   build: {
-    outDir: here("../deepvid_plugin/tensorboard/static"),
+    outDir: here("../deepvid_plugin/static"),
     emptyOutDir: true,
     copyPublicDir: true,
     target: "es2020",

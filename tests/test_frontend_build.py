@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STATIC = ROOT / "deepvid_plugin" / "tensorboard" / "static"
+STATIC = ROOT / "deepvid_plugin" / "static"
 
 
 def test_static_files_are_the_fixed_set():

@@ -143,7 +143,8 @@ def api_response(route: str, args) -> tuple[dict[str, Any], int]:
 
 # ---- Flask wiring ---------------------------------------------------------------------------
 def _static_dir():
-    return resources.files("deepvid_plugin.tensorboard").joinpath("static")
+    # The same built files the TensorBoard plugin and the viewer serve (deepvid_plugin/static).
+    return resources.files("deepvid_plugin").joinpath("static")
 
 
 def _prefix() -> str:

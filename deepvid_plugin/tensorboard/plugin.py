@@ -28,7 +28,8 @@ from deepvid_plugin.tensorboard import metadata
 # ``from deepvid_plugin.tensorboard.plugin import DataProviderStore`` keeps working.
 from deepvid_plugin.tensorboard.store import DataProviderStore, OverviewCache
 
-STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+# The built frontend, shared with the MLflow app and the viewer: deepvid_plugin/static.
+STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
 _MIMETYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
               ".map": "application/json", ".json": "application/json", ".html": "text/html",
               ".svg": "image/svg+xml", ".png": "image/png", ".woff2": "font/woff2",
