@@ -1,6 +1,10 @@
 """`deepvid demo`: the whole story on a fresh machine, with nothing to download.
 
-Trains a small CNN on scikit-learn's bundled digits, explains a dozen tracked test digits (some of
+By default (``--data shapes``) it tells a debugging story: a clean run and a shortcut run, every
+kind, compared in TensorBoard and MLflow (see :mod:`deepvid_plugin.demo_shortcut` and
+docs/demo.md). ``--data digits`` is the single-run digits demo below.
+
+``--data digits`` trains a small CNN on scikit-learn's bundled digits, explains a dozen tracked test digits (some of
 them hard or misclassified) with :class:`~deepvid_plugin.callbacks.DeepVIDCallback` at every epoch,
 logs them to TensorBoard (``OUT/runs``) and to an embedded MLflow store (``OUT/mlflow.db``), then
 prints a fidelity table and the randomization sanity check, draws ``OUT/deepvid-demo.png`` and
@@ -10,24 +14,34 @@ serves TensorBoard on 127.0.0.1:6006 (``--no-serve``: everything but the server,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
 from typing import Any
 
 DEFAULT_PORT = 6006
+# --data digits defaults (flags left unset take these; --data shapes takes its own sizes)
+DIGITS_DEFAULTS = {"epochs": 15, "instances": 12, "neighbours": 512, "vae_epochs": 20}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=".", help="where runs/, mlflow.db and the PNG go "
                         "(default: the current directory)")
-    parser.add_argument("--epochs", type=_positive, default=15, help="training epochs (15)")
-    parser.add_argument("--instances", type=_positive, default=12,
-                        help="tracked test instances (12; a third of them hard ones)")
-    parser.add_argument("--neighbours", type=_at_least_10, default=512,
-                        help="DeepVID neighbours per instance (512)")
-    parser.add_argument("--vae-epochs", type=_positive, default=20,
-                        help="epochs to fit the neighbour-generating VAE (20)")
+    parser.add_argument("--data", choices=("shapes", "digits"), default="shapes",
+                        help="shapes (default): a clean and a shortcut run, every kind; digits: "
+                        "one DeepVID run on scikit-learn's digits")
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny demo (tests, CI): few images, epochs and neighbours")
+    parser.add_argument("--epochs", type=_positive, default=None,
+                        help="training epochs (digits 15, shapes 12)")
+    parser.add_argument("--instances", type=_positive, default=None,
+                        help="tracked test instances (digits 12, a third of them hard ones; "
+                        "shapes 8)")
+    parser.add_argument("--neighbours", type=_at_least_10, default=None,
+                        help="DeepVID neighbours per instance (digits 512, shapes 256)")
+    parser.add_argument("--vae-epochs", type=_positive, default=None,
+                        help="epochs to fit the neighbour-generating VAE (digits 20, shapes 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument("--no-serve", action="store_true",
                         help="do not start TensorBoard at the end (CI, scripts)")
@@ -86,6 +100,20 @@ def pick_instances(digits: Any, k: int, seed: int = 0) -> list[int]:
 
 # ---- the run ----------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
+    if args.data == "shapes":
+        from deepvid_plugin import demo_shortcut
+
+        base = demo_shortcut.QUICK if args.quick else demo_shortcut.FULL
+        given = {k: getattr(args, k) for k in DIGITS_DEFAULTS if getattr(args, k) is not None}
+        return demo_shortcut.run(args, dataclasses.replace(base, **given))
+    for name, value in DIGITS_DEFAULTS.items():
+        if getattr(args, name) is None:
+            small = {"epochs": 3, "instances": 4, "neighbours": 64, "vae_epochs": 2}
+            setattr(args, name, small[name] if args.quick else value)
+    return run_digits(args)
+
+
+def run_digits(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
