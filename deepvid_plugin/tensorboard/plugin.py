@@ -36,6 +36,10 @@ _MIMETYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text
               ".wasm": "application/wasm"}
 
 
+# No spaces after separators: 6% of the 64 x 200 overview (8.6 MB -> 8.1 MB of JSON).
+_COMPACT = (",", ":")
+
+
 def _json_bytes(body: dict) -> bytes:
     """``body`` as the ASCII JSON ``http_util.Respond`` would send.
 
@@ -45,9 +49,9 @@ def _json_bytes(body: dict) -> bytes:
     hand-made summary that smuggled a NaN in.
     """
     try:
-        text = json.dumps(body, ensure_ascii=True, allow_nan=False)
+        text = json.dumps(body, ensure_ascii=True, allow_nan=False, separators=_COMPACT)
     except ValueError:
-        text = json.dumps(json_util.Cleanse(body), ensure_ascii=True)
+        text = json.dumps(json_util.Cleanse(body), ensure_ascii=True, separators=_COMPACT)
     return text.encode("ascii")
 
 
