@@ -37,7 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepvid_plugin.distill import CAMDistillLoss
+# A module import, not a name: distill.py imports explain._guard, which runs explain/__init__,
+# which imports this module; `from deepvid_plugin import distill` tolerates that cycle (the
+# module object exists while it initialises), `from deepvid_plugin.distill import X` does not.
+from deepvid_plugin import distill
 from deepvid_plugin.explain import checks, faithfulness
 from deepvid_plugin.explain._guard import frozen_eval, module_device_dtype, preserved_rng
 from deepvid_plugin.explain.protocol import ExplainContext
@@ -126,14 +129,14 @@ class CAMAgreement:
         self._context: ExplainContext | None = None
         # The loss that reads both networks' CAMs, per student (weakly: never keep a user's
         # model alive); building it resolves and verifies the layers and heads once.
-        self._loss: tuple[weakref.ref, CAMDistillLoss] | None = None
+        self._loss: tuple[weakref.ref, distill.CAMDistillLoss] | None = None
         self._history: dict[str, list[dict[str, Any]]] = {}
 
     @classmethod
-    def from_loss(cls, loss: CAMDistillLoss, **kwargs: Any) -> CAMAgreement:
+    def from_loss(cls, loss: distill.CAMDistillLoss, **kwargs: Any) -> CAMAgreement:
         """The explainer for a run that trains with ``loss``: same teacher, layers and heads
         (``top_k`` defaults to the loss's); other arguments as for the constructor."""
-        if not isinstance(loss, CAMDistillLoss):
+        if not isinstance(loss, distill.CAMDistillLoss):
             raise TypeError(f"loss: expected a deepvid_plugin.distill.CAMDistillLoss, got "
                             f"{type(loss).__name__}")
         kwargs.setdefault("top_k", loss.top_k)
@@ -220,17 +223,17 @@ class CAMAgreement:
         self._history = {str(k): [dict(h) for h in v] for k, v in history.items()}
 
     # -- internals -------------------------------------------------------------------------------
-    def _loss_for(self, model: nn.Module) -> CAMDistillLoss:
+    def _loss_for(self, model: nn.Module) -> distill.CAMDistillLoss:
         if self._loss is not None and self._loss[0]() is model:
             return self._loss[1]
         # top_k=2 only satisfies the loss's own check; the explainer picks its classes itself.
-        loss = CAMDistillLoss(self.teacher, model, self.teacher_layer, self.student_layer,
+        loss = distill.CAMDistillLoss(self.teacher, model, self.teacher_layer, self.student_layer,
                               top_k=2, teacher_head=self.teacher_head,
                               student_head=self.student_head)
         self._loss = (weakref.ref(model), loss)
         return loss
 
-    def _maps(self, loss: CAMDistillLoss, x: torch.Tensor
+    def _maps(self, loss: distill.CAMDistillLoss, x: torch.Tensor
               ) -> tuple[torch.Tensor, ...]:
         """(teacher maps, student maps) (K, k, H, W) of the teacher's top-k classes (ReLU,
         upsampled to the input), both networks' logits and the top classes, on the CPU."""
