@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--neighbours", type=_at_least_10, default=None,
                         help="DeepVID neighbours per instance (digits 512, shapes 256)")
     parser.add_argument("--vae-epochs", type=_positive, default=None,
-                        help="epochs to fit the neighbour-generating VAE (digits 20, shapes 8)")
+                        help="epochs to fit the neighbour-generating VAE (digits 20, shapes 6)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument("--no-serve", action="store_true",
                         help="do not start TensorBoard at the end (CI, scripts)")

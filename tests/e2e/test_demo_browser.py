@@ -1,0 +1,95 @@
+"""`deepvid demo --quick` in the browser: its output opened in TensorBoard (both loaders' default,
+the Python one) and in the MLflow app (``mlflow server --app-name deepvid`` on the demo's own
+``mlflow.db``). "Compare runs" puts the clean and the shortcut run side by side on the same
+instance, and every kind's view renders without an error state."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(420)]
+
+INSTANCE_KINDS = ("deepvid", "gradcam")
+PAGE_KINDS = ("netdissect", "summit")
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    exe = os.path.join(os.path.dirname(sys.executable), "deepvid")
+    proc = subprocess.run([exe, "demo", "--quick", "--no-serve", "--out", os.fspath(out)],
+                          capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+def _check_every_view(frame, page, shot):
+    """Timeline of each instance kind, Compare runs (clean vs shortcut), then each page kind."""
+    frame.locator("[data-testid=overview-cell][data-kind=deepvid]").first.wait_for()
+    switch = frame.locator("[data-testid=kind-switch]")
+    for kind in INSTANCE_KINDS:
+        switch.locator(f"[data-testid=kind-{kind}]").click()
+        cells = frame.locator(f"[data-testid=overview-cell][data-kind={kind}]")
+        cells.first.wait_for()
+        assert cells.count() == 4 * 2  # 4 tracked instances x 2 epochs (--quick)
+        assert frame.locator("[data-testid=error-state]").count() == 0
+    # Compare runs compares the grid's kind: DeepVID's weight maps, clean (A) vs shortcut (B)
+    switch.locator("[data-testid=kind-deepvid]").click()
+    frame.locator("[data-testid=tab-compare]").click()
+    run_a, run_b = frame.locator("[data-testid=compare-run-a]"), frame.locator(
+        "[data-testid=compare-run-b]")
+    names = [o for o in run_a.locator("option").all_inner_texts()]
+    clean = next(n for n in names if "clean" in n)
+    shortcut = next(n for n in names if "shortcut" in n)
+    run_a.select_option(label=clean)
+    run_b.select_option(label=shortcut)
+    frame.locator("[data-testid=compare-strip]").wait_for()
+    instances = frame.locator("[data-testid=compare-instance] option").all_inner_texts()
+    assert len(instances) == 4 and any("test-0" in i for i in instances), instances
+    assert frame.locator("[data-testid=compare-map-a]").count() == 1
+    assert frame.locator("[data-testid=compare-map-b]").count() == 1
+    assert frame.locator("[data-testid=error-state]").count() == 0
+    page.screenshot(path=shot)
+    for kind in PAGE_KINDS:
+        frame.locator(f"[data-testid=tab-{kind}]").click()
+        view = frame.locator(f"[data-testid=page-view][data-kind={kind}]")
+        view.wait_for()
+        assert view.get_attribute("data-has-data") == "true", kind
+        page.wait_for_timeout(500)  # the view fetches its records after it is drawn
+        assert frame.locator("[data-testid=error-state]").count() == 0, kind
+
+
+def test_demo_in_tensorboard(demo_out, tensorboard_server, page, artifacts_dir):
+    from tests.e2e.fixtures_tensorboard import wait_for_json
+
+    base_url = tensorboard_server(demo_out / "runs")
+    runs = wait_for_json(base_url + "/data/plugin/deepvid/runs",
+                         lambda b: len(b.get("runs", [])) == 2)
+    assert sorted(r["run"].split("-")[1] for r in runs["runs"]) == ["clean", "shortcut"]
+    page.goto(base_url + "/#deepvid")
+    frame = page.frame_locator("iframe[src*='plugin_entry.html?name=deepvid']")
+    _check_every_view(frame, page, os.path.join(artifacts_dir, "demo_tensorboard.png"))
+    assert not page.dv_errors, page.dv_errors
+
+
+def test_demo_in_the_mlflow_app(demo_out, page, artifacts_dir):
+    from tests.e2e.fixtures_mlflow import start_mlflow_server
+
+    # the server's root is the demo's folder: its backend is the demo's own mlflow.db
+    server = start_mlflow_server(demo_out, app_name="deepvid")
+    try:
+        page.goto(f"{server.url}/deepvid/?view=overview")  # the timeline first, then compare
+        experiment = page.locator("[data-testid=experiment-select]")
+        experiment.wait_for()
+        demo = next(o for o in experiment.locator("option").all() if "deepvid-demo"
+                    in o.inner_text())
+        experiment.select_option(demo.get_attribute("value"))
+        _check_every_view(page, page, os.path.join(artifacts_dir, "demo_mlflow.png"))
+        assert not [e for e in page.dv_errors if "pageerror" in e], page.dv_errors
+    finally:
+        server.stop()
