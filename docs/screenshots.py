@@ -1,0 +1,143 @@
+"""Take the screenshots of docs/demo.md from a demo's output: ``docs/img/demo_*.png``.
+
+    .venv/bin/deepvid demo --no-serve --out /tmp/demo      # or reuse ./runs and ./mlflow.db
+    .venv/bin/python docs/screenshots.py --out /tmp/demo
+
+Starts TensorBoard on ``OUT/runs`` and ``mlflow server --app-name deepvid`` on ``OUT/mlflow.db``
+(free ports on 127.0.0.1), drives Debian's headless Chromium with Playwright
+(``executable_path=/usr/bin/chromium``, ``--no-sandbox``; Playwright's own browser download does not
+work here) and stops both servers at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(url: str, ok, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                body = r.read()
+                if r.status == 200 and ok(body):
+                    return
+                last = body[:200]
+        except OSError as e:  # not up yet
+            last = e
+        time.sleep(0.5)
+    raise TimeoutError(f"{url}: not ready within {timeout:.0f}s (last: {last})")
+
+
+def _start(cmd: list[str]) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+
+
+def _shoot_views(frame, page, prefix: str, img: Path) -> None:
+    """The timeline of each instance kind, each page kind, and Compare runs (clean vs shortcut)."""
+    frame.locator("[data-testid=overview-cell][data-kind=deepvid]").first.wait_for()
+    switch = frame.locator("[data-testid=kind-switch]")
+    for kind in ("deepvid", "gradcam"):
+        switch.locator(f"[data-testid=kind-{kind}]").click()
+        frame.locator(f"[data-testid=overview-cell][data-kind={kind}] canvas").first.wait_for()
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(img / f"demo_{prefix}_{kind}.png"))
+    switch.locator("[data-testid=kind-deepvid]").click()
+    frame.locator("[data-testid=tab-compare]").click()
+    run_a = frame.locator("[data-testid=compare-run-a]")
+    names = run_a.locator("option").all_inner_texts()
+    run_a.select_option(label=next(n for n in names if "clean" in n))
+    frame.locator("[data-testid=compare-run-b]").select_option(
+        label=next(n for n in names if "shortcut" in n))
+    frame.locator("[data-testid=compare-strip]").wait_for()
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(img / f"demo_{prefix}_compare.png"))
+    for kind in ("netdissect", "summit"):
+        frame.locator(f"[data-testid=tab-{kind}]").click()
+        frame.locator(f"[data-testid=page-view][data-kind={kind}]").wait_for()
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(img / f"demo_{prefix}_{kind}.png"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=".", help="the demo's --out folder (default: .)")
+    parser.add_argument("--img", default=str(HERE / "img"), help="where the PNGs go")
+    args = parser.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    out, img = Path(args.out).resolve(), Path(args.img)
+    img.mkdir(parents=True, exist_ok=True)
+    bindir = Path(sys.executable).parent
+    tb_port, ml_port = _free_port(), _free_port()
+    procs = [
+        _start([str(bindir / "tensorboard"), "--logdir", str(out / "runs"), "--host",
+                "127.0.0.1", "--port", str(tb_port)]),
+        _start([str(bindir / "mlflow"), "server", "--backend-store-uri",
+                f"sqlite:///{out / 'mlflow.db'}", "--app-name", "deepvid", "--host", "127.0.0.1",
+                "--port", str(ml_port), "--workers", "1"]),
+    ]
+    try:
+        tb, ml = f"http://127.0.0.1:{tb_port}", f"http://127.0.0.1:{ml_port}"
+        _wait(tb + "/data/plugin/deepvid/runs", lambda b: len(json.loads(b)["runs"]) >= 2)
+        _wait(ml + "/health", lambda b: True)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 900})
+                page.set_default_timeout(60_000)
+                page.goto(tb + "/#deepvid")
+                frame = page.frame_locator("iframe[src*='plugin_entry.html?name=deepvid']")
+                _shoot_views(frame, page, "tensorboard", img)
+                page.goto(ml + "/deepvid/")
+                experiment = page.locator("[data-testid=experiment-select]")
+                experiment.wait_for()
+                demo = next(o for o in experiment.locator("option").all()
+                            if "deepvid-demo" in o.inner_text())
+                experiment.select_option(demo.get_attribute("value"))
+                frame = page
+                frame.locator("[data-testid=tab-compare]").wait_for()
+                run_a = page.locator("[data-testid=compare-run-a]")
+                page.locator("[data-testid=tab-compare]").click()
+                run_a.wait_for()
+                names = run_a.locator("option").all_inner_texts()
+                run_a.select_option(label=next(n for n in names if "clean" in n))
+                page.locator("[data-testid=compare-run-b]").select_option(
+                    label=next(n for n in names if "shortcut" in n))
+                page.locator("[data-testid=compare-strip]").wait_for()
+                page.wait_for_timeout(800)
+                page.screenshot(path=str(img / "demo_mlflow_compare.png"))
+            finally:
+                browser.close()
+    finally:
+        for proc in procs:  # only the servers this script started, by their process group
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=30)
+    print(f"wrote {sorted(p.name for p in img.glob('demo_*.png'))} to {img}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
