@@ -13,7 +13,8 @@ import sys
 
 # subcommand -> (module, one-line help)
 _COMMANDS = {
-    "demo": ("deepvid_plugin.demo", "train a small CNN on scikit-learn's digits and explain it"),
+    "demo": ("deepvid_plugin.demo", "find a shortcut: a clean and a shortcut run, explained "
+                                     "with every kind (--data digits: the digits demo)"),
     "compare": ("deepvid_plugin.mlflow.compare",
                 "write a self-contained page comparing explanations across MLflow runs"),
 }

@@ -257,8 +257,8 @@ def where_to_look(out: str, port: int, results: list[Measured], ids: list[str]) 
         f"{clean.deepvid_marker:.0%}; the marker is 3.5% of the image).",
         f"  Grad-CAM: {short.gradcam_marker:.0%} of the map's mass lies on the marker corner "
         f"(clean {clean.gradcam_marker:.0%}).",
-        f"  Network Dissection: the last layer has {short.shape_detectors} shape and "
-        f"{short.colour_detectors} colour detectors (clean: {clean.shape_detectors} and "
+        f"  Network Dissection: {short.shape_detectors} units of the last layer detect a shape "
+        f"or part and {short.colour_detectors} a colour (clean: {clean.shape_detectors} and "
         f"{clean.colour_detectors}): the shortcut model learned "
         + ("fewer" if short.shape_detectors < clean.shape_detectors else "no fewer")
         + " shape concepts.",
