@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 TORCH  := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.deps-$(shell cat setup.cfg | cksum | cut -d' ' -f1)
 
-.PHONY: demo test bench frontend frontend-check lint wheel-check browser clean
+.PHONY: demo test bench frontend frontend-check lint wheel-check browser clean screenshots
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ $(STAMP): setup.cfg | $(VENV)/.torch
 
 demo: $(STAMP)
 	$(VENV)/bin/deepvid demo $(ARGS)
+
+# docs/img/demo_*.png from a fresh run of the shortcut story (Playwright + Debian's chromium).
+screenshots: $(STAMP) browser
+	rm -rf /tmp/deepvid-demo
+	$(VENV)/bin/deepvid demo --data shapes --no-serve --out /tmp/deepvid-demo
+	$(PY) docs/screenshots.py --out /tmp/deepvid-demo
 
 # Debian's chromium, for the browser tests (Playwright's own browser download cannot work here).
 browser:

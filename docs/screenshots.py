@@ -1,6 +1,6 @@
 """Take the screenshots of docs/demo.md from a demo's output: ``docs/img/demo_*.png``.
 
-    .venv/bin/deepvid demo --no-serve --out /tmp/demo      # or reuse ./runs and ./mlflow.db
+    .venv/bin/deepvid demo --data shapes --no-serve --out /tmp/demo   # or reuse ./runs, ./mlflow.db
     .venv/bin/python docs/screenshots.py --out /tmp/demo
 
 Starts TensorBoard on ``OUT/runs`` and ``mlflow server --app-name deepvid`` on ``OUT/mlflow.db``

@@ -33,7 +33,7 @@ def test_shapes_demo_two_runs_every_kind_same_instances(tmp_path):
     from deepvid_plugin.tensorboard.plugin import DataProviderStore
 
     out = tmp_path / "demo"
-    proc = _demo(out, "--quick")
+    proc = _demo(out, "--data", "shapes", "--quick")
     stdout = proc.stdout
     # TensorBoard: a clean and a shortcut run, each with every kind, tracking the same ids
     store = DataProviderStore(data_provider(out / "runs"))

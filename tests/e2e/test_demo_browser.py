@@ -21,7 +21,7 @@ PAGE_KINDS = ("netdissect", "summit")
 def demo_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     exe = os.path.join(os.path.dirname(sys.executable), "deepvid")
-    proc = subprocess.run([exe, "demo", "--quick", "--no-serve", "--out", os.fspath(out)],
+    proc = subprocess.run([exe, "demo", "--data", "shapes", "--quick", "--no-serve", "--out", os.fspath(out)],
                           capture_output=True, text=True, timeout=300,
                           env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
