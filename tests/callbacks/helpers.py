@@ -81,7 +81,11 @@ def data_provider(logdir):
 
 
 def summary_steps(logdir) -> dict[str, dict[str, list[int]]]:
-    """run -> instance id -> every step written for it, duplicates included, in file order."""
+    """run -> instance id -> every step written for it, duplicates included, sorted.
+
+    Sorted because the order across event files is not the order they were written in: TensorBoard
+    sorts their names as strings, so a resumed run's ``...<pid>.10`` file is read before its
+    ``...<pid>.9`` file when both were opened in the same second (the readers sort by step)."""
     from tensorboard import context as tb_context
     from tensorboard.data import provider
 
@@ -98,12 +102,13 @@ def summary_steps(logdir) -> dict[str, dict[str, list[int]]]:
                                downsample=10**9,
                                run_tag_filter=provider.RunTagFilter(runs=[run],
                                                                     tags=list(wanted)))[run]
-        out[run] = {wanted[t]: [d.step for d in data[t]] for t in wanted}
+        out[run] = {wanted[t]: sorted(d.step for d in data[t]) for t in wanted}
     return out
 
 
 def kind_steps(logdir, kind: str) -> dict[str, dict[str, list[int]]]:
-    """run -> subject -> every step of ``kind`` written for it, duplicates included."""
+    """run -> subject -> every step of ``kind`` written for it, duplicates included, sorted (see
+    :func:`summary_steps`)."""
     from tensorboard import context as tb_context
     from tensorboard.data import provider
 
@@ -123,7 +128,7 @@ def kind_steps(logdir, kind: str) -> dict[str, dict[str, list[int]]]:
                                downsample=10**9,
                                run_tag_filter=provider.RunTagFilter(runs=[run],
                                                                     tags=list(wanted)))[run]
-        out[run] = {wanted[t]: [d.step for d in data[t]] for t in wanted}
+        out[run] = {wanted[t]: sorted(d.step for d in data[t]) for t in wanted}
     return out
 
 
