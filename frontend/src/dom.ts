@@ -41,6 +41,11 @@ export function fmt(v: number | undefined | null, digits = 2): string {
   return typeof v === "number" && Number.isFinite(v) ? v.toFixed(digits) : "–";
 }
 
+/** A colour bar's end: 3 significant digits, so a scale of 0.0003 does not read "0.000". */
+export function fmtScale(v: number | undefined | null): string {
+  return typeof v === "number" && Number.isFinite(v) ? String(Number(v.toPrecision(3))) : "–";
+}
+
 export function pct(v: number | undefined | null): string {
   return typeof v === "number" && Number.isFinite(v) ? `${(v * 100).toFixed(0)}%` : "–";
 }

@@ -2,7 +2,7 @@
 // off-screen canvas and scaled up by the browser, so a 16x16 thumbnail and a 28x28 map look alike.
 import { decodeImage, decodeMap, type Map2D } from "./codec";
 import { DIVERGING_LUT, divergingCss } from "./colors";
-import { fmt, h } from "./dom";
+import { fmtScale, h } from "./dom";
 import type { EncodedImg, EncodedMap } from "./types";
 
 function small(w: number, hgt: number): [HTMLCanvasElement, CanvasRenderingContext2D] {
@@ -109,8 +109,8 @@ export function colorbar(scale: number, label = "weight"): HTMLElement {
   return h(
     "div",
     { class: "colorbar", title: `${label}: blue negative, white zero, red positive` },
-    h("span", { class: "cb-tick" }, `−${fmt(scale, 3)}`),
+    h("span", { class: "cb-tick" }, `−${fmtScale(scale)}`),
     h("span", { class: "cb-bar", style: `background: linear-gradient(to right, ${stops})` }),
-    h("span", { class: "cb-tick" }, `+${fmt(scale, 3)}`),
+    h("span", { class: "cb-tick" }, `+${fmtScale(scale)}`),
   );
 }
