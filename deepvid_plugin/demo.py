@@ -223,7 +223,7 @@ def fidelity_table(records: list[Any], first: list[Any] | None = None) -> str:
     """A plain-text table: one row per instance, from its final record."""
     before = {r.instance_id: r.predicted for r in first or []}
     head = (f"  {'instance':<12}{'label':>6}{'pred':>6}{'p(pred)':>9}{'agree':>8}{'R2':>7}"
-            f"{'trust':>7}  note")
+            f"{'del':>7}{'(rand)':>8}{'trust':>7}  note")
     lines = [head, "  " + "-" * (len(head) - 2)]
     for r in records:
         fid = r.fidelity
@@ -233,15 +233,22 @@ def fidelity_table(records: list[Any], first: list[Any] | None = None) -> str:
         if r.instance_id in before and before[r.instance_id] != r.predicted:
             notes.append(f"was {r.class_names[before[r.instance_id]]} at epoch 0")
         r2 = fid.get("r2_top")
+        # deletion AUC of the map vs a random map (lower is better); NaN for older records
+        dele, rand = (float("nan") if fid.get(k) is None else float(fid[k])
+                      for k in ("deletion_auc", "random_deletion_auc"))
+        if not r.trustworthy and fid.get("trust_reason"):
+            notes.append(str(fid["trust_reason"]))
         lines.append(
             f"  {r.instance_id:<12}{'-' if r.label is None else r.class_names[r.label]:>6}"
             f"{r.class_names[r.predicted]:>6}{float(r.teacher_probs[r.predicted]):>9.3f}"
             f"{float(fid.get('top1_agreement', float('nan'))):>8.3f}"
-            f"{float('nan') if r2 is None else float(r2):>7.3f}"
+            f"{float('nan') if r2 is None else float(r2):>7.3f}{dele:>7.3f}{rand:>8.3f}"
             f"{'yes' if r.trustworthy else 'NO':>7}  {', '.join(notes)}")
     n_trust = sum(r.trustworthy for r in records)
     tail = "" if n_trust == len(records) else "; do not read the others' weight maps"
-    lines.append(f"  {n_trust}/{len(records)} explanations are trustworthy (high fidelity){tail}")
+    lines.append(f"  {n_trust}/{len(records)} explanations are trustworthy (the student mimics the "
+                 f"model on held-out neighbours, and its map beats a random one at deletion/"
+                 f"insertion){tail}")
     return "\n".join(lines)
 
 
