@@ -282,6 +282,15 @@ def view(record: Record) -> Any:
     return kind.view(record) if kind.view is not None else record
 
 
+def meta_class_names(meta: Mapping[str, Any]) -> list[str]:
+    """``meta["class_names"]`` checked for a kind's validation (the convention every instance and
+    class kind follows): a non-empty list of str, else a ValueError naming the field."""
+    names = meta.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(c, str) for c in names):
+        raise ValueError(f"meta['class_names']: expected a non-empty list of str, got {names!r}")
+    return names
+
+
 def subject_header(record: Record) -> dict[str, Any]:
     """What the overview row of ``record``'s subject shows once: ``class_names``, ``label`` and
     the ``image`` array (``None`` when the kind has none)."""
@@ -290,6 +299,6 @@ def subject_header(record: Record) -> dict[str, Any]:
             "label": meta.get("label"), "image": record.arrays.get("image")}
 
 
-__all__ = ["BUILTIN", "SUBJECTS", "Kind", "as_record", "check", "get", "metrics", "names",
-           "prepare",
-           "read_summary", "register", "subject_header", "summarize", "summary_problem", "view"]
+__all__ = ["BUILTIN", "SUBJECTS", "Kind", "as_record", "check", "get", "meta_class_names",
+           "metrics", "names", "prepare", "read_summary", "register", "subject_header",
+           "summarize", "summary_problem", "view"]

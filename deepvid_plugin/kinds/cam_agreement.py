@@ -63,9 +63,7 @@ def _number_or_none(value: Any) -> bool:
 
 def _validate(record: Record) -> None:
     meta, arrays = record.meta, record.arrays
-    names = meta.get("class_names")
-    if not isinstance(names, list) or not names or not all(isinstance(c, str) for c in names):
-        raise ValueError(f"meta['class_names']: expected a non-empty list of str, got {names!r}")
+    names = kinds.meta_class_names(meta)
     n = len(names)
     for name in ("teacher_probs", "student_probs"):
         if arrays[name].shape != (n,):

@@ -49,9 +49,7 @@ def _label(meta: Mapping[str, Any], name: str, k: int, required: bool) -> None:
 
 def _validate(record: Record) -> None:
     meta, arrays = record.meta, record.arrays
-    names = meta.get("class_names")
-    if not isinstance(names, list) or not names or not all(isinstance(c, str) for c in names):
-        raise ValueError(f"meta['class_names']: expected a non-empty list of str, got {names!r}")
+    names = kinds.meta_class_names(meta)
     k = len(names)
     if arrays["probs"].shape != (k,):
         raise ValueError(f"probs: expected shape ({k},), got {arrays['probs'].shape}")

@@ -82,9 +82,7 @@ def _range(name: str, a: np.ndarray, low: int, high: int) -> None:
 
 def _validate(record: Record) -> None:
     meta, arrays = record.meta, record.arrays
-    names = meta.get("class_names")
-    if not isinstance(names, list) or not names or not all(isinstance(c, str) for c in names):
-        raise ValueError(f"meta['class_names']: expected a non-empty list of str, got {names!r}")
+    names = kinds.meta_class_names(meta)
     k = len(names)
     label = meta.get("label")
     if not _int(label) or not 0 <= label < k:
