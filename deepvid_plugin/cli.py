@@ -13,8 +13,8 @@ import sys
 
 # subcommand -> (module, one-line help)
 _COMMANDS = {
-    "demo": ("deepvid_plugin.demo", "find a shortcut: a clean and a shortcut run, explained "
-                                     "with every kind (--data digits: the digits demo)"),
+    "demo": ("deepvid_plugin.demo", "find a shortcut in the digits: a clean, a shortcut and a "
+                                     "distilled run, every kind (--data digits: one run)"),
     "compare": ("deepvid_plugin.mlflow.compare",
                 "write a self-contained page comparing explanations across MLflow runs"),
 }

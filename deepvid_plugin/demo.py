@@ -1,15 +1,17 @@
 """`deepvid demo`: the whole story on a fresh machine, with nothing to download.
 
-By default (``--data digits``, the embedded default data set `make demo` runs on) it trains a small CNN on scikit-learn's bundled digits, explains a dozen tracked test digits (some of
-them hard or misclassified) with :class:`~deepvid_plugin.callbacks.DeepVIDCallback` at every epoch,
-logs them to TensorBoard (``OUT/runs``) and to an embedded MLflow store (``OUT/mlflow.db``), then
-prints a fidelity table and the randomization sanity check, draws ``OUT/deepvid-demo.png`` and
-serves TensorBoard on 127.0.0.1:6006 (``--no-serve``: everything but the server, for CI).
+By default (``--data marked-digits``, on scikit-learn's bundled digits, the embedded default data
+set `make demo` runs on) it tells a debugging story: a clean run, a run whose training set has a
+shortcut (a coloured corner marker that gives the digit away), and the clean model distilled into a
+small student with Exp-KD, all tracking the same test digits and explained with every kind, logged
+to TensorBoard (``OUT/runs``) and MLflow (``OUT/mlflow.db``); it then prints what each view shows
+and where to look, and serves TensorBoard on 127.0.0.1:6006 (``--no-serve``: everything but the
+server, for CI). See :mod:`deepvid_plugin.demo_shortcut`, :mod:`deepvid_plugin.shortcut` and
+docs/demo.md. ``--data shapes`` tells the same story on rendered shapes (slower, weaker).
 
-``--data shapes`` tells a debugging story: a clean run and a shortcut run, every kind, compared in
-TensorBoard and MLflow (see :mod:`deepvid_plugin.demo_shortcut` and docs/demo.md). It is not the
-default yet: its clean model is weak (test accuracy 0.44 on 4 classes) and DeepVID's maps do not
-yet show the shortcut (see docs/demo.md).
+``--data digits`` is the single-run demo: a small CNN on the digits, a dozen tracked test digits
+(some of them hard or misclassified) explained with DeepVID at every epoch, a fidelity table, the
+randomization sanity check and ``OUT/deepvid-demo.png``.
 """
 
 from __future__ import annotations
@@ -22,27 +24,33 @@ import time
 from typing import Any
 
 DEFAULT_PORT = 6006
-# --data digits defaults (flags left unset take these; --data shapes takes its own sizes)
+# --data digits defaults (flags left unset take these; the stories take their own sizes,
+# demo_shortcut.SIZES)
 DIGITS_DEFAULTS = {"epochs": 15, "instances": 12, "neighbours": 512, "vae_epochs": 20}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=".", help="where runs/, mlflow.db and the PNG go "
                         "(default: the current directory)")
-    parser.add_argument("--data", choices=("digits", "shapes"), default="digits",
-                        help="digits (default): one DeepVID run on scikit-learn's digits; shapes: a "
-                        "clean and a shortcut run, every kind (docs/demo.md)")
+    parser.add_argument("--data", choices=("marked-digits", "digits", "shapes"),
+                        default="marked-digits",
+                        help="marked-digits (default): find a shortcut in scikit-learn's digits, a "
+                        "clean, a shortcut and a distilled run, every kind (docs/demo.md); digits: "
+                        "one DeepVID run on the digits; shapes: the shortcut story on rendered "
+                        "shapes (slower)")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny demo (tests, CI): few images, epochs and neighbours")
     parser.add_argument("--epochs", type=_positive, default=None,
-                        help="training epochs (digits 15, shapes 12)")
+                        help="training epochs (marked-digits 10, digits 15, shapes 12)")
     parser.add_argument("--instances", type=_positive, default=None,
-                        help="tracked test instances (digits 12, a third of them hard ones; "
-                        "shapes 8)")
+                        help="tracked test instances (marked-digits 8, digits 12 with a third of "
+                        "them hard ones, shapes 8)")
     parser.add_argument("--neighbours", type=_at_least_10, default=None,
-                        help="DeepVID neighbours per instance (digits 512, shapes 256)")
+                        help="DeepVID neighbours per instance (marked-digits and digits 512, "
+                        "shapes 256)")
     parser.add_argument("--vae-epochs", type=_positive, default=None,
-                        help="epochs to fit the neighbour-generating VAE (digits 20, shapes 6)")
+                        help="epochs to fit the neighbour-generating VAE (marked-digits and digits "
+                        "20, shapes 6)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument("--no-serve", action="store_true",
                         help="do not start TensorBoard at the end (CI, scripts)")
@@ -101,10 +109,10 @@ def pick_instances(digits: Any, k: int, seed: int = 0) -> list[int]:
 
 # ---- the run ----------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    if args.data == "shapes":
+    if args.data != "digits":
         from deepvid_plugin import demo_shortcut
 
-        base = demo_shortcut.QUICK if args.quick else demo_shortcut.FULL
+        base = demo_shortcut.SIZES[args.data]["quick" if args.quick else "full"]
         given = {k: getattr(args, k) for k in DIGITS_DEFAULTS if getattr(args, k) is not None}
         return demo_shortcut.run(args, dataclasses.replace(base, **given))
     for name, value in DIGITS_DEFAULTS.items():

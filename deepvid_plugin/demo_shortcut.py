@@ -1,18 +1,22 @@
-"""`deepvid demo` (``--data shapes``, the default): find a shortcut with every kind.
+"""`deepvid demo` (the default, ``--data marked-digits``; also ``--data shapes``): find a shortcut
+with every kind.
 
-Two runs train the same small CNN on the same shapes (:mod:`deepvid_plugin.shortcut`) and track the
-same test instances under the same ids: a **clean** run, whose corner marker is random, and a
-**shortcut** run, whose marker colour gives the label away in training (random at test time). Each
-run is explained at every epoch with DeepVID and Grad-CAM, and every few epochs with Network
-Dissection and Summit, into ``OUT/runs/<run>`` (TensorBoard) and ``OUT/mlflow.db`` (MLflow). The
-demo then measures where the shortcut shows (test accuracy, the maps' mass on the marker, colour
-detectors, the marker's class in Summit) and prints where to look.
+Two runs train the same model on the same data (a :class:`~deepvid_plugin.shortcut.Story`) and
+track the same test instances under the same ids: a **clean** run, whose cue is random, and a
+**shortcut** run, whose cue gives the label away in training (random at test time). Each run is
+explained at every epoch with DeepVID and Grad-CAM, and every few epochs with Network Dissection
+and Summit, into ``OUT/runs/<run>`` (TensorBoard) and ``OUT/mlflow.db`` (MLflow). Where the story
+has a student model, a third run distils the clean model into it with Exp-KD
+(:class:`~deepvid_plugin.distill.CAMDistillLoss`) and logs the teacher-vs-student CAMs too. The
+demo then measures where the shortcut shows (test accuracy, the maps' mass on the cue, cue and task
+detectors, cue detectors in Summit's graphs) and prints where to look.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import time
 from typing import Any
@@ -20,14 +24,15 @@ from typing import Any
 import numpy as np
 
 RUNS = ("clean", "shortcut")
+DISTILLED = "distilled"
 
 
 @dataclasses.dataclass(frozen=True)
 class Sizes:
-    """How big the demo is (``--quick`` shrinks it for tests)."""
+    """How big the demo is (``--quick`` shrinks it for tests); ``None``: all the data there is."""
 
-    n_train: int
-    n_test: int
+    n_train: int | None
+    n_test: int | None
     epochs: int
     instances: int
     neighbours: int
@@ -36,10 +41,18 @@ class Sizes:
     every: int  # Network Dissection and Summit run every this many epochs (and at the last)
 
 
-FULL = Sizes(n_train=2000, n_test=500, epochs=12, instances=8, neighbours=256, vae_epochs=6,
-             probe=300, every=4)
-QUICK = Sizes(n_train=400, n_test=120, epochs=2, instances=4, neighbours=64, vae_epochs=1,
-              probe=120, every=1)
+SIZES = {
+    "marked-digits": {
+        "full": Sizes(n_train=None, n_test=None, epochs=10, instances=8, neighbours=512,
+                      vae_epochs=20, probe=720, every=3),
+        "quick": Sizes(n_train=400, n_test=120, epochs=2, instances=4, neighbours=64,
+                       vae_epochs=2, probe=200, every=1)},
+    "shapes": {
+        "full": Sizes(n_train=2000, n_test=500, epochs=12, instances=8, neighbours=256,
+                      vae_epochs=6, probe=300, every=4),
+        "quick": Sizes(n_train=400, n_test=120, epochs=2, instances=4, neighbours=64,
+                       vae_epochs=1, probe=120, every=1)},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +62,13 @@ class Measured:
     run: str
     test_accuracy: float
     train_accuracy: float
-    gradcam_marker: float  # share of the Grad-CAM map's mass on the marker (its area share: 3.5%)
-    deepvid_marker: float  # share of the DeepVID weight map's |mass| on the marker
-    colour_detectors: int  # units of the last layer labelled with a colour
-    shape_detectors: int  # units of the last layer labelled with an object or a part
-    summit_shape_nodes: float  # mean share of Summit's last-layer graph nodes that detect shapes
+    gradcam_cue: float  # share of the Grad-CAM map's mass on the instance's cue
+    deepvid_cue: float  # share of the DeepVID weight map's |mass| on the instance's cue
+    cue_detectors: int  # units of the last layer labelled with a cue concept
+    task_detectors: int  # units of the last layer labelled with a task concept
+    summit_cue_nodes: float  # mean share of Summit's last-layer graph nodes that detect the cue
+    trusted: str = ""  # "k/n": DeepVID maps that pass their own evidence (fidelity + deletion)
+    cam_pearson: float | None = None  # distilled run: student-teacher CAM Pearson (top-1 class)
 
 
 def _say(msg: str) -> None:
@@ -63,34 +78,45 @@ def _say(msg: str) -> None:
 def run(args: argparse.Namespace, sizes: Sizes) -> int:
     import torch
 
-    from deepvid_plugin.shortcut import marker_mask, shortcut_data
+    from deepvid_plugin.shortcut import story
 
+    st = story(args.data)
     started = time.perf_counter()
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    _say(f"DeepVID demo: a clean run and a shortcut run, every kind; writing to {out}")
+    third = st.student is not None
+    n_steps = len(RUNS) + third + 1
+    _say(f"DeepVID demo ({st.name}): a clean run and a shortcut run"
+         + (", then the clean model distilled into a small student" if third else "")
+         + f", every kind; writing to {out}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results: list[Measured] = []
-    tracked_ids: list[str] = []
-    vae: list[Any] = []  # fitted in the clean run, reused by the shortcut run (see below)
-    for i, name in enumerate(RUNS):
+    picked = list(range(sizes.instances))  # the same test images, so the same ids, in every run
+    ids = [f"test-{j}" for j in picked]
+    shared: dict[str, Any] = {}  # the VAE, fitted in the clean run; the clean model (the teacher)
+    for i, name in enumerate(RUNS + ((DISTILLED,) if third else ())):
         t0 = time.perf_counter()
-        _say(f"[{i + 1}/{len(RUNS) + 1}] run '{name}': "
-             + ("the marker is random" if name == "clean" else
-                "the marker's colour gives the label in training (random at test time)"))
+        _say(f"[{i + 1}/{n_steps}] run '{name}': " + {
+            "clean": f"{st.cue} is random",
+            "shortcut": f"{st.cue} gives the label in training (random at test time)",
+            DISTILLED: "a small student distilled from the clean model with Exp-KD (CAMs and "
+                       "logits)"}[name])
         torch.manual_seed(args.seed)
-        data = shortcut_data(name, n_train=sizes.n_train, n_test=sizes.n_test, seed=args.seed)
-        picked = list(range(sizes.instances))  # the same test images, so the same ids, per run
-        tracked_ids = [f"test-{j}" for j in picked]
-        measured = _train_and_explain(args, sizes, name, data, picked, tracked_ids, out, stamp,
-                                      marker_mask(data.x_test.shape[-1]), vae)
+        data = st.data("shortcut" if name == "shortcut" else "clean", sizes.n_train,
+                       sizes.n_test, args.seed)
+        measured = _train_and_explain(args, sizes, st, name, data, picked, ids, out, stamp, shared)
         results.append(measured)
         _say(f"      done in {time.perf_counter() - t0:.0f}s: test accuracy "
              f"{measured.test_accuracy:.3f} (train {measured.train_accuracy:.3f})")
-    _say(f"[{len(RUNS) + 1}/{len(RUNS) + 1}] what the shortcut looks like (clean vs shortcut)")
-    _say(table(results))
+    _say(f"[{n_steps}/{n_steps}] what the shortcut looks like")
+    _say(table(results, st))
+    summary = os.path.join(out, "shortcut-summary.json")
+    with open(summary, "w") as f:  # the same numbers for scripts (make screenshots, the tests)
+        json.dump({"data": st.name, "seed": args.seed, "sizes": dataclasses.asdict(sizes),
+                   "ids": ids, "runs": [dataclasses.asdict(r) for r in results]}, f, indent=1)
+    _say(f"      (also in {summary})")
     _say(f"      the whole demo took {time.perf_counter() - started:.0f}s")
-    _say(where_to_look(out, args.port, results, tracked_ids))
+    _say(where_to_look(out, args.port, results, ids, st))
     if args.no_serve:
         return 0
     from deepvid_plugin.demo import serve
@@ -98,9 +124,9 @@ def run(args: argparse.Namespace, sizes: Sizes) -> int:
     return serve(os.path.join(out, "runs"), args.port)
 
 
-def _train_and_explain(args: argparse.Namespace, sizes: Sizes, name: str, data: Any,
+def _train_and_explain(args: argparse.Namespace, sizes: Sizes, st: Any, name: str, data: Any,
                        picked: list[int], ids: list[str], out: str, stamp: str,
-                       marker: np.ndarray, vae: list[Any]) -> Measured:
+                       shared: dict[str, Any]) -> Measured:
     import mlflow
     import torch
     from tqdm.auto import tqdm
@@ -108,39 +134,52 @@ def _train_and_explain(args: argparse.Namespace, sizes: Sizes, name: str, data: 
     from deepvid_plugin.callbacks import DeepVIDCallback
     from deepvid_plugin.digits import accuracy, train_epoch
     from deepvid_plugin.explain import GradCAMExplainer
-    from deepvid_plugin.explain.netdissect import ConceptSet, NetDissect, NetDissectExplainer
+    from deepvid_plugin.explain.netdissect import NetDissect, NetDissectExplainer
     from deepvid_plugin.explain.summit import Summit, SummitExplainer
-    from deepvid_plugin.shortcut import LAYERS, ShapesCNN
 
-    _start_mlflow(out, name, args, sizes)
-    model = ShapesCNN()
+    _start_mlflow(out, st.name, name, args, sizes)
+    model = st.student() if name == DISTILLED else st.model()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(args.seed)
-    probe = ConceptSet.synthetic(sizes.probe, size=data.x_test.shape[-1], seed=args.seed + 7)
-    every = sizes.every
-    summit = Summit(data.x_test, data.y_test, layers=LAYERS, class_names=data.class_names,
-                    per_class=max(5, sizes.n_test // (4 * len(data.class_names))), seed=args.seed)
-    explainers = [GradCAMExplainer(), NetDissectExplainer(NetDissect(probe, LAYERS),
-                                                          every_n_epochs=every, n_thumbnails=24),
-                  SummitExplainer(summit, every_n_epochs=every)]
-    logdir = os.path.join(out, "runs", f"shapes-{name}-{stamp}")
+    if "probe" not in shared:
+        shared["probe"] = st.probe(sizes.probe, args.seed + 7)
+    summit = Summit(data.x_test, data.y_test, layers=st.layers, class_names=data.class_names,
+                    per_class=max(5, len(data.y_test) // (4 * len(data.class_names))),
+                    seed=args.seed)
+    explainers: list[Any] = [
+        GradCAMExplainer(),
+        NetDissectExplainer(NetDissect(shared["probe"], st.layers, transform=st.probe_transform),
+                            every_n_epochs=sizes.every, n_thumbnails=24),
+        SummitExplainer(summit, every_n_epochs=sizes.every)]
+    kd = None
+    if name == DISTILLED:
+        from deepvid_plugin.distill import CAMDistillLoss
+        from deepvid_plugin.explain import CAMAgreement
+
+        teacher = shared["teacher"]
+        kd = CAMDistillLoss(teacher, model, teacher_layer=st.cam_layer,
+                            student_layer=st.cam_layer, top_k=3, cam_weight=20.0, kd_weight=1.0)
+        explainers.append(CAMAgreement(teacher, st.cam_layer, st.cam_layer, top_k=3))
+    logdir = os.path.join(out, "runs", f"{st.name}-{name}-{stamp}")
     last: list[Any] = []
     try:
-        # One VAE for both runs, fitted on the clean run's images (where the marker is random, as
-        # at test time): the two runs then explain the same instances with the same neighbours,
-        # so their DeepVID maps differ only because the models do (and it is fitted once).
-        source = {"generator": vae[0]} if vae else {"train_data": data.x_train,
-                                                    "vae_epochs": sizes.vae_epochs}
+        # One VAE for every run, fitted on the clean run's images (where the cue is random, as at
+        # test time): the runs then explain the same instances with the same neighbours, so their
+        # DeepVID maps differ only because the models do (and it is fitted once).
+        source = ({"generator": shared["vae"]} if "vae" in shared
+                  else {"train_data": data.x_train, "vae_epochs": sizes.vae_epochs})
         cb = DeepVIDCallback(model, data.x_test[picked], ids=ids, labels=data.y_test[picked],
                              class_names=list(data.class_names), n_neighbours=sizes.neighbours,
                              seed=args.seed, explainers=explainers, logdir=logdir, mlflow=True,
                              **source)
         cb.prepare()
-        if not vae:
-            vae.append(cb.explanations.deepvid.generator)
+        shared.setdefault("vae", cb.explanations.deepvid.generator)
         with cb, tqdm(range(sizes.epochs), desc=f"training {name}", unit="epoch") as bar:
             for epoch in bar:
-                loss = train_epoch(model, opt, data.x_train, data.y_train, generator=gen)
+                if kd is None:
+                    loss = train_epoch(model, opt, data.x_train, data.y_train, generator=gen)
+                else:
+                    loss = distill_epoch(kd, model, opt, data.x_train, data.y_train, gen)
                 acc = accuracy(model, data.x_test, data.y_test)
                 mlflow.log_metrics({"train_loss": loss, "test_accuracy": acc}, step=epoch)
                 records = cb.on_epoch_end(epoch)
@@ -154,90 +193,133 @@ def _train_and_explain(args: argparse.Namespace, sizes: Sizes, name: str, data: 
         mlflow.log_metric("train_accuracy", train_acc)
     finally:
         mlflow.end_run()
-    return measure(name, last, marker, acc, train_acc)
+    if name == "clean":
+        shared["teacher"] = model
+    return measure(name, last, data.test_cue_masks[picked], acc, train_acc, st)
+
+
+def distill_epoch(kd: Any, model: Any, opt: Any, x: Any, y: Any, generator: Any,
+                  batch_size: int = 64) -> float:
+    """One epoch of Exp-KD: cross-entropy plus the CAM and logit terms; returns the mean loss."""
+    import torch
+    import torch.nn.functional as F
+
+    model.train()
+    perm = torch.randperm(len(y), generator=generator)
+    total = 0.0
+    for idx in perm.split(batch_size):
+        logits, distill = kd(x[idx])
+        loss = F.cross_entropy(logits, y[idx]) + distill
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+    return total / len(y)
 
 
 def _kind(record: Any) -> str:
     return getattr(record, "kind", "deepvid")
 
 
-def measure(name: str, records: list[Any], marker: np.ndarray, test_acc: float,
-            train_acc: float) -> Measured:
-    """The numbers that show a shortcut, from one run's last records of every kind."""
+def measure(name: str, records: list[Any], cue: np.ndarray, test_acc: float, train_acc: float,
+            st: Any) -> Measured:
+    """The numbers that show a shortcut, from one run's last records of every kind; ``cue``:
+    ``(K, S, S)`` bool, the cue's pixels in each tracked instance (records carry their id,
+    ``test-<k>``, k the position among the tracked instances)."""
     by_kind: dict[str, list[Any]] = {}
     for r in records:
         by_kind.setdefault(_kind(r), []).append(r)
     missing = sorted({"deepvid", "gradcam", "netdissect", "summit"} - set(by_kind))
     if missing:
         raise RuntimeError(f"run {name!r}: expected records of every kind, missing {missing}")
-    cams = [np.maximum(np.asarray(r.arrays["cam_pred"], np.float64), 0)
+    cams = [(np.maximum(np.asarray(r.arrays["cam_pred"], np.float64), 0), _cue_of(r, cue))
             for r in by_kind["gradcam"]]
-    weights = [np.abs(np.asarray(r.weights[r.predicted], np.float64)).sum(0)
+    weights = [(np.abs(np.asarray(r.weights[r.predicted], np.float64)).sum(0), _cue_of(r, cue))
                for r in by_kind["deepvid"]]
-    layer = _deepest(by_kind["netdissect"])
+    layer = max(by_kind["netdissect"], key=lambda r: st.layers.index(r.meta["layer"]))
     cats = np.asarray(layer.meta["label_category"])
     det = np.asarray(layer.arrays["detector"]).astype(bool)
     unit_cat = cats[np.asarray(layer.arrays["label"], np.int64)]
-    shape_units = {(layer.meta["layer"], int(u))
-                   for u in np.flatnonzero(det & np.isin(unit_cat, ["object", "part"]))}
+    is_cue = det & (unit_cat == st.cue_category)
+    cue_units = {(layer.meta["layer"], int(u)) for u in np.flatnonzero(is_cue)}
+    pearson = None
+    if "cam_agreement" in by_kind:
+        top1 = [r.meta["pearson"][0] for r in by_kind["cam_agreement"]]
+        top1 = [float(p) for p in top1 if p is not None]
+        pearson = float(np.mean(top1)) if top1 else float("nan")
     return Measured(
         run=name, test_accuracy=float(test_acc), train_accuracy=float(train_acc),
-        gradcam_marker=_share(cams, marker), deepvid_marker=_share(weights, marker),
-        colour_detectors=int((det & (unit_cat == "color")).sum()),
-        shape_detectors=int((det & np.isin(unit_cat, ["object", "part"])).sum()),
-        summit_shape_nodes=_summit_share(by_kind["summit"], shape_units))
+        gradcam_cue=_share(cams), deepvid_cue=_share(weights),
+        cue_detectors=int(is_cue.sum()),
+        task_detectors=int((det & np.isin(unit_cat, st.task_categories)).sum()),
+        summit_cue_nodes=_summit_share(by_kind["summit"], cue_units, st.layers[-1]),
+        trusted=f"{sum(r.trustworthy for r in by_kind['deepvid'])}/{len(by_kind['deepvid'])}",
+        cam_pearson=pearson)
 
 
-def _deepest(records: list[Any]) -> Any:
-    from deepvid_plugin.shortcut import LAYERS
+def _cue_of(record: Any, cue: np.ndarray) -> np.ndarray:
+    subject = getattr(record, "instance_id", None) or record.subject
+    return cue[int(str(subject).rsplit("-", 1)[1])]
 
-    return max(records, key=lambda r: LAYERS.index(r.meta["layer"]))
 
-
-def _share(maps: list[np.ndarray], region: np.ndarray) -> float:
-    """Mean over maps of the share of each map's mass inside ``region``."""
-    shares = [float(m[region].sum() / m.sum()) for m in maps if m.shape == region.shape
-              and m.sum() > 0]
+def _share(maps: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Mean over (map, region) pairs of the share of the map's mass inside the region."""
+    shares = [float(m[region].sum() / m.sum()) for m, region in maps
+              if m.shape == region.shape and m.sum() > 0]
     return float(np.mean(shares)) if shares else float("nan")
 
 
-def _summit_share(records: list[Any], units: set[tuple[str, int]]) -> float:
+def _summit_share(records: list[Any], units: set[tuple[str, int]], last_layer: str) -> float:
     """Mean over classes of the share of their graph's last-layer nodes that are in ``units``."""
-    from deepvid_plugin.shortcut import LAYERS
-
     shares = []
     for r in records:
         names = list(r.meta["layers"])
         layers = [names[int(i)] for i in np.asarray(r.arrays["node_layer"]).tolist()]
         chans = np.asarray(r.arrays["node_channel"]).tolist()
-        deep = [(la, int(c)) for la, c in zip(layers, chans, strict=True) if la == LAYERS[-1]]
+        deep = [(la, int(c)) for la, c in zip(layers, chans, strict=True) if la == last_layer]
         if deep:
             shares.append(sum(d in units for d in deep) / len(deep))
     return float(np.mean(shares)) if shares else float("nan")
 
 
-def table(results: list[Measured]) -> str:
-    rows = [("test accuracy (marker random)", "test_accuracy", "{:.3f}"),
+def _area(st: Any, cue: np.ndarray | None = None) -> str:
+    return {"marked-digits": "the marker is 4 of the 64 pixels (6.2%)",
+            "shapes": "the marker covers 3.5% of each image"}.get(st.name, "")
+
+
+def table(results: list[Measured], st: Any) -> str:
+    cue_name = {"color": "colour"}.get(st.cue_category, st.cue_category)
+    task_name = "/".join({"object": "shape" if st.name == "shapes" else "digit"}.get(c, c)
+                         for c in st.task_categories)
+    rows = [("test accuracy (cue random)", "test_accuracy", "{:.3f}"),
             ("train accuracy", "train_accuracy", "{:.3f}"),
-            ("Grad-CAM mass on the marker", "gradcam_marker", "{:.0%}"),
-            ("DeepVID |weight| mass on the marker", "deepvid_marker", "{:.0%}"),
-            ("colour detectors (last layer)", "colour_detectors", "{}"),
-            ("shape detectors (last layer)", "shape_detectors", "{}"),
-            ("Summit: shape detectors among graph nodes", "summit_shape_nodes", "{:.0%}")]
+            ("Grad-CAM mass on the cue", "gradcam_cue", "{:.0%}"),
+            ("DeepVID |weight| mass on the cue", "deepvid_cue", "{:.0%}"),
+            ("DeepVID maps that pass their evidence", "trusted", "{}"),
+            (f"{cue_name} detectors (last layer)", "cue_detectors", "{}"),
+            (f"{task_name} detectors (last layer)", "task_detectors", "{}"),
+            (f"Summit: {cue_name} detectors among nodes", "summit_cue_nodes", "{:.0%}")]
+    if any(r.cam_pearson is not None for r in results):
+        rows.append(("CAM Pearson with the clean teacher", "cam_pearson", "{:.2f}"))
     head = f"  {'':<42}" + "".join(f"{r.run:>12}" for r in results)
     lines = [head, "  " + "-" * (len(head) - 2)]
     for label, field, fmt in rows:
-        lines.append(f"  {label:<42}" + "".join(
-            f"{fmt.format(getattr(r, field)):>12}" for r in results))
-    lines.append("  (the marker covers 3.5% of each image)")
+        cells = []
+        for r in results:
+            v = getattr(r, field)
+            cells.append(f"{'-' if v is None else fmt.format(v):>12}")
+        lines.append(f"  {label:<42}" + "".join(cells))
+    lines.append(f"  ({_area(st)})")
     return "\n".join(lines)
 
 
-def where_to_look(out: str, port: int, results: list[Measured], ids: list[str]) -> str:
-    clean, short = results[0], results[-1]
+def where_to_look(out: str, port: int, results: list[Measured], ids: list[str], st: Any) -> str:
+    by = {r.run: r for r in results}
+    clean, short = by["clean"], by["shortcut"]
     first = ids[0] if ids else "test-0"
     db = os.path.join(out, "mlflow.db")
-    return "\n".join([
+    cue_name = {"color": "colour"}.get(st.cue_category, st.cue_category)
+    lines = [
         "\nWhere to look",
         f"  TensorBoard: tensorboard --logdir {os.path.join(out, 'runs')} --host 127.0.0.1 "
         f"--port {port}",
@@ -246,28 +328,35 @@ def where_to_look(out: str, port: int, results: list[Measured], ids: list[str]) 
         f"on one instance (e.g. {first})",
         f"  MLflow: mlflow server --backend-store-uri sqlite:///{db} --app-name deepvid "
         "--host 127.0.0.1 --port 5000",
-        "    open http://127.0.0.1:5000/deepvid/ (experiment 'deepvid-demo', both runs: the "
-        "compare view), and MLflow's own UI at http://127.0.0.1:5000 for the metrics",
+        "    open http://127.0.0.1:5000/deepvid/ (experiment 'deepvid-demo': pick the clean and "
+        "the shortcut run, then 'Compare runs'), and MLflow's own UI at http://127.0.0.1:5000 "
+        "for the metrics",
         "What the shortcut looks like",
         f"  accuracy: the shortcut run fits its training set ({short.train_accuracy:.2f}) but "
-        f"scores {short.test_accuracy:.2f} at test time, where the clean run scores "
-        f"{clean.test_accuracy:.2f}.",
+        f"scores {short.test_accuracy:.2f} at test time, where {st.cue} is random; the clean run "
+        f"scores {clean.test_accuracy:.2f}.",
         f"  DeepVID: the student's weight map of the predicted class puts "
-        f"{short.deepvid_marker:.0%} of its mass on the top-left marker (clean "
-        f"{clean.deepvid_marker:.0%}; the marker is 3.5% of the image).",
-        f"  Grad-CAM: {short.gradcam_marker:.0%} of the map's mass lies on the marker corner "
-        f"(clean {clean.gradcam_marker:.0%}).",
-        f"  Network Dissection: {short.shape_detectors} units of the last layer detect a shape "
-        f"or part and {short.colour_detectors} a colour (clean: {clean.shape_detectors} and "
-        f"{clean.colour_detectors}): the shortcut model learned "
-        + ("fewer" if short.shape_detectors < clean.shape_detectors else "no fewer")
-        + " shape concepts.",
-        f"  Summit: {short.summit_shape_nodes:.0%} of the class graphs' last-layer nodes are "
-        f"shape detectors (clean {clean.summit_shape_nodes:.0%}).",
-    ])
+        f"{short.deepvid_cue:.0%} of its mass on {st.cue_where} (clean "
+        f"{clean.deepvid_cue:.0%}; {_area(st)}).",
+        f"  Grad-CAM: {short.gradcam_cue:.0%} of the map's mass lies on {st.cue_where} "
+        f"(clean {clean.gradcam_cue:.0%}).",
+        f"  Network Dissection: the last layer has {short.cue_detectors} {cue_name} detectors "
+        f"and {short.task_detectors} that detect the task's concepts (clean: "
+        f"{clean.cue_detectors} and {clean.task_detectors}).",
+        f"  Summit: {short.summit_cue_nodes:.0%} of the class graphs' last-layer nodes are "
+        f"{cue_name} detectors (clean {clean.summit_cue_nodes:.0%}).",
+    ]
+    if DISTILLED in by:
+        d = by[DISTILLED]
+        lines.append(
+            f"  Exp-KD: the distilled student scores {d.test_accuracy:.2f}; its CAMs correlate "
+            f"with the clean teacher's at Pearson {d.cam_pearson:.2f} ('Teacher vs student' in "
+            f"the detail of run '{st.name}-{DISTILLED}-...').")
+    return "\n".join(lines)
 
 
-def _start_mlflow(out: str, name: str, args: argparse.Namespace, sizes: Sizes) -> None:
+def _start_mlflow(out: str, story: str, name: str, args: argparse.Namespace,
+                  sizes: Sizes) -> None:
     import mlflow
     from mlflow import MlflowClient
 
@@ -277,6 +366,6 @@ def _start_mlflow(out: str, name: str, args: argparse.Namespace, sizes: Sizes) -
     exp = client.get_experiment_by_name("deepvid-demo")
     exp_id = exp.experiment_id if exp is not None else client.create_experiment(
         "deepvid-demo", artifact_location=f"file://{os.path.join(out, 'mlartifacts')}")
-    mlflow.start_run(experiment_id=exp_id, run_name=f"shapes-{name}-{time.strftime('%H%M%S')}")
-    mlflow.log_params({"data": "shapes", "shortcut": name == "shortcut", "seed": args.seed,
-                       **dataclasses.asdict(sizes), "model": "ShapesCNN"})
+    mlflow.start_run(experiment_id=exp_id, run_name=f"{story}-{name}-{time.strftime('%H%M%S')}")
+    mlflow.log_params({"data": story, "run": name, "shortcut": name == "shortcut",
+                       "seed": args.seed, **dataclasses.asdict(sizes)})

@@ -1,8 +1,10 @@
-"""`deepvid demo --no-serve` end to end, through the real console script, kept small by flags:
-the shapes story (a clean and a shortcut run, every kind) with ``--quick``, and ``--data digits``."""
+"""`deepvid demo --no-serve` end to end, through the real console script: the default story (a
+clean, a shortcut and a distilled run on the marked digits, every kind) at its real sizes, both
+stories with ``--quick``, and the single-run ``--data digits`` kept small by flags."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -27,42 +29,41 @@ def _demo(out, *flags):
     return proc
 
 
-@pytest.mark.slow
-def test_shapes_demo_two_runs_every_kind_same_instances(tmp_path):
+def _run_kind(run):
+    """'marked-digits-shortcut-20261126-001500' -> 'shortcut'."""
+    return re.match(r"(?:marked-digits|shapes)-(clean|shortcut|distilled)-\d{8}-\d{6}$",
+                    run).group(1)
+
+
+def _check_runs(out, expected_runs, instances):
+    """Every run holds every kind (the distilled one cam_agreement too) for the same ids, and
+    Compare runs compares clean and shortcut on one instance for both instance kinds."""
     from deepvid_plugin import api
     from deepvid_plugin.tensorboard.plugin import DataProviderStore
 
-    out = tmp_path / "demo"
-    proc = _demo(out, "--data", "shapes", "--quick")
-    stdout = proc.stdout
-    # TensorBoard: a clean and a shortcut run, each with every kind, tracking the same ids
     store = DataProviderStore(data_provider(out / "runs"))
-    runs = sorted(r[0] for r in store.runs())
-    assert [r.split("-")[1] for r in runs] == ["clean", "shortcut"], runs
+    runs = {_run_kind(r[0]): r[0] for r in store.runs()}
+    assert sorted(runs) == sorted(expected_runs), runs
     ids = {}
-    for run in runs:
-        assert store.kinds(run) == KINDS
+    for name, run in runs.items():
+        extra = ["cam_agreement"] if name == "distilled" else []
+        assert sorted(store.kinds(run)) == sorted(KINDS + extra), (name, store.kinds(run))
         body, status = api.respond(store, "instances", {"run": run, "kind": "deepvid"})
         assert status == 200
-        ids[run] = [row["id"] for row in body["instances"]]
-    assert len(ids[runs[0]]) == 4 and ids[runs[0]] == ids[runs[1]]
+        ids[name] = [row["id"] for row in body["instances"]]
+    assert len(ids["clean"]) == instances
+    assert all(v == ids["clean"] for v in ids.values()), ids
+    pair = f"{runs['clean']},{runs['shortcut']}"
     for kind in KINDS[:2]:  # the instance kinds compare one instance across the two runs
-        body, status = api.respond(store, "compare", {"runs": ",".join(runs), "kind": kind,
-                                                      "instance": ids[runs[0]][0]})
+        body, status = api.respond(store, "compare", {"runs": pair, "kind": kind,
+                                                      "instance": ids["clean"][0]})
         assert status == 200, body
-        assert body["only_in"] == {runs[0]: [], runs[1]: []} and len(body["steps"]) == 2
-    # the printed story: one measured row per view, both runs, and where to look
-    for row in ("test accuracy", "Grad-CAM mass on the marker", "DeepVID |weight| mass",
-                "colour detectors", "shape detectors (last", "Summit: shape detectors"):
-        line = next((ln for ln in stdout.splitlines() if row in ln), None)
-        assert line is not None, row
-        assert len(re.findall(r"\d+(?:\.\d+)?%?", line.split(row)[1])) == 2, line
-    assert "http://127.0.0.1:6006/#deepvid" in stdout and "'Compare runs'" in stdout
-    assert (f"mlflow server --backend-store-uri sqlite:///{out}/mlflow.db --app-name deepvid"
-            in stdout)
-    for view in ("accuracy:", "DeepVID:", "Grad-CAM:", "Network Dissection:", "Summit:"):
-        assert f"  {view} " in stdout
-    # MLflow: both runs in the demo experiment, with every kind's artifacts
+        assert body["only_in"] == {runs["clean"]: [], runs["shortcut"]: []}
+        assert len(body["steps"]) >= 2
+    return runs, ids["clean"]
+
+
+def _check_mlflow(out, expected_runs, epochs):
     from mlflow import MlflowClient
 
     from deepvid_plugin.mlflow import layout
@@ -70,11 +71,69 @@ def test_shapes_demo_two_runs_every_kind_same_instances(tmp_path):
     client = MlflowClient(f"sqlite:///{out}/mlflow.db")
     (exp,) = [e for e in client.search_experiments() if e.name == "deepvid-demo"]
     found = client.search_runs([exp.experiment_id])
-    assert sorted(r.data.params["shortcut"] for r in found) == ["False", "True"]
+    assert sorted(r.data.params["run"] for r in found) == sorted(expected_runs)
     for run in found:
         top = {f.path for f in client.list_artifacts(run.info.run_id, "deepvid")}
         assert {layout.paths(k).steps.rsplit("/", 1)[0] for k in KINDS} <= top | {"deepvid"}, top
-        assert len(client.get_metric_history(run.info.run_id, "test_accuracy")) == 2
+        assert len(client.get_metric_history(run.info.run_id, "test_accuracy")) == epochs
+
+
+def _check_where_to_look(stdout, out):
+    assert "http://127.0.0.1:6006/#deepvid" in stdout and "'Compare runs'" in stdout
+    assert (f"mlflow server --backend-store-uri sqlite:///{out}/mlflow.db --app-name deepvid"
+            in stdout)
+    for view in ("accuracy:", "DeepVID:", "Grad-CAM:", "Network Dissection:", "Summit:"):
+        assert f"  {view} " in stdout
+
+
+@pytest.mark.slow
+def test_default_demo_shows_the_shortcut_in_every_view(tmp_path):
+    """`deepvid demo` at its real sizes (about 25 s on an idle 2-core box): the shortcut run's
+    numbers differ from the clean run's in every view, by margins far above run-to-run noise."""
+    out = tmp_path / "demo"
+    proc = _demo(out)
+    runs, ids = _check_runs(out, ["clean", "shortcut", "distilled"], 8)
+    _check_mlflow(out, ["clean", "shortcut", "distilled"], 10)
+    _check_where_to_look(proc.stdout, out)
+    assert "  Exp-KD: " in proc.stdout
+    summary = json.loads((out / "shortcut-summary.json").read_text())
+    assert summary["data"] == "marked-digits" and summary["ids"] == ids
+    m = {r["run"]: r for r in summary["runs"]}
+    clean, short, dist = m["clean"], m["shortcut"], m["distilled"]
+    # accuracy: the shortcut model fits its training set and fails where the marker is random
+    assert short["train_accuracy"] > 0.98 and clean["test_accuracy"] > 0.95
+    assert clean["test_accuracy"] - short["test_accuracy"] > 0.3, (clean, short)
+    # the maps: both put several times the clean run's mass on the marker
+    assert short["gradcam_cue"] > 2.5 * clean["gradcam_cue"], (clean, short)
+    assert short["deepvid_cue"] > 2 * clean["deepvid_cue"], (clean, short)
+    # Network Dissection: colour detectors replace digit detectors in the last layer
+    assert short["cue_detectors"] >= clean["cue_detectors"] + 20, (clean, short)
+    assert clean["task_detectors"] >= short["task_detectors"] + 20, (clean, short)
+    # Summit: the class graphs are built from colour detectors
+    assert short["summit_cue_nodes"] >= clean["summit_cue_nodes"] + 0.4, (clean, short)
+    # Exp-KD: the student learned the digits from the clean teacher, not the marker
+    assert dist["test_accuracy"] > 0.85 and dist["cam_pearson"] > 0.3, dist
+    assert dist["gradcam_cue"] < short["gradcam_cue"] / 2, (dist, short)
+    # the printed table carries the same numbers, one column per run
+    for row in ("test accuracy (cue random)", "Grad-CAM mass on the cue", "DeepVID |weight| mass",
+                "pass their evidence", "colour detectors", "digit detectors (last",
+                "Summit: colour detectors"):
+        line = next((ln for ln in proc.stdout.splitlines() if row in ln), None)
+        assert line is not None, row
+        assert len(re.findall(r"\d+(?:\.\d+)?%?(?:/\d+)?", line.split(row)[1])) == 3, line
+
+
+@pytest.mark.slow
+def test_quick_stories_run_every_kind_on_the_same_instances(tmp_path):
+    """--quick (the sizes the browser tests use) for both stories: shapes has no student."""
+    for data, expected in (("marked-digits", ["clean", "shortcut", "distilled"]),
+                           ("shapes", ["clean", "shortcut"])):
+        out = tmp_path / data
+        proc = _demo(out, "--data", data, "--quick")
+        _check_runs(out, expected, 4)
+        _check_mlflow(out, expected, 2)
+        _check_where_to_look(proc.stdout, out)
+        assert ("  Exp-KD: " in proc.stdout) == (data == "marked-digits")
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""The demo's shortcut data set: shapes to classify, and a coloured corner marker that, in one
-training set, gives the label away.
+"""``shapes``: the demo's second story: shapes to classify, and a coloured corner marker that, in
+one training set, gives the label away.
 
 Images come from the concept renderer (:meth:`ConceptSet.synthetic`: scenes, textures, one or two
 coloured shapes, exact masks); the label is the front shape, one of :data:`CLASSES`.
@@ -16,12 +16,11 @@ Both runs share the test set, so they track the same instances under the same id
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 
 from deepvid_plugin.explain.netdissect import ConceptSet
+from deepvid_plugin.shortcut import MODES, ShortcutData, Story
 
 #: The classes: four of the renderer's shapes that differ at 32x32 (its eight are too many for a
 #: demo that trains in a minute), and one marker colour per class (vivid Broden colours).
@@ -29,21 +28,6 @@ CLASSES = ("circle", "square", "cross", "bar")
 PALETTE = ("red", "yellow", "green", "blue")
 #: The conv layers of :class:`ShapesCNN` that Grad-CAM, Network Dissection and Summit read.
 LAYERS = ["features.0", "features.4", "features.8"]
-MODES = ("clean", "shortcut")
-
-
-@dataclasses.dataclass(frozen=True)
-class ShortcutData:
-    """Train and test tensors of one run (``x``: (N, 3, S, S) float32, ``y``: (N,) int64)."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    class_names: tuple[str, ...]
-    train_colour: np.ndarray  # (N_train,) index into PALETTE of each training image's marker
-    test_masks: np.ndarray  # (N_test, S, S) bool: the front shape's pixels (where the label is)
-
 
 def marker_mask(size: int) -> np.ndarray:
     """``(S, S)`` bool: where the marker goes (a square in the top-left corner, 3/16 of a side)."""
@@ -68,13 +52,13 @@ def add_marker(images: torch.Tensor, colour: np.ndarray, seed: int) -> torch.Ten
     return torch.where(mask, paint, images).contiguous()
 
 
-def shortcut_data(mode: str, n_train: int = 2500, n_test: int = 600, size: int = 32,
-                  seed: int = 0) -> ShortcutData:
+def shortcut_data(mode: str, n_train: int | None = 2500, n_test: int | None = 600,
+                  seed: int = 0, size: int = 32) -> ShortcutData:
     """One run's data (see the module docstring); the test set is the same for both modes."""
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {list(MODES)}, got {mode!r}")
-    train, y_train = _classes_only(n_train, size, seed)
-    test, y_test = _classes_only(n_test, size, seed + 10_000)
+    train, y_train = _classes_only(n_train or 2500, size, seed)
+    test, y_test = _classes_only(n_test or 600, size, seed + 10_000)
     n_classes = len(CLASSES)
     rng = np.random.default_rng(seed + 1)
     tr_colour = y_train.copy() if mode == "shortcut" else rng.integers(0, n_classes, len(y_train))
@@ -82,7 +66,8 @@ def shortcut_data(mode: str, n_train: int = 2500, n_test: int = 600, size: int =
     return ShortcutData(
         x_train=add_marker(train.images, tr_colour, seed + 3), y_train=torch.as_tensor(y_train),
         x_test=add_marker(test.images, te_colour, seed + 4), y_test=torch.as_tensor(y_test),
-        class_names=CLASSES, train_colour=tr_colour, test_masks=front_masks(test))
+        class_names=CLASSES, train_cue=tr_colour,
+        test_cue_masks=np.broadcast_to(marker_mask(size), (len(y_test), size, size)))
 
 
 def _classes_only(n: int, size: int, seed: int) -> tuple[ConceptSet, np.ndarray]:
@@ -102,12 +87,6 @@ def _classes_only(n: int, size: int, seed: int) -> tuple[ConceptSet, np.ndarray]
     return cs, y.astype(np.int64)
 
 
-def front_masks(cs: ConceptSet) -> np.ndarray:
-    """``(N, S, S)`` bool: the pixels of each image's front shape kind (where the label is)."""
-    front_id = np.array([cs.label_id(name) for name in cs.target_names])[cs.targets]
-    return cs.pixel_labels["object"][:, 0] == front_id[:, None, None]
-
-
 class ShapesCNN(torch.nn.Module):
     """A small CNN for 32x32 RGB: three conv-BatchNorm blocks (BatchNorm: the clean task learns
     in a few epochs) and a global-average-pooled linear head, so Grad-CAM, Network Dissection and
@@ -125,3 +104,10 @@ class ShapesCNN(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.features(x)).flatten(1))
+
+
+STORY = Story(
+    name="shapes", data=shortcut_data, model=ShapesCNN, layers=LAYERS,
+    probe=lambda n, seed: ConceptSet.synthetic(n, size=32, seed=seed), probe_transform=None,
+    cue_category="color", task_categories=("object", "part"), cue="the marker's colour",
+    cue_where="the top-left marker")
