@@ -26,10 +26,10 @@ $(STAMP): setup.cfg | $(VENV)/.torch
 demo: $(STAMP)
 	$(VENV)/bin/deepvid demo $(ARGS)
 
-# docs/img/demo_*.png from a fresh run of the shortcut story (Playwright + Debian's chromium).
+# docs/img/demo_*.png from a fresh run of the default shortcut story (Playwright + Debian's chromium).
 screenshots: $(STAMP) browser
 	rm -rf /tmp/deepvid-demo
-	$(VENV)/bin/deepvid demo --data shapes --no-serve --out /tmp/deepvid-demo
+	$(VENV)/bin/deepvid demo --no-serve --out /tmp/deepvid-demo
 	$(PY) docs/screenshots.py --out /tmp/deepvid-demo
 
 # Debian's chromium, for the browser tests (Playwright's own browser download cannot work here).

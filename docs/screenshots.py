@@ -1,6 +1,6 @@
-"""Take the screenshots of docs/demo.md from a demo's output: ``docs/img/demo_*.png``.
+"""Take the screenshots of docs/demo.md and the README from a demo's output: ``docs/img/demo_*.png``.
 
-    .venv/bin/deepvid demo --data shapes --no-serve --out /tmp/demo   # or reuse ./runs, ./mlflow.db
+    .venv/bin/deepvid demo --no-serve --out /tmp/demo   # or reuse ./runs, ./mlflow.db
     .venv/bin/python docs/screenshots.py --out /tmp/demo
 
 Starts TensorBoard on ``OUT/runs`` and ``mlflow server --app-name deepvid`` on ``OUT/mlflow.db``
@@ -55,36 +55,72 @@ def _start(cmd: list[str]) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _shoot_views(frame, page, prefix: str, img: Path) -> None:
-    """The timeline of each instance kind, each page kind, and Compare runs (clean vs shortcut)."""
+def _select_run(frame, page, which: str) -> None:
+    """Pick the demo run whose name holds ``-which-`` (clean, shortcut, distilled)."""
+    sel = frame.locator("[data-testid=run-select]")
+    options = sel.locator("option")
+    found = [options.nth(i).get_attribute("value") for i in range(options.count())
+             if f"-{which}-" in options.nth(i).inner_text()]
+    if len(found) != 1:
+        raise RuntimeError(f"expected one run named *-{which}-*, got {options.all_inner_texts()}")
+    sel.select_option(found[0])
+    page.wait_for_timeout(1000)
+
+
+def _open_detail(frame, page, instance: str) -> None:
+    """Open the last step of ``instance`` in the detail panel."""
+    row = frame.locator(f"[data-testid=instance-row][data-instance={instance}]")
+    row.locator("[data-testid=overview-cell]").last.click()
+    frame.locator("[data-testid=detail-panel]").wait_for()
+    page.wait_for_timeout(2000)
+
+
+def _shoot_views(frame, page, prefix: str, img: Path, instance: str) -> None:
+    """The shortcut run's timelines with ``instance``'s detail open, Compare runs (clean vs
+    shortcut), the shortcut run's Dissection and Summit pages, and the distilled run's
+    teacher-vs-student timeline."""
     frame.locator("[data-testid=overview-cell][data-kind=deepvid]").first.wait_for()
+    _select_run(frame, page, "shortcut")
     switch = frame.locator("[data-testid=kind-switch]")
     for kind in ("deepvid", "gradcam"):
         switch.locator(f"[data-testid=kind-{kind}]").click()
         frame.locator(f"[data-testid=overview-cell][data-kind={kind}] canvas").first.wait_for()
-        page.wait_for_timeout(800)
+        _open_detail(frame, page, instance)
         page.screenshot(path=str(img / f"demo_{prefix}_{kind}.png"))
     switch.locator("[data-testid=kind-deepvid]").click()
     frame.locator("[data-testid=tab-compare]").click()
     run_a = frame.locator("[data-testid=compare-run-a]")
     names = run_a.locator("option").all_inner_texts()
-    run_a.select_option(label=next(n for n in names if "clean" in n))
+    run_a.select_option(label=next(n for n in names if "-clean-" in n))
     frame.locator("[data-testid=compare-run-b]").select_option(
-        label=next(n for n in names if "shortcut" in n))
+        label=next(n for n in names if "-shortcut-" in n))
+    frame.locator("[data-testid=compare-instance]").select_option(label=instance)
     frame.locator("[data-testid=compare-strip]").wait_for()
-    page.wait_for_timeout(800)
+    page.wait_for_timeout(1500)
     page.screenshot(path=str(img / f"demo_{prefix}_compare.png"))
+    frame.locator("[data-testid=tab-overview]").click()
+    _select_run(frame, page, "shortcut")
     for kind in ("netdissect", "summit"):
         frame.locator(f"[data-testid=tab-{kind}]").click()
         frame.locator(f"[data-testid=page-view][data-kind={kind}]").wait_for()
-        page.wait_for_timeout(1500)
+        page.wait_for_timeout(2500)
         page.screenshot(path=str(img / f"demo_{prefix}_{kind}.png"))
+    frame.locator("[data-testid=tab-overview]").click()
+    page.wait_for_timeout(1000)
+    if frame.locator("[data-testid=run-select] option", has_text="-distilled-").count():
+        _select_run(frame, page, "distilled")
+        switch.locator("[data-testid=kind-cam_agreement]").click()
+        frame.locator("[data-testid=overview-cell][data-kind=cam_agreement] canvas").first.wait_for()
+        _open_detail(frame, page, instance)
+        page.screenshot(path=str(img / f"demo_{prefix}_distilled.png"))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=".", help="the demo's --out folder (default: .)")
     parser.add_argument("--img", default=str(HERE / "img"), help="where the PNGs go")
+    parser.add_argument("--instance", default="test-0", help="the instance the detail and "
+                        "compare shots show (default: test-0)")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -110,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 page.set_default_timeout(60_000)
                 page.goto(tb + "/#deepvid")
                 frame = page.frame_locator("iframe[src*='plugin_entry.html?name=deepvid']")
-                _shoot_views(frame, page, "tensorboard", img)
+                _shoot_views(frame, page, "tensorboard", img, args.instance)
                 page.goto(ml + "/deepvid/")
                 experiment = page.locator("[data-testid=experiment-select]")
                 experiment.wait_for()

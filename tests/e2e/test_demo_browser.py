@@ -1,7 +1,8 @@
-"""`deepvid demo --quick` in the browser: its output opened in TensorBoard (both loaders' default,
-the Python one) and in the MLflow app (``mlflow server --app-name deepvid`` on the demo's own
-``mlflow.db``). "Compare runs" puts the clean and the shortcut run side by side on the same
-instance, and every kind's view renders without an error state."""
+"""`deepvid demo --quick` (the default marked-digits story) in the browser: its output opened in
+TensorBoard (both loaders' default, the Python one) and in the MLflow app (``mlflow server
+--app-name deepvid`` on the demo's own ``mlflow.db``). "Compare runs" puts the clean and the
+shortcut run side by side on the same instance, and every kind's view renders without an error
+state, the distilled run's "Teacher vs student" (cam_agreement) included."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ PAGE_KINDS = ("netdissect", "summit")
 def demo_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     exe = os.path.join(os.path.dirname(sys.executable), "deepvid")
-    proc = subprocess.run([exe, "demo", "--data", "shapes", "--quick", "--no-serve", "--out", os.fspath(out)],
+    proc = subprocess.run([exe, "demo", "--quick", "--no-serve", "--out", os.fspath(out)],
                           capture_output=True, text=True, timeout=300,
                           env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -29,8 +30,10 @@ def demo_out(tmp_path_factory):
 
 
 def _check_every_view(frame, page, shot):
-    """Timeline of each instance kind, Compare runs (clean vs shortcut), then each page kind."""
+    """Timeline of each instance kind, Compare runs (clean vs shortcut), each page kind, then the
+    distilled run's teacher-vs-student grid."""
     frame.locator("[data-testid=overview-cell][data-kind=deepvid]").first.wait_for()
+    _select_run(frame, "clean")
     switch = frame.locator("[data-testid=kind-switch]")
     for kind in INSTANCE_KINDS:
         switch.locator(f"[data-testid=kind-{kind}]").click()
@@ -51,6 +54,7 @@ def _check_every_view(frame, page, shot):
     frame.locator("[data-testid=compare-strip]").wait_for()
     instances = frame.locator("[data-testid=compare-instance] option").all_inner_texts()
     assert len(instances) == 4 and any("test-0" in i for i in instances), instances
+    frame.locator("[data-testid=compare-map-a]").first.wait_for()  # drawn after its records load
     assert frame.locator("[data-testid=compare-map-a]").count() == 1
     assert frame.locator("[data-testid=compare-map-b]").count() == 1
     assert frame.locator("[data-testid=error-state]").count() == 0
@@ -62,6 +66,24 @@ def _check_every_view(frame, page, shot):
         assert view.get_attribute("data-has-data") == "true", kind
         page.wait_for_timeout(500)  # the view fetches its records after it is drawn
         assert frame.locator("[data-testid=error-state]").count() == 0, kind
+    frame.locator("[data-testid=tab-overview]").click()
+    _select_run(frame, "distilled")
+    frame.locator("[data-testid=kind-switch] [data-testid=kind-cam_agreement]").click()
+    cells = frame.locator("[data-testid=overview-cell][data-kind=cam_agreement]")
+    cells.first.wait_for()
+    assert cells.count() == 4 * 2
+    assert frame.locator("[data-testid=error-state]").count() == 0
+
+
+def _select_run(frame, which):
+    """Pick the demo run whose name holds ``which`` (clean, shortcut, distilled)."""
+    sel = frame.locator("[data-testid=run-select]")
+    options = sel.locator("option")
+    # TensorBoard's values are the run folders; the MLflow app's are run ids, its labels the names
+    found = [options.nth(i).get_attribute("value") for i in range(options.count())
+             if f"-{which}-" in options.nth(i).inner_text()]
+    assert len(found) == 1, (which, options.all_inner_texts())
+    sel.select_option(found[0])
 
 
 def test_demo_in_tensorboard(demo_out, tensorboard_server, page, artifacts_dir):
@@ -69,8 +91,9 @@ def test_demo_in_tensorboard(demo_out, tensorboard_server, page, artifacts_dir):
 
     base_url = tensorboard_server(demo_out / "runs")
     runs = wait_for_json(base_url + "/data/plugin/deepvid/runs",
-                         lambda b: len(b.get("runs", [])) == 2)
-    assert sorted(r["run"].split("-")[1] for r in runs["runs"]) == ["clean", "shortcut"]
+                         lambda b: len(b.get("runs", [])) == 3)
+    assert sorted(r["run"].split("-")[2] for r in runs["runs"]) == ["clean", "distilled",
+                                                                    "shortcut"]
     page.goto(base_url + "/#deepvid")
     frame = page.frame_locator("iframe[src*='plugin_entry.html?name=deepvid']")
     _check_every_view(frame, page, os.path.join(artifacts_dir, "demo_tensorboard.png"))
