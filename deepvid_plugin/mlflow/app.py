@@ -34,6 +34,9 @@ _CONTENT_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; ch
                   ".map": "application/json", ".svg": "image/svg+xml", ".png": "image/png",
                   ".woff2": "font/woff2"}
 _VIEWS = ("compare", "overview")
+# A view name the page itself cannot check (a page kind such as "dissection", or a typo): the
+# frontend reads it from the address, opens it or names it in its warnings banner.
+_VIEW_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 _store = None
 _store_lock = threading.Lock()
@@ -171,10 +174,15 @@ def register(app) -> None:
         return resp
 
     def page():
+        # The page is a deep link (docs/ui.md, "Links"): the frontend reads view, experiment,
+        # run, a, b, instance and kind from this address and keeps it up to date.
         view = flask.request.args.get("view", "compare")
         if view not in _VIEWS:
-            return json_response({"error": f"query parameter 'view': expected one of "
-                                           f"{list(_VIEWS)}, got {view!r}"}, 400)
+            if not _VIEW_TOKEN.fullmatch(view):  # not a name at all: markup, a path, ...
+                return json_response({"error": f"query parameter 'view': expected one of "
+                                               f"{list(_VIEWS)} or a kind's page name "
+                                               f"([A-Za-z0-9_-]), got {view!r}"}, 400)
+            view = "compare"  # the default view; the frontend opens the page kind or warns
         html = viewer.served_html(api_base=f"{base}/api/", static_base=f"{base}/static/",
                                   title="DeepVID · MLflow", view=view)
         resp = flask.Response(html, mimetype="text/html")

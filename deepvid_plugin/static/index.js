@@ -1,7 +1,8 @@
 // TensorBoard dynamic-plugin entry (served at /data/plugin/deepvid/index.js and imported by
 // TensorBoard inside the plugin's iframe). Hand-written, not bundled: it only pulls in the built
 // stylesheet and bundle from the same folder (CSP: script-src 'self') and mounts the app with the
-// plugin's own route prefix as the API base.
+// plugin's own route prefix as the API base, following and keeping the link in TensorBoard's
+// address (see outerPage).
 const BASE = new URL("./", import.meta.url);
 
 function load(tag, attrs) {
@@ -21,5 +22,20 @@ export async function render() {
   ]);
   const root = document.createElement("div");
   document.body.appendChild(root);
-  window.DeepVID.mount(root, { apiBase: BASE.href });
+  window.DeepVID.mount(root, { apiBase: BASE.href, linkHost: outerPage() });
+}
+
+// TensorBoard owns this iframe's address; the shareable one is the outer page's. TensorBoard
+// keeps its state in the hash (#deepvid) and leaves the query string alone, so the DeepVID link
+// lives there with a "deepvid_" prefix: /?deepvid_view=compare&deepvid_a=RUN&deepvid_b=RUN#deepvid.
+// The outer page is same-origin; anywhere it is not (or there is none), there is no link.
+function outerPage() {
+  try {
+    const outer = window.parent;
+    if (outer === window) return undefined;
+    void outer.location.search; // throws for another origin
+    return { window: outer, prefix: "deepvid_" };
+  } catch {
+    return undefined;
+  }
 }

@@ -10,6 +10,7 @@ import { legend } from "./legend";
 import { renderOverview, type Overview } from "./overview";
 import { errorBox } from "./states";
 import type { Instance, InstancesResp, KindInfo, KindsResp, RunInfo, RunsResp } from "./types";
+import { linkWarning, type CompareLink, type Link, type LinkKey } from "./url";
 import { instanceView, pageViews, viewFor } from "./views";
 import { warningsSummary } from "./warnings";
 
@@ -20,6 +21,16 @@ export interface AppOptions {
   title?: string;
   view?: View;
   run?: string;
+  /** A link to open (url.ts): view, run, compare's runs and instance, grid kind, experiment.
+   * Runs and experiments match by id or name; a value that matches nothing is named in the
+   * warnings banner and the default is shown. */
+  link?: Link;
+  /** How the link's parameters are spelled in the address ("deepvid_" in TensorBoard), so a
+   * warning names the parameter the user typed. */
+  linkPrefix?: string;
+  /** Called with the link of what is on screen whenever it changes (keeps the address bar a
+   * shareable link). */
+  onLink?: (link: Link) => void;
 }
 
 export class App implements ViewHost {
@@ -45,6 +56,14 @@ export class App implements ViewHost {
   private detailEl: HTMLElement | null = null;
   private sidebar: HTMLElement | null = null;
   private warnings = new Set<string>();
+  /** The link not yet applied: applied once, when the first runs listing arrives. */
+  private pending: Link | null;
+  /** A link's grid kind and instance, checked (and warned about) once the run's data is in. */
+  private linkKind: string | null = null;
+  private linkInstance: string | null = null;
+  /** What compare shows (for the address), and what a link asks it to show first. */
+  private compareState: CompareLink = {};
+  private compareWant: CompareLink | null = null;
 
   constructor(
     host: HTMLElement,
@@ -52,6 +71,7 @@ export class App implements ViewHost {
     readonly options: AppOptions = {},
   ) {
     this.view = options.view ?? "overview";
+    this.pending = options.link && Object.keys(options.link).length ? options.link : null;
     this.toolbar = h("header", { class: "dv-toolbar" });
     this.banners = h("div", { class: "dv-banners" });
     this.body = h("main", { class: "dv-body" });
@@ -65,13 +85,18 @@ export class App implements ViewHost {
   async start(): Promise<void> {
     this.loading("Loading runs…");
     let resp: RunsResp;
+    const link = this.pending;
     try {
       const params: Record<string, string> = this.experiment ? { experiment: this.experiment } : {};
       resp = await this.source.get<RunsResp>("runs", params);
+      if (link?.experiment !== undefined) resp = await this.linkExperiment(link.experiment, resp);
     } catch (err) {
       this.renderToolbar();
       return this.fail(err, "runs");
     }
+    // The link is followed once: a later start (another experiment picked, Reload) keeps what
+    // the user chose since.
+    this.pending = null;
     this.addWarnings(resp.warnings);
     this.runs = resp.runs ?? [];
     this.experiments = resp.experiments ?? null;
@@ -85,12 +110,117 @@ export class App implements ViewHost {
           "deepvid_plugin.tensorboard.write_record) and press Reload once the first step is written.",
       );
     }
-    const wanted = this.run ?? this.options.run;
-    const run = this.runs.find((r) => r.run === wanted)?.run ?? this.runs[0].run;
+    if (link) this.applyLink(link);
+    const run = this.findRun(this.run ?? this.options.run) ?? this.runs[0].run;
     // With a single run there is nothing to compare: open its timeline rather than an empty
     // comparison (the Compare tab still explains why when clicked).
     if (this.view === "compare" && this.runs.length >= 2) return this.showCompare();
+    if (this.view === "page" && this.pageKind) {
+      this.run = run;
+      return this.showPage(this.pageKind);
+    }
     await this.selectRun(run);
+  }
+
+  // ---- links --------------------------------------------------------------------------------
+  /** A run by id, else by name (MLflow users copy names; several runs may share one: the first
+   * listed, the newest, wins). */
+  findRun(value: string | null | undefined): string | null {
+    if (value === null || value === undefined) return null;
+    return (this.runs.find((r) => r.run === value) ?? this.runs.find((r) => r.name === value))?.run ?? null;
+  }
+
+  /** Name a link parameter that matched nothing in the warnings banner. */
+  warnLink(key: LinkKey, value: string, problem: string, fallback: string): void {
+    this.addWarnings([linkWarning((this.options.linkPrefix ?? "") + key, value, problem, fallback)]);
+  }
+
+  /** The runs of the link's experiment (by id, else name); the default one's when none matches. */
+  private async linkExperiment(value: string, resp: RunsResp): Promise<RunsResp> {
+    const list = resp.experiments ?? [];
+    const found = list.find((e) => e.id === value) ?? list.find((e) => e.name === value);
+    if (!found) {
+      const current = list.find((e) => e.id === resp.experiment);
+      this.warnLink("experiment", value,
+        list.length ? "no experiment has that id or name" : "this page has no experiments to pick from",
+        current ? `experiment “${current.name}”` : "the default");
+      return resp;
+    }
+    if (found.id === resp.experiment) return resp;
+    this.experiment = found.id;
+    return this.source.get<RunsResp>("runs", { experiment: found.id });
+  }
+
+  /** Take the link's view, runs and kind (checked against the runs listing); the kind and the
+   * instance are checked once the data they belong to has arrived. */
+  private applyLink(link: Link): void {
+    const pages = pageViews().map((v) => v.kind);
+    // Runs A and B name a comparison, even when the link leaves out view=compare.
+    if (link.view === undefined && (link.a !== undefined || link.b !== undefined)) this.view = "compare";
+    if (link.view !== undefined) {
+      if (link.view === "overview" || link.view === "compare") this.view = link.view;
+      else if (pages.includes(link.view)) {
+        this.view = "page";
+        this.pageKind = link.view;
+      } else {
+        this.warnLink("view", link.view, `expected one of ${["overview", "compare", ...pages].join(", ")}`,
+          `the ${this.view === "compare" ? "compare" : "timeline"} view`);
+      }
+    }
+    if (link.kind !== undefined) {
+      const grids = [...new Set(this.runs.flatMap((r) => r.kinds ?? []))].filter((k) => instanceView(k));
+      // Older backends do not list kinds per run: any kind with a grid view may be there.
+      const listed = this.runs.some((r) => r.kinds !== undefined);
+      if (instanceView(link.kind) && (!listed || grids.includes(link.kind))) {
+        this.kind = link.kind;
+        this.linkKind = link.kind;
+      } else {
+        this.warnLink("kind", link.kind, instanceView(link.kind)
+          ? "no run holds that kind" : "not an explanation kind with an instance grid", `“${this.kind}”`);
+      }
+    }
+    const run = (key: "run" | "a" | "b"): string | undefined => {
+      const value = link[key];
+      if (value === undefined) return undefined;
+      const found = this.findRun(value);
+      if (found === null) this.warnLink(key, value, "no run has that id or name", "the default run");
+      return found ?? undefined;
+    };
+    const r = run("run");
+    if (r !== undefined) this.run = r;
+    const a = run("a");
+    const b = run("b");
+    this.linkInstance = link.instance ?? null;
+    if (this.view === "compare") {
+      this.compareWant = { a, b, instance: link.instance };
+      this.linkInstance = null;
+    }
+  }
+
+  /** Compare's first runs and instance from a link (once), else null. */
+  takeCompareLink(): CompareLink | null {
+    const want = this.compareWant;
+    this.compareWant = null;
+    return want;
+  }
+
+  /** Compare moved to other runs or another instance: the address follows. */
+  compareChanged(state: CompareLink): void {
+    this.compareState = { ...state };
+    this.syncLink();
+  }
+
+  /** Hand the link of what is on screen to the host page (which writes its address). */
+  private syncLink(): void {
+    if (!this.options.onLink || this.pending) return;
+    const link: Link = {};
+    link.view = this.view === "page" ? this.pageKind ?? undefined : this.view;
+    if (this.experiments?.length && this.experiment) link.experiment = this.experiment;
+    if (this.view === "compare") Object.assign(link, this.compareState);
+    else link.run = this.run ?? undefined;
+    if (this.view === "overview") link.instance = this.instance?.id;
+    if (this.view !== "page" && this.kind !== DEFAULT_KIND) link.kind = this.kind;
+    this.options.onLink(link);
   }
 
   experiments: { id: string; name: string }[] | null = null;
@@ -123,6 +253,8 @@ export class App implements ViewHost {
   }
 
   async selectRun(run: string, kind?: string): Promise<void> {
+    const linkKind = this.linkKind;
+    this.linkKind = null;
     const runChanged = run !== this.run || !this.kinds.length;
     this.run = run;
     this.view = "overview";
@@ -145,6 +277,9 @@ export class App implements ViewHost {
       const page = pageViews().find((v) => this.kinds.some((k) => k.kind === v.kind));
       if (!grid.length && page) return this.showPage(page.kind);
       this.kind = grid.includes(want) ? want : (grid[0] ?? DEFAULT_KIND);
+      if (linkKind !== null && this.kind !== linkKind) {
+        this.warnLink("kind", linkKind, `run “${this.runName(run)}” holds no such kind`, `“${this.kind}”`);
+      }
       this.renderToolbar();
       data = await (this.kind === want && early ? early
         : this.source.get<InstancesResp>("instances", { run, ...kindParams(this.kind) }));
@@ -162,11 +297,17 @@ export class App implements ViewHost {
           "callback is attached to this run, or see the warnings above.",
       );
     }
-    const keep = data.instances.find((i) => i.id === this.instance?.id) ?? data.instances[0];
+    const wantId = this.linkInstance ?? this.instance?.id;
+    const keep = data.instances.find((i) => i.id === wantId) ?? data.instances[0];
+    if (this.linkInstance !== null && keep.id !== this.linkInstance) {
+      this.warnLink("instance", this.linkInstance, `run “${this.runName(run)}” has no such instance`, `“${keep.id}”`);
+    }
+    this.linkInstance = null;
     this.instance = keep;
     const steps = keep.steps.map((s) => s.step);
     this.step = this.step !== null && steps.includes(this.step) ? this.step : steps[steps.length - 1];
     this.renderOverviewPage();
+    this.syncLink();
   }
 
   reload(): void {
@@ -185,8 +326,10 @@ export class App implements ViewHost {
     this.instance = inst;
     const want = step ?? this.step;
     this.step = want !== null && steps.includes(want) ? want : steps[steps.length - 1];
-    if (changed) this.renderSidebar();
-    else this.syncStep();
+    if (changed) {
+      this.renderSidebar();
+      this.syncLink();
+    } else this.syncStep();
   }
 
   selectStep(step: number): void {
@@ -283,6 +426,7 @@ export class App implements ViewHost {
     if (this.view !== "page" || this.pageKind !== kind || this.run !== run) return;
     clear(this.body);
     view.render(this, this.body, run, this.kinds.find((k) => k.kind === kind) ?? null);
+    this.syncLink();
   }
 
   showCompare(): void {
@@ -293,12 +437,14 @@ export class App implements ViewHost {
     this.renderToolbar();
     clear(this.body);
     if (this.runs.length < 2) {
+      this.compareState = {};
+      this.syncLink();
       return this.empty(
         "Comparing needs two runs",
         "Only one run has DeepVID data so far. Log a second run to compare explanations side by side.",
       );
     }
-    renderCompare(this, this.body);
+    renderCompare(this, this.body); // reports its runs and instance through compareChanged
   }
 
   // ---- chrome -------------------------------------------------------------------------------

@@ -19,9 +19,15 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
   const pairs = app.pairs;
   const firsts = pairs ? runs.filter((r) => pairs.some((p) => p[0] === r.run)) : runs;
   const partners = (x: string) => (pairs ? runs.filter((r) => pairs.some((p) => p[0] === x && p[1] === r.run)) : runs);
-  let a = app.run && firsts.some((r) => r.run === app.run) ? app.run : firsts[0].run;
-  let b = partners(a).find((r) => r.run !== a)!.run;
-  let instance: string | null = app.instance?.id ?? null;
+  // A link names the runs and instance to open with (ids: the shell matched names already).
+  const want = app.takeCompareLink();
+  const first = want?.a ?? app.run;
+  let a = first && firsts.some((r) => r.run === first) ? first : firsts[0].run;
+  let b = want?.b && partners(a).some((r) => r.run === want.b) ? want.b : partners(a).find((r) => r.run !== a)!.run;
+  let instance: string | null = want?.instance ?? app.instance?.id ?? null;
+  // Checked against the instances both runs hold, once they are loaded.
+  let wantInstance = want?.instance ?? null;
+  const changed = () => app.compareChanged({ a, b, instance: instance ?? undefined });
 
   const selA = runSelect("compare-run-a", "Run A", firsts);
   const selB = runSelect("compare-run-b", "Run B", partners(a));
@@ -57,7 +63,7 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
     void loadInstances();
   });
   selB.addEventListener("change", () => { b = selB.value; void loadInstances(); });
-  selI.addEventListener("change", () => { instance = selI.value; void draw(); });
+  selI.addEventListener("change", () => { instance = selI.value; changed(); void draw(); });
 
   function state(title: string, message: string): void {
     clear(out);
@@ -69,6 +75,7 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
   let token = 0;
   async function loadInstances(): Promise<void> {
     const mine = ++token;
+    changed();
     let da: InstancesResp;
     let db: InstancesResp;
     try {
@@ -100,8 +107,13 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
         h("p", {}, `“${app.runName(a)}” and “${app.runName(b)}” track no instance in common.`)));
       return;
     }
+    if (wantInstance !== null && !common.includes(wantInstance)) {
+      app.warnLink("instance", wantInstance, "the two runs share no instance with that id", `“${common[0]}”`);
+    }
+    wantInstance = null;
     if (!instance || !common.includes(instance)) instance = common[0];
     selI.value = instance;
+    changed();
     await draw();
   }
 

@@ -3,6 +3,7 @@
 // import loop, and a new view needs nothing but this.
 import type { DataSource } from "./data";
 import type { Instance, KindInfo, RunInfo } from "./types";
+import type { CompareLink, LinkKey } from "./url";
 
 export interface ViewHost {
   /** Where every answer comes from (live backend or inline snapshot). */
@@ -27,4 +28,10 @@ export interface ViewHost {
   selectStep(step: number): void;
   openDetail(id: string, step: number): void;
   closeDetail(): void;
+  /** Compare's first runs and instance from the page's link (once; null: none asked for). */
+  takeCompareLink(): CompareLink | null;
+  /** Compare shows other runs or another instance (the page's link follows). */
+  compareChanged(state: CompareLink): void;
+  /** Name a link parameter that matched nothing in the warnings banner. */
+  warnLink(key: LinkKey, value: string, problem: string, fallback: string): void;
 }

@@ -3,15 +3,24 @@
 //   DeepVID.mount(element, { apiBase })    live backend: TensorBoard plugin, MLflow app
 //   DeepVID.mount(element, { snapshot })   inline snapshot: self-contained viewer.html
 //
+//   DeepVID.mount(element, { apiBase, link: { window: window.parent, prefix: "deepvid_" } })
+//                                          also open the link in that window's address and keep
+//                                          it up to date (TensorBoard: the outer page, url.ts)
+//
 // Pages that must not run inline scripts mark an element with `data-deepvid-mount` instead; it is
 // mounted on load with `data-api-base`, or with `window.__DEEPVID_SNAPSHOT__` when that is set.
+// A live page (data-api-base: the MLflow app) follows and keeps the link in its own address; a
+// snapshot (viewer.html) ignores its address, which is wherever the file was saved.
 import "./style.css";
 import { App, type AppOptions, type View } from "./app";
 import { httpSource, snapshotKey, snapshotSource, type DataSource } from "./data";
+import { hostLink, replaceLink, type LinkHost } from "./url";
 
 export interface MountOptions extends AppOptions {
   apiBase?: string | URL;
   snapshot?: Record<string, unknown>;
+  /** The window whose address holds the link (url.ts), and the parameters' name prefix. */
+  linkHost?: LinkHost;
 }
 
 declare global {
@@ -29,7 +38,14 @@ export function mount(element: HTMLElement, options: MountOptions = {}): App {
   if (snapshot !== undefined) source = snapshotSource(snapshot);
   else if (options.apiBase !== undefined) source = httpSource(options.apiBase);
   else throw new TypeError("options: expected apiBase (a live backend) or snapshot (inline responses)");
-  const app = new App(element, source, options);
+  const host = options.linkHost;
+  const link = host ? hostLink(host) : null;
+  const app = new App(element, source, link === null ? options : {
+    ...options,
+    link: { ...link, ...options.link },
+    linkPrefix: host!.prefix ?? "",
+    onLink: (next) => { replaceLink(host!, next); options.onLink?.(next); },
+  });
   void app.start();
   return app;
 }
@@ -42,6 +58,8 @@ function autoMount(): void {
       title: d.title,
       view: (d.view as View | undefined) ?? undefined,
       run: d.run,
+      // Only a live page's address is a link to its state (see the top of this file).
+      linkHost: d.apiBase !== undefined ? { window } : undefined,
     });
   });
 }
