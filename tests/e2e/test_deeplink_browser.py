@@ -22,7 +22,7 @@ import pytest
 
 from deepvid_plugin.tensorboard.summary import close_logdir, write_record
 from tests.e2e.fixtures_tensorboard import wait_for_json
-from tests.factories import make_record
+from tests.factories import make_netdissect_record, make_record
 from tests.mlflow.runs import STEPS, record
 
 pytestmark = pytest.mark.timeout(600)
@@ -158,6 +158,8 @@ def tb_logdir(tmp_path_factory):
         for step in range(2):
             for iid in TB_IDS:
                 write_record(root / run, make_record(iid, step, n_classes=4, seed=seed), step)
+            # a layer kind too, so a link can open the Dissection page
+            write_record(root / run, make_netdissect_record("features.0", step, seed=seed), step)
         close_logdir(root / run)
     return root
 
@@ -212,3 +214,14 @@ def test_tensorboard_runs_a_and_b_imply_compare(tensorboard_server, tb_logdir, p
     page.goto(f"{base_url}/?deepvid_a={listed[1]}&deepvid_b={listed[2]}#deepvid")
     _compare_shows(page.frame_locator(FRAME), listed[1], listed[2], TB_IDS[0])
     page.wait_for_function("() => new URLSearchParams(location.search).get('deepvid_view') === 'compare'")
+
+
+def test_tensorboard_link_opens_a_page_kind(tensorboard_server, tb_logdir, page):
+    base_url = tensorboard_server(tb_logdir, load_fast="false")
+    run = _tb_runs(base_url)[-1]  # not the default (first) run
+    page.goto(f"{base_url}/?deepvid_view=netdissect&deepvid_run={run}#deepvid")
+    frame = page.frame_locator(FRAME)
+    frame.locator("[data-testid=page-view][data-kind=netdissect]").wait_for()
+    assert frame.locator("[data-testid=tab-netdissect]").get_attribute("aria-selected") == "true"
+    assert frame.locator("[data-testid=run-select]").input_value() == run
+    assert frame.locator("[data-testid=warnings]").count() == 0
