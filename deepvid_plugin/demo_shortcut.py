@@ -116,7 +116,8 @@ def run(args: argparse.Namespace, sizes: Sizes) -> int:
                    "ids": ids, "runs": [dataclasses.asdict(r) for r in results]}, f, indent=1)
     _say(f"      (also in {summary})")
     _say(f"      the whole demo took {time.perf_counter() - started:.0f}s")
-    _say(where_to_look(out, args.port, results, ids, st))
+    _say(where_to_look(out, args.port, results, shared["names"],
+                       shared.get("telling", ids[0]), st, shared.get("telling_text")))
     if args.no_serve:
         return 0
     from deepvid_plugin.demo import serve
@@ -137,7 +138,9 @@ def _train_and_explain(args: argparse.Namespace, sizes: Sizes, st: Any, name: st
     from deepvid_plugin.explain.netdissect import NetDissect, NetDissectExplainer
     from deepvid_plugin.explain.summit import Summit, SummitExplainer
 
-    _start_mlflow(out, st.name, name, args, sizes)
+    run_name = f"{st.name}-{name}-{stamp}"  # the TensorBoard run and the MLflow run share it
+    shared.setdefault("names", {})[name] = run_name
+    _start_mlflow(out, run_name, name, args, sizes, st.name)
     model = st.student() if name == DISTILLED else st.model()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(args.seed)
@@ -160,7 +163,7 @@ def _train_and_explain(args: argparse.Namespace, sizes: Sizes, st: Any, name: st
         kd = CAMDistillLoss(teacher, model, teacher_layer=st.cam_layer,
                             student_layer=st.cam_layer, top_k=3, cam_weight=20.0, kd_weight=1.0)
         explainers.append(CAMAgreement(teacher, st.cam_layer, st.cam_layer, top_k=3))
-    logdir = os.path.join(out, "runs", f"{st.name}-{name}-{stamp}")
+    logdir = os.path.join(out, "runs", run_name)
     last: list[Any] = []
     try:
         # One VAE for every run, fitted on the clean run's images (where the cue is random, as at
@@ -195,6 +198,20 @@ def _train_and_explain(args: argparse.Namespace, sizes: Sizes, st: Any, name: st
         mlflow.end_run()
     if name == "clean":
         shared["teacher"] = model
+    if name == "shortcut":  # the instance the links open: the first the shortcut model gets wrong
+        wrong = [r for r in last if _kind(r) == "deepvid" and r.label is not None
+                 and r.predicted != r.label]
+        if wrong:
+            r = wrong[0]
+            shared["telling"] = r.instance_id
+            k = int(r.instance_id.rsplit("-", 1)[1])
+            contrib = np.abs((np.asarray(r.weights[r.predicted], np.float64)
+                              * np.asarray(r.image, np.float64)).sum(0))
+            share = _share([(contrib, data.test_cue_masks[picked][k])])
+            shared["telling_text"] = (
+                f"{r.instance_id}, a {r.class_names[r.label]} the shortcut model calls "
+                f"{r.class_names[r.predicted]} (the links above): its contribution map (weight x "
+                f"input) puts {share:.0%} of its mass on {st.cue_where}.")
     return measure(name, last, data.test_cue_masks[picked], acc, train_acc, st)
 
 
@@ -313,31 +330,42 @@ def table(results: list[Measured], st: Any) -> str:
     return "\n".join(lines)
 
 
-def where_to_look(out: str, port: int, results: list[Measured], ids: list[str], st: Any) -> str:
+def where_to_look(out: str, port: int, results: list[Measured], names: dict[str, str],
+                  instance: str, st: Any, instance_text: str | None = None) -> str:
+    """The closing text: the servers, the links that open Compare runs on ``instance`` (clean vs
+    shortcut), and one sentence per view. ``names``: run kind -> run name (TensorBoard's run
+    folder and MLflow's run name)."""
+    from urllib.parse import urlencode
+
     by = {r.run: r for r in results}
     clean, short = by["clean"], by["shortcut"]
-    first = ids[0] if ids else "test-0"
     db = os.path.join(out, "mlflow.db")
     cue_name = {"color": "colour"}.get(st.cue_category, st.cue_category)
+    pair = {"a": names["clean"], "b": names["shortcut"], "instance": instance}
+    tb_link = (f"http://127.0.0.1:{port}/?"
+               + urlencode({"deepvid_view": "compare", **{f"deepvid_{k}": v for k, v in pair.items()}})
+               + "#deepvid")
+    ml_link = ("http://127.0.0.1:5000/deepvid/?"
+               + urlencode({"experiment": "deepvid-demo", "view": "compare", **pair}))
     lines = [
         "\nWhere to look",
         f"  TensorBoard: tensorboard --logdir {os.path.join(out, 'runs')} --host 127.0.0.1 "
         f"--port {port}",
-        f"    open http://127.0.0.1:{port}/#deepvid : pick a kind (DeepVID, Grad-CAM, Network "
-        f"Dissection, Summit) and a run; the 'Compare runs' tab puts the two runs side by side "
-        f"on one instance (e.g. {first})",
+        f"    open http://127.0.0.1:{port}/#deepvid and pick a run and a kind (DeepVID, Grad-CAM; "
+        "the Dissection and Summit tabs); 'Compare runs' puts two runs side by side on one "
+        "instance:",
+        f"    {tb_link}",
         f"  MLflow: mlflow server --backend-store-uri sqlite:///{db} --app-name deepvid "
         "--host 127.0.0.1 --port 5000",
-        "    open http://127.0.0.1:5000/deepvid/ (experiment 'deepvid-demo': pick the clean and "
-        "the shortcut run, then 'Compare runs'), and MLflow's own UI at http://127.0.0.1:5000 "
-        "for the metrics",
+        f"    the same views for experiment 'deepvid-demo': {ml_link}",
+        "    and MLflow's own UI at http://127.0.0.1:5000 charts the runs' test_accuracy",
         "What the shortcut looks like",
         f"  accuracy: the shortcut run fits its training set ({short.train_accuracy:.2f}) but "
         f"scores {short.test_accuracy:.2f} at test time, where {st.cue} is random; the clean run "
         f"scores {clean.test_accuracy:.2f}.",
-        f"  DeepVID: the student's weight map of the predicted class puts "
-        f"{short.deepvid_cue:.0%} of its mass on {st.cue_where} (clean "
-        f"{clean.deepvid_cue:.0%}; {_area(st)}).",
+        (f"  DeepVID: open {instance_text} " if instance_text else "  DeepVID: ")
+        + f"Over the tracked instances the student's weight maps put {short.deepvid_cue:.0%} of "
+        f"their mass on {st.cue_where} (clean {clean.deepvid_cue:.0%}; {_area(st)}).",
         f"  Grad-CAM: {short.gradcam_cue:.0%} of the map's mass lies on {st.cue_where} "
         f"(clean {clean.gradcam_cue:.0%}).",
         f"  Network Dissection: the last layer has {short.cue_detectors} {cue_name} detectors "
@@ -350,13 +378,13 @@ def where_to_look(out: str, port: int, results: list[Measured], ids: list[str], 
         d = by[DISTILLED]
         lines.append(
             f"  Exp-KD: the distilled student scores {d.test_accuracy:.2f}; its CAMs correlate "
-            f"with the clean teacher's at Pearson {d.cam_pearson:.2f} ('Teacher vs student' in "
-            f"the detail of run '{st.name}-{DISTILLED}-...').")
+            f"with the clean teacher's at Pearson {d.cam_pearson:.2f} (run "
+            f"'{names[DISTILLED]}', 'Teacher vs student').")
     return "\n".join(lines)
 
 
-def _start_mlflow(out: str, story: str, name: str, args: argparse.Namespace,
-                  sizes: Sizes) -> None:
+def _start_mlflow(out: str, run_name: str, name: str, args: argparse.Namespace,
+                  sizes: Sizes, story: str) -> None:
     import mlflow
     from mlflow import MlflowClient
 
@@ -366,6 +394,6 @@ def _start_mlflow(out: str, story: str, name: str, args: argparse.Namespace,
     exp = client.get_experiment_by_name("deepvid-demo")
     exp_id = exp.experiment_id if exp is not None else client.create_experiment(
         "deepvid-demo", artifact_location=f"file://{os.path.join(out, 'mlartifacts')}")
-    mlflow.start_run(experiment_id=exp_id, run_name=f"{story}-{name}-{time.strftime('%H%M%S')}")
+    mlflow.start_run(experiment_id=exp_id, run_name=run_name)
     mlflow.log_params({"data": story, "run": name, "shortcut": name == "shortcut",
                        "seed": args.seed, **dataclasses.asdict(sizes)})

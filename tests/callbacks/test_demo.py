@@ -63,7 +63,7 @@ def _check_runs(out, expected_runs, instances):
     return runs, ids["clean"]
 
 
-def _check_mlflow(out, expected_runs, epochs):
+def _check_mlflow(out, expected_runs, epochs, tb_runs):
     from mlflow import MlflowClient
 
     from deepvid_plugin.mlflow import layout
@@ -72,14 +72,28 @@ def _check_mlflow(out, expected_runs, epochs):
     (exp,) = [e for e in client.search_experiments() if e.name == "deepvid-demo"]
     found = client.search_runs([exp.experiment_id])
     assert sorted(r.data.params["run"] for r in found) == sorted(expected_runs)
+    # one name per run in both backends, so links and the compare pickers read the same
+    assert {r.info.run_name for r in found} == set(tb_runs.values())
     for run in found:
         top = {f.path for f in client.list_artifacts(run.info.run_id, "deepvid")}
         assert {layout.paths(k).steps.rsplit("/", 1)[0] for k in KINDS} <= top | {"deepvid"}, top
         assert len(client.get_metric_history(run.info.run_id, "test_accuracy")) == epochs
 
 
-def _check_where_to_look(stdout, out):
+def _check_where_to_look(stdout, out, runs):
+    """The closing text names both servers and links Compare runs (clean vs shortcut) in each."""
+    from urllib.parse import parse_qs, urlsplit
+
     assert "http://127.0.0.1:6006/#deepvid" in stdout and "'Compare runs'" in stdout
+    tb = re.search(r"http://127\.0\.0\.1:6006/\?(\S+)#deepvid", stdout)
+    ml = re.search(r"http://127\.0\.0\.1:5000/deepvid/\?(\S+)", stdout)
+    assert tb and ml, stdout[-2000:]
+    tb_q = {k: v[0] for k, v in parse_qs(urlsplit("?" + tb.group(1)).query).items()}
+    ml_q = {k: v[0] for k, v in parse_qs(urlsplit("?" + ml.group(1)).query).items()}
+    assert tb_q["deepvid_view"] == ml_q["view"] == "compare"
+    assert tb_q["deepvid_a"] == ml_q["a"] == runs["clean"]
+    assert tb_q["deepvid_b"] == ml_q["b"] == runs["shortcut"]
+    assert tb_q["deepvid_instance"] == ml_q["instance"] and ml_q["experiment"] == "deepvid-demo"
     assert (f"mlflow server --backend-store-uri sqlite:///{out}/mlflow.db --app-name deepvid"
             in stdout)
     for view in ("accuracy:", "DeepVID:", "Grad-CAM:", "Network Dissection:", "Summit:"):
@@ -93,8 +107,8 @@ def test_default_demo_shows_the_shortcut_in_every_view(tmp_path):
     out = tmp_path / "demo"
     proc = _demo(out)
     runs, ids = _check_runs(out, ["clean", "shortcut", "distilled"], 8)
-    _check_mlflow(out, ["clean", "shortcut", "distilled"], 10)
-    _check_where_to_look(proc.stdout, out)
+    _check_mlflow(out, ["clean", "shortcut", "distilled"], 10, runs)
+    _check_where_to_look(proc.stdout, out, runs)
     assert "  Exp-KD: " in proc.stdout
     summary = json.loads((out / "shortcut-summary.json").read_text())
     assert summary["data"] == "marked-digits" and summary["ids"] == ids
@@ -130,9 +144,9 @@ def test_quick_stories_run_every_kind_on_the_same_instances(tmp_path):
                            ("shapes", ["clean", "shortcut"])):
         out = tmp_path / data
         proc = _demo(out, "--data", data, "--quick")
-        _check_runs(out, expected, 4)
-        _check_mlflow(out, expected, 2)
-        _check_where_to_look(proc.stdout, out)
+        runs, _ = _check_runs(out, expected, 4)
+        _check_mlflow(out, expected, 2, runs)
+        _check_where_to_look(proc.stdout, out, runs)
         assert ("  Exp-KD: " in proc.stdout) == (data == "marked-digits")
 
 
