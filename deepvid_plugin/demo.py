@@ -295,8 +295,9 @@ def draw_png(records: list[Any], path: str, n_neighbours: int = 4) -> None:
     plt.close(fig)
 
 
-def serve(logdir: str, port: int) -> int:
-    """Serve TensorBoard on 127.0.0.1 until Ctrl-C (a free port if ``port`` is taken)."""
+def serve(logdir: str, port: int, links: dict[str, str] | None = None) -> int:
+    """Serve TensorBoard on 127.0.0.1 until Ctrl-C (a free port if ``port`` is taken);
+    ``links``: {what: query string} of DeepVID deep links to print with the actual port."""
     from tensorboard import program
 
     def launch(p: int) -> str:
@@ -310,8 +311,9 @@ def serve(logdir: str, port: int) -> int:
         _say(f"port {port} is taken; using a free one")
         url = launch(0)
     url = url.rstrip("/")
-    _say(f"\nTensorBoard is serving {logdir}\n  open {url}/#deepvid  (the DeepVID tab)\n"
-         "Press Ctrl-C to stop.")
+    lines = [f"\nTensorBoard is serving {logdir}", f"  open {url}/#deepvid  (the DeepVID tab)"]
+    lines += [f"  {what}: {url}/?{query}#deepvid" for what, query in (links or {}).items()]
+    _say("\n".join(lines + ["Press Ctrl-C to stop."]))
     try:
         while True:
             time.sleep(3600)

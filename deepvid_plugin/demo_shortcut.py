@@ -122,7 +122,9 @@ def run(args: argparse.Namespace, sizes: Sizes) -> int:
         return 0
     from deepvid_plugin.demo import serve
 
-    return serve(os.path.join(out, "runs"), args.port)
+    return serve(os.path.join(out, "runs"), args.port,
+                 {"Compare runs (clean vs shortcut)": tensorboard_query(
+                     shared["names"], shared.get("telling", ids[0]))})
 
 
 def _train_and_explain(args: argparse.Namespace, sizes: Sizes, st: Any, name: str, data: Any,
@@ -342,9 +344,7 @@ def where_to_look(out: str, port: int, results: list[Measured], names: dict[str,
     db = os.path.join(out, "mlflow.db")
     cue_name = {"color": "colour"}.get(st.cue_category, st.cue_category)
     pair = {"a": names["clean"], "b": names["shortcut"], "instance": instance}
-    tb_link = (f"http://127.0.0.1:{port}/?"
-               + urlencode({"deepvid_view": "compare", **{f"deepvid_{k}": v for k, v in pair.items()}})
-               + "#deepvid")
+    tb_link = f"http://127.0.0.1:{port}/?{tensorboard_query(names, instance)}#deepvid"
     ml_link = ("http://127.0.0.1:5000/deepvid/?"
                + urlencode({"experiment": "deepvid-demo", "view": "compare", **pair}))
     lines = [
@@ -381,6 +381,15 @@ def where_to_look(out: str, port: int, results: list[Measured], names: dict[str,
             f"with the clean teacher's at Pearson {d.cam_pearson:.2f} (run "
             f"'{names[DISTILLED]}', 'Teacher vs student').")
     return "\n".join(lines)
+
+
+def tensorboard_query(names: dict[str, str], instance: str) -> str:
+    """The query string of the TensorBoard link that opens Compare runs, clean (A) vs shortcut
+    (B), on ``instance`` (docs/ui.md, "Links")."""
+    from urllib.parse import urlencode
+
+    return urlencode({"deepvid_view": "compare", "deepvid_a": names["clean"],
+                      "deepvid_b": names["shortcut"], "deepvid_instance": instance})
 
 
 def _start_mlflow(out: str, run_name: str, name: str, args: argparse.Namespace,

@@ -186,3 +186,53 @@ def test_digits_demo_no_serve_end_to_end(tmp_path):
     assert [f.path for f in client.list_artifacts(run.info.run_id, "deepvid-generator")] == [
         "deepvid-generator/deepvid-vae.pt"]
     assert len(client.get_metric_history(run.info.run_id, "test_accuracy")) == EPOCHS
+
+
+@pytest.mark.slow
+def test_demo_serves_tensorboard_with_the_compare_link_until_ctrl_c(tmp_path):
+    """Without --no-serve (what `make demo` does) the demo ends by serving TensorBoard and prints
+    the compare link on the port it got; the link's runs exist there; Ctrl-C stops it cleanly."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+    from urllib.parse import parse_qs, urlsplit
+
+    with socket.socket() as s:  # a port that is free now (the demo takes another if it is not)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = os.path.join(os.path.dirname(sys.executable), "deepvid")
+    proc = subprocess.Popen(
+        [exe, "demo", "--quick", "--out", os.fspath(tmp_path / "demo"), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+    lines = []
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "".join(lines[-40:])  # the demo ended before serving
+            lines.append(line)
+            if "Press Ctrl-C to stop." in line:
+                break
+        link = next(ln.split(": ", 1)[1].strip() for ln in lines
+                    if ln.startswith("  Compare runs (clean vs shortcut): "))
+        parts = urlsplit(link)
+        assert parts.fragment == "deepvid" and parts.port == port, link
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        served: set = set()
+        wait_until = time.monotonic() + 60  # TensorBoard reads the logdir in the background
+        while not {query["deepvid_a"], query["deepvid_b"]} <= served:
+            assert time.monotonic() < wait_until, (query, served)
+            time.sleep(0.5)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/deepvid/runs",
+                                        timeout=30) as r:
+                served = {row["run"] for row in json.loads(r.read())["runs"]}
+        assert "-clean-" in query["deepvid_a"] and "-shortcut-" in query["deepvid_b"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        assert "stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
