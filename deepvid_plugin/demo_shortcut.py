@@ -301,15 +301,8 @@ def _summit_share(records: list[Any], units: set[tuple[str, int]], last_layer: s
     return float(np.mean(shares)) if shares else float("nan")
 
 
-def _area(st: Any, cue: np.ndarray | None = None) -> str:
-    return {"marked-digits": "the marker is 4 of the 64 pixels (6.2%)",
-            "shapes": "the marker covers 3.5% of each image"}.get(st.name, "")
-
-
 def table(results: list[Measured], st: Any) -> str:
-    cue_name = {"color": "colour"}.get(st.cue_category, st.cue_category)
-    task_name = "/".join({"object": "shape" if st.name == "shapes" else "digit"}.get(c, c)
-                         for c in st.task_categories)
+    cue_name, task_name = st.cue_detectors, st.task_detectors
     rows = [("test accuracy (cue random)", "test_accuracy", "{:.3f}"),
             ("train accuracy", "train_accuracy", "{:.3f}"),
             ("Grad-CAM mass on the cue", "gradcam_cue", "{:.0%}"),
@@ -328,7 +321,7 @@ def table(results: list[Measured], st: Any) -> str:
             v = getattr(r, field)
             cells.append(f"{'-' if v is None else fmt.format(v):>12}")
         lines.append(f"  {label:<42}" + "".join(cells))
-    lines.append(f"  ({_area(st)})")
+    lines.append(f"  ({st.cue_area})")
     return "\n".join(lines)
 
 
@@ -342,7 +335,7 @@ def where_to_look(out: str, port: int, results: list[Measured], names: dict[str,
     by = {r.run: r for r in results}
     clean, short = by["clean"], by["shortcut"]
     db = os.path.join(out, "mlflow.db")
-    cue_name = {"color": "colour"}.get(st.cue_category, st.cue_category)
+    cue_name = st.cue_detectors
     pair = {"a": names["clean"], "b": names["shortcut"], "instance": instance}
     tb_link = f"http://127.0.0.1:{port}/?{tensorboard_query(names, instance)}#deepvid"
     ml_link = ("http://127.0.0.1:5000/deepvid/?"
@@ -365,11 +358,11 @@ def where_to_look(out: str, port: int, results: list[Measured], names: dict[str,
         f"scores {clean.test_accuracy:.2f}.",
         (f"  DeepVID: open {instance_text} " if instance_text else "  DeepVID: ")
         + f"Over the tracked instances the student's weight maps put {short.deepvid_cue:.0%} of "
-        f"their mass on {st.cue_where} (clean {clean.deepvid_cue:.0%}; {_area(st)}).",
+        f"their mass on {st.cue_where} (clean {clean.deepvid_cue:.0%}; {st.cue_area}).",
         f"  Grad-CAM: {short.gradcam_cue:.0%} of the map's mass lies on {st.cue_where} "
         f"(clean {clean.gradcam_cue:.0%}).",
         f"  Network Dissection: the last layer has {short.cue_detectors} {cue_name} detectors "
-        f"and {short.task_detectors} that detect the task's concepts (clean: "
+        f"and {short.task_detectors} {st.task_detectors} detectors (clean: "
         f"{clean.cue_detectors} and {clean.task_detectors}).",
         f"  Summit: {short.summit_cue_nodes:.0%} of the class graphs' last-layer nodes are "
         f"{cue_name} detectors (clean {clean.summit_cue_nodes:.0%}).",

@@ -55,9 +55,12 @@ class Story:
     probe_transform: Callable[[torch.Tensor], torch.Tensor] | None
     cue_category: str  # the probe category whose detectors are the cue's
     task_categories: tuple[str, ...]  # the probe categories whose detectors are the task's
-    cue: str  # the cue in words, e.g. "the dot's row"
-    cue_where: str  # where the cue is, e.g. "the dot in the side columns"
-    #: (n_classes) -> a smaller model of the same family, the Exp-KD student; None: no third run
+    cue: str  # the cue in words, e.g. "the marker's colour"
+    cue_where: str  # where the cue is, e.g. "the top-left marker"
+    cue_area: str  # how much of the image the cue covers, in words
+    cue_detectors: str  # what the cue category's detectors are called, e.g. "colour"
+    task_detectors: str  # what the task categories' detectors are called, e.g. "digit"
+    #: () -> a smaller model of the same family, the Exp-KD student; None: no third run
     student: Callable[[], torch.nn.Module] | None = None
     #: the layer whose output feeds the classifier (Exp-KD's CAM layer), teacher and student
     cam_layer: str | None = None
