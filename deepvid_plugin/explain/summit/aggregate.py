@@ -39,9 +39,9 @@ def conv_influence(x: torch.Tensor, weight: torch.Tensor, stride=(1, 1), padding
     """
     n, c_in, c_out = x.shape[0], x.shape[1], weight.shape[0]
     out = x.new_empty(n, c_out, c_in)
-    for first, o, block in _influence_blocks(x, weight, stride, padding, dilation,
-                                             chunk_elements):
-        out[first:first + block.shape[2], o:o + block.shape[1]] = block.permute(2, 1, 0)
+    for first, o, m, outs, write in _influence_blocks(x, weight, stride, padding, dilation,
+                                                      chunk_elements):
+        write(out[first:first + m, o:o + outs])
     return out
 
 
@@ -55,23 +55,20 @@ def top_influences(x: torch.Tensor, weight: torch.Tensor, k: int, stride=(1, 1),
     values = x.new_empty(n, c_out, k)
     indices = torch.empty(n, c_out, k, dtype=torch.long, device=x.device)
     # Rows are ranked along a contiguous last dim (topk there measured ~1.5x faster than along
-    # a strided one), in a reused buffer; short rows are padded with -inf (see _ranked_width).
+    # a strided one), written straight into a reused buffer; short rows are padded with -inf
+    # (see _ranked_width).
     width = _ranked_width(c_in, k, x.device)
     buffer = None
-    for first, o, block in _influence_blocks(x, weight, stride, padding, dilation,
-                                             chunk_elements, images_last=False):
-        m, outs = block.shape[0], block.shape[1]
-        if width == c_in:
-            rows = block.contiguous()
-        else:
-            if buffer is None:
-                buffer = x.new_full((block.numel() // c_in * width,), float("-inf"))
-            rows = buffer[:m * outs * width].view(m, outs, width)
-            rows[:, :, :c_in] = block
+    for first, o, m, outs, write in _influence_blocks(x, weight, stride, padding, dilation,
+                                                      chunk_elements):
+        if buffer is None:
+            buffer = x.new_full((m * outs * width,), float("-inf"))
+        rows = buffer[:m * outs * width].view(m, outs, width)
+        write(rows[:, :, :c_in])
         v, i = rows.topk(k, dim=2)
         if width != c_in and bool((i >= c_in).any()):
             # Only a row holding -inf values can tie with the padding: rank it unpadded.
-            v, i = block.contiguous().topk(k, dim=2)
+            v, i = rows[:, :, :c_in].contiguous().topk(k, dim=2)
         values[first:first + m, o:o + outs] = v
         indices[first:first + m, o:o + outs] = i
     return values, indices
@@ -92,11 +89,9 @@ def _ranked_width(c_in: int, k: int, device: torch.device) -> int:
     return target
 
 
-def _influence_blocks(x, weight, stride, padding, dilation, chunk_elements,
-                      images_last: bool = True):
-    """Yield ``(first image, first output, block)``: the maxima of a chunk of images and
-    output channels, ``block`` = (in, outs, images), or (images, outs, in) with
-    ``images_last=False`` (a view, not necessarily contiguous).
+def _influence_blocks(x, weight, stride, padding, dilation, chunk_elements):
+    """Yield ``(first image, first output, images, outputs, write)`` per chunk; ``write(dest)``
+    fills ``dest`` (images, outputs, in), which may be strided, with the chunk's maxima.
 
     Images, then output channels, are chunked so one matmul gives about ``chunk_elements``
     values, which stay in cache while their spatial max is taken.
@@ -113,25 +108,40 @@ def _influence_blocks(x, weight, stride, padding, dilation, chunk_elements,
     taps, positions = cols.shape[2], cols.shape[3]
     images = max(1, min(n, chunk_elements // max(1, c_in * c_out * positions)))
     step = c_out if images > 1 else max(1, min(c_out, chunk_elements // max(1, c_in * positions)))
-    if taps == 1 and positions == 1 and not images_last:
+    if taps == 1 and positions == 1:
         # One tap at one position (a 3x3 kernel on a 1x1 map, a 1x1 conv onto 1x1): each
         # contribution is one product, w[o, i] * x[n, i], the value the matmul gives, so it is
-        # formed directly in the ranked layout (no matmul, no transpose).
+        # formed directly in the destination's layout (no matmul, no transpose).
         k_oi = kernels[:, :, 0].T  # (out, in)
         x_ni = cols[:, :, 0, 0]
         for first in range(0, n, images):
             xb = x_ni[first:first + images, None, :]
             for o in range(0, c_out, step):
-                yield first, o, xb * k_oi[None, o:o + step]
+                kb = k_oi[None, o:o + step]
+                yield first, o, xb.shape[0], kb.shape[1], (
+                    lambda dest, xb=xb, kb=kb: torch.mul(xb, kb, out=dest))
         return
     for first in range(0, n, images):
         cb = cols[first:first + images]
         m = cb.shape[0]
         cb = cb.permute(1, 2, 0, 3).reshape(c_in, taps, m * positions)
         for o in range(0, c_out, step):
-            y = torch.bmm(kernels[:, o:o + step], cb)  # (in, out chunk, images * positions)
-            block = y.view(c_in, -1, m, positions).amax(dim=3) if positions > 1 else y
-            yield first, o, (block if images_last else block.permute(2, 1, 0))
+            outs = min(step, c_out - o)
+            yield first, o, m, outs, (
+                lambda dest, o=o, cb=cb, m=m, outs=outs: _max_into(
+                    torch.bmm(kernels[:, o:o + outs], cb), dest, c_in, outs, m, positions))
+
+
+def _max_into(y, dest, c_in, outs, m, positions):
+    """``dest`` (images, outs, in) = the spatial max of ``y`` (in, outs, images * positions)."""
+    y = y.view(c_in, outs, m, positions)
+    if positions <= 4:
+        # A reduction over <= 4 values writes the strided destination directly: measured 30%
+        # faster than reducing and then transposing; for longer runs the opposite holds.
+        torch.amax(y, dim=3, out=dest.permute(2, 1, 0))
+    else:
+        dest.copy_(y.amax(dim=3).permute(2, 1, 0))
+    return dest
 
 
 def head_influence(z: torch.Tensor, weight: torch.Tensor, channels: int) -> torch.Tensor:
