@@ -134,6 +134,7 @@ class NetDissect:
         self._names: list[str] | None = None  # resolved names, reused for baselines
         self._cache: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
         self._baseline: tuple[tuple, list[LayerDissection]] | None = None
+        self._scratch: dict[str, torch.Tensor] = {}  # reused mask buffer (see _tally_batch)
         self._label_category = torch.from_numpy(concepts.category_of()[1:])
 
     # ---- the one-call API ------------------------------------------------------------------
@@ -458,8 +459,9 @@ class NetDissect:
         """Add one batch of one layer to the running tallies ``t`` (in place)."""
         b, u = a.shape[:2]
         n_lab = t["inter"].shape[1]
-        # strongest images per unit (by the map's maximum, at the layer's resolution)
-        t["tv"], t["ti"] = merge_images(t["tv"], t["ti"], a.amax((2, 3)).T,
+        peak = a.amax((2, 3))  # (b, U): each map's maximum, at the layer's resolution
+        # strongest images per unit
+        t["tv"], t["ti"] = merge_images(t["tv"], t["ti"], peak.T,
                                         rows[None, :].expand(u, b), self.top_images)
         # Exact integer counting in float32 (every partial sum stays below 2**24), autocast off.
         with torch.autocast(a.device.type, enabled=False):
@@ -472,18 +474,26 @@ class NetDissect:
                 t["inter"] += (on.T @ lab["sizes"][rows]).round().long()
                 return
             per = max(1, min(b, _CHUNK_ELEMENTS // (u * s * s), (1 << 24) // (s * s) - 1))
+            # Only maps whose maximum can reach the threshold get upsampled (see
+            # _upsampled_mask_live); with quantile 0.005 that is a few percent of them.
+            sparse_up = a.shape[2:] != (s, s) and _sparse_upsample(a, u)
+            live = _may_exceed(peak, thr) if sparse_up else None
             thr = thr[None, :, None, None]
             for c0 in range(0, b, per):
                 chunk, r = a[c0:c0 + per], rows[c0:c0 + per]
                 n = len(r)
                 if chunk.shape[2:] == (s, s):  # compare first: bools are cheap to transpose
                     mask = (chunk > thr).permute(0, 2, 3, 1).reshape(n * s * s, u).float()
+                elif sparse_up:
+                    mask, counts = _upsampled_mask_live(chunk, thr.view(-1), live[c0:c0 + per],
+                                                        s, self._scratch)
                 else:  # channels-last upsampling is fast, and lays the result out as
                     # (pixels, units): thresholded in place, the reshape is free
                     mask = F.interpolate(chunk.contiguous(memory_format=torch.channels_last),
                                          size=(s, s), mode="bilinear", align_corners=False)
                     mask = mask.gt_(thr).permute(0, 2, 3, 1).reshape(n * s * s, u)
-                counts = mask.view(n, s * s, u).sum(1).double()  # (n, U), exact
+                if not sparse_up:
+                    counts = mask.view(n, s * s, u).sum(1).double()  # (n, U), exact
                 t["units"] += counts.sum(0).round().long()
                 t["ucat"] += (counts.T @ lab["gate"][r]).round().long()
                 # pixel labels: a sparse (labels, pixels) incidence matrix times the masks; its
@@ -501,3 +511,61 @@ class NetDissect:
                 img = torch.zeros(n, n_lab + 1, device=a.device, dtype=torch.float64)
                 img.scatter_(1, lab["image"][r], 1.0)
                 t["inter"] += (counts.T @ img[:, 1:]).round().long()
+
+
+# Lanes of the CPU's vectorised channels-last bilinear kernel: a channel's upsampled values are
+# bit-identical wherever it sits only if every channel takes the vector path, i.e. the channel
+# count is a multiple of the vector width (8 floats with AVX2, 16 with AVX-512); a multiple of
+# 64 covers both, and is what ResNets and VGGs have.
+_LANES = 64
+
+
+def _sparse_upsample(a: torch.Tensor, units: int) -> bool:
+    """Whether the live-maps-only upsampling reproduces the full one bit for bit (CPU, float32,
+    a channel count the vector kernel takes whole)."""
+    return a.device.type == "cpu" and a.dtype == torch.float32 and units % _LANES == 0
+
+
+def _may_exceed(peak: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
+    """(b, U) bool: maps that may exceed ``thr`` anywhere once upsampled.
+
+    A bilinear sample is a convex combination of at most four inputs, so it cannot exceed the
+    map's maximum except by rounding: a few float32 ulps, far below the 1e-5 relative margin
+    used here. A map whose values are all <= 0 gives samples <= 0 exactly (non-negative weights
+    times non-positive values), below any threshold >= 0.
+    """
+    thr = thr[None, :]
+    below = (peak + peak.abs() * 1e-5 < thr) | ((peak <= 0) & (thr >= 0))
+    return ~below
+
+
+def _upsampled_mask_live(chunk: torch.Tensor, thr: torch.Tensor, live: torch.Tensor,
+                         s: int, scratch: dict[str, torch.Tensor]
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (n * s * s, U) float mask ``upsample(chunk) > thr`` and its (n, U) float64 pixel
+    counts, upsampling only ``live`` maps (all others are below the threshold everywhere and
+    stay 0). The mask lives in ``scratch`` (reused: a fresh tensor of this size per chunk cost
+    more in page faults than the upsampling saved) and is valid until the next call.
+
+    The live maps are gathered as the channels of one channels-last (1, P, h, w) tensor, padded
+    to a multiple of ``_LANES`` channels so each one takes the same vector path as in the full
+    (n, U, h, w) upsampling: the values, and so the mask, are bit-identical."""
+    n, u = chunk.shape[:2]
+    size = n * s * s * u
+    buf = scratch.get("mask")
+    if buf is None or buf.numel() < size or buf.device != chunk.device:
+        buf = scratch["mask"] = chunk.new_empty(size)
+    mask = buf[:size].view(n, s, s, u).zero_()
+    counts = torch.zeros(n, u, dtype=torch.float64, device=chunk.device)
+    ni, ui = torch.nonzero(live, as_tuple=True)
+    p = len(ni)
+    if p:
+        padded = -(-p // _LANES) * _LANES
+        maps = chunk.new_zeros(1, chunk.shape[2], chunk.shape[3], padded)  # (1, h, w, P)
+        maps[0, :, :, :p] = chunk[ni, ui].permute(1, 2, 0)
+        up = F.interpolate(maps.permute(0, 3, 1, 2), size=(s, s), mode="bilinear",
+                           align_corners=False)  # (1, P, s, s), channels-last in memory
+        on = up[0, :p] > thr[ui, None, None]  # (p, s, s)
+        mask[ni, :, :, ui] = on.to(mask.dtype)
+        counts[ni, ui] = on.sum((1, 2), dtype=torch.float64)
+    return mask.view(n * s * s, u), counts
