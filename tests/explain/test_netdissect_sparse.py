@@ -39,13 +39,13 @@ def test_live_maps_only_equals_upsampling_every_map(monkeypatch, quantile):
     model = _net()
     layers = ["1", "2", "5"]
     calls = []
-    real = dissect_mod._upsampled_mask_live
+    real = dissect_mod._upsampled_live
 
     def spy(*args, **kwargs):
         calls.append(args[2].float().mean().item())  # share of live maps in the chunk
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dissect_mod, "_upsampled_mask_live", spy)
+    monkeypatch.setattr(dissect_mod, "_upsampled_live", spy)
     fast = NetDissect(probe, layers, quantile=quantile, batch_size=40).dissect(model)
     assert len(calls) == 3 * 4  # every upsampled layer, every batch, took the sparse path
     assert 0 < min(calls) and max(calls) < 1  # and some maps were skipped, some were not

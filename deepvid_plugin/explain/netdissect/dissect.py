@@ -134,7 +134,7 @@ class NetDissect:
         self._names: list[str] | None = None  # resolved names, reused for baselines
         self._cache: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
         self._baseline: tuple[tuple, list[LayerDissection]] | None = None
-        self._scratch: dict[str, torch.Tensor] = {}  # reused mask buffer (see _tally_batch)
+        self._scratch: dict[str, torch.Tensor] = {}  # per-batch label counts (_tally_live)
         self._label_category = torch.from_numpy(concepts.category_of()[1:])
 
     # ---- the one-call API ------------------------------------------------------------------
@@ -473,27 +473,24 @@ class NetDissect:
                 t["ucat"] += (on.T @ lab["gate"][rows] * (s * s)).round().long()
                 t["inter"] += (on.T @ lab["sizes"][rows]).round().long()
                 return
+            if a.shape[2:] != (s, s) and _sparse_upsample(a, u):
+                # Only maps whose maximum can reach the threshold get upsampled; with quantile
+                # 0.005 that is a few percent of them.
+                self._tally_live(a, thr, _may_exceed(peak, thr), rows, lab, s, t)
+                return
             per = max(1, min(b, _CHUNK_ELEMENTS // (u * s * s), (1 << 24) // (s * s) - 1))
-            # Only maps whose maximum can reach the threshold get upsampled (see
-            # _upsampled_mask_live); with quantile 0.005 that is a few percent of them.
-            sparse_up = a.shape[2:] != (s, s) and _sparse_upsample(a, u)
-            live = _may_exceed(peak, thr) if sparse_up else None
             thr = thr[None, :, None, None]
             for c0 in range(0, b, per):
                 chunk, r = a[c0:c0 + per], rows[c0:c0 + per]
                 n = len(r)
                 if chunk.shape[2:] == (s, s):  # compare first: bools are cheap to transpose
                     mask = (chunk > thr).permute(0, 2, 3, 1).reshape(n * s * s, u).float()
-                elif sparse_up:
-                    mask, counts = _upsampled_mask_live(chunk, thr.view(-1), live[c0:c0 + per],
-                                                        s, self._scratch)
                 else:  # channels-last upsampling is fast, and lays the result out as
                     # (pixels, units): thresholded in place, the reshape is free
                     mask = F.interpolate(chunk.contiguous(memory_format=torch.channels_last),
                                          size=(s, s), mode="bilinear", align_corners=False)
                     mask = mask.gt_(thr).permute(0, 2, 3, 1).reshape(n * s * s, u)
-                if not sparse_up:
-                    counts = mask.view(n, s * s, u).sum(1).double()  # (n, U), exact
+                counts = mask.view(n, s * s, u).sum(1).double()  # (n, U), exact
                 t["units"] += counts.sum(0).round().long()
                 t["ucat"] += (counts.T @ lab["gate"][r]).round().long()
                 # pixel labels: a sparse (labels, pixels) incidence matrix times the masks; its
@@ -512,6 +509,48 @@ class NetDissect:
                 img.scatter_(1, lab["image"][r], 1.0)
                 t["inter"] += (counts.T @ img[:, 1:]).round().long()
 
+
+    def _tally_live(self, a: torch.Tensor, thr: torch.Tensor, live: torch.Tensor,
+                    rows: torch.Tensor, lab: dict[str, torch.Tensor], s: int, t: dict) -> None:
+        """The upsampled-map tallies from the ``live`` (b, U) maps alone: the others are below
+        their unit's threshold at every pixel and add nothing. Each live mask meets only its
+        own image's labels, so the intersections are, per image, its live masks times its
+        (pixels, labels) label counts: no (pixels, units) mask is ever built."""
+        b, u = a.shape[:2]
+        n_lab = t["inter"].shape[1]
+        counts = torch.zeros(b, u, dtype=torch.float64, device=a.device)  # mask pixels
+        inter = torch.zeros(u, n_lab + 1, dtype=torch.float64, device=a.device)
+        onehot = self._pixel_label_counts(rows, lab, n_lab, s)  # (b, s * s, labels + 1)
+        for ni, ui, on in _upsampled_live(a, thr, live, s):  # on: (P, s * s) float 0/1
+            counts[ni, ui] = on.sum(1, dtype=torch.float64)
+            hist = on.new_empty(len(ni), n_lab + 1)
+            images, sizes = torch.unique_consecutive(ni, return_counts=True)  # ni is sorted
+            start = 0
+            for img, size in zip(images.tolist(), sizes.tolist(), strict=True):
+                torch.mm(on[start:start + size], onehot[img], out=hist[start:start + size])
+                start += size
+            inter.index_add_(0, ui, hist.double())  # exact: integers below 2**24
+        t["units"] += counts.sum(0).round().long()
+        t["ucat"] += (counts.T @ lab["gate"][rows]).round().long()
+        # A label repeated in two layers at one pixel counts twice, as in label_pixels.
+        t["inter"] += inter[:, 1:].round().long()
+        img = torch.zeros(b, n_lab + 1, device=a.device, dtype=torch.float64)
+        img.scatter_(1, lab["image"][rows], 1.0)  # image-level labels cover their whole image
+        t["inter"] += (counts.T @ img[:, 1:]).round().long()
+
+    def _pixel_label_counts(self, rows: torch.Tensor, lab: dict[str, torch.Tensor], n_lab: int,
+                            s: int) -> torch.Tensor:
+        """(b, s * s, labels + 1) float32: how many pixel-label layers give each label at each
+        pixel of the images ``rows``; kept for the next layer of the same batch."""
+        cached = self._scratch.get("label_rows")
+        if (cached is not None and cached.device == rows.device and cached.shape == rows.shape
+                and torch.equal(cached, rows)):
+            return self._scratch["label_counts"]
+        pix = lab["pixel"][rows].flatten(2).transpose(1, 2)  # (b, s * s, layers)
+        out = torch.zeros(len(rows), s * s, n_lab + 1, device=rows.device)
+        out.scatter_add_(2, pix, torch.ones(pix.shape, device=rows.device))
+        self._scratch["label_rows"], self._scratch["label_counts"] = rows.clone(), out
+        return out
 
 # Lanes of the CPU's vectorised channels-last bilinear kernel: a channel's upsampled values are
 # bit-identical wherever it sits only if every channel takes the vector path, i.e. the channel
@@ -539,33 +578,23 @@ def _may_exceed(peak: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
     return ~below
 
 
-def _upsampled_mask_live(chunk: torch.Tensor, thr: torch.Tensor, live: torch.Tensor,
-                         s: int, scratch: dict[str, torch.Tensor]
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (n * s * s, U) float mask ``upsample(chunk) > thr`` and its (n, U) float64 pixel
-    counts, upsampling only ``live`` maps (all others are below the threshold everywhere and
-    stay 0). The mask lives in ``scratch`` (reused: a fresh tensor of this size per chunk cost
-    more in page faults than the upsampling saved) and is valid until the next call.
+def _upsampled_live(a: torch.Tensor, thr: torch.Tensor, live: torch.Tensor, s: int):
+    """Yield ``(images, units, masks)`` for the ``live`` (b, U) maps of ``a``, in (image, unit)
+    order and in groups of about ``_CHUNK_ELEMENTS`` mask pixels: ``masks`` (P, s * s) float32
+    0/1 = ``upsample(map) > thr[unit]``.
 
     The live maps are gathered as the channels of one channels-last (1, P, h, w) tensor, padded
     to a multiple of ``_LANES`` channels so each one takes the same vector path as in the full
-    (n, U, h, w) upsampling: the values, and so the mask, are bit-identical."""
-    n, u = chunk.shape[:2]
-    size = n * s * s * u
-    buf = scratch.get("mask")
-    if buf is None or buf.numel() < size or buf.device != chunk.device:
-        buf = scratch["mask"] = chunk.new_empty(size)
-    mask = buf[:size].view(n, s, s, u).zero_()
-    counts = torch.zeros(n, u, dtype=torch.float64, device=chunk.device)
+    (b, U, h, w) upsampling: the values, and so the masks, are bit-identical."""
     ni, ui = torch.nonzero(live, as_tuple=True)
-    p = len(ni)
-    if p:
-        padded = -(-p // _LANES) * _LANES
-        maps = chunk.new_zeros(1, chunk.shape[2], chunk.shape[3], padded)  # (1, h, w, P)
-        maps[0, :, :, :p] = chunk[ni, ui].permute(1, 2, 0)
+    step = max(_LANES, _CHUNK_ELEMENTS // (s * s) // _LANES * _LANES)
+    h, w = a.shape[2:]
+    for first in range(0, len(ni), step):
+        n_, u_ = ni[first:first + step], ui[first:first + step]
+        p = len(n_)
+        maps = a.new_zeros(1, h, w, -(-p // _LANES) * _LANES)  # (1, h, w, P), channels last
+        maps[0, :, :, :p] = a[n_, u_].permute(1, 2, 0)
         up = F.interpolate(maps.permute(0, 3, 1, 2), size=(s, s), mode="bilinear",
                            align_corners=False)  # (1, P, s, s), channels-last in memory
-        on = up[0, :p] > thr[ui, None, None]  # (p, s, s)
-        mask[ni, :, :, ui] = on.to(mask.dtype)
-        counts[ni, ui] = on.sum((1, 2), dtype=torch.float64)
-    return mask.view(n * s * s, u), counts
+        on = (up[0, :p] > thr[u_, None, None]).reshape(p, s * s)
+        yield n_, u_, on.to(a.dtype)
