@@ -317,24 +317,74 @@ def record_impl(store: RecordStore, run: str, instance: str, step: int,
 
 def _class_map(rec: Any, cls: int) -> np.ndarray | None:
     """What ``rec`` shows for class ``cls`` as one ``(H, W)`` map, or ``None`` when it has none:
-    DeepVID's channel-averaged weight map; for other kinds the first per-step 2-d array (the
-    predicted class's map, e.g. Grad-CAM's ``cam_pred``) when the record predicts ``cls``."""
+    DeepVID's channel-averaged weight map (it has one per class); other kinds' maps of the
+    classes their registry entry's ``class_maps`` names (Grad-CAM: the prediction's
+    ``cam_pred``, the true label's ``cam_true``), else the first per-step 2-d array when the
+    record predicts ``cls``."""
     if isinstance(rec, ExplanationRecord):
-        return channel_mean(rec.weights[cls])
+        return channel_mean(rec.weights[cls]) if 0 <= cls < len(rec.weights) else None
     env = kinds.as_record(rec)
+    spec = kinds.get(env.kind)
+    if spec.class_maps is not None:
+        found = spec.class_maps(env).get(cls)
+        return None if found is None else np.asarray(found, np.float64)
     if kinds.summarize(env, None).get("predicted") != cls:
         return None
-    per_subject = set(kinds.get(env.kind).per_subject)
+    per_subject = set(spec.per_subject)
     for name, value in env.arrays.items():
         if name not in per_subject and np.ndim(value) == 2:
             return np.asarray(value, np.float64)
     return None
 
 
+#: the named values of compare's ``class`` parameter (an integer class index is the other form).
+CLASS_MODES = ("a", "b", "own", "label")
+
+
+def parse_class(args: Mapping[str, Any]) -> str | int:
+    """compare's ``class``: whose class the maps show (default ``a``, run A's prediction)."""
+    raw = args.get("class")
+    if raw is None or raw == "":
+        return "a"
+    if isinstance(raw, str) and raw in CLASS_MODES:
+        return raw
+    if isinstance(raw, str) and _INT_RE.fullmatch(raw):
+        return int(raw)
+    raise ApiError(400, f"query parameter 'class': expected one of {', '.join(CLASS_MODES)} or "
+                   f"a class index (an integer), got {raw!r}")
+
+
+def _sides(mode: str | int, pred_a: int | None, pred_b: int | None,
+           label: int | None) -> tuple[int | None, int | None, str]:
+    """The classes runs A and B show at a step, and why when one is unknown."""
+    if isinstance(mode, int):
+        return mode, mode, ""
+    if mode == "label":
+        return label, label, "the instance has no true label"
+    if mode == "own":
+        return pred_a, pred_b, "one of the runs has no prediction at this step"
+    pred = pred_a if mode == "a" else pred_b
+    return pred, pred, f"run {mode.upper()} has no prediction at this step"
+
+
+def _no_map(who: str, cls: int, kind: str, names: Sequence[str]) -> str:
+    name = names[cls] if 0 <= cls < len(names) else str(cls)
+    return (f"run {who}'s {kind} record holds no map of class {name!r} (it keeps the maps of "
+            f"its prediction and, where known, of the true label only)")
+
+
 def compare_impl(store: RecordStore, instance: str, runs: Sequence[str],
-                 kind: str = DEFAULT_KIND) -> dict[str, Any]:
+                 kind: str = DEFAULT_KIND, cls: str | int = "a") -> dict[str, Any]:
+    """Run A's and run B's maps of ``instance`` step by step, and ``B - A``.
+
+    ``cls`` picks the class each side shows: ``"a"`` (A's prediction at that step, the
+    default), ``"b"`` (B's), ``"label"`` (the true label), ``"own"`` (each run its own
+    prediction; ``diff`` is ``None`` where they differ) or a class index."""
     if len(runs) != 2 or runs[0] == runs[1]:
         raise ApiError(400, f"runs: expected exactly two distinct runs (A, B), got {list(runs)!r}")
+    if not (isinstance(cls, int) and not isinstance(cls, bool)) and cls not in CLASS_MODES:
+        raise ApiError(400, f"query parameter 'class': expected one of {', '.join(CLASS_MODES)} "
+                       f"or a class index (an integer), got {cls!r}")
     names = dict(store.runs())
     overviews = {r: _overview(store, r, kind=kind) for r in runs}
     warns = [w for r in runs for w in overviews[r].warnings]
@@ -346,30 +396,49 @@ def compare_impl(store: RecordStore, instance: str, runs: Sequence[str],
             raise ApiError(404, f"instance {instance!r} not found in run {r!r}")
     insts = {r: _find(overviews[r], r, instance) for r in runs}
     first = overviews[runs[0]]
+    class_names = list(first.class_names)
+    if isinstance(cls, int) and not 0 <= cls < len(class_names):
+        raise ApiError(400, f"query parameter 'class': expected a class index in "
+                       f"[0, {len(class_names)}) (run {runs[0]!r} has {len(class_names)} "
+                       f"classes), got {cls}")
     for r in runs[1:]:
-        if list(overviews[r].class_names) != list(first.class_names):
+        if list(overviews[r].class_names) != class_names:
             warns.append(f"runs {runs[0]!r} and {r!r} have different class names; "
                          f"showing those of {runs[0]!r}")
     by_step = {r: {s["step"]: s for s in insts[r].steps} for r in runs}
     steps = sorted(set.intersection(*(set(v) for v in by_step.values())))
 
     a_run, b_run = runs[0], runs[1]
+    label = insts[a_run].label
     maps = []
+    # Steps with no maps entry that could be read, and why (the frontend says it per step).
+    missing: list[dict[str, Any]] = []
     for step in steps:
-        cls = by_step[a_run][step].get("predicted")
-        if cls is None:
+        pred = [by_step[r][step].get("predicted") for r in runs]
+        ca, cb, why = _sides(cls, *(None if p is None else int(p) for p in pred), label)
+        if ca is None or cb is None:
+            missing.append({"step": step, "reason": why})
             continue
-        cls = int(cls)
         try:
-            a = _class_map(_read(store, a_run, instance, step, kind), cls)
-            b = _class_map(_read(store, b_run, instance, step, kind), cls)
+            a = _class_map(_read(store, a_run, instance, step, kind), ca)
+            b = _class_map(_read(store, b_run, instance, step, kind), cb)
         except ApiError as e:  # one unreadable step must not hide the others
             warns.append(e.message)
             continue
-        if a is None or b is None or a.shape != b.shape:
-            continue  # e.g. run B predicts another class: its map is not of class `cls`
-        maps.append({"step": step, "class": cls, "a": encode_map(a), "b": encode_map(b),
-                     "diff": encode_map(b - a)})
+        if a is None or b is None:
+            # e.g. Grad-CAM keeps only the maps of its prediction and the true label
+            why = _no_map("A", ca, kind, class_names) if a is None else _no_map(
+                "B", cb, kind, class_names)
+            missing.append({"step": step, "reason": why})
+            continue
+        if a.shape != b.shape:
+            missing.append({"step": step, "reason": f"the maps have different shapes "
+                            f"({a.shape} in A, {b.shape} in B)"})
+            continue
+        maps.append({"step": step, "class": ca, "class_a": ca, "class_b": cb,
+                     "a": encode_map(a), "b": encode_map(b),
+                     # a difference of two classes' maps would mean nothing
+                     "diff": encode_map(b - a) if ca == cb else None})
     only_in = {r: [i for i in ids[r] if i not in shared] for r in runs}
     note = None
     if any(only_in.values()):
@@ -378,11 +447,11 @@ def compare_impl(store: RecordStore, instance: str, runs: Sequence[str],
     return {
         "instance": instance, "kind": kind, "runs": list(runs),
         "names": [names.get(r, r) for r in runs],
-        "class_names": list(first.class_names), "label": insts[a_run].label,
+        "class_names": class_names, "label": label, "class": cls,
         "steps": steps,
         "per_run": {r: [by_step[r][s] for s in steps] for r in runs},
-        "maps": maps, "common_instances": common, "only_in": only_in, "note": note,
-        "warnings": warns,
+        "maps": maps, "missing": missing, "common_instances": common, "only_in": only_in,
+        "note": note, "warnings": warns,
     }
 
 
@@ -449,7 +518,11 @@ def _compare_requests(c: Catalog) -> Iterable[dict[str, str]]:
             theirs = c.steps[(b, kind)]
             for iid in c.steps[(a, kind)]:
                 if iid in theirs:
-                    yield {"instance": iid, "runs": f"{a},{b}", **kind_params(kind)}
+                    base = {"instance": iid, "runs": f"{a},{b}", **kind_params(kind)}
+                    # The API's default (A's prediction) for older frontends and saved links,
+                    # and each run's own prediction, which this frontend asks for by default.
+                    yield base
+                    yield {**base, "class": "own"}
 
 
 def _cache_name(route: str, *params: str) -> Callable[[Mapping[str, Any]], str]:
@@ -473,7 +546,7 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
                                              parse_kind(a)),
           requests=_record_requests),
     Route("compare", lambda s, a: compare_impl(s, parse_instance(a), parse_runs(a),
-                                               parse_kind(a)),
+                                               parse_kind(a), parse_class(a)),
           requests=_compare_requests),
 )}
 

@@ -78,6 +78,10 @@ class Kind:
             rounds it); backends plot its mean over subjects.
         step_image: ``record -> (H, W, 3) uint8`` picture of the record for image timelines
             (MLflow's image slider); default: none.
+        class_maps: ``record -> {class index: (H, W) map}``: every class the record holds a map
+            of (Grad-CAM: its prediction's ``cam_pred`` and the true label's ``cam_true``), for
+            the compare route. Default (``None``): the first per-step 2-d array, taken as the
+            map of the step summary's ``predicted`` class.
         subject_first_metrics: MLflow metric names put the subject before the number,
             ``deepvid/<kind>/<subject>/<name>``, rather than ``deepvid/<kind>/<name>/<subject>``.
             Default (``None``): subject first for layer, class and model kinds, whose few named
@@ -101,6 +105,7 @@ class Kind:
     headline_metric: str = "headline"
     step_image: Callable[[Record], np.ndarray] | None = None
     subject_first_metrics: bool | None = None
+    class_maps: Callable[[Record], Mapping[int, np.ndarray]] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or not all(

@@ -98,6 +98,17 @@ def _metrics(record: Record, summary: Mapping[str, Any]) -> dict[str, Any]:
             "insertion_auc": evidence.get("insertion_auc")}
 
 
+def _class_maps(record: Record) -> dict[int, np.ndarray]:
+    # The true label's map first, so that when the model is right the prediction's (the same
+    # class, the same map) is the one kept.
+    out: dict[int, np.ndarray] = {}
+    label = record.meta.get("label")
+    if label is not None and "cam_true" in record.arrays:
+        out[int(label)] = np.asarray(record.arrays["cam_true"], np.float64)
+    out[int(record.meta["pred"])] = np.asarray(record.arrays["cam_pred"], np.float64)
+    return out
+
+
 KIND = kinds.register(kinds.Kind(
     name=NAME,
     version=VERSION,
@@ -111,6 +122,7 @@ KIND = kinds.register(kinds.Kind(
     higher_is_better=False,
     metrics=_metrics,
     headline_metric="deletion_auc",
+    class_maps=_class_maps,
 ))
 
 
