@@ -192,7 +192,7 @@ export class App implements ViewHost {
     const b = run("b");
     this.linkInstance = link.instance ?? null;
     if (this.view === "compare") {
-      this.compareWant = { a, b, instance: link.instance };
+      this.compareWant = { a, b, instance: link.instance, class: link.class };
       this.linkInstance = null;
     }
   }

@@ -1,6 +1,6 @@
 // Compare: the same instance in two runs, step by step. A and B maps share one colour scale; the
 // difference B − A has its own, centred at zero like every map.
-import { kindParams } from "./data";
+import { ApiError, kindParams, type Params } from "./data";
 import type { ViewHost } from "./host";
 import { errorBox } from "./states";
 import { lineChart } from "./charts";
@@ -27,17 +27,29 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
   let instance: string | null = want?.instance ?? app.instance?.id ?? null;
   // Checked against the instances both runs hold, once they are loaded.
   let wantInstance = want?.instance ?? null;
-  const changed = () => app.compareChanged({ a, b, instance: instance ?? undefined });
+  // Whose class the maps show (the compare API's `class`). Each run's own prediction by default:
+  // where B predicts another class than A (a shortcut model reading a marker), the other modes
+  // show B's map of a class B does not predict, or (Grad-CAM) no map at all.
+  let cls: string = want?.class ?? CLASS_DEFAULT;
+  // A link's class index is checked once the class names have arrived.
+  let wantClass = want?.class ?? null;
+  // The link leaves out the default class, so the links of before the picker stay as they were.
+  const changed = () => app.compareChanged({ a, b, instance: instance ?? undefined,
+    class: cls === CLASS_DEFAULT ? undefined : cls });
 
   const selA = runSelect("compare-run-a", "Run A", firsts);
   const selB = runSelect("compare-run-b", "Run B", partners(a));
   const selI = h("select", { "data-testid": "compare-instance", "aria-label": "Instance" });
+  const selC = h("select", { "data-testid": "compare-class", "aria-label": "Class",
+    title: "Which class's map each run shows" });
+  fillClasses([]);
   const out = h("div", { class: "compare-out" });
   const view = h("section", { class: "compare", "data-testid": "compare-view" },
     h("div", { class: "compare-controls card" },
       h("label", { class: "dv-field" }, h("span", { class: "swatch", style: `background:${SERIES.a}` }), h("span", {}, "A"), selA),
       h("label", { class: "dv-field" }, h("span", { class: "swatch", style: `background:${SERIES.b}` }), h("span", {}, "B"), selB),
-      h("label", { class: "dv-field" }, h("span", {}, "Instance"), selI)),
+      h("label", { class: "dv-field" }, h("span", {}, "Instance"), selI),
+      h("label", { class: "dv-field" }, h("span", {}, "Map of"), selC)),
     out);
   parent.appendChild(view);
 
@@ -45,6 +57,20 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
     const sel = h("select", { "data-testid": testid, "aria-label": label });
     fill(sel, options);
     return sel;
+  }
+  /** The named modes, then every class by name (its index is the value the API takes). */
+  function fillClasses(names: readonly string[]): void {
+    clear(selC);
+    for (const [value, text] of CLASS_MODES) append(selC, h("option", { value }, text));
+    if (names.length) {
+      append(selC, h("optgroup", { label: "Class" },
+        ...names.map((n, k) => h("option", { value: String(k) }, `${k}: ${n}`))));
+    }
+    // Before the names arrive a link's class index is not an option yet: keep it, checked later.
+    if (![...selC.options].some((o) => o.value === cls)) {
+      append(selC, h("option", { value: cls }, `class ${cls}`));
+    }
+    selC.value = cls;
   }
   function fill(sel: HTMLSelectElement, options: readonly RunInfo[]): void {
     clear(sel);
@@ -64,6 +90,7 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
   });
   selB.addEventListener("change", () => { b = selB.value; void loadInstances(); });
   selI.addEventListener("change", () => { instance = selI.value; changed(); void draw(); });
+  selC.addEventListener("change", () => { cls = selC.value; changed(); void draw(); });
 
   function state(title: string, message: string): void {
     clear(out);
@@ -88,6 +115,16 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
       return;
     }
     if (mine !== token) return;
+    if (wantClass !== null && !CLASS_MODES.some(([v]) => v === wantClass)) {
+      const k = Number(wantClass);
+      if (!/^\d+$/.test(wantClass) || k >= da.class_names.length) {
+        app.warnLink("class", wantClass, `expected ${CLASS_MODES.map(([v]) => v).join(", ")} or a class index `
+          + `below ${da.class_names.length}`, "each run's own prediction");
+        cls = CLASS_DEFAULT;
+      } else cls = String(k); // "07" -> "7", the option's value
+    }
+    wantClass = null;
+    fillClasses(da.class_names);
     const inB = new Set(db.instances.map((i) => i.id));
     const common = da.instances.filter((i) => inB.has(i.id)).map((i) => i.id);
     clear(selI);
@@ -124,22 +161,53 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
     clear(out);
     out.append(h("div", { class: "dv-state loading" }, h("div", { class: "spinner" }), "Comparing…"));
     let cmp: CompareResp;
+    // A's prediction is the API's default: asked for without `class`, as before the picker (so
+    // a saved viewer's default responses answer it too).
+    const params: Params = { instance, runs: `${a},${b}`, ...kindParams(app.kind), ...(cls === "a" ? {} : { class: cls }) };
     try {
-      cmp = await app.source.get<CompareResp>("compare", { instance, runs: `${a},${b}`, ...kindParams(app.kind) });
+      cmp = await app.source.get<CompareResp>("compare", params);
     } catch (err) {
-      if (mine === token) { clear(out); out.append(errorBox(err, "the comparison")); }
+      if (mine !== token) return;
+      clear(out);
+      // A saved viewer carries each run's own prediction and A's; say so rather than "not found".
+      if (err instanceof ApiError && err.status === 404 && err.message.startsWith("this saved viewer does not include")) {
+        const picked = selC.selectedOptions[0]?.textContent ?? cls;
+        out.append(h("div", { class: "dv-state", "data-testid": "compare-not-in-snapshot" },
+          h("h2", {}, "Not in this saved viewer"),
+          h("p", {}, `This saved page holds the maps of each run's own prediction and of A's prediction only, `
+            + `not “${picked}”. Pick one of those, or open the runs in TensorBoard or MLflow for every class.`)));
+      } else out.append(errorBox(err, "the comparison"));
       return;
     }
     if (mine !== token) return;
     app.addWarnings(cmp.warnings);
     clear(out);
-    renderResult(out, cmp, app.runName(a), app.runName(b));
+    renderResult(out, cmp, app.runName(a), app.runName(b), cls);
   }
 
   void loadInstances();
 }
 
-function renderResult(out: HTMLElement, cmp: CompareResp, nameA: string, nameB: string): void {
+/** compare's `class` values with a name, in the picker's order (the default first). */
+const CLASS_MODES: readonly (readonly [string, string])[] = [
+  ["own", "Each run's own prediction"],
+  ["a", "A's prediction"],
+  ["b", "B's prediction"],
+  ["label", "True label"],
+];
+const CLASS_DEFAULT = "own";
+
+/** What a side's map is of, in words: "map of 6 (its prediction)". */
+function mapOf(names: string[], k: number, s: StepSummary | undefined, other: StepSummary | undefined,
+  label: number | null, otherName: string): string {
+  const why = [];
+  if (s && s.predicted === k) why.push("its prediction");
+  else if (other && other.predicted === k) why.push(`${otherName}'s prediction`);
+  if (label === k) why.push("the true label");
+  return `map of ${className(names, k)}${why.length ? ` (${why.join(", ")})` : ""}`;
+}
+
+function renderResult(out: HTMLElement, cmp: CompareResp, nameA: string, nameB: string, mode: string): void {
   const [ra, rb] = cmp.runs;
   const names = cmp.class_names;
   const sa = cmp.per_run[ra] ?? [];
@@ -149,10 +217,12 @@ function renderResult(out: HTMLElement, cmp: CompareResp, nameA: string, nameB: 
   if (!steps.length || !cmp.maps.length) {
     out.append(h("div", { class: "dv-state", "data-testid": "empty-state" },
       h("h2", {}, steps.length ? "No maps to compare" : "No common steps"),
-      h("p", {}, steps.length
-        // e.g. Grad-CAM: a map is of the predicted class, and a diff of two classes' maps means nothing
-        ? "At no common step could both runs' maps of the same class be read; see the warnings above."
-        : "The two runs have no step in common for this instance.")));
+      h("p", {}, !steps.length ? "The two runs have no step in common for this instance."
+        // e.g. Grad-CAM keeps the maps of its prediction and of the true label only
+        : cmp.missing?.length ? `No step has maps of ${CLASS_MODES.find(([v]) => v === mode)?.[1].toLowerCase()
+          ?? `class “${className(names, Number(mode))}”`} in both runs: ${cmp.missing[0].reason}. `
+          + (mode === "own" ? "" : "Pick “Each run's own prediction” to see each run's map of what it predicts.")
+          : "At no common step could both runs' maps be read; see the warnings above.")));
     return;
   }
 
@@ -196,13 +266,16 @@ function renderResult(out: HTMLElement, cmp: CompareResp, nameA: string, nameB: 
     const m = cmp.maps.find((x) => x.step === selected);
     clear(big);
     if (!m) {
-      big.append(h("p", { class: "muted", "data-testid": "compare-no-maps" },
-        `The maps of step ${selected} could not be read in one of the runs (see the warnings above).`));
+      const why = cmp.missing?.find((x) => x.step === selected)?.reason;
+      big.append(h("p", { class: "muted", "data-testid": "compare-no-maps" }, why
+        ? `No maps at step ${selected}: ${why}.`
+        : `The maps of step ${selected} could not be read in one of the runs (see the warnings above).`));
       return;
     }
     const A = decodeMap(m.a);
     const B = decodeMap(m.b);
-    const D = decodeMap(m.diff);
+    const ca = m.class_a ?? m.class;
+    const cb = m.class_b ?? m.class;
     const shared = Math.max(A.scale, B.scale, 1e-12);
     const stA = sa[i];
     const stB = sb[i];
@@ -216,11 +289,20 @@ function renderResult(out: HTMLElement, cmp: CompareResp, nameA: string, nameB: 
           stepLowTrust(s) ? ` · ⚠ low trust: ${trustReason(s.trustworthy, s.fidelity)}` : "") : null);
     append(big,
       panel("A", nameA, stA, mapCanvas(A, 168, { sharedScale: shared }), colorbar(shared), "compare-map-a"),
-      panel("B", nameB, stB, mapCanvas(B, 168, { sharedScale: shared }), colorbar(shared), "compare-map-b"),
-      panel("B − A", "difference", undefined, mapCanvas(D, 168, { cls: "map diff" }), colorbar(D.scale, "difference"),
-        "diff-map"));
-    big.prepend(h("p", { class: "muted cmp-class" },
-      `Weight map of class “${className(names, m.class)}” (A's prediction at step ${m.step}); A and B share one colour scale.`));
+      panel("B", nameB, stB, mapCanvas(B, 168, { sharedScale: shared }), colorbar(shared), "compare-map-b"));
+    if (m.diff) {
+      const D = decodeMap(m.diff);
+      append(big, panel("B − A", "difference", undefined, mapCanvas(D, 168, { cls: "map diff" }),
+        colorbar(D.scale, "difference"), "diff-map"));
+    } else {
+      append(big, h("figure", { class: "cmp-panel cmp-nodiff", "data-testid": "diff-none" },
+        h("figcaption", {}, h("b", {}, "B − A")),
+        h("p", { class: "muted" }, `Not drawn: A's map is of “${className(names, ca)}” and B's of “${className(names, cb)}”; `
+          + "a difference of two classes' maps means nothing. Pick one class above to compare them.")));
+    }
+    const what = `A: ${mapOf(names, ca, stA, stB, cmp.label, "B")} · B: ${mapOf(names, cb, stB, stA, cmp.label, "A")}`;
+    big.prepend(h("p", { class: "muted cmp-class", "data-testid": "compare-classes" },
+      `${what} at step ${m.step}; A and B share one colour scale.`));
   }
 
   // Every common step at a glance: A, B and the difference per column.
@@ -233,12 +315,15 @@ function renderResult(out: HTMLElement, cmp: CompareResp, nameA: string, nameB: 
       const shared = Math.max(A.scale, B.scale, 1e-12);
       const lowA = sa[i] && stepLowTrust(sa[i]);
       const lowB = sb[i] && stepLowTrust(sb[i]);
+      const ca = m.class_a ?? m.class;
+      const cb = m.class_b ?? m.class;
       return h("button", { class: "strip-col", "data-step": m.step, onclick: () => pick(m.step),
-        title: `step ${m.step}` },
+        title: `step ${m.step}: A's map of ${className(names, ca)}, B's of ${className(names, cb)}` },
       h("span", { class: "strip-step" }, String(m.step)),
       h("span", { class: "strip-cell" + (lowA ? " lowfi" : "") }, mapCanvas(A, 40, { sharedScale: shared })),
       h("span", { class: "strip-cell" + (lowB ? " lowfi" : "") }, mapCanvas(B, 40, { sharedScale: shared })),
-      h("span", { class: "strip-cell" }, mapCanvas(m.diff, 40)));
+      m.diff ? h("span", { class: "strip-cell" }, mapCanvas(m.diff, 40))
+        : h("span", { class: "strip-cell strip-nodiff", title: "A and B show different classes" }, "≠"));
     }));
 
   out.append(

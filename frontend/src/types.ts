@@ -134,10 +134,15 @@ export interface RecordResp {
 
 export interface CompareMaps {
   step: number;
+  /** = class_a (the only class before the `class` parameter existed). */
   class: number;
+  /** The class run A's map shows, and run B's (older backends: both `class`). */
+  class_a?: number;
+  class_b?: number;
   a: EncodedMap;
   b: EncodedMap;
-  diff: EncodedMap;
+  /** null when A and B show different classes (a difference of two classes' maps means nothing). */
+  diff: EncodedMap | null;
 }
 
 export interface CompareResp {
@@ -149,6 +154,10 @@ export interface CompareResp {
   steps: number[];
   per_run: Record<string, StepSummary[]>;
   maps: CompareMaps[];
+  /** The `class` asked for, as parsed (older backends: absent, meaning "a"). */
+  class?: string | number;
+  /** Steps without maps of the class asked for, and why (older backends: absent). */
+  missing?: { step: number; reason: string }[];
   common_instances: string[];
   only_in: Record<string, string[]>;
   note: string | null;

@@ -3,6 +3,7 @@
 // a link to what is on screen.
 //
 //   view=overview|compare|<page kind>  run=R  a=R  b=R  instance=ID  kind=K  experiment=E
+//   class=own|a|b|label|<class index>   (compare's class picker; absent: each run's own)
 //
 // The MLflow app's /deepvid/ page uses these names on its own address. TensorBoard's DeepVID tab
 // is an iframe whose address TensorBoard owns; it reads and writes the same parameters on the
@@ -10,15 +11,17 @@
 // which TensorBoard keeps (its own state lives in the hash). The self-contained viewer.html has
 // no link: its address is a file the user moved around.
 
-export const LINK_KEYS = ["view", "experiment", "run", "a", "b", "instance", "kind"] as const;
+export const LINK_KEYS = ["view", "experiment", "run", "a", "b", "instance", "kind", "class"] as const;
 export type LinkKey = (typeof LINK_KEYS)[number];
 export type Link = Partial<Record<LinkKey, string>>;
 
-/** Compare's runs (ids) and instance, from a link or from what compare shows. */
+/** Compare's runs (ids), instance and class picker, from a link or from what compare shows. */
 export interface CompareLink {
   a?: string;
   b?: string;
   instance?: string;
+  /** The compare API's `class` parameter (own, a, b, label or a class index). */
+  class?: string;
 }
 
 /** Where the link lives: a window (this one, or TensorBoard's outer page) and a name prefix. */

@@ -66,8 +66,8 @@ def _query(url: str) -> dict:
 
 
 def _compare_shows(target, a: str, b: str, instance: str) -> None:
-    """Wait until compare's selects hold a, b and instance, and the difference map is drawn."""
-    target.locator("[data-testid=diff-map] canvas").first.wait_for(state="visible", timeout=60_000)
+    """Wait until compare's selects hold a, b and instance, and run B's map is drawn."""
+    target.locator("[data-testid=compare-map-b] canvas").first.wait_for(state="visible", timeout=60_000)
     got = tuple(target.locator(f"[data-testid={t}]").input_value()
                 for t in ("compare-run-a", "compare-run-b", "compare-instance"))
     assert got == (a, b, instance)
@@ -78,15 +78,18 @@ def test_mlflow_link_opens_compare_by_names_and_follows_the_user(page, mlflow_ap
     runs = linked["runs"]
     # names for the experiment and run A (what the demo prints), an id for run B
     query = urllib.parse.urlencode({"experiment": linked["name"], "view": "compare", "a": "link P",
-                                    "b": runs["link Q"], "instance": "b"})
+                                    "b": runs["link Q"], "instance": "b", "class": "b"})
     page.goto(f"{mlflow_app_server.url}/deepvid/?{query}")
     _compare_shows(page, runs["link P"], runs["link Q"], "b")
+    # the class picker follows the link: both maps of B's prediction
+    assert page.locator("[data-testid=compare-class]").input_value() == "b"
+    page.locator("[data-testid=diff-map] canvas").first.wait_for()
     assert page.locator("[data-testid=experiment-select]").input_value() == linked["id"]
     assert page.locator("[data-testid=tab-compare]").get_attribute("aria-selected") == "true"
     assert page.locator("[data-testid=warnings]").count() == 0  # every parameter matched
     # The address now names what is on screen, by id.
     assert _query(page.url) == {"experiment": linked["id"], "view": "compare", "a": runs["link P"],
-                                "b": runs["link Q"], "instance": "b"}
+                                "b": runs["link Q"], "instance": "b", "class": "b"}
 
     # The user moves; the address follows, and opening it again shows the same thing.
     page.locator("[data-testid=compare-run-b]").select_option(runs["link R"])
@@ -94,6 +97,9 @@ def test_mlflow_link_opens_compare_by_names_and_follows_the_user(page, mlflow_ap
                            arg=runs["link R"])
     page.locator("[data-testid=compare-instance]").select_option("c")
     page.wait_for_function("() => new URLSearchParams(location.search).get('instance') === 'c'")
+    # back to the default class (each run's own prediction): the link leaves it out
+    page.locator("[data-testid=compare-class]").select_option("own")
+    page.wait_for_function("() => !new URLSearchParams(location.search).has('class')")
     shared = page.url
     page.goto("about:blank")
     page.goto(shared)

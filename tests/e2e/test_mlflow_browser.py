@@ -82,7 +82,8 @@ def test_live_compare_view_in_deepvid_app(page, mlflow_app_server, runs, artifac
     if experiment.input_value() != runs.experiment_id:
         experiment.select_option(runs.experiment_id)
     diff = page.locator("[data-testid=diff-map] canvas").first
-    diff.wait_for(state="visible", timeout=60_000)  # the default pair: the two newest runs
+    # the default pair: the two newest runs, each showing its own prediction's map
+    page.locator("[data-testid=compare-map-b] canvas").first.wait_for(state="visible", timeout=60_000)
     elapsed = time.perf_counter() - started
     select_a = page.locator("[data-testid=compare-run-a]")
     select_b = page.locator("[data-testid=compare-run-b]")
@@ -95,6 +96,8 @@ def test_live_compare_view_in_deepvid_app(page, mlflow_app_server, runs, artifac
         page.wait_for_load_state("networkidle")
     page.locator("[data-testid=compare-instance]").select_option(EVIL)
     page.wait_for_load_state("networkidle")
+    # A's prediction: both maps are of one class at every step, so B - A is drawn
+    page.locator("[data-testid=compare-class]").select_option("a")
     diff.wait_for(state="visible", timeout=60_000)
     assert (select_a.input_value(), select_b.input_value()) == (runs.a, runs.b)
     paint = _painted(diff)
@@ -161,7 +164,8 @@ def test_compare_instances_follow_both_runs(page, mlflow_app_server, three_runs,
     select_a = page.locator("[data-testid=compare-run-a]")
     select_b = page.locator("[data-testid=compare-run-b]")
     instance = page.locator("[data-testid=compare-instance]")
-    diff = page.locator("[data-testid=diff-map] canvas").first
+    # drawn: run B's map (B - A only where both runs show one class)
+    diff = page.locator("[data-testid=compare-map-b] canvas").first
     diff.wait_for(state="visible", timeout=60_000)
     assert sorted(_options(page, "compare-run-a")) == sorted(runs.values())
 
@@ -204,7 +208,7 @@ def test_saved_compare_page_offers_only_its_pairs(page, runs, tmp_path):
     out = tmp_path / "compare.html"
     out.write_text(html, encoding="utf-8")
     page.goto(out.as_uri())
-    page.locator("[data-testid=diff-map] canvas").first.wait_for(state="visible", timeout=60_000)
+    page.locator("[data-testid=compare-map-b] canvas").first.wait_for(state="visible", timeout=60_000)
     assert _options(page, "compare-run-a") == [runs.a]
     assert _options(page, "compare-run-b") == [runs.b]
     _wait_instances(page, set(runs.ids[runs.a]) & set(runs.ids[runs.b]))

@@ -63,7 +63,7 @@ def test_compare_strip_places_marks_and_clicks_by_step_after_a_skipped_step(page
         list(STEPS).index(LOW_TRUST_STEP))
     assert strip.locator(".strip-col.selected").get_attribute("data-step") == str(LOW_TRUST_STEP)
     assert "low trust" in frame.locator("[data-testid=compare-map-a]").inner_text()
-    frame.locator("[data-testid=diff-map] canvas").wait_for()
+    frame.locator("[data-testid=compare-map-b] canvas").wait_for()
 
     # The step without maps says so instead of showing nothing.
     frame.locator("[data-testid=compare-step-slider]").fill(str(list(STEPS).index(UNREADABLE_STEP)))
@@ -107,7 +107,7 @@ def test_warnings_banner_words_a_class_name_mismatch_as_a_warning(page):
         "r2": make_run(("a",), range(2), n_classes=3, class_names=["x", "y", "z"], seed=1),
     })
     frame = _show_in_sandbox(page, standalone_html(api.snapshot(store), view="compare"))
-    frame.locator("[data-testid=diff-map] canvas").wait_for()
+    frame.locator("[data-testid=compare-map-b] canvas").wait_for()
     banner = frame.locator("[data-testid=warnings]")
     assert "different class names" in banner.inner_text()
     summary = banner.locator("summary").inner_text()

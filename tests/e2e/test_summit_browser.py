@@ -109,8 +109,32 @@ def test_summit_page_slider_node_detail_and_strip(page, html, records, artifacts
     frame.locator("[data-testid=summit-cell][data-class='3'][data-step='2']").click()
     frame.locator("[data-testid=summit-graph][data-class='3'][data-step='2']").wait_for()
 
-    # node detail: examples and the dissection label of that unit at that epoch
+    # at a glance: every node of the dissected layer whose unit is a detector at that epoch is
+    # named by its concept and ringed in its category's colour; the other layer's nodes are not
     rec32 = next(r for r in summit_records if r.subject == "3" and r.step == 2)
+    d2 = next(r for r in dissect if r.step == 2)
+    cats = d2.meta["label_category"]
+    want = {}
+    for layer, channel in zip(rec32.arrays["node_layer"], rec32.arrays["node_channel"], strict=True):
+        u = int(channel)
+        if int(layer) == 1 and d2.arrays["detector"][u]:
+            li = int(d2.arrays["label"][u])
+            want[f"features.3:{u}"] = (d2.meta["labels"][li], cats[li])
+    assert want, "the premise: some features.3 node of class 3 is a detector at epoch 2"
+    named = frame.locator("[data-testid=summit-graph] [data-testid=summit-node][data-concept]")
+    got = dict(named.evaluate_all(
+        "els => els.map(e => [e.dataset.node, [e.dataset.concept, e.dataset.category]])"))
+    assert got == {k: list(v) for k, v in want.items()}
+    for node_id, (concept, _) in want.items():
+        node = frame.locator(f"[data-testid=summit-graph] [data-node='{node_id}']")
+        assert node.locator("[data-testid=summit-node-concept]").text_content() == concept
+        assert node.locator("[data-testid=summit-concept-ring]").count() == 1
+    legend = frame.locator("[data-testid=summit-concept-legend]")
+    assert "epoch 2" in legend.inner_text()
+    assert sorted(legend.locator("[data-category]").evaluate_all(
+        "els => els.map(e => e.dataset.category)")) == sorted({c for _, c in want.values()})
+
+    # node detail: examples and the dissection label of that unit at that epoch
     layer3 = [i for i, li in enumerate(rec32.arrays["node_layer"]) if li == 1]
     assert layer3
     busiest = max(layer3, key=lambda i: int(rec32.arrays["node_activation"][i]))
@@ -122,7 +146,6 @@ def test_summit_page_slider_node_detail_and_strip(page, html, records, artifacts
     label = detail.locator("[data-testid=summit-dissection-label]")
     label.wait_for()
     unit = int(node_id.split(":")[1])
-    d2 = next(r for r in dissect if r.step == 2)
     concept = d2.meta["labels"][int(d2.arrays["label"][unit])]
     assert concept in label.inner_text() and "epoch 2" in label.inner_text()
 

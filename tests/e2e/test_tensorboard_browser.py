@@ -185,8 +185,15 @@ def test_deepvid_tab_overview_detail_and_compare(tensorboard_server, logdir, pag
     frame.locator("[data-testid=compare-run-a]").select_option("cnn-a")
     frame.locator("[data-testid=compare-run-b]").select_option(HOSTILE_RUN)
     frame.locator("[data-testid=compare-instance]").select_option(HOSTILE_ID)
+    # The picker's default is each run's own prediction (no difference map where the runs
+    # predict different classes); A's prediction gives both runs' maps of one class, and B - A.
+    assert frame.locator("[data-testid=compare-class]").input_value() == "own"
+    view.locator("[data-testid=compare-map-b] canvas").wait_for()
+    frame.locator("[data-testid=compare-class]").select_option("a")
     diff = view.locator("[data-testid=diff-map] canvas")
     diff.wait_for()
+    # the label names the class each side shows: A's is its own prediction in this mode
+    assert re.match(r"A: map of \S+ \(its prediction", view.locator("[data-testid=compare-classes]").inner_text())
     assert view.locator("[data-testid=compare-map-a] canvas").count() == 1
     assert view.locator("[data-testid=compare-map-b] canvas").count() == 1
     # one strip column per common step, plus the header column

@@ -74,7 +74,7 @@ def test_viewer_in_sandboxed_blob_iframe(page, snapshot, artifacts_dir):
 
     frame.locator("[data-testid=tab-compare]").click()
     frame.locator("[data-testid=compare-run-b]").select_option(HOSTILE_RUN)
-    frame.locator("[data-testid=diff-map] canvas").wait_for()
+    frame.locator("[data-testid=compare-map-b] canvas").wait_for()
     page.screenshot(path=os.path.join(artifacts_dir, "viewer_compare.png"))
 
     _no_markup_ran(page)
@@ -85,7 +85,7 @@ def test_viewer_in_sandboxed_blob_iframe(page, snapshot, artifacts_dir):
 
 def test_viewer_opens_on_compare_view(page, snapshot):
     frame = _show_in_sandbox(page, standalone_html(snapshot, view="compare"))
-    frame.locator("[data-testid=compare-view] [data-testid=diff-map] canvas").wait_for()
+    frame.locator("[data-testid=compare-view] [data-testid=compare-map-b] canvas").wait_for()
     assert frame.locator("[data-testid=overview-cell]").count() == 0
 
 

@@ -5,7 +5,9 @@
 // - the selected class's graph, layered (layers are ranks, laid out by dagre), with an epoch
 //   slider: node size = activation count, edge width = influence (share of the class's images);
 // - the selected node: its top probe images and, where Network Dissection ran on the same layer of
-//   the same run, the unit's concept label;
+//   the same run, the unit's concept label; the graph names each detector unit's concept on its
+//   node and rings it in its concept category's colour, so a model built from colour detectors
+//   (a shortcut) shows at a glance;
 // - a channel x epoch strip of the class's activation counts in one layer.
 import dagre from "@dagrejs/dagre";
 import { interpolateBlues, interpolateRdYlGn } from "d3-scale-chromatic";
@@ -57,6 +59,42 @@ interface GNode {
   activation: number;
   pagerank: number;
   examples: number[];
+}
+
+/** A layer's Network Dissection at the explained epoch nearest at or before a Summit epoch. */
+interface Dissection {
+  step: number;
+  labels: string[];
+  /** Category of each label (meta label_category), and the categories in the record's order. */
+  labelCategory: string[];
+  categories: string[];
+  /** Per unit: best label index, its IoU, and whether it is a detector (IoU over the threshold). */
+  label: number[];
+  iou: number[];
+  detector: number[];
+}
+
+/** What a graph node's unit detects, when it is a Network Dissection detector. */
+interface Concept {
+  name: string;
+  category: string;
+  iou: number;
+  step: number;
+}
+
+// The Network Dissection page's category palette (views/netdissect.ts), so a category has one
+// colour on both pages.
+const CATEGORY_COLORS: Record<string, string> = {
+  color: "#e11d48", object: "#2563eb", part: "#7c3aed", material: "#a16207", scene: "#059669",
+  texture: "#ea580c",
+};
+const catColor = (c: string) => CATEGORY_COLORS[c] ?? "#6b7280";
+
+function conceptOf(d: Dissection | null | undefined, unit: number): Concept | null {
+  if (!d || !d.detector[unit]) return null;
+  const li = d.label[unit];
+  if (li === undefined || li < 0 || d.labels[li] === undefined) return null;
+  return { name: d.labels[li], category: d.labelCategory[li] ?? "", iou: d.iou[unit], step: d.step };
 }
 
 interface GEdge {
@@ -144,6 +182,8 @@ class SummitPage {
     style: "min-height:90px;border-top:1px solid #e5e7eb;padding-top:8px;margin-top:8px" });
   private readonly strip = h("div", { "data-testid": "summit-strip" });
   private draws = 0;
+  /** Network Dissection of (layer, Summit epoch), fetched once (null: not dissected). */
+  private readonly dissections = new Map<string, Promise<Dissection | null>>();
 
   constructor(private readonly host: ViewHost, private readonly run: string,
     private readonly data: InstancesResp, parent: HTMLElement) {
@@ -263,16 +303,38 @@ class SummitPage {
     }
     if (ticket !== this.draws) return; // the user moved on meanwhile
     const graph = toGraph(rec);
+    // The concepts of the graph's channel layers (the class layer is not dissected).
+    const layerNames = graph.meta.layers.slice(0, -1);
+    const dissected = await Promise.all(layerNames.map((l) => this.dissection(l, step)));
+    if (ticket !== this.draws) return;
+    const concepts = graph.nodes.map((n) => conceptOf(dissected[n.layer], n.channel));
     clear(this.graphBox);
-    this.graphBox.append(this.graphSvg(graph, rec, prev), h("p", { class: "muted", style: "margin:4px 0 0;font-size:12px" },
-      "Node size = activation count (images of the class where the channel carries the top share of its layer's " +
-      "activation) · edge width = influence (share of the class's images where the lower channel is among the " +
-      "upper one's top inputs)" + (prev ? ` · dashed amber ring: not in epoch ${prev.step}'s graph` : "")));
+    this.graphBox.append(this.graphSvg(graph, rec, prev, concepts), this.conceptLegend(concepts),
+      h("p", { class: "muted", style: "margin:4px 0 0;font-size:12px" },
+        "Node size = activation count (images of the class where the channel carries the top share of its layer's " +
+        "activation) · edge width = influence (share of the class's images where the lower channel is among the " +
+        "upper one's top inputs)" + (prev ? ` · dashed amber ring: not in epoch ${prev.step}'s graph` : "")));
     const sel = graph.nodes.find((n) => n.id === this.node) ?? null;
     this.showNode(graph, rec, sel);
   }
 
-  private graphSvg(graph: Graph, rec: EnvelopeRecordResp, prev: Graph | null): SVGSVGElement {
+  /** The legend of the concept rings: the categories the graph's detector units belong to. */
+  private conceptLegend(concepts: (Concept | null)[]): HTMLElement | string {
+    const found = concepts.filter((c): c is Concept => c !== null);
+    if (!found.length) return "";
+    const cats = [...new Set(found.map((c) => c.category))];
+    const epochs = [...new Set(found.map((c) => c.step))].sort((a, b) => a - b);
+    const count = (cat: string) => found.filter((c) => c.category === cat).length;
+    return h("div", { "data-testid": "summit-concept-legend", class: "summit-legend" },
+      h("span", {}, `Network Dissection concept (epoch ${epochs.join(", ")}):`),
+      ...cats.map((cat) => h("span", { class: "summit-legend-item", "data-category": cat },
+        h("span", { class: "summit-ring", style: `border-color:${catColor(cat)}` }),
+        `${cat} (${count(cat)})`)),
+      h("span", {}, "· no ring: not a detector, or its layer was not dissected"));
+  }
+
+  private graphSvg(graph: Graph, rec: EnvelopeRecordResp, prev: Graph | null,
+    concepts: (Concept | null)[]): SVGSVGElement {
     const { meta, nodes, edges } = graph;
     const g = new dagre.graphlib.Graph();
     g.setGraph({ rankdir: "BT", nodesep: 16, ranksep: 58, marginx: 8, marginy: 14 });
@@ -287,9 +349,14 @@ class SummitPage {
       g.setNode(`@${li}`, { width: 0, height: 0 });
       if (li > 0) g.setEdge(`@${li - 1}`, `@${li}`, { minlen: 1, weight: 1 });
     }
+    // A channel's number sits right of its circle (as without concepts); its concept name sits
+    // centred under it, so a labelled node is hardly wider than an unlabelled one and the graph
+    // keeps its scale (a "22 · red" beside each circle doubled the graph's width, shrinking all
+    // text to half size at ~6 nodes per layer). Its box is as wide as the name.
     nodes.forEach((n, i) => {
       const isClass = n.layer === layers - 1;
-      g.setNode(`n${i}`, { width: isClass ? Math.max(60, 9 * (meta.class.length + 6)) : 36, height: isClass ? 26 : 36 });
+      const named = !isClass && concepts[i] ? 6.6 * concepts[i]!.name.length + 8 : 0;
+      g.setNode(`n${i}`, { width: isClass ? Math.max(60, 9 * (meta.class.length + 6)) : Math.max(36, named), height: isClass ? 26 : 36 });
       if (n.layer > 0) g.setEdge(`@${n.layer - 1}`, `n${i}`, { minlen: 1, weight: 1 });
       if (n.layer + 1 < layers) g.setEdge(`n${i}`, `@${n.layer + 1}`, { minlen: 1, weight: 1 });
     });
@@ -302,7 +369,8 @@ class SummitPage {
     const xs = pos.map((p) => p.x), ys = pos.map((p) => p.y);
     const labelW = 118;
     const x0 = Math.min(...xs) - 30 - labelW, x1 = Math.max(...xs) + 40;
-    const y0 = Math.min(...ys) - 26, y1 = Math.max(...ys) + 26;
+    // room under the lowest layer for its concept names
+    const y0 = Math.min(...ys) - 26, y1 = Math.max(...ys) + (concepts.some((c) => c) ? 40 : 26);
     const root = svg("svg", { viewBox: `${x0} ${y0} ${x1 - x0} ${y1 - y0}`, width: "100%",
       "data-testid": "summit-graph", "data-class": this.cls.id, "data-step": graph.step,
       "data-nodes": nodes.length, role: "img", "aria-label": `Attribution graph of class ${this.cls.id} at epoch ${graph.step}`,
@@ -339,10 +407,13 @@ class SummitPage {
       const isClass = n.layer === layers - 1;
       const isNew = previous !== null && !isClass && !previous.has(n.id);
       const selected = n.id === this.node;
+      const concept = isClass ? null : concepts[i];
       const title = svg("title", {}, isClass ? `class ${meta.class}` :
         `${n.id}: top ${fmt(100 * (rec.settings.top_share as number ?? 0.03), 0)}% of its layer's activation in ` +
-        `${n.activation} of ${meta.images} images · PageRank ${fmt(n.pagerank, 4)}` + (isNew ? " · new in this epoch's graph" : ""));
+        `${n.activation} of ${meta.images} images · PageRank ${fmt(n.pagerank, 4)}` + (isNew ? " · new in this epoch's graph" : "") +
+        (concept ? ` · Network Dissection (epoch ${concept.step}): a ${concept.category} detector, “${concept.name}”, IoU ${fmt(concept.iou, 3)}` : ""));
       const group = svg("g", { "data-testid": "summit-node", "data-node": n.id, "data-new": String(isNew),
+        ...(concept ? { "data-concept": concept.name, "data-category": concept.category } : {}),
         style: "cursor:pointer", tabindex: 0 }, title);
       if (isClass) {
         const w = g.node(`n${i}`).width;
@@ -351,10 +422,21 @@ class SummitPage {
         svg("text", { x: p.x, y: p.y + 4, "text-anchor": "middle", fill: "#fff", "font-weight": 600 }, meta.class));
       } else {
         const r = radius(n);
+        // The concept ring sits outside the node's own stroke (selection, new-in-epoch), so both show.
+        if (concept) {
+          group.append(svg("circle", { cx: p.x, cy: p.y, r: r + 4, fill: "#fff", stroke: catColor(concept.category),
+            "stroke-width": 3.5, "data-testid": "summit-concept-ring" }));
+        }
         group.append(svg("circle", { cx: p.x, cy: p.y, r, fill: "#2563eb", "fill-opacity": 0.85,
           stroke: selected ? "#111827" : isNew ? "#f59e0b" : "#fff", "stroke-width": selected || isNew ? 3 : 1.5,
           "stroke-dasharray": isNew && !selected ? "3 2" : "none" }),
-        svg("text", { x: p.x + r + 3, y: p.y + 4, fill: "#111827" }, String(n.channel)));
+        svg("text", { x: p.x + r + (concept ? 7 : 3), y: p.y + 4, fill: "#111827" }, String(n.channel)));
+        if (concept) {
+          // a white halo keeps the name legible over the edges that reach the node
+          group.append(svg("text", { x: p.x, y: p.y + r + 15, "text-anchor": "middle",
+            fill: catColor(concept.category), "font-weight": 600, stroke: "#fff", "stroke-width": 3,
+            "paint-order": "stroke", "stroke-linejoin": "round", "data-testid": "summit-node-concept" }, concept.name));
+        }
       }
       const pick = () => {
         this.node = n.id;
@@ -409,26 +491,46 @@ class SummitPage {
     }
   }
 
-  /** The unit's Network Dissection label, where that kind ran on the same layer of this run. */
-  private async fillDissection(box: HTMLElement, layer: string, unit: number, step: number): Promise<void> {
-    if (!this.host.kinds.some((k) => k.kind === "netdissect")) return;
+  /** The Network Dissection of `layer` at the explained epoch nearest at or before `step` (the
+   * first one when none is before), or null where that kind did not run on this layer. */
+  private dissection(layer: string, step: number): Promise<Dissection | null> {
+    const key = `${layer}\u0000${step}`;
+    let hit = this.dissections.get(key);
+    if (!hit) {
+      hit = this.loadDissection(layer, step);
+      this.dissections.set(key, hit);
+    }
+    return hit;
+  }
+
+  private async loadDissection(layer: string, step: number): Promise<Dissection | null> {
+    if (!this.host.kinds.some((k) => k.kind === "netdissect")) return null;
     try {
       const tl = await this.host.source.get<{ steps: { step: number }[] }>("timeline",
         { run: this.run, instance: layer, ...kindParams("netdissect") });
       const steps = tl.steps.map((s) => s.step).sort((a, b) => a - b);
       const at = [...steps].reverse().find((s) => s <= step) ?? steps[0];
-      if (at === undefined) return;
+      if (at === undefined) return null;
       const rec = await this.host.source.get<EnvelopeRecordResp>("record",
         { run: this.run, instance: layer, step: String(at), ...kindParams("netdissect") });
       const labels = rec.meta.labels as string[] | undefined;
-      const li = nums(rec.arrays.label)[unit], iou = nums(rec.arrays.iou)[unit], det = nums(rec.arrays.detector)[unit];
-      if (!labels || li === undefined) return;
-      box.appendChild(h("p", { style: "margin:6px 0 0", "data-testid": "summit-dissection-label" },
-        "Network Dissection (epoch ", String(at), "): ", h("strong", {}, labels[li] ?? `label ${li}`),
-        ` · IoU ${fmt(iou, 3)}`, det ? " · a detector" : " · below the detector threshold"));
+      if (!Array.isArray(labels)) return null;
+      const strs = (v: unknown) => (Array.isArray(v) ? v.map(String) : []);
+      return { step: at, labels, labelCategory: strs(rec.meta.label_category), categories: strs(rec.meta.categories),
+        label: nums(rec.arrays.label), iou: nums(rec.arrays.iou), detector: nums(rec.arrays.detector) };
     } catch {
-      // Not dissected (another layer, or another run): nothing to add.
+      return null; // not dissected (another layer, or another run): nothing to add
     }
+  }
+
+  /** The unit's Network Dissection label, where that kind ran on the same layer of this run. */
+  private async fillDissection(box: HTMLElement, layer: string, unit: number, step: number): Promise<void> {
+    const d = await this.dissection(layer, step);
+    const li = d?.label[unit];
+    if (!d || li === undefined) return;
+    box.appendChild(h("p", { style: "margin:6px 0 0", "data-testid": "summit-dissection-label" },
+      "Network Dissection (epoch ", String(d.step), "): ", h("strong", {}, d.labels[li] ?? `label ${li}`),
+      ` · IoU ${fmt(d.iou[unit], 3)}`, d.detector[unit] ? " · a detector" : " · below the detector threshold"));
   }
 
   // ---- channel x epoch strip ------------------------------------------------------------------
