@@ -71,8 +71,12 @@ def _open_detail(frame, page, instance: str) -> None:
     """Open the last step of ``instance`` in the detail panel."""
     row = frame.locator(f"[data-testid=instance-row][data-instance={instance}]")
     row.locator("[data-testid=overview-cell]").last.click()
-    frame.locator("[data-testid=detail-panel]").wait_for()
+    panel = frame.locator("[data-testid=detail-panel]")
+    panel.wait_for()
     page.wait_for_timeout(2000)
+    # the maps ("where the model looks") are the point of the shot: bring them to the top
+    panel.evaluate("el => el.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(500)
 
 
 def _shoot_views(frame, page, prefix: str, img: Path, instance: str) -> None:
