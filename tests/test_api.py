@@ -161,8 +161,10 @@ def test_parse_ok():
 # ---- routes -----------------------------------------------------------------------------------
 def test_runs(store):
     out = api.runs_impl(store)
-    assert out == {"runs": [{"run": "r1", "name": "first run", "instances": 2, "steps": 4},
-                            {"run": "r2", "name": "r2", "instances": 2, "steps": 4}],
+    assert out == {"runs": [{"run": "r1", "name": "first run", "instances": 2, "steps": 4,
+                             "kinds": ["deepvid"]},
+                            {"run": "r2", "name": "r2", "instances": 2, "steps": 4,
+                             "kinds": ["deepvid"]}],
                    "warnings": []}
 
 

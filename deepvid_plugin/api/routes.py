@@ -175,8 +175,9 @@ def runs_impl(store: RecordStore) -> dict[str, Any]:
             continue
         warns.extend(ov.warnings)
         steps = {s["step"] for inst in ov.instances for s in inst.steps}
+        # the kinds too, so a client knows what each run holds without a kinds request per run
         out.append({"run": run, "name": name, "instances": len(ov.instances),
-                    "steps": len(steps)})
+                    "steps": len(steps), "kinds": list(held)})
     return {"runs": out, "warnings": _dedupe(warns)}
 
 

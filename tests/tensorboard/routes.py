@@ -24,7 +24,8 @@ def check_round_trip(get, steps):
     assert status == 200, body
     runs = {r["run"]: r for r in body["runs"]}
     assert set(runs) == {"r1", "r2", "bad"}
-    assert runs["r1"] == {"run": "r1", "name": "r1", "instances": 2, "steps": steps}
+    assert runs["r1"] == {"run": "r1", "name": "r1", "instances": 2, "steps": steps,
+                          "kinds": ["deepvid"]}
 
     status, ov = get(q("instances", run="r1"))
     assert status == 200 and ov["warnings"] == [] and ov["class_names"] == CLASS_NAMES
