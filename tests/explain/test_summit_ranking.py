@@ -81,9 +81,9 @@ def test_aggregate_counts_equal_counts_from_the_full_ranking():
     model.eval()
     with torch.no_grad():
         inputs = {"2": model[:2](x), "6": model[:6](x), "8": model[:8](x)}
-    scale = torch.rsqrt(bn.running_var + bn.eps) * bn.weight
-    weights = {"2": model[2].weight.detach() * scale.view(-1, 1, 1, 1),
-               "6": model[6].weight.detach(), "8": model[8].weight.detach()}
+        scale = torch.rsqrt(bn.running_var + bn.eps) * bn.weight
+        weights = {"2": model[2].weight * scale.view(-1, 1, 1, 1), "6": model[6].weight,
+                   "8": model[8].weight}
     by_target = {inf.target: inf for inf in result.influence}
     for name, inp in inputs.items():
         top = _ranked_reference(inp, weights[name], k, (1, 1), (1, 1)).indices  # (N, out, k)

@@ -26,6 +26,7 @@ from deepvid_plugin.explain.summit.topology import Hop, Plan, Tap, Term
 CHUNK_ELEMENTS = 1 << 20
 
 
+@torch.no_grad()
 def conv_influence(x: torch.Tensor, weight: torch.Tensor, stride=(1, 1), padding=(0, 0),
                    dilation=(1, 1), chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
     """Spatial max of each input channel's contribution to each output channel: (N, out, in).
@@ -45,6 +46,7 @@ def conv_influence(x: torch.Tensor, weight: torch.Tensor, stride=(1, 1), padding
     return out
 
 
+@torch.no_grad()
 def top_influences(x: torch.Tensor, weight: torch.Tensor, k: int, stride=(1, 1),
                    padding=(0, 0), dilation=(1, 1), chunk_elements: int = CHUNK_ELEMENTS
                    ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,6 +136,16 @@ def _influence_blocks(x, weight, stride, padding, dilation, chunk_elements):
 
 def _max_into(y, dest, c_in, outs, m, positions):
     """``dest`` (images, outs, in) = the spatial max of ``y`` (in, outs, images * positions)."""
+    if positions in (8, 16, 32):
+        # Halving with elementwise maxima (contiguous runs of 4..16 values, vectorised) measured
+        # 2.2x faster than amax over 16 values (ResNet-18's 4x4 maps); exact, as max is.
+        v = y.view(-1, positions)
+        while v.shape[1] > 2:
+            half = v.shape[1] // 2
+            v = torch.maximum(v[:, :half], v[:, half:])
+        torch.maximum(v[:, 0].view(c_in, outs, m), v[:, 1].view(c_in, outs, m),
+                      out=dest.permute(2, 1, 0))
+        return dest
     y = y.view(c_in, outs, m, positions)
     if positions <= 4:
         # A reduction over <= 4 values writes the strided destination directly: measured 30%
