@@ -108,6 +108,10 @@ def _shoot_views(frame, page, prefix: str, img: Path, instance: str) -> None:
         frame.locator(f"[data-testid=tab-{kind}]").click()
         frame.locator(f"[data-testid=page-view][data-kind={kind}]").wait_for()
         page.wait_for_timeout(2500)
+        if kind == "netdissect":  # the last layer, where the shortcut's colour detectors are
+            layer = frame.locator("[data-testid=nd-layer-select]")
+            layer.select_option(layer.locator("option").last.get_attribute("value"))
+            page.wait_for_timeout(2000)
         page.screenshot(path=str(img / f"demo_{prefix}_{kind}.png"))
     frame.locator("[data-testid=tab-overview]").click()
     page.wait_for_timeout(1000)
