@@ -175,15 +175,18 @@ def run() -> dict[str, Any]:
                   "layer1 (64x64 channels on 8x8 maps) and layer4 (512x512) dominate ResNet-18.",
                   "Ranking: torch.topk on CPU uses a partial sort only for rows of >= 64 x k "
                   "values (320 at top_inputs 5) and nth_element, ~5x slower per value, below; "
-                  "rows of 107..319 inputs are ranked padded with -inf to 320, and one-tap hops "
-                  "on 1x1 maps (all of layer4) are formed as products in the ranked layout. "
-                  "Counts are unchanged (pinned by tests/explain/test_summit_ranking.py); "
-                  "aggregate on this workload went from 7.0 s to 4.3 s (same process, 1 thread).",
-                  "What dominates now (cProfile of aggregate, ResNet-18 all blocks, 1 thread): "
-                  "torch.topk ~40% (partial sort over 500 images x 1.4M (in, out) pairs), the "
-                  "spatial max over positions ~25%, the grouped matmuls ~12%, the forward pass "
-                  "~7%, bincount ~4%. Even with the ranking free, matmuls + maxima + forward "
-                  "(~1.9 s) exceed the 2% budget (~1.6 s), so the target needs fewer hops "
+                  "rows of 107..319 inputs are ranked padded with -inf to 320, one-tap hops "
+                  "on 1x1 maps (all of layer4) are formed as products in the ranked layout, "
+                  "each chunk's maxima are written straight into the ranking buffer, and the "
+                  "max over 16 positions (4x4 maps) is taken by halving. Counts are unchanged "
+                  "(pinned by tests/explain/test_summit_ranking.py); aggregate on this workload "
+                  "went from 7.07 s to 4.01 s (same process, 1 thread, load ~1.5-2).",
+                  "What dominates now (cProfile of aggregate, ResNet-18 all blocks, 1 thread, "
+                  "4.1 s): torch.topk ~41% (a partial sort over 500 images x 1.4M (out, in) "
+                  "pairs), the spatial max over 4 positions (layer3, written transposed) ~14%, "
+                  "the grouped matmuls ~11%, the halving maxima of layer2 ~5%, the forward pass "
+                  "~5%, bincount ~4%. Even with the ranking free, the rest (~2.4 s) exceeds the "
+                  "2% budget (~1.6 s), so the target needs fewer hops "
                   "(e.g. RESNET_LATE), fewer probe images or a sparser schedule."],
     }
 
