@@ -38,7 +38,7 @@ class Sizes:
     neighbours: int
     vae_epochs: int
     probe: int
-    every: int  # Network Dissection and Summit run every this many epochs (and at the last)
+    every: int  # Network Dissection and Summit run at epochs 0, every, 2 * every, ...
 
 
 SIZES = {
@@ -93,7 +93,9 @@ def run(args: argparse.Namespace, sizes: Sizes) -> int:
     results: list[Measured] = []
     picked = list(range(sizes.instances))  # the same test images, so the same ids, in every run
     ids = [f"test-{j}" for j in picked]
-    shared: dict[str, Any] = {}  # the VAE, fitted in the clean run; the clean model (the teacher)
+    # what the runs share: the VAE and the Dissection probe (made in the clean run), the clean
+    # model (the distilled run's teacher), the run names, and the instance the links open
+    shared: dict[str, Any] = {}
     for i, name in enumerate(RUNS + ((DISTILLED,) if third else ())):
         t0 = time.perf_counter()
         _say(f"[{i + 1}/{n_steps}] run '{name}': " + {
