@@ -230,7 +230,7 @@ def test_demo_serves_tensorboard_with_the_compare_link_until_ctrl_c(tmp_path):
                 served = {row["run"] for row in json.loads(r.read())["runs"]}
         assert "-clean-" in query["deepvid_a"] and "-shortcut-" in query["deepvid_b"]
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=120) == 0
         assert "stopped" in proc.stdout.read()
     finally:
         if proc.poll() is None:
