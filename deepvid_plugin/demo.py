@@ -302,11 +302,7 @@ def serve(logdir: str, port: int, links: dict[str, str] | None = None) -> int:
 
     def launch(p: int) -> str:
         tb = program.TensorBoard()
-        # The Python loader: the demo's logdir is small, and with RustBoard (load_fast=auto) the
-        # in-process gRPC client sometimes kept the process alive after Ctrl-C (seen once in a
-        # full CI run: no exit within 60 s).
-        tb.configure(argv=[None, "--logdir", logdir, "--host", "127.0.0.1", "--port", str(p),
-                           "--load_fast", "false"])
+        tb.configure(argv=[None, "--logdir", logdir, "--host", "127.0.0.1", "--port", str(p)])
         return tb.launch()
 
     try:

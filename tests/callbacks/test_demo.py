@@ -202,10 +202,14 @@ def test_demo_serves_tensorboard_with_the_compare_link_until_ctrl_c(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     exe = os.path.join(os.path.dirname(sys.executable), "deepvid")
+    # SIGINT back to its default in the child: a test run started in the background by a
+    # non-interactive shell (a CI script's `cmd &`) ignores SIGINT, children inherit that, and
+    # Python then installs no KeyboardInterrupt handler, so Ctrl-C would never reach the demo.
     proc = subprocess.Popen(
         [exe, "demo", "--quick", "--out", os.fspath(tmp_path / "demo"), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     try:
         deadline = time.monotonic() + 300
@@ -230,7 +234,7 @@ def test_demo_serves_tensorboard_with_the_compare_link_until_ctrl_c(tmp_path):
                 served = {row["run"] for row in json.loads(r.read())["runs"]}
         assert "-clean-" in query["deepvid_a"] and "-shortcut-" in query["deepvid_b"]
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0
+        assert proc.wait(timeout=60) == 0
         assert "stopped" in proc.stdout.read()
     finally:
         if proc.poll() is None:
