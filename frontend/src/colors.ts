@@ -38,3 +38,11 @@ export const SERIES = {
   insertion: "#0891b2",
   random: "#6b7280",
 };
+
+/** Network Dissection's concept categories (Broden's), one colour each on every page that shows
+ * them (the Dissection page, Summit's concept rings); other categories are grey. */
+const CATEGORY_COLORS: Record<string, string> = {
+  color: "#e11d48", object: "#2563eb", part: "#7c3aed", material: "#a16207", scene: "#059669",
+  texture: "#ea580c",
+};
+export const catColor = (c: string): string => CATEGORY_COLORS[c] ?? "#6b7280";

@@ -11,6 +11,7 @@
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { clear, fmt, h } from "../dom";
+import { catColor } from "../colors";
 import type { ViewHost } from "../host";
 import type { EncodedMap, EnvelopeRecordResp, KindInfo } from "../types";
 import { pageShell } from "./page";
@@ -20,11 +21,6 @@ const KIND = "netdissect";
 /** Rows of the unit table (best IoU first); a 512-unit layer would be a very long page. */
 const MAX_UNITS = 100;
 
-const CATEGORY_COLORS: Record<string, string> = {
-  color: "#e11d48", object: "#2563eb", part: "#7c3aed", material: "#a16207", scene: "#059669",
-  texture: "#ea580c",
-};
-const catColor = (c: string) => CATEGORY_COLORS[c] ?? "#6b7280";
 
 interface NdStep {
   step: number;

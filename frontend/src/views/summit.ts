@@ -12,6 +12,7 @@
 import dagre from "@dagrejs/dagre";
 import { interpolateBlues, interpolateRdYlGn } from "d3-scale-chromatic";
 import { kindParams } from "../data";
+import { catColor } from "../colors";
 import { clear, fmt, h } from "../dom";
 import { imageCanvas } from "../draw";
 import type { ViewHost } from "../host";
@@ -82,13 +83,6 @@ interface Concept {
   step: number;
 }
 
-// The Network Dissection page's category palette (views/netdissect.ts), so a category has one
-// colour on both pages.
-const CATEGORY_COLORS: Record<string, string> = {
-  color: "#e11d48", object: "#2563eb", part: "#7c3aed", material: "#a16207", scene: "#059669",
-  texture: "#ea580c",
-};
-const catColor = (c: string) => CATEGORY_COLORS[c] ?? "#6b7280";
 
 function conceptOf(d: Dissection | null | undefined, unit: number): Concept | null {
   if (!d || !d.detector[unit]) return null;
