@@ -278,6 +278,8 @@ def test_compare(store):
     a = make_record("a", 1).weights[cls, 0].astype(float)
     b = make_record("a", 1, seed=1).weights[cls, 0].astype(float)
     np.testing.assert_allclose(api.decode_map(m["diff"]), b - a, atol=m["diff"]["scale"] / 127)
+    # the instance the maps are drawn over, encoded as the record route encodes it
+    assert out["image"] == api.encode_image(make_record("a", 1).image)
     with pytest.raises(ApiError, match="instance 'b' not found in run 'r2'") as e:
         api.compare_impl(store, "b", ["r1", "r2"])
     assert e.value.status == 404
@@ -460,6 +462,7 @@ def test_compare_takes_kind():
     assert [m["step"] for m in out["maps"]] == [0, 1, 2]  # same records: same class each step
     diff = api.decode_map(out["maps"][0]["diff"])
     assert out["maps"][0]["a"]["shape"] == [28, 28] and np.abs(diff).max() == 0
+    assert out["image"] == api.encode_image(make_gradcam_record("a", 0).arrays["image"])
 
 
 def test_route_table_serves_every_route(mixed):

@@ -414,6 +414,7 @@ def compare_impl(store: RecordStore, instance: str, runs: Sequence[str],
     maps = []
     # Steps with no maps entry that could be read, and why (the frontend says it per step).
     missing: list[dict[str, Any]] = []
+    image = None
     for step in steps:
         pred = [by_step[r][step].get("predicted") for r in runs]
         ca, cb, why = _sides(cls, *(None if p is None else int(p) for p in pred), label)
@@ -421,7 +422,8 @@ def compare_impl(store: RecordStore, instance: str, runs: Sequence[str],
             missing.append({"step": step, "reason": why})
             continue
         try:
-            a = _class_map(_read(store, a_run, instance, step, kind), ca)
+            rec_a = _read(store, a_run, instance, step, kind)
+            a = _class_map(rec_a, ca)
             b = _class_map(_read(store, b_run, instance, step, kind), cb)
         except ApiError as e:  # one unreadable step must not hide the others
             warns.append(e.message)
@@ -436,6 +438,8 @@ def compare_impl(store: RecordStore, instance: str, runs: Sequence[str],
             missing.append({"step": step, "reason": f"the maps have different shapes "
                             f"({a.shape} in A, {b.shape} in B)"})
             continue
+        if image is None:  # the instance, once: the maps are drawn over it
+            image = _instance_image(rec_a)
         maps.append({"step": step, "class": ca, "class_a": ca, "class_b": cb,
                      "a": encode_map(a), "b": encode_map(b),
                      # a difference of two classes' maps would mean nothing
@@ -453,7 +457,16 @@ def compare_impl(store: RecordStore, instance: str, runs: Sequence[str],
         "per_run": {r: [by_step[r][s] for s in steps] for r in runs},
         "maps": maps, "missing": missing, "common_instances": common, "only_in": only_in,
         "note": note, "warnings": warns,
+        "image": None if image is None else encode_image(image),
     }
+
+
+def _instance_image(rec: Any) -> np.ndarray | None:
+    """The instance a record explains, ``(C, H, W)``, or None when the kind keeps none."""
+    if isinstance(rec, ExplanationRecord):
+        return np.asarray(rec.image)
+    image = kinds.as_record(rec).arrays.get("image")
+    return None if image is None else np.asarray(image)
 
 
 # ---- the table --------------------------------------------------------------------------------

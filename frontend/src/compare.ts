@@ -7,7 +7,7 @@ import { lineChart } from "./charts";
 import { decodeMap } from "./codec";
 import { SERIES } from "./colors";
 import { append, className, clear, fmt, h, pct } from "./dom";
-import { colorbar, mapCanvas } from "./draw";
+import { colorbar, imageCanvas, mapCanvas } from "./draw";
 import { stepLowTrust, trustReason } from "./evidence";
 import type { CompareResp, InstancesResp, RunInfo, StepSummary } from "./types";
 import { viewFor } from "./views";
@@ -287,9 +287,17 @@ function renderResult(out: HTMLElement, cmp: CompareResp, nameA: string, nameB: 
         s ? h("div", { class: "cmp-stats" + (stepLowTrust(s) ? " lowfi" : "") },
           `predicted ${className(names, s.predicted)} (${pct(s.probs[s.predicted])}) · fidelity ${fmt(s.fidelity?.top1_agreement)}`,
           stepLowTrust(s) ? ` · ⚠ low trust: ${trustReason(s.trustworthy, s.fidelity)}` : "") : null);
+    // The instance first, and both maps over it (dimmed), as in the detail panel: a map means
+    // little without what it points at (in the demo, the marker in the corner).
+    const image = cmp.image ?? undefined;
+    if (image) {
+      append(big, h("figure", { class: "cmp-panel", "data-testid": "compare-instance-image" },
+        h("figcaption", {}, h("b", {}, "instance"), h("span", { class: "muted" }, cmp.instance)),
+        imageCanvas(image, 168)));
+    }
     append(big,
-      panel("A", nameA, stA, mapCanvas(A, 168, { sharedScale: shared }), colorbar(shared), "compare-map-a"),
-      panel("B", nameB, stB, mapCanvas(B, 168, { sharedScale: shared }), colorbar(shared), "compare-map-b"));
+      panel("A", nameA, stA, mapCanvas(A, 168, { sharedScale: shared, image }), colorbar(shared), "compare-map-a"),
+      panel("B", nameB, stB, mapCanvas(B, 168, { sharedScale: shared, image }), colorbar(shared), "compare-map-b"));
     if (m.diff) {
       const D = decodeMap(m.diff);
       append(big, panel("B − A", "difference", undefined, mapCanvas(D, 168, { cls: "map diff" }),

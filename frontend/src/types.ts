@@ -158,6 +158,8 @@ export interface CompareResp {
   class?: string | number;
   /** Steps without maps of the class asked for, and why (older backends: absent). */
   missing?: { step: number; reason: string }[];
+  /** The instance, which the maps are drawn over (older backends: absent; null: none kept). */
+  image?: EncodedImg | null;
   common_instances: string[];
   only_in: Record<string, string[]>;
   note: string | null;

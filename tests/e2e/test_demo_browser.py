@@ -56,6 +56,8 @@ def _check_every_view(frame, page, shot):
     assert len(instances) == 4 and any("test-0" in i for i in instances), instances
     frame.locator("[data-testid=compare-map-a]").first.wait_for()  # drawn after its records load
     assert frame.locator("[data-testid=compare-map-a]").count() == 1
+    # the instance is shown beside the maps (they are drawn over it)
+    assert frame.locator("[data-testid=compare-instance-image] canvas").count() == 1
     assert frame.locator("[data-testid=compare-map-b]").count() == 1
     assert frame.locator("[data-testid=error-state]").count() == 0
     page.screenshot(path=shot)
