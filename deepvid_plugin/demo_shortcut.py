@@ -155,7 +155,7 @@ def _train_and_explain(args: argparse.Namespace, sizes: Sizes, st: Any, name: st
                     seed=args.seed)
     explainers: list[Any] = [
         GradCAMExplainer(),
-        NetDissectExplainer(NetDissect(shared["probe"], st.layers, transform=st.probe_transform),
+        NetDissectExplainer(NetDissect(shared["probe"], st.layers),
                             every_n_epochs=sizes.every, n_thumbnails=24),
         SummitExplainer(summit, every_n_epochs=sizes.every)]
     kd = None

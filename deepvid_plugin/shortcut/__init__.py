@@ -51,8 +51,6 @@ class Story:
     layers: list[str]
     #: (n, seed) -> the Network Dissection probe set (the same for both runs)
     probe: Callable[[int, int], Any]
-    #: the probe's images (RGB) -> the model's input, or None when the model takes RGB
-    probe_transform: Callable[[torch.Tensor], torch.Tensor] | None
     cue_category: str  # the probe category whose detectors are the cue's
     task_categories: tuple[str, ...]  # the probe categories whose detectors are the task's
     cue: str  # the cue in words, e.g. "the marker's colour"

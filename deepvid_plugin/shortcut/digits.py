@@ -112,7 +112,7 @@ class MarkedDigitsCNN(nn.Module):
 
 STORY = Story(
     name="marked-digits", data=data, model=MarkedDigitsCNN, layers=LAYERS, probe=probe,
-    probe_transform=None, cue_category="color", task_categories=("object",),
+    cue_category="color", task_categories=("object",),
     cue="the marker's colour", cue_where="the top-left marker",
     cue_area="the marker is 4 of the 64 pixels, 6.2%", cue_detectors="colour",
     task_detectors="digit",

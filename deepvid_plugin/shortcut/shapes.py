@@ -108,7 +108,7 @@ class ShapesCNN(torch.nn.Module):
 
 STORY = Story(
     name="shapes", data=shortcut_data, model=ShapesCNN, layers=LAYERS,
-    probe=lambda n, seed: ConceptSet.synthetic(n, size=32, seed=seed), probe_transform=None,
+    probe=lambda n, seed: ConceptSet.synthetic(n, size=32, seed=seed),
     cue_category="color", task_categories=("object", "part"), cue="the marker's colour",
     cue_where="the top-left marker", cue_area="the marker covers 3.5% of each image",
     cue_detectors="colour", task_detectors="shape/part")
