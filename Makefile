@@ -39,7 +39,8 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
 
 test: $(STAMP) browser
-	$(PY) -m ruff check deepvid_plugin callbacks tests benchmarks
+	$(PY) -m ruff check deepvid_plugin tests benchmarks docs
+	$(VENV)/bin/lint-imports  # the layer contracts in pyproject.toml (docs/architecture.md)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) browser

@@ -110,7 +110,7 @@ def overhead(model, x, y, x_tracked, vae, epochs: int, batch: int, k: int = K,
 
 
 def demo_workload() -> dict[str, Any]:
-    from deepvid_plugin.digits import DigitsCNN, load_digits
+    from deepvid_plugin.demo.digits import DigitsCNN, load_digits
 
     d = load_digits()
     torch.manual_seed(0)
@@ -139,7 +139,7 @@ def cifar_workload() -> dict[str, Any]:
 
 def scaling() -> list[dict[str, Any]]:
     """Per-epoch callback cost (neighbours cached) vs instances and neighbours, digits CNN."""
-    from deepvid_plugin.digits import load_digits, train_digits_cnn
+    from deepvid_plugin.demo.digits import load_digits, train_digits_cnn
     from deepvid_plugin.explain import DeepVID
 
     d = load_digits()
@@ -167,7 +167,7 @@ def scaling() -> list[dict[str, Any]]:
 def _ddp_worker(rank: int, world: int, port: int, vae_path: str, out: str) -> None:
     import torch.distributed as dist
 
-    from deepvid_plugin.digits import DigitsCNN, load_digits
+    from deepvid_plugin.demo.digits import DigitsCNN, load_digits
     from deepvid_plugin.explain import VAE, DeepVID
 
     torch.set_num_threads(1)  # one core per rank, as DDP on a CPU host gives it
@@ -212,7 +212,7 @@ def ddp_choice() -> dict[str, Any]:
 
     import torch.multiprocessing as mp
 
-    from deepvid_plugin.digits import load_digits
+    from deepvid_plugin.demo.digits import load_digits
 
     with tempfile.TemporaryDirectory() as tmp:
         vae_path, out = os.path.join(tmp, "vae.pt"), os.path.join(tmp, "out.pt")

@@ -4,7 +4,7 @@ Runs the real console script with ``--no-serve`` into a temporary folder: ``deep
 default marked-digits story: clean, shortcut and distilled runs), ``deepvid demo --data shapes``
 (the same story on rendered shapes) and ``deepvid demo --data digits`` (the single-run demo), and
 reports their wall-clock times and the ratios to the digits demo. Target: the default story
-<= 180 s on the 2-core box (issue 13). ``DEEPVID_BENCH_QUICK=1`` runs all three with ``--quick``
+<= 180 s on the 2-core box. ``DEEPVID_BENCH_QUICK=1`` runs all three with ``--quick``
 (tiny sizes: a smoke test of the benchmark, not the real target).
 """
 

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deepvid_plugin.explain.netdissect import ConceptSet, NetDissect
+from deepvid_plugin.methods.netdissect import ConceptSet, NetDissect
 
 QUICK = os.environ.get("DEEPVID_BENCH_QUICK", "") not in ("", "0")
 N_PROBE = 200 if QUICK else 1000
@@ -136,7 +136,7 @@ def run() -> dict[str, Any]:
 
 def _run() -> dict[str, Any]:
     load_start = [round(v, 2) for v in os.getloadavg()]
-    from deepvid_plugin.digits import DigitsCNN
+    from deepvid_plugin.demo.digits import DigitsCNN
 
     probe = ConceptSet.synthetic(N_PROBE, 32, seed=0)
     layers = ["layer1", "layer2", "layer3", "layer4"]

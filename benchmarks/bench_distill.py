@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deepvid_plugin.distill import CAMDistillLoss
+from deepvid_plugin.methods.cam_agreement.loss import CAMDistillLoss
 
 QUICK = os.environ.get("DEEPVID_BENCH_QUICK", "") not in ("", "0")
 SHAPES = ("square", "disk", "triangle", "plus", "ring", "X")

@@ -3,7 +3,7 @@
 Two teachers, each explained on K=16 instances x M neighbours (DeepVID's default, 512 at the
 time of writing; the settings say which):
 
-1. the digits CNN (``deepvid_plugin.digits.train_digits_cnn``) trained here, explained through a
+1. the digits CNN (``deepvid_plugin.demo.digits.train_digits_cnn``) trained here, explained through a
    VAE fitted on the digits (the demo's workload);
 2. a randomly initialised torchvision ResNet-18 (10 classes, standard stem) on 3x32x32 images,
    explained through a VAE fitted briefly on synthetic smooth colour images (the timing does not

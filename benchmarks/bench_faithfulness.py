@@ -14,7 +14,7 @@ Methods, in one run, on the same instances, each explaining the teacher's predic
 Metrics:
 
 - deletion and insertion AUC with 16 steps (RISE, Petsiuk et al. BMVC 2018;
-  ``deepvid_plugin.explain.faithfulness.deletion_insertion``), mean over the instances;
+  ``deepvid_plugin.core.faithfulness.deletion_insertion``), mean over the instances;
 - a planted-region teacher: the same architecture trained on inputs multiplied by a fixed mask
   covering 25% of the pixels, so nothing outside the mask can move it. Each method's share of
   absolute map mass inside the mask (mean over instances), and DeepVID's held-out top-1 agreement.
@@ -160,7 +160,7 @@ class DigitsCNN16(nn.Module):
 
     def __init__(self, n_classes: int = 10, width: int = 32):
         super().__init__()
-        from deepvid_plugin.digits import DigitsCNN
+        from deepvid_plugin.demo.digits import DigitsCNN
 
         base = DigitsCNN(n_classes, width)
         self.features = base.features
@@ -186,7 +186,7 @@ def square_mask(h: int, w: int) -> torch.Tensor:
 
 
 def digits_workload(k: int, upsample: int = 1) -> Workload:
-    from deepvid_plugin.digits import DigitsCNN, load_digits
+    from deepvid_plugin.demo.digits import DigitsCNN, load_digits
 
     d = load_digits()
 
@@ -324,7 +324,7 @@ def captum_maps(method: str, model: nn.Module, x: torch.Tensor, target: torch.Te
 
 
 def all_maps(model: nn.Module, w: Workload, ids: list[str]) -> dict[str, Maps]:
-    from deepvid_plugin.explain.faithfulness import random_saliency
+    from deepvid_plugin.core.faithfulness import random_saliency
 
     target = predicted(model, w.x)
     h, wd = w.x.shape[2:]
@@ -354,7 +354,7 @@ def pooled_mass_in(maps: torch.Tensor, mask: torch.Tensor) -> float:
 
 # ---- benchmark ---------------------------------------------------------------------------------
 def bench_workload(w: Workload) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from deepvid_plugin.explain.faithfulness import deletion_insertion
+    from deepvid_plugin.core.faithfulness import deletion_insertion
 
     ids = [f"i{i}" for i in range(len(w.x))]
     target = predicted(w.model, w.x)

@@ -77,8 +77,8 @@ def _row(workload: str, layers: list[str], summit, model, train_s: float,
 
 
 def digits_workload(repeats: int) -> dict[str, Any]:
-    from deepvid_plugin.digits import DigitsCNN, load_digits
-    from deepvid_plugin.explain.summit import Summit
+    from deepvid_plugin.demo.digits import DigitsCNN, load_digits
+    from deepvid_plugin.methods.summit import Summit
 
     d = load_digits()
     torch.manual_seed(0)
@@ -97,7 +97,7 @@ def digits_workload(repeats: int) -> dict[str, Any]:
 def resnet_workloads(repeats: int) -> tuple[list[dict[str, Any]], float]:
     import torchvision
 
-    from deepvid_plugin.explain.summit import Summit
+    from deepvid_plugin.methods.summit import Summit
 
     n_train = 1000 if QUICK else 10_000
     g = torch.Generator().manual_seed(0)
@@ -125,8 +125,8 @@ def resnet_workloads(repeats: int) -> tuple[list[dict[str, Any]], float]:
 
 def over_training(epochs: int) -> list[dict[str, Any]]:
     """Stability per explained epoch while the digits CNN trains (explained every epoch)."""
-    from deepvid_plugin.digits import DigitsCNN, load_digits
-    from deepvid_plugin.explain.summit import Summit
+    from deepvid_plugin.demo.digits import DigitsCNN, load_digits
+    from deepvid_plugin.methods.summit import Summit
 
     d = load_digits()
     torch.manual_seed(0)

@@ -1,12 +1,16 @@
-"""deepvid-plugin: DeepVID explanations of PyTorch image classifiers in TensorBoard and MLflow.
+"""deepvid-plugin: explanations of PyTorch image classifiers during training, in TensorBoard and
+MLflow.
 
-Heavy parts (torch, tensorboard, mlflow) are imported lazily by the submodules that need them, so
-``import deepvid_plugin`` stays cheap and safe.
+Layers (``docs/architecture.md``): :mod:`.core` (records, kind registry, protocols) below the
+backends (:mod:`.api`, :mod:`.tensorboard`, :mod:`.mlflow`), below the kinds
+(``methods/<kind>/``), below :mod:`.callbacks`, below :mod:`.demo`. Heavy parts (torch,
+tensorboard, mlflow) are imported lazily by the submodules that need them, so
+``import deepvid_plugin`` stays cheap and safe (TensorBoard's plugin loader imports it).
 """
 
-from deepvid_plugin.record import (
+from deepvid_plugin.core.lazy import exports
+from deepvid_plugin.core.record import (
     SCHEMA_VERSION,
-    ExplanationRecord,
     NewerSchemaError,
     Record,
     RecordDecodeError,
@@ -14,31 +18,11 @@ from deepvid_plugin.record import (
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "ExplanationRecord",
-    "NewerSchemaError",
-    "Record",
-    "RecordDecodeError",
-    "CAMDistillLoss",
-    "DeepVID",
-    "GradCAM",
-    "NetDissect",
-    "Summit",
-    "VAE",
-    "__version__",
-]
+_EXPORTS = {name: "explain" for name in (
+    "CAMDistillLoss", "DeepVID", "ExplanationRecord", "GradCAM", "NetDissect", "Summit", "VAE",
+    "randomization_check")}
+_EXPORTS["DistillOutput"] = "distill"
 
-
-def __getattr__(name: str):
-    # Lazy so that `import deepvid_plugin` (e.g. from TensorBoard's plugin loader) never pays for
-    # or breaks on torch.
-    if name in ("DeepVID", "GradCAM", "NetDissect", "Summit", "VAE", "randomization_check"):
-        from deepvid_plugin import explain
-
-        return getattr(explain, name)
-    if name in ("CAMDistillLoss", "DistillOutput"):
-        from deepvid_plugin import distill
-
-        return getattr(distill, name)
-    raise AttributeError(f"module 'deepvid_plugin' has no attribute {name!r}")
+__all__ = ["SCHEMA_VERSION", "NewerSchemaError", "Record", "RecordDecodeError", "__version__",
+           *sorted(_EXPORTS)]
+__getattr__ = exports(__name__, _EXPORTS)

@@ -13,7 +13,7 @@ import sys
 
 # subcommand -> (module, one-line help)
 _COMMANDS = {
-    "demo": ("deepvid_plugin.demo", "find a shortcut in the digits: a clean, a shortcut and a "
+    "demo": ("deepvid_plugin.demo.cli", "find a shortcut in the digits: a clean, a shortcut and a "
                                      "distilled run, every kind (--data digits: one run)"),
     "compare": ("deepvid_plugin.mlflow.compare",
                 "write a self-contained page comparing explanations across MLflow runs"),

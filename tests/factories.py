@@ -15,7 +15,8 @@ import zlib
 
 import numpy as np
 
-from deepvid_plugin.record import SCHEMA_VERSION, ExplanationRecord, Record
+from deepvid_plugin.core.record import SCHEMA_VERSION, Record
+from deepvid_plugin.methods.deepvid.record import ExplanationRecord
 
 _DEFAULT = object()
 
@@ -138,7 +139,7 @@ def make_gradcam_record(instance_id: str = "a", step: int = 0, n_classes: int = 
     probabilities and prediction drift with ``step``. Arguments only other kinds use (``n_shown``,
     ``trustworthy``) are accepted and ignored, so contract tests can pass one set to every kind.
     """
-    from deepvid_plugin import kinds
+    from deepvid_plugin.core import kinds
 
     fixed = _rng("instance", instance_id, seed, n_classes, size, channels)
     per_step = _rng("gradcam", instance_id, seed, step)
@@ -178,8 +179,8 @@ def make_cam_agreement_record(instance_id: str = "a", step: int = 0, n_classes: 
     """A ``cam_agreement`` record of ``instance_id`` at ``step``; equal arguments give equal
     records. The teacher's maps are fixed per instance; the student's drift towards them as
     ``step`` grows (as distillation should make them), so Pearson and IoU rise over steps."""
-    from deepvid_plugin import kinds
-    from deepvid_plugin.explain.cam_agreement import pearson, top_iou
+    from deepvid_plugin.core import kinds
+    from deepvid_plugin.methods.cam_agreement.explainer import pearson, top_iou
 
     fixed = _rng("instance", instance_id, seed, n_classes, size, channels)
     per_step = _rng("cam_agreement", instance_id, seed, step)
@@ -228,7 +229,7 @@ def make_netdissect_record(layer: str = "features.0", step: int = 0, size: int =
     per subject); unit labels and IoUs drift with ``step``, and IoUs grow with it (training makes
     units interpretable), so detectors appear and labels switch now and then.
     """
-    from deepvid_plugin import kinds
+    from deepvid_plugin.core import kinds
 
     labels = ["red", "green", "blue", "circle", "square", "stripes"]
     cats = ["color", "color", "color", "object", "object", "texture"]
@@ -282,7 +283,7 @@ def make_summit_record(instance_id: str = "a", step: int = 0, n_classes: int = 1
     records. The probe thumbnails and the row image are fixed per class (stored once per
     subject); the graph's nodes, edges and counts drift with ``step``; the stability is None at
     step 0 (no previous graph) and a number in [0, 1] after."""
-    from deepvid_plugin import kinds
+    from deepvid_plugin.core import kinds
 
     fixed = _rng("summit", instance_id, seed, n_classes, size, channels)
     per_step = _rng("summit-step", instance_id, seed, step)

@@ -14,15 +14,29 @@ MODULES = [
     "deepvid_plugin",
     "deepvid_plugin.distill",
     "deepvid_plugin.explain",
-    "deepvid_plugin.explain.cam_agreement",
-    "deepvid_plugin.explain.netdissect",
-    "deepvid_plugin.explain.summit",
-    "deepvid_plugin.kinds",
+    "deepvid_plugin.core.kinds",
     "deepvid_plugin.api",
     "deepvid_plugin.callbacks",
     "deepvid_plugin.tensorboard.loader",
     "deepvid_plugin.mlflow",
+    "deepvid_plugin.demo.cli",
+    *(f"deepvid_plugin.methods.{kind}.{part}"
+      for kind in ("deepvid", "gradcam", "cam_agreement", "netdissect", "summit")
+      for part in ("kind", "explainer")),
 ]
+
+
+def test_kind_descriptions_import_without_torch():
+    """TensorBoard's reader loads every kind's description: none may pull in torch (the layer
+    contracts say the same statically; this checks it at run time, lazy package exports
+    included)."""
+    code = ("import sys; from deepvid_plugin.core import kinds; kinds.names(); "
+            "import deepvid_plugin.api, deepvid_plugin.tensorboard.store; "
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -8,15 +8,16 @@
 
 Every check goes through the :class:`~deepvid_plugin.api.RecordStore` the API serves from, so a
 sink passes only if what it writes is what users will see. The suite runs once per registered
-kind (:func:`deepvid_plugin.kinds.names`), with that kind's factory from ``tests/factories.py``.
+kind (:func:`deepvid_plugin.core.kinds.names`), with that kind's factory from ``tests/factories.py``.
 """
 
 import numpy as np
 import pytest
 
-from deepvid_plugin import api, kinds
-from deepvid_plugin.record import SCHEMA_VERSION, NewerSchemaError
-from deepvid_plugin.sinks import Sink
+from deepvid_plugin import api
+from deepvid_plugin.core import kinds
+from deepvid_plugin.core.record import SCHEMA_VERSION, NewerSchemaError
+from deepvid_plugin.core.sink import Sink
 from tests.factories import FACTORIES
 
 INSTANCES = ("a", "test/17 <x>")

@@ -2,20 +2,43 @@
 for every backend.
 
 Backends (the TensorBoard plugin, the MLflow app, the self-contained viewer) implement only the
-small :class:`RecordStore` protocol and serve the route table :data:`ROUTES`; every response
-shape is built here, so the frontend cannot tell them apart. The parts:
+small :class:`~deepvid_plugin.core.store.RecordStore` protocol and serve the route table
+:data:`ROUTES`; every response shape is built here, so the frontend cannot tell them apart. The
+parts:
 
-- :mod:`.encoders`: maps, images and step summaries as JSON;
-- :mod:`.store`: the :class:`RecordStore` protocol and :class:`MemoryStore`;
-- :mod:`.routes`: request parsing, the ``*_impl`` work, :data:`ROUTES` and :func:`respond`;
-- :mod:`.snapshot`: every response at once, for the self-contained viewer.
+- :mod:`.params`: request parsing and :class:`ApiError`;
+- :mod:`.impl`: the routes' work (``*_impl``), generic over kinds;
+- :mod:`.compare`: the compare route;
+- :mod:`.hooks`: what a kind adds to the generic answers (its record JSON, its class maps);
+- :mod:`.routes`: :data:`ROUTES` and :func:`respond`;
+- :mod:`.snapshot`: every response at once, for the self-contained viewer (:mod:`.viewer`).
 
 Nothing here imports TensorBoard, MLflow or torch.
 """
 
 from __future__ import annotations
 
-from deepvid_plugin.api.encoders import (
+from deepvid_plugin.api.compare import compare_impl
+from deepvid_plugin.api.impl import (
+    held_kinds,
+    instances_impl,
+    kinds_impl,
+    record_impl,
+    resolve_kind,
+    runs_impl,
+    timeline_impl,
+)
+from deepvid_plugin.api.params import (
+    ApiError,
+    parse_instance,
+    parse_kind,
+    parse_run,
+    parse_runs,
+    parse_step,
+)
+from deepvid_plugin.api.routes import ROUTES, Catalog, Route, respond
+from deepvid_plugin.api.snapshot import snapshot, snapshot_key
+from deepvid_plugin.core.encode import (
     EVIDENCE_KEYS,
     THUMB_SIZE,
     channel_mean,
@@ -24,52 +47,23 @@ from deepvid_plugin.api.encoders import (
     encode_map,
     has_evidence,
     json_loads_object,
-    step_summary,
     summary_fidelity,
     with_changed,
 )
-from deepvid_plugin.api.encoders import (
-    _block_mean as _block_mean,  # the kind modules' thumbnails and rounding
-)
-from deepvid_plugin.api.encoders import (
-    _round as _round,
-)
-from deepvid_plugin.api.routes import (
-    DEFAULT_KIND,
-    ROUTES,
-    ApiError,
-    Catalog,
-    Route,
-    compare_impl,
-    instances_impl,
-    kind_params,
-    kinds_impl,
-    parse_instance,
-    parse_kind,
-    parse_run,
-    parse_runs,
-    parse_step,
-    record_impl,
-    respond,
-    runs_impl,
-    timeline_impl,
-)
-from deepvid_plugin.api.snapshot import snapshot, snapshot_key
-from deepvid_plugin.api.store import (
+from deepvid_plugin.core.record import SCHEMA_VERSION
+from deepvid_plugin.core.store import (
     InstanceOverview,
     MemoryStore,
     NoDataError,
     RecordStore,
     RunOverview,
 )
-from deepvid_plugin.record import SCHEMA_VERSION
 
 __all__ = [
-    "DEFAULT_KIND", "EVIDENCE_KEYS", "ROUTES", "SCHEMA_VERSION", "THUMB_SIZE", "ApiError",
-    "Catalog", "InstanceOverview", "MemoryStore", "NoDataError", "RecordStore", "Route",
-    "RunOverview", "channel_mean", "compare_impl", "decode_map", "encode_image", "encode_map",
-    "has_evidence", "instances_impl", "json_loads_object", "kind_params", "kinds_impl",
-    "parse_instance", "parse_kind", "parse_run", "parse_runs", "parse_step", "record_impl",
-    "respond", "runs_impl", "snapshot", "snapshot_key", "step_summary", "summary_fidelity",
-    "timeline_impl", "with_changed",
+    "EVIDENCE_KEYS", "ROUTES", "SCHEMA_VERSION", "THUMB_SIZE", "ApiError", "Catalog",
+    "InstanceOverview", "MemoryStore", "NoDataError", "RecordStore", "Route", "RunOverview",
+    "channel_mean", "compare_impl", "decode_map", "encode_image", "encode_map", "has_evidence",
+    "held_kinds", "instances_impl", "json_loads_object", "kinds_impl", "parse_instance", "parse_kind",
+    "parse_run", "parse_runs", "parse_step", "record_impl", "resolve_kind", "respond",
+    "runs_impl", "snapshot", "snapshot_key", "summary_fidelity", "timeline_impl", "with_changed",
 ]

@@ -10,16 +10,10 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 
-from deepvid_plugin.api.routes import (
-    ROUTES,
-    ApiError,
-    Catalog,
-    instances_impl,
-    kind_params,
-    kinds_impl,
-    runs_impl,
-)
-from deepvid_plugin.api.store import RecordStore
+from deepvid_plugin.api.impl import instances_impl, kinds_impl, runs_impl
+from deepvid_plugin.api.params import ApiError
+from deepvid_plugin.api.routes import ROUTES, Catalog
+from deepvid_plugin.core.store import RecordStore
 
 
 def snapshot_key(route: str, params: Mapping[str, str] | None = None) -> str:
@@ -41,7 +35,7 @@ _CATALOG_ROUTES = ("runs", "kinds", "instances")
 
 
 def snapshot(store: RecordStore, runs: Sequence[str] | None = None, *,
-             include_record: Callable[[str, str, int], bool] | None = None,
+             include_record: Callable[[str, str, str, int], bool] | None = None,
              timelines: bool = True,
              pairs: Sequence[tuple[str, str]] | None = None) -> dict[str, dict]:
     """Every response the frontend could ask for, keyed by :func:`snapshot_key`.
@@ -51,7 +45,7 @@ def snapshot(store: RecordStore, runs: Sequence[str] | None = None, *,
     (and kind) both track.
 
     Size controls (a full record is ~10-45 KB of JSON, so 16 instances x 100 steps of them do not
-    fit a viewer artifact): ``include_record(run, instance, step)`` picks the full records to keep
+    fit a viewer artifact): ``include_record(run, kind, instance, step)`` picks the full records to keep
     (default: all; a left-out one answers 404 in the viewer), ``timelines=False`` drops the
     timeline responses (the frontend draws from ``instances``), and ``pairs`` lists the ordered
     ``(A, B)`` run pairs to compare (default: all).
@@ -80,7 +74,7 @@ def snapshot(store: RecordStore, runs: Sequence[str] | None = None, *,
         held[run] = [k["kind"] for k in listed["kinds"]]
         for kind in held[run]:
             inst = instances_impl(store, run, kind)
-            out[snapshot_key("instances", {"run": run, **kind_params(kind)})] = inst
+            out[snapshot_key("instances", {"run": run, "kind": kind})] = inst
             overviews[(run, kind)] = inst
             steps[(run, kind)] = {i["id"]: [s["step"] for s in i["steps"]]
                                   for i in inst["instances"]}
@@ -97,6 +91,6 @@ def snapshot(store: RecordStore, runs: Sequence[str] | None = None, *,
                 # names it so the banner says what is missing
                 if "run" not in params:
                     raise
-                overviews[(params["run"], params.get("kind", "deepvid"))]["warnings"].append(
+                overviews[(params["run"], params["kind"])]["warnings"].append(
                     e.message)
     return out

@@ -78,7 +78,7 @@ def get_store():
 
 def _warm_store() -> None:
     try:
-        from deepvid_plugin import api, viewer  # noqa: F401  (imported once, off the request path)
+        from deepvid_plugin.api import viewer  # noqa: F401  (imported once, off the request path)
 
         get_store().client.search_experiments(max_results=1)
     except Exception:  # the first request builds it again and reports the error as JSON
@@ -97,10 +97,10 @@ class _ExperimentView:
     def kinds(self, run: str) -> list[str]:
         return self._store.kinds(run)
 
-    def overview(self, run: str, instance: str | None = None, kind: str = "deepvid"):
-        return self._store.overview(run, instance, kind=kind)
+    def overview(self, run: str, *, kind: str, instance: str | None = None):
+        return self._store.overview(run, kind=kind, instance=instance)
 
-    def record(self, run: str, instance: str, step: int, kind: str = "deepvid"):
+    def record(self, run: str, instance: str, step: int, *, kind: str):
         return self._store.record(run, instance, step, kind=kind)
 
 
@@ -161,7 +161,7 @@ def register(app) -> None:
     """Add the ``/deepvid/...`` routes to MLflow's Flask ``app``."""
     import flask
 
-    from deepvid_plugin import viewer
+    from deepvid_plugin.api import viewer
 
     prefix = _prefix()
     base = f"{prefix}/deepvid"

@@ -23,7 +23,7 @@ import dataclasses
 import zlib
 from collections.abc import Iterable
 
-from deepvid_plugin import framing
+from deepvid_plugin.core import framing
 from deepvid_plugin.mlflow import layout
 
 _MAGIC = b"DVIB"
@@ -41,7 +41,7 @@ class Bundle:
     crcs: dict[int, int]  # step -> CRC-32 of its record blob
     neighbours: bytes | None  # layout 1: .npy bytes of the neighbour images, or None
     problems: list[str]  # blobs that were dropped (bad CRC, out of range), for warnings
-    kind: str = "deepvid"
+    kind: str
     subject: bytes | None = None  # layout 2: encode_arrays() of the per-subject arrays, or None
 
 
@@ -49,8 +49,8 @@ def crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
-def encode_bundle(instance: str, key: str, records: Iterable[tuple[int, bytes]],
-                  subject: bytes | None = None, kind: str = "deepvid") -> bytes:
+def encode_bundle(instance: str, key: str, records: Iterable[tuple[int, bytes]], *,
+                  kind: str, subject: bytes | None = None) -> bytes:
     """The bundle of one subject of ``kind``: ``records`` are ``(step, record.encode())``
     pairs, ``subject`` the ``encode_arrays()`` bytes of its per-subject arrays."""
     if not isinstance(instance, str) or not instance:
@@ -87,7 +87,7 @@ def decode_bundle(data: bytes) -> Bundle:
         version = int(header["layout"])
         instance, key = str(header["instance"]), str(header["key"])
         entries = list(header["records"])
-        kind = str(header.get("kind", "deepvid"))
+        kind = str(header.get("kind", layout.LEGACY_KIND))  # layout 1 had one kind
         # layout 1 named its one extra blob "neighbours" (.npy), layout 2 "subject" (arrays)
         extra_name = "neighbours" if version < 2 else "subject"
         nb = header.get(extra_name)

@@ -41,7 +41,9 @@ def build_page(run_ids: list[str], tracking_uri: str | None = None, title: str |
         CompareError: fewer than two distinct runs, an unknown run id, or fewer than two runs
             with DeepVID data.
     """
-    from deepvid_plugin import viewer
+    from deepvid_plugin import api
+    from deepvid_plugin.api import viewer
+    from deepvid_plugin.core import kinds
     from deepvid_plugin.mlflow.pages import budgeted_snapshot
     from deepvid_plugin.mlflow.store import MLflowStore, NoDeepVIDDataError, RunNotFoundError
 
@@ -55,7 +57,7 @@ def build_page(run_ids: list[str], tracking_uri: str | None = None, title: str |
     usable: list[str] = []
     for run in run_ids:
         try:
-            store.overview(run)
+            store.kinds(run)
         except RunNotFoundError:
             raise CompareError(f"MLflow run {run!r} not found{where}") from None
         except NoDeepVIDDataError as e:
@@ -65,14 +67,18 @@ def build_page(run_ids: list[str], tracking_uri: str | None = None, title: str |
     if len(usable) < 2:
         raise CompareError("nothing to compare: " + "; ".join(messages))
     for run in usable:
-        store.prefetch(run)  # every record of a finished run in one batched download
+        for kind in store.kinds(run):  # every record of a finished run in one batched download
+            if kind in kinds.names():
+                store.prefetch(run, kind)
     base = usable[0]
     # The baseline against each other run, in that order only: the page offers exactly these
     # pairs (its runs response lists them), so nothing is computed that cannot be shown.
     pairs = [(base, r) for r in usable[1:]]
     snap = budgeted_snapshot(store, usable, record_budget=record_budget, pairs=pairs)
     snap["runs"]["pairs"] = [list(p) for p in pairs]
-    ids = {r: [i["id"] for i in snap[_key("instances", run=r)]["instances"]] for r in usable}
+    kind = api.resolve_kind(store, usable, None)  # the first kind every run holds
+    ids = {r: [i["id"] for i in snap[_key("instances", run=r, kind=kind)]["instances"]]
+           for r in usable}
     shared = set.intersection(*(set(v) for v in ids.values()))
     if not shared:
         raise CompareError("nothing to compare: the runs track no instance in common ("

@@ -53,6 +53,10 @@ BUNDLE_SUFFIX = ".dvib"
 SUBJECT_SUFFIX = ".dvia"
 VIEWER_PATH = f"{ROOT}/viewer.html"
 
+#: layout 1 held the records of one kind only (DeepVID's, before kinds existed); its paths and
+#: metric names read as this kind.
+LEGACY_KIND = "deepvid"
+
 _SAFE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 #: names of layout 1 that a kind folder must not take
 RESERVED = frozenset({"steps", "records", "neighbours", "bundles", "index.json", "viewer.html"})
@@ -94,17 +98,18 @@ class Paths:
         return f"{key}.npy" if self.legacy else f"{key}{SUBJECT_SUFFIX}"
 
 
-def paths(kind: str = "deepvid", legacy: bool = False) -> Paths:
-    """Where ``kind``'s data lives; ``legacy`` (DeepVID only) for runs written in layout 1."""
+def paths(kind: str, legacy: bool = False) -> Paths:
+    """Where ``kind``'s data lives; ``legacy`` (:data:`LEGACY_KIND` only) for runs written in
+    layout 1."""
     if not isinstance(kind, str) or not re.fullmatch(r"[a-z0-9_]+", kind) or kind in RESERVED:
         raise ValueError(f"kind: expected a [a-z0-9_] kind name, got {kind!r}")
-    if legacy and kind != "deepvid":
-        raise ValueError(f"legacy: layout 1 held deepvid data only, got kind {kind!r}")
+    if legacy and kind != LEGACY_KIND:
+        raise ValueError(f"legacy: layout 1 held {LEGACY_KIND} data only, got kind {kind!r}")
     return Paths(kind, legacy)
 
 
 # DeepVID's paths in the current layout (the names layout 1 exported, now under deepvid/deepvid/).
-_DEEPVID = paths("deepvid")
+_DEEPVID = paths(LEGACY_KIND)
 STEPS_DIR = _DEEPVID.steps
 RECORDS_DIR = _DEEPVID.records
 SUBJECTS_DIR = _DEEPVID.subjects
@@ -125,23 +130,23 @@ def instance_key(instance_id: str) -> str:
 
 def metric(kind: str, name: str, key: str, subject_first: bool = False) -> str:
     """MLflow metric of one subject's number ``name`` (DeepVID keeps its layout-1 names);
-    ``subject_first``: the kind's :attr:`~deepvid_plugin.kinds.Kind.subject_first_metrics`."""
-    if kind == "deepvid":
+    ``subject_first``: the kind's ``MLflowHooks.subject_first_metrics`` (:mod:`.hooks`)."""
+    if kind == LEGACY_KIND:  # its layout-1 names, which dashboards may already plot
         return f"{ROOT}/{name}/{key}"
     return f"{ROOT}/{kind}/{key}/{name}" if subject_first else f"{ROOT}/{kind}/{name}/{key}"
 
 
 def mean_metric(kind: str) -> str:
     """MLflow metric of the mean headline over subjects, per step."""
-    return MEAN_FIDELITY_METRIC if kind == "deepvid" else f"{ROOT}/{kind}/headline_mean"
+    return MEAN_FIDELITY_METRIC if kind == LEGACY_KIND else f"{ROOT}/{kind}/headline_mean"
 
 
 def fidelity_metric(key: str) -> str:
-    return metric("deepvid", "fidelity", key)
+    return metric(LEGACY_KIND, "fidelity", key)
 
 
-def image_key(key: str, kind: str = "deepvid") -> str:
-    return f"{ROOT}/{key}" if kind == "deepvid" else f"{ROOT}/{kind}/{key}"
+def image_key(key: str, kind: str) -> str:
+    return f"{ROOT}/{key}" if kind == LEGACY_KIND else f"{ROOT}/{kind}/{key}"
 
 
 def step_file(step: int) -> str:

@@ -25,26 +25,33 @@ def budgeted_snapshot(store, runs: Sequence[str], record_budget: int = DEFAULT_R
 
     if isinstance(record_budget, bool) or not isinstance(record_budget, int) or record_budget < 0:
         raise ValueError(f"record_budget: expected an int >= 0 (bytes), got {record_budget!r}")
-    steps: dict[tuple[str, str], list[int]] = {}
+    # (run, kind, subject) -> its steps, for every kind each run holds
+    steps: dict[tuple[str, str, str], list[int]] = {}
     for run in runs:
-        for inst in store.overview(run).instances:
-            steps[(run, inst.id)] = sorted(s["step"] for s in inst.steps)
-    keep: set[tuple[str, str, int]] = set()
-    sample = next(((run, iid, ss[-1]) for (run, iid), ss in steps.items() if ss), None)
-    if sample is not None and record_budget > 0:
+        for kind in api.held_kinds(store, run, []):
+            for inst in store.overview(run, kind=kind).instances:
+                steps[(run, kind, inst.id)] = sorted(s["step"] for s in inst.steps)
+    keep: set[tuple[str, str, str, int]] = set()
+    for kind in {k for _, k, _ in steps}:
+        of_kind = {key: ss for key, ss in steps.items() if key[1] == kind}
+        sample = next(((*key, ss[-1]) for key, ss in of_kind.items() if ss), None)
+        if sample is None or record_budget <= 0:
+            continue
+        # the budget is shared equally by the kinds; each keeps its subjects' newest steps
         size = _record_size(store, *sample)
-        per_instance = max(1, record_budget // max(1, size * len(steps)))
-        for (run, iid), ss in steps.items():
-            keep.update((run, iid, s) for s in ss[-per_instance:])
+        share = record_budget // len({k for _, k, _ in steps})
+        per_subject = max(1, share // max(1, size * len(of_kind)))
+        for key, ss in of_kind.items():
+            keep.update((*key, s) for s in ss[-per_subject:])
     return api.snapshot(store, list(runs), timelines=False, pairs=pairs,
-                        include_record=lambda run, iid, step: (run, iid, step) in keep)
+                        include_record=lambda run, kind, iid, step: (run, kind, iid, step) in keep)
 
 
-def _record_size(store, run: str, instance: str, step: int) -> int:
+def _record_size(store, run: str, kind: str, instance: str, step: int) -> int:
     from deepvid_plugin import api
 
     try:
-        return len(json.dumps(api.record_impl(store, run, instance, step),
+        return len(json.dumps(api.record_impl(store, run, instance, step, kind),
                               separators=(",", ":")))
     except api.ApiError:
         return 50_000  # unreadable sample: assume a large record, keep few

@@ -7,14 +7,14 @@ Works with the three ways people hold an MLflow run::
     MLflowSink(logger=MLFlowLogger(...))          # Lightning: logger.experiment is a client
 
 One write path for every kind: what differs between kinds (arrays stored once per subject,
-step summary, metrics, step image) is declared in the kind registry (:mod:`deepvid_plugin.kinds`).
+step summary, metrics, step image) is declared in the kind registry (:mod:`deepvid_plugin.core.kinds`).
 
 Per step it costs one ``log_artifacts`` upload (every kind's records, per-subject arrays the first
 time, the step's summaries, under ``deepvid/<kind>/``) and one ``log_batch`` (each kind's metrics
 per subject, e.g. DeepVID's ``deepvid/fidelity/<key>`` and, for records with faithfulness
 evidence, ``deepvid/deletion_auc/<key>`` and ``deepvid/insertion_auc/<key>``; plus the mean
 headline, ``deepvid/fidelity_mean`` for DeepVID); one ``log_image`` per subject of a kind that
-draws one (DeepVID's :func:`render_weight_map`: weight and contribution over the instance, with
+draws one (DeepVID's ``render_weight_map``: weight and contribution over the instance, with
 colour bars, so MLflow's own image slider shows a readable timeline with no extra code) goes out
 on a background thread. Writes are buffered per step: a record of a new step, ``flush()`` or
 ``close()`` uploads the buffered one. Every ``viewer_every`` uploaded steps, and on ``close()``,
@@ -36,117 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from deepvid_plugin import kinds
-from deepvid_plugin.mlflow import bundle, layout
-from deepvid_plugin.record import ExplanationRecord, Record, encode_arrays
+from deepvid_plugin.core import kinds
+from deepvid_plugin.core.encode import encode_image
+from deepvid_plugin.core.record import Record, encode_arrays
+from deepvid_plugin.mlflow import bundle, hooks, layout
+from deepvid_plugin.mlflow.written import WrittenStore
 
 logger = logging.getLogger(__name__)
 
-#: smallest side, in pixels, of the weight-map images logged with log_image (28x28 -> 224x224).
-_MIN_IMAGE_SIDE = 224
 #: steps of weight-map images that may wait for upload before write() blocks.
 _MAX_PENDING_IMAGE_STEPS = 4
-
-
-_WHITE = np.array([247.0, 247.0, 247.0])
-_BLUE, _RED = np.array([33.0, 102.0, 172.0]), np.array([178.0, 24.0, 43.0])
-#: pixels between the parts of a step image, and the height of its colour bars.
-_PAD, _BAR = 10, 12
-
-
-def _diverging(t: np.ndarray) -> np.ndarray:
-    """``t`` in [-1, 1] -> RGB floats: blue (against), white (0), red (for)."""
-    t = t[..., None]
-    return np.where(t >= 0, _WHITE + t * (_RED - _WHITE), _WHITE + (-t) * (_BLUE - _WHITE))
-
-
-def _grey(image: np.ndarray) -> np.ndarray:
-    """The instance as a dimmed grey ``(H, W)`` in 0..255 (ink at mid grey, background near
-    black), as the TensorBoard tab draws it under its maps (CSS ``grayscale(1) contrast(0.6)
-    brightness(0.7)``), so pale map colours stand out from it instead of blending into white."""
-    a = np.asarray(image, dtype=np.float64)
-    a = np.where(np.isfinite(a), a, 0.0)
-    # colour images by luminance (channel-major), anything else by its channel mean
-    g = (np.tensordot(np.array([0.299, 0.587, 0.114]), a, axes=1) if a.shape[0] == 3
-         else a.mean(axis=0))
-    lo, hi = float(g.min()), float(g.max())
-    g = (g - lo) / (hi - lo) if hi > lo else np.zeros_like(g)
-    return np.clip(((g - 0.5) * 0.6 + 0.5) * 0.7, 0.0, 1.0) * 255.0
-
-
-def _overlay(values: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, float]:
-    """A signed map over the grey instance: colour on the diverging scale, opacity growing with
-    |value| (as the TensorBoard tab draws it), so the instance shows where the map is ~0.
-
-    Returns the RGB floats and the scale (max |value|) the colours were drawn with.
-    """
-    v = np.where(np.isfinite(values), values, 0.0)
-    scale = float(np.max(np.abs(v))) if v.size else 0.0
-    t = np.clip(v / (scale or 1.0), -1.0, 1.0)
-    alpha = np.minimum(1.0, 0.2 + 1.6 * np.abs(t))[..., None]  # as the frontend's draw.ts
-    return alpha * _diverging(t) + (1.0 - alpha) * grey[..., None], scale
-
-
-def render_weight_map(record: ExplanationRecord, min_side: int = _MIN_IMAGE_SIDE) -> np.ndarray:
-    """The predicted class's maps as one RGB ``uint8`` image for ``log_image``.
-
-    MLflow's image slider shows this image alone, so it carries everything needed to read it:
-    two panels, the **weight** map (channel-averaged) and the **contribution** ``weight x input``
-    (summed over channels: what each pixel of this instance adds to the class score), each drawn
-    over the instance in grey (opacity grows with |value|, as in the TensorBoard tab), each with a
-    colour bar from ``-max|value|`` (blue, against the class) through 0 (white) to
-    ``+max|value|`` (red, for it), plus a header naming the predicted class and, when the record
-    carries them, its trust and deletion/insertion evidence. Pixels are upscaled by an integer
-    factor (nearest neighbour) so they stay crisp.
-    """
-    from PIL import Image, ImageDraw, ImageFont
-
-    k = record.predicted
-    weights = np.asarray(record.weights[k], dtype=np.float64)
-    image = np.asarray(record.image, dtype=np.float64)
-    grey = _grey(image)
-    panels = [("weight", *_overlay(weights.mean(axis=0), grey)),
-              ("contribution = weight x input",
-               *_overlay((weights * np.where(np.isfinite(image), image, 0.0)).sum(axis=0), grey))]
-    h, w = grey.shape
-    factor = max(1, -(-min_side // max(1, min(h, w))))
-    ph, pw = h * factor, w * factor
-    font = ImageFont.load_default(size=13)
-    small = ImageFont.load_default(size=11)
-    head = 36
-    width = _PAD + len(panels) * (pw + _PAD)
-    height = head + 16 + ph + 6 + _BAR + 16 + _PAD
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    name = record.class_names[k] if k < len(record.class_names) else str(k)
-    fid = record.fidelity
-    trust = "trustworthy" if record.trustworthy else "LOW TRUST"
-    reason = fid.get("trust_reason") if not record.trustworthy else None
-    draw.text((_PAD, 4), f"predicted {name!r} (p={float(record.teacher_probs[k]):.2f}) - {trust}",
-              fill=(17, 24, 39) if record.trustworthy else (180, 83, 9), font=font)
-    line2 = (f"deletion AUC {fid['deletion_auc']:.3f} (random {fid['random_deletion_auc']:.3f}), "
-             f"insertion {fid['insertion_auc']:.3f} (random {fid['random_insertion_auc']:.3f})"
-             if all(isinstance(fid.get(key), (int, float)) for key in (
-                 "deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc"))
-             else "no faithfulness evidence (recorded by an older version)")
-    if isinstance(reason, str) and reason:
-        line2 = reason
-    draw.text((_PAD, 20), line2, fill=(107, 114, 128), font=small)
-    bar = _diverging(np.linspace(-1.0, 1.0, pw))[None].repeat(_BAR, axis=0)
-    for i, (title, rgb, scale) in enumerate(panels):
-        x0 = _PAD + i * (pw + _PAD)
-        draw.text((x0, head), title, fill=(17, 24, 39), font=small)
-        big = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
-        canvas.paste(Image.fromarray(np.rint(big).astype(np.uint8)), (x0, head + 16))
-        y = head + 16 + ph + 6
-        canvas.paste(Image.fromarray(np.rint(bar).astype(np.uint8)), (x0, y))
-        draw.rectangle([x0, y, x0 + pw - 1, y + _BAR - 1], outline=(209, 213, 219))
-        draw.text((x0, y + _BAR + 2), f"-{scale:.3g} against", fill=(33, 102, 172), font=small)
-        right = f"for +{scale:.3g}"
-        draw.text((x0 + pw - draw.textlength(right, font=small), y + _BAR + 2), right,
-                  fill=(178, 24, 43), font=small)
-        draw.text((x0 + pw // 2 - 3, y + _BAR + 2), "0", fill=(107, 114, 128), font=small)
-    return np.asarray(canvas, dtype=np.uint8)
 
 
 def deletion_auc_metric(key: str) -> str:
@@ -161,76 +60,6 @@ def insertion_auc_metric(key: str) -> str:
 
 #: MLflow's limit on metrics per log_batch request.
 _MAX_BATCH_METRICS = 1000
-
-
-class _KindData:
-    """What the sink wrote of one kind: summaries, encoded records and per-subject arrays."""
-
-    def __init__(self) -> None:
-        self.class_names: list[str] = []
-        self.labels: dict[str, Any] = {}
-        self.images: dict[str, np.ndarray | None] = {}
-        self.summaries: dict[str, dict[int, dict]] = {}
-        self.blobs: dict[tuple[str, int], bytes] = {}  # encoded without per-subject arrays
-        self.once: dict[str, dict[str, np.ndarray]] = {}  # subject -> per-subject arrays
-
-
-class _SinkStore:
-    """A :class:`deepvid_plugin.api.RecordStore` over what this sink has written, so the viewer
-    and the bundles can be rebuilt without reading anything back from the server.
-
-    Records are kept as their encoded bytes (what was uploaded, reused for the bundles) and
-    decoded only for the few the viewer carries in full.
-    """
-
-    def __init__(self, run: str, name: str):
-        self.run, self.name = run, name
-        self.by_kind: dict[str, _KindData] = {}
-
-    def add(self, env: Record, summary: dict, blob: bytes,
-            once: dict[str, np.ndarray]) -> None:
-        data = self.by_kind.setdefault(env.kind, _KindData())
-        subject = env.subject
-        header = kinds.subject_header(env)
-        data.class_names = data.class_names or header["class_names"]
-        if subject not in data.labels:
-            data.images[subject] = header["image"]
-            data.labels[subject] = header["label"]
-        if once and subject not in data.once:
-            data.once[subject] = once
-        data.summaries.setdefault(subject, {})[env.step] = summary
-        data.blobs[(subject, env.step)] = blob
-
-    def runs(self) -> list[tuple[str, str]]:
-        return [(self.run, self.name)] if self.by_kind else []
-
-    def kinds(self, run: str) -> list[str]:
-        if run != self.run or not self.by_kind:
-            raise KeyError(run)
-        return list(self.by_kind)
-
-    def overview(self, run: str, instance: str | None = None, kind: str = "deepvid"):
-        from deepvid_plugin.api import InstanceOverview, RunOverview
-
-        data = self.by_kind.get(kind)
-        if run != self.run or data is None:
-            raise KeyError(run)
-        blank = np.zeros((1, 1, 1), np.float32)
-        rows = [InstanceOverview(iid, data.labels[iid],
-                                 data.images[iid] if data.images[iid] is not None else blank,
-                                 [s for _, s in sorted(steps.items())])
-                for iid, steps in data.summaries.items()
-                if instance is None or iid == instance]
-        return RunOverview(list(data.class_names), rows, [])
-
-    def record(self, run: str, instance: str, step: int, kind: str = "deepvid") -> Any:
-        data = self.by_kind.get(kind)
-        if run != self.run or data is None:
-            raise KeyError(run)
-        env = Record.decode(data.blobs[(instance, step)])
-        if instance in data.once:
-            env = env.with_arrays(data.once[instance])
-        return kinds.view(env)
 
 
 class MLflowSink:
@@ -288,7 +117,7 @@ class MLflowSink:
         self._buffer: list[tuple[Any, Record, dict]] = []
         self._buffer_step: int | None = None
         self._steps_uploaded = 0
-        self._store: _SinkStore | None = None
+        self._store: WrittenStore | None = None
         self._image_pool: ThreadPoolExecutor | None = None
         self._image_jobs: list[Future] = []
 
@@ -324,14 +153,14 @@ class MLflowSink:
             self._client = MlflowClient(tracking_uri=self._tracking_uri)
         if not self._disabled:
             run = self._client.get_run(self._run_id)  # fails early, naming the run, if unknown
-            self._store = _SinkStore(self._run_id, run.info.run_name or self._run_id)
+            self._store = WrittenStore(self._run_id, run.info.run_name or self._run_id)
             self._client.set_tag(self._run_id, layout.LAYOUT_TAG, str(layout.LAYOUT_VERSION))
         self._resolved = True
 
     # ---- Sink protocol -----------------------------------------------------------------------
-    def write(self, record: ExplanationRecord | Record, step: int) -> None:
-        """Buffer ``record`` (an :class:`ExplanationRecord` or a
-        :class:`~deepvid_plugin.record.Record` of a registered kind) at ``step`` (``step`` wins
+    def write(self, record: Any, step: int) -> None:
+        """Buffer ``record`` (a :class:`~deepvid_plugin.core.record.Record` of a registered kind,
+        or its typed view) at ``step`` (``step`` wins
         over ``record.step``, as a ``SummaryWriter``'s step does); a record of a new step
         uploads the previous one."""
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
@@ -411,8 +240,6 @@ class MLflowSink:
     def _upload_step(self, step: int, buffered: list[tuple[Any, Record, dict]]) -> None:
         from mlflow.entities import Metric
 
-        from deepvid_plugin.api import encode_image
-
         started = time.perf_counter()
         metrics, images = [], []
         now = int(time.time() * 1000)
@@ -445,14 +272,15 @@ class MLflowSink:
                                 f.write(encode_arrays(data.once[subject]))
                         self._subject_sent.add((name, subject))
                     entries.append(entry)
-                    for metric_name, value in kinds.metrics(kind, env, summary).items():
+                    backend = hooks.of(kind)
+                    for metric_name, value in hooks.metrics(kind, env, summary).items():
                         metrics.append(Metric(layout.metric(name, metric_name, key,
-                                                            kind.subject_first_metrics),
+                                                            backend.subject_first_metrics),
                                               value, now, step))
-                        if metric_name == kind.headline_metric:
+                        if metric_name == backend.headline_metric:
                             headlines.append(value)
-                    if self.log_images and kind.step_image is not None:
-                        images.append((layout.image_key(key, name), env, kind.step_image))
+                    if self.log_images and backend.step_image is not None:
+                        images.append((layout.image_key(key, name), env, backend.step_image))
                 if headlines:
                     metrics.append(Metric(layout.mean_metric(name), float(np.mean(headlines)),
                                           now, step))
@@ -503,13 +331,12 @@ class MLflowSink:
         self._image_jobs = pending
 
     def _upload_viewer(self, final: bool = False) -> None:
-        from deepvid_plugin import api, viewer
+        from deepvid_plugin.api import viewer
         from deepvid_plugin.mlflow import pages
 
         store = self._store
         html = None
-        if "deepvid" in store.by_kind:
-            # The viewer shows DeepVID data until the frontend has views of other kinds.
+        if store.by_kind:  # the frontend has a view for every kind
             title = self._title or f"DeepVID: {store.name}"
             snap = pages.budgeted_snapshot(store, [store.run],
                                            record_budget=self.viewer_record_budget)
@@ -526,7 +353,7 @@ class MLflowSink:
                          "instances": [{"id": iid, "key": self._keys[(name, iid)],
                                         "label": data.labels[iid],
                                         "image": None if data.images[iid] is None
-                                        else api.encode_image(data.images[iid]),
+                                        else encode_image(data.images[iid]),
                                         "summaries": [s for _, s in sorted(steps.items())],
                                         "record_crc32": [bundle.crc32(data.blobs[(iid, step)])
                                                          for step in sorted(steps)]}
@@ -556,4 +383,4 @@ class MLflowSink:
             self._client.log_artifacts(self._run_id, tmp, artifact_path=layout.ROOT)
 
 
-__all__ = ["MLflowSink", "deletion_auc_metric", "insertion_auc_metric", "render_weight_map"]
+__all__ = ["MLflowSink", "deletion_auc_metric", "insertion_auc_metric"]

@@ -18,32 +18,26 @@ record written with a newer ``schema_version``, is skipped and named in the over
 
 from __future__ import annotations
 
-import base64
-import io
-import itertools
-import json
 import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
-import warnings
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
-from deepvid_plugin import kinds
-from deepvid_plugin.api import NoDataError
-from deepvid_plugin.mlflow import bundle, layout
-from deepvid_plugin.record import Record, RecordDecodeError, decode_arrays
+from deepvid_plugin.core import kinds
+from deepvid_plugin.core.record import Record, RecordDecodeError
+from deepvid_plugin.core.store import InstanceOverview, NoDataError, RunOverview
+from deepvid_plugin.mlflow import layout
+from deepvid_plugin.mlflow.records import RecordFetcher
+from deepvid_plugin.mlflow.runstate import RunState
 
 logger = logging.getLogger(__name__)
 
 _FINISHED = ("FINISHED", "FAILED", "KILLED")
-#: bytes of encoded records kept in memory (a 28x28, 10-class record is ~15 KB).
-_RECORD_CACHE_BYTES = 256 * 2**20
 
 
 class NoDeepVIDDataError(NoDataError):
@@ -56,43 +50,6 @@ class RunNotFoundError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "run not found"
-
-
-def _decode_image(obj: dict) -> np.ndarray:
-    q = np.frombuffer(base64.b64decode(obj["data"]), dtype=np.uint8)
-    return q.reshape(obj["shape"]).astype(np.float32) / 255.0
-
-
-class _RunState:
-    """What has been read of one kind's data in one run: merged step summaries plus the files
-    already seen."""
-
-    def __init__(self, run: str, kind: str) -> None:
-        self.run, self.kind = run, kind
-        self.paths = layout.paths(kind)  # layout 1 (legacy) decided on the first listing
-        self.class_names: list[str] = []
-        self.instances: dict[str, dict[str, Any]] = {}  # id -> {"key", "label", "image", steps}
-        self.read_steps: set[int] = set()
-        self.index_read = False
-        self.finished = False
-        self.complete = False  # finished and fully read: nothing more to list
-        self.warnings: list[str] = []
-        self.name = ""
-        self.artifact_uri = ""
-        self.refreshed = float("-inf")
-        self.skipped: set[tuple[str, int]] = set()  # (instance, step) of newer-schema summaries
-        self.unknown_warned = False
-        self.located = False  # which layout holds this kind's data is known
-        self.crcs: dict[tuple[str, int], int] = {}  # (key, step) -> CRC-32 the writer named
-        self.bundles: dict[str, str] = {}  # key -> artifact path of its bundle (finished runs)
-
-    def merge(self, iid: str, key: str, label: Any, image: Any, summary: dict | None) -> None:
-        inst = self.instances.setdefault(iid, {"key": key, "label": label, "image": None,
-                                               "steps": {}})
-        if image is not None and inst["image"] is None:
-            inst["image"] = _decode_image(image)
-        if summary is not None:
-            inst["steps"][int(summary["step"])] = summary
 
 
 class MLflowStore:
@@ -125,16 +82,11 @@ class MLflowStore:
         self.max_runs = max_runs
         self.live_ttl_s = float(live_ttl_s)
         self.resolve_artifact_uri = resolve_artifact_uri
-        self._states: dict[tuple[str, str], _RunState] = {}  # (run, kind) -> what was read
-        # the caches below are keyed by (run, kind, key[, step])
-        self._records: OrderedDict[tuple[str, str, str, int], bytes] = OrderedDict()
-        self._record_bytes_total = 0
-        self._record_dirs: set[tuple[str, str, str]] = set()
-        self._subjects: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
+        self._states: dict[tuple[str, str], RunState] = {}  # (run, kind) -> what was read
         self._listings: dict[tuple[str, ...] | None, tuple[float, list]] = {}
-        self._bundles_read: set[tuple[str, str, str]] = set()  # bundle already ingested
         self._repos: dict[str, Any] = {}
         self._lock = threading.RLock()  # the app serves from threads; one state per run
+        self._fetch = RecordFetcher(self._download, self._lock)
 
     # ---- listing -----------------------------------------------------------------------------
     def runs(self, experiment_ids: list[str] | None = None) -> list[tuple[str, str]]:
@@ -144,10 +96,11 @@ class MLflowStore:
             out = []
             for run_id in self.run_ids:
                 try:
-                    state = self._state(run_id)
+                    info = self._run_info(run_id)
+                    self.kinds(run_id)  # a KeyError too when the run holds no data
                 except KeyError:
                     continue
-                out.append((run_id, state.name))
+                out.append((run_id, info.run_name or run_id))
             return out
         experiment_ids = experiment_ids if experiment_ids is not None else self.experiment_ids
         cache_key = None if experiment_ids is None else tuple(experiment_ids)
@@ -175,15 +128,13 @@ class MLflowStore:
         top = self._top(run)
         found = {n for n, f in top.items() if f.is_dir and n not in layout.RESERVED}
         if "steps" in top or "index.json" in top:  # layout 1
-            found.add("deepvid")
+            found.add(layout.LEGACY_KIND)
         if not found:
             raise NoDeepVIDDataError(f"MLflow run {run!r} has no DeepVID data")
         known = [k for k in kinds.names() if k in found]
         return known + sorted(found - set(known))
 
-    def overview(self, run: str, instance: str | None = None, kind: str = "deepvid"):
-        from deepvid_plugin.api import InstanceOverview, RunOverview
-
+    def overview(self, run: str, *, kind: str, instance: str | None = None) -> RunOverview:
         state = self._state(run, kind)
         rows = []
         for iid, inst in state.instances.items():
@@ -196,16 +147,16 @@ class MLflowStore:
                                          [s for _, s in sorted(inst["steps"].items())]))
         return RunOverview(list(state.class_names), rows, list(state.warnings))
 
-    def record(self, run: str, instance: str, step: int, kind: str = "deepvid") -> Any:
-        """The record of ``kind`` (its typed view: an :class:`ExplanationRecord` for
-        ``deepvid``), with its once-per-subject arrays put back when they are readable."""
+    def record(self, run: str, instance: str, step: int, *, kind: str) -> Any:
+        """The record of ``kind`` (its typed view), with its once-per-subject arrays put back
+        when they are readable."""
         state = self._state(run, kind)
         inst = state.instances.get(instance)
         if inst is None or (int(step) not in inst["steps"]
                             and (instance, int(step)) not in state.skipped):
             raise KeyError((run, instance, step))
         key = inst["key"]
-        data = self._record_bytes(state, key, int(step))
+        data = self._fetch.record_bytes(state, key, int(step))
         env = Record.decode(data)  # RecordDecodeError / NewerSchemaError propagate
         if env.kind != kind or env.subject != instance or env.step != int(step):
             raise RecordDecodeError(f"artifact {state.paths.records}/"
@@ -213,7 +164,7 @@ class MLflowStore:
                                     f"{env.subject!r} step {env.step}, expected {kind} "
                                     f"{instance!r} step {step}")
         kinds.check(env)  # UnsupportedKindError (newer kind_version) propagates
-        once = self._subject_arrays(state, key)
+        once = self._fetch.subject_arrays(state, key)
         if once:
             try:
                 env = kinds.prepare(env.with_arrays(once))[1]
@@ -224,7 +175,7 @@ class MLflowStore:
         return kinds.view(env)
 
     # ---- reading a run -----------------------------------------------------------------------
-    def _state(self, run: str, kind: str = "deepvid") -> _RunState:
+    def _state(self, run: str, kind: str) -> RunState:
         if not isinstance(run, str) or not run:
             raise KeyError(run)
         with self._lock:
@@ -234,7 +185,7 @@ class MLflowStore:
                 return state
             info = self._run_info(run)
             if state is None:
-                state = _RunState(run, kind)
+                state = RunState(run, kind)
             state.name = info.run_name or run
             state.artifact_uri = info.artifact_uri
             state.finished = info.status in _FINISHED
@@ -257,7 +208,7 @@ class MLflowStore:
     def _top(self, run: str) -> dict[str, Any]:
         return {os.path.basename(f.path): f for f in self._list(run, layout.ROOT)}
 
-    def _refresh(self, run: str, state: _RunState) -> None:
+    def _refresh(self, run: str, state: RunState) -> None:
         kind = state.kind
         if not state.located:  # first listing: which layout, and is there data of this kind?
             top = self._top(run)
@@ -267,17 +218,16 @@ class MLflowStore:
                                          "MLflowSink or DeepVIDCallback")
             if kind in top and top[kind].is_dir:
                 state.paths = layout.paths(kind)
-            elif kind == "deepvid" and ("steps" in top or "index.json" in top):
+            elif kind == layout.LEGACY_KIND and ("steps" in top or "index.json" in top):
                 state.paths = layout.paths(kind, legacy=True)  # written by layout 1
             else:
-                name = "DeepVID" if kind == "deepvid" else kind
-                raise NoDeepVIDDataError(f"MLflow run {run!r} has no {name} data (nothing under "
+                raise NoDeepVIDDataError(f"MLflow run {run!r} has no {kind} data (nothing under "
                                          f"{layout.paths(kind).root}/)")
             unknown = sorted(n for n, f in top.items() if f.is_dir and n not in layout.RESERVED
                              and n not in kinds.names())
             if unknown and not state.unknown_warned:
                 state.unknown_warned = True
-                self._warn(state, f"run {run!r} holds explanations of kinds {unknown}, which "
+                state.warn(f"run {run!r} holds explanations of kinds {unknown}, which "
                                   "this deepvid-plugin does not know; they were skipped "
                                   "(upgrade deepvid-plugin to see them)")
             state.located = True
@@ -285,7 +235,8 @@ class MLflowStore:
         here = {os.path.basename(f.path): f for f in self._list(run, paths.root)}
         if "index.json" in here and not state.index_read:
             state.index_read = True
-            self._read_index(run, state)
+            [(_, text)] = self._download_texts(run, [paths.index], keys=[None])
+            state.read_index(text)
         listed = {}
         if "steps" in here:
             for f in self._list(run, paths.steps):
@@ -298,7 +249,7 @@ class MLflowStore:
             for step, text in self._download_texts(run, [listed[s] for s in missing],
                                                    directory=paths.steps, keys=missing):
                 state.read_steps.add(step)
-                self._read_step_file(run, state, step, text)
+                state.read_step_file(step, text)
         if not state.instances and not state.warnings:
             raise NoDeepVIDDataError(f"MLflow run {run!r} has no {kind} records under "
                                      f"{paths.root}/")
@@ -309,85 +260,6 @@ class MLflowStore:
                 if name.endswith(layout.BUNDLE_SUFFIX) and not f.is_dir:
                     state.bundles[name[:-len(layout.BUNDLE_SUFFIX)]] = f.path
         state.complete = state.finished
-
-    def _warn(self, state: _RunState, message: str) -> None:
-        state.warnings.append(message)
-        warnings.warn(message, stacklevel=4)
-        logger.warning(message)
-
-    def _parse(self, run: str, state: _RunState, path: str, text: str | None) -> dict | None:
-        try:
-            if text is None:
-                raise ValueError("download failed")
-            obj = json.loads(text)
-            if not isinstance(obj, dict):
-                raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-            version = int(obj.get("layout", 0))
-        except (ValueError, TypeError) as e:
-            self._warn(state, f"run {run!r}: skipped corrupt artifact {path}: {e}")
-            return None
-        if version > layout.LAYOUT_VERSION:
-            self._warn(state, f"run {run!r}: skipped {path}: written in DeepVID MLflow layout "
-                              f"{version}, this deepvid-plugin reads up to "
-                              f"{layout.LAYOUT_VERSION}; upgrade deepvid-plugin to read it")
-            return None
-        return obj
-
-    def _summary_ok(self, run: str, state: _RunState, iid: str, summary: Any) -> bool:
-        if not isinstance(summary, dict) or "step" not in summary:
-            self._warn(state, f"run {run!r}: skipped a malformed summary of instance {iid!r}")
-            return False
-        problem = kinds.summary_problem(kinds.get(state.kind), summary)
-        if problem is not None:
-            # Left out of the overview, but record() still reads it and raises NewerSchemaError
-            # (the API then answers 404 naming both versions) instead of "unknown step".
-            state.skipped.add((iid, int(summary["step"])))
-            self._warn(state, f"run {run!r}: skipped instance {iid!r} at step {summary['step']}: "
-                              f"{problem}")
-            return False
-        kinds.read_summary(kinds.get(state.kind), summary)
-        return True
-
-    def _read_index(self, run: str, state: _RunState) -> None:
-        [(_, text)] = self._download_texts(run, [state.paths.index], keys=[None])
-        obj = self._parse(run, state, state.paths.index, text)
-        if obj is None:
-            return
-        try:
-            state.class_names = state.class_names or [str(c) for c in obj["class_names"]]
-            for inst in obj["instances"]:
-                iid = str(inst["id"])
-                state.merge(iid, str(inst["key"]), inst.get("label"), inst.get("image"), None)
-                crcs = inst.get("record_crc32") or []
-                for summary, crc in itertools.zip_longest(inst.get("summaries", []), crcs):
-                    if summary is None:
-                        break
-                    if isinstance(crc, int) and isinstance(summary, dict) and "step" in summary:
-                        state.crcs[(str(inst["key"]), int(summary["step"]))] = crc
-                    if self._summary_ok(run, state, iid, summary):
-                        state.merge(iid, str(inst["key"]), inst.get("label"), None, summary)
-            state.read_steps.update(int(s) for s in obj.get("steps", []))
-        except (KeyError, TypeError, ValueError) as e:
-            self._warn(state, f"run {run!r}: skipped corrupt artifact {state.paths.index}: {e!r}")
-
-    def _read_step_file(self, run: str, state: _RunState, step: int, text: str | None) -> None:
-        path = f"{state.paths.steps}/{layout.step_file(step)}"
-        obj = self._parse(run, state, path, text)
-        if obj is None:
-            return
-        try:
-            state.class_names = state.class_names or [str(c) for c in obj["class_names"]]
-            for entry in obj["instances"]:
-                iid = str(entry["id"])
-                summary = entry["summary"]
-                crc = entry.get("record_crc32")
-                if isinstance(crc, int) and isinstance(summary, dict) and "step" in summary:
-                    state.crcs[(str(entry["key"]), int(summary["step"]))] = crc
-                ok = self._summary_ok(run, state, iid, summary)
-                state.merge(iid, str(entry["key"]), entry.get("label"), entry.get("image"),
-                            summary if ok else None)
-        except (KeyError, TypeError, ValueError) as e:
-            self._warn(state, f"run {run!r}: skipped corrupt artifact {path}: {e!r}")
 
     # ---- downloads ---------------------------------------------------------------------------
     def _repo(self, run: str):
@@ -434,176 +306,11 @@ class MLflowStore:
         return out
 
     # ---- records -----------------------------------------------------------------------------
-    def prefetch(self, run: str, kind: str = "deepvid") -> None:
+    def prefetch(self, run: str, kind: str) -> None:
         """Fetch every bundle of ``run``'s ``kind`` data in one batched download (``deepvid
         compare`` reads all instances; the live app reads one instance at a time and does not
         need this). A run without bundles (still in progress) is left to the lazy reads."""
-        state = self._state(run, kind)
-        with self._lock:
-            wanted = [k for k in state.bundles if (run, kind, k) not in self._bundles_read]
-        if not wanted:
-            return
-        tmp = tempfile.mkdtemp(prefix="deepvid-store-")
-        try:
-            local_dir = self._download(run, state.paths.bundles, tmp)
-            for key in wanted:
-                self._ingest_bundle(state, key, os.path.join(local_dir, layout.bundle_file(key)))
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    def _record_bytes(self, state: _RunState, key: str, step: int) -> bytes:
-        run, kind = state.run, state.kind
-        cache_key = (run, kind, key, step)
-        with self._lock:
-            if cache_key in self._records:
-                self._records.move_to_end(cache_key)
-                return self._records[cache_key]
-            from_bundle = key in state.bundles and (run, kind, key) not in self._bundles_read
-        if from_bundle:
-            data = self._load_bundle(state, key).get(step)
-            if data is not None:
-                return data
-        return self._record_file_bytes(state, key, step)
-
-    def _load_bundle(self, state: _RunState, key: str) -> dict[int, bytes]:
-        tmp = tempfile.mkdtemp(prefix="deepvid-store-")
-        try:
-            local = None
-            try:
-                local = self._download(state.run, state.bundles[key], tmp)
-            except (OSError, _mlflow_exception()) as e:
-                self._drop_bundle(state, key, f"download failed: {e}")
-            return self._ingest_bundle(state, key, local) if local else {}
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    def _ingest_bundle(self, state: _RunState, key: str, local: str) -> dict[int, bytes]:
-        """Decode a downloaded bundle, cache the records that match what the step files name
-        (and the per-subject arrays), and return them by step."""
-        run, kind = state.run, state.kind
-        try:
-            with open(local, "rb") as f:
-                b = bundle.decode_bundle(f.read())
-        except (OSError, bundle.BundleDecodeError) as e:
-            self._drop_bundle(state, key, str(e))
-            return {}
-        path = state.bundles.get(key, f"{state.paths.bundles}/{layout.bundle_file(key)}")
-        for problem in b.problems:
-            self._warn(state, f"run {run!r}: {path}: {problem}; reading that step from its own "
-                              "file instead")
-        good = {step: data for step, data in b.records.items()
-                if state.crcs.get((key, step), b.crcs[step]) == b.crcs[step]}
-        with self._lock:
-            self._bundles_read.add((run, kind, key))
-            for step, data in good.items():
-                self._cache_put((run, kind, key, step), data)
-            extra = b.neighbours if b.neighbours is not None else b.subject
-            if extra is not None and (run, kind, key) not in self._subjects:
-                self._subjects[(run, kind, key)] = _load_subject(
-                    run, key, extra, legacy=b.neighbours is not None)
-        return good
-
-    def _drop_bundle(self, state: _RunState, key: str, why: str) -> None:
-        """An unreadable bundle: say so once and read that subject from its per-step files."""
-        with self._lock:
-            path = state.bundles.pop(key, None)
-            self._bundles_read.add((state.run, state.kind, key))
-        if path is not None:
-            self._warn(state, f"run {state.run!r}: skipped unreadable artifact {path} ({why}); "
-                              "reading its records step by step instead")
-
-    def _cache_put(self, cache_key: tuple[str, str, str, int], data: bytes) -> None:
-        old = self._records.pop(cache_key, None)
-        if old is not None:
-            self._record_bytes_total -= len(old)
-        self._records[cache_key] = data
-        self._record_bytes_total += len(data)
-        while self._record_bytes_total > _RECORD_CACHE_BYTES and len(self._records) > 1:
-            _, dropped = self._records.popitem(last=False)
-            self._record_bytes_total -= len(dropped)
-
-    def _record_file_bytes(self, state: _RunState, key: str, step: int) -> bytes:
-        """A record from the per-step files (runs in progress, steps no bundle covers)."""
-        from mlflow.exceptions import MlflowException
-
-        run, kind = state.run, state.kind
-        with self._lock:
-            first_visit = (run, kind, key) not in self._record_dirs
-            self._record_dirs.add((run, kind, key))
-        tmp = tempfile.mkdtemp(prefix="deepvid-store-")
-        try:
-            if first_visit:
-                # The compare view reads every step of an instance: fetch its folder in one go.
-                local_dir = self._download(run, f"{state.paths.records}/{key}", tmp)
-                fetched = {}
-                for name in os.listdir(local_dir):
-                    stem = name[:-5] if name.endswith(".dvid") else ""
-                    if stem.lstrip("-").isdigit():
-                        with open(os.path.join(local_dir, name), "rb") as f:
-                            fetched[int(stem)] = f.read()
-            else:
-                local = self._download(
-                    run, f"{state.paths.records}/{layout.record_file(key, step)}", tmp)
-                with open(local, "rb") as f:
-                    fetched = {step: f.read()}
-        except (OSError, MlflowException) as e:  # listed in a summary, but not downloadable
-            raise KeyError((run, key, step)) from e
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        with self._lock:
-            for s, data in fetched.items():
-                self._cache_put((run, kind, key, s), data)
-            if step not in fetched:
-                raise KeyError((run, key, step))
-            return fetched[step]
-
-    def _subject_arrays(self, state: _RunState, key: str) -> dict[str, np.ndarray]:
-        """The once-per-subject arrays of ``key`` (``{}`` when there are none or they are
-        unreadable, which is logged)."""
-        from mlflow.exceptions import MlflowException
-
-        run, kind = state.run, state.kind
-        with self._lock:
-            if (run, kind, key) in self._subjects:
-                return self._subjects[(run, kind, key)]
-        if not kinds.get(kind).per_subject:
-            return {}
-        tmp = tempfile.mkdtemp(prefix="deepvid-store-")
-        arrays: dict[str, np.ndarray] = {}
-        try:
-            local = self._download(
-                run, f"{state.paths.subjects}/{state.paths.subject_file(key)}", tmp)
-            with open(local, "rb") as f:
-                arrays = _load_subject(run, key, f.read(), legacy=state.paths.legacy)
-        except (OSError, MlflowException) as e:
-            # Only these arrays are lost; record_impl names missing neighbour images.
-            logger.warning("run %r: per-subject arrays of %r unreadable: %s", run, key, e)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        with self._lock:
-            self._subjects[(run, kind, key)] = arrays
-        return arrays
-
-
-def _mlflow_exception():
-    from mlflow.exceptions import MlflowException
-
-    return MlflowException
-
-
-def _load_subject(run: str, key: str, data: bytes, legacy: bool) -> dict[str, np.ndarray]:
-    """Per-subject arrays from their stored bytes (no pickle): layout 2's ``encode_arrays``
-    blob, or layout 1's neighbour images ``.npy``; ``{}``, logged, when unreadable."""
-    try:
-        if not legacy:
-            return decode_arrays(data)
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
-        if arr.ndim != 4:
-            raise ValueError(f"expected a 4-d array, got shape {arr.shape}")
-        return {"neighbours": arr}
-    except (OSError, ValueError) as e:
-        logger.warning("run %r: per-subject arrays of %r unreadable: %s", run, key, e)
-        return {}
+        self._fetch.prefetch(self._state(run, kind))
 
 
 def _read_text(path: str) -> str | None:

@@ -37,12 +37,11 @@ ROLE_RECORD = "record"  # BLOB_SEQUENCE: Record.encode() without the once-per-su
 ROLE_SUMMARY = "summary"  # TENSOR: string scalar, JSON step summary of the record's kind
 ROLE_SUBJECT = "subject"  # BLOB_SEQUENCE: record.encode_arrays() of the per-subject arrays, once
 ROLES = (ROLE_RECORD, ROLE_SUMMARY, ROLE_SUBJECT)
-# Version 1 (DeepVID only) wrote ``deepvid/<id>/<role>`` with these roles; still read.
-KIND_RECORD = ROLE_RECORD
-KIND_SUMMARY = ROLE_SUMMARY
+# Version 1 wrote ``deepvid/<id>/<role>`` with these roles; still read. It held the records of one
+# kind only (DeepVID's, before kinds existed), so its tags read as that kind.
+LEGACY_KIND = "deepvid"
 KIND_NEIGHBOURS = "neighbours"  # BLOB_SEQUENCE: .npy float16 neighbour images, once per instance
 LEGACY_ROLES = (ROLE_RECORD, ROLE_SUMMARY, KIND_NEIGHBOURS)
-KINDS = LEGACY_ROLES  # version 1's name for the roles, kept for callers of tag()/parse_tag()
 _DATA_CLASS = {
     ROLE_RECORD: summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
     ROLE_SUMMARY: summary_pb2.DATA_CLASS_TENSOR,
@@ -55,7 +54,7 @@ _KIND_NAME = re.compile(r"[a-z0-9_]+")
 @dataclasses.dataclass(frozen=True)
 class TagInfo:
     """What one of our tags names: the explanation ``kind``, the ``subject`` and the ``role``;
-    ``legacy`` for version-1 tags (``deepvid/<id>/<role>``, kind ``deepvid``)."""
+    ``legacy`` for version-1 tags (``deepvid/<id>/<role>``, kind :data:`LEGACY_KIND`)."""
 
     kind: str
     subject: str
@@ -63,7 +62,7 @@ class TagInfo:
     legacy: bool = False
 
 
-def tag(subject: str, role: str, kind: str = "deepvid") -> str:
+def tag(subject: str, role: str, kind: str) -> str:
     """``deepvid/<kind>/<percent-encoded subject>/<role>``: any subject makes a safe, unique tag.
 
     ``role`` is one of :data:`ROLES`.
@@ -89,20 +88,11 @@ def parse(name: str) -> TagInfo | None:
             and parts[2] and parts[3] in ROLES:
         return TagInfo(parts[1], urllib.parse.unquote(parts[2]), parts[3])
     if len(parts) == 3 and parts[0] == PLUGIN_NAME and parts[1] and parts[2] in LEGACY_ROLES:
-        return TagInfo("deepvid", urllib.parse.unquote(parts[1]), parts[2], legacy=True)
+        return TagInfo(LEGACY_KIND, urllib.parse.unquote(parts[1]), parts[2], legacy=True)
     return None
 
 
-def parse_tag(name: str) -> tuple[str, str] | None:
-    """``(instance_id, role)`` for a ``deepvid``-kind tag of either layout, ``None`` for anything
-    else (other kinds included: use :func:`parse` for those)."""
-    info = parse(name)
-    if info is None or info.kind != "deepvid":
-        return None
-    return info.subject, info.role
-
-
-def create_summary_metadata(role: str, subject: str, kind: str = "deepvid",
+def create_summary_metadata(role: str, subject: str, kind: str,
                             **extra: Any) -> summary_pb2.SummaryMetadata:
     """Metadata for one of our time series; ``extra`` (JSON-able) goes into the content."""
     if role not in _DATA_CLASS:

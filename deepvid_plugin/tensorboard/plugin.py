@@ -114,7 +114,7 @@ class DeepVIDPlugin(base_plugin.TBPlugin):
         store = self._store(request)
         try:
             run = api.parse_run(request.args)
-            kind = api.parse_kind(request.args)
+            kind = api.resolve_kind(store, [run], api.parse_kind(request.args))
             what = route.cache_name(request.args)
             try:
                 fingerprint = store.fingerprint(run, kind)

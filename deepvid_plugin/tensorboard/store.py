@@ -23,8 +23,9 @@ from tensorboard import context as tb_context
 from tensorboard import errors as tb_errors
 from tensorboard.data import provider
 
-from deepvid_plugin import api, kinds
-from deepvid_plugin.record import Record, RecordDecodeError, decode_arrays
+from deepvid_plugin import api
+from deepvid_plugin.core import kinds
+from deepvid_plugin.core.record import Record, RecordDecodeError, decode_arrays
 from deepvid_plugin.tensorboard import metadata
 
 __all__ = ["DataProviderStore", "OverviewCache"]
@@ -131,12 +132,12 @@ class DataProviderStore:
         known = [k for k in kinds.names() if k in found]
         return known + sorted(found - set(known))
 
-    def cache_key(self, run: str, kind: str = "deepvid") -> tuple:
+    def cache_key(self, run: str, kind: str) -> tuple:
         """The :class:`OverviewCache` key of ``run``'s ``kind`` data: ``(experiment, run, kind)``
         (the plugin keeps its encoded answers under the same key)."""
         return (self._eid, run, kind)
 
-    def fingerprint(self, run: str, kind: str = "deepvid") -> tuple:
+    def fingerprint(self, run: str, kind: str) -> tuple:
         """What identifies the data of ``run``: its summary tags with their last step and wall
         time. Raises ``KeyError`` when the run has no summaries of ``kind``."""
         return self._listing(run, kind)[2]
@@ -146,15 +147,13 @@ class DataProviderStore:
         summary_tags = self._summary_tags(listing, kind)
         if not summary_tags:
             if self._summary_tags(listing):
-                name = "DeepVID" if kind == "deepvid" else kind
-                raise api.NoDataError(f"run {run!r} has no {name} data")
+                raise api.NoDataError(f"run {run!r} has no {kind} data")
             raise KeyError(run)
         fingerprint = tuple(sorted((t, listing[t].max_step, listing[t].max_wall_time)
                                    for t in summary_tags))
         return listing, summary_tags, fingerprint
 
-    def overview(self, run: str, instance: str | None = None,
-                 kind: str = "deepvid") -> api.RunOverview:
+    def overview(self, run: str, *, kind: str, instance: str | None = None) -> api.RunOverview:
         listing, summary_tags, fingerprint = self._listing(run, kind)
         key = self.cache_key(run, kind)
         if self._cache is not None:
@@ -241,14 +240,14 @@ class DataProviderStore:
             by_step[int(datum.step)] = summary  # a re-written step (resumed run): last one wins
         return api.with_changed([by_step[s] for s in sorted(by_step)])
 
-    def record(self, run: str, instance: str, step: int, kind: str = "deepvid") -> Any:
-        """The record of ``kind`` (its typed view: an :class:`ExplanationRecord` for
-        ``deepvid``), with its once-per-subject arrays put back when they are readable."""
+    def record(self, run: str, instance: str, step: int, *, kind: str) -> Any:
+        """The record of ``kind`` (its typed view), with its once-per-subject arrays put back
+        when they are readable."""
         spec = kinds.get(kind)  # UnsupportedKindError: the API answers 404 naming it
         rtag, stag = (metadata.tag(instance, metadata.ROLE_RECORD, kind),
                       metadata.tag(instance, metadata.ROLE_SUBJECT, kind))
         tags = [rtag, stag]
-        if kind == "deepvid":  # version-1 series
+        if kind == metadata.LEGACY_KIND:  # version-1 series
             tags += [metadata.legacy_tag(instance, metadata.ROLE_RECORD),
                      metadata.legacy_tag(instance, metadata.KIND_NEIGHBOURS)]
         seqs = self._dp.read_blob_sequences(

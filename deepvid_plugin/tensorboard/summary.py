@@ -7,10 +7,10 @@ Tag layout (documented in ``deepvid_plugin/http_api.md``), per explanation kind 
 - ``deepvid/<kind>/<subject>/summary``  TENSOR, every step: the kind's JSON step summary the
   overview reads (the first one's metadata carries class names, label and instance image);
 - ``deepvid/<kind>/<subject>/subject``  BLOB_SEQUENCE, once: the kind's once-per-subject arrays
-  (DeepVID's neighbour images), :func:`deepvid_plugin.record.encode_arrays`.
+  (DeepVID's neighbour images), :func:`deepvid_plugin.core.record.encode_arrays`.
 
 One write path for every kind: what differs between kinds is declared in the kind registry
-(:mod:`deepvid_plugin.kinds`). Version 1 wrote ``deepvid/<id>/record|summary|neighbours``; the
+(:mod:`deepvid_plugin.core.kinds`). Version 1 wrote ``deepvid/<id>/record|summary|neighbours``; the
 reader still reads those.
 
 torch's ``SummaryWriter`` cannot write these itself: its ``tensor_proto`` leaves
@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
-from deepvid_plugin import kinds
-from deepvid_plugin.api import encode_image
-from deepvid_plugin.record import ExplanationRecord, Record, encode_arrays
+from deepvid_plugin.core import kinds
+from deepvid_plugin.core.encode import encode_image
+from deepvid_plugin.core.record import Record, encode_arrays
 from deepvid_plugin.tensorboard import metadata
 
 
@@ -88,7 +88,7 @@ def _unwrap(target: Any) -> Any:
 
 
 class TensorBoardSink:
-    """A :class:`~deepvid_plugin.sinks.Sink` writing records of any kind as ``deepvid``
+    """A :class:`~deepvid_plugin.core.sink.Sink` writing records of any kind as ``deepvid``
     summaries.
 
     Args:
@@ -108,10 +108,10 @@ class TensorBoardSink:
         self._lock = threading.Lock()
         self._closed = False
 
-    def write(self, record: ExplanationRecord | Record, step: int) -> None:
-        """Write ``record`` (an :class:`ExplanationRecord` or a
-        :class:`~deepvid_plugin.record.Record` of a registered kind) at TensorBoard step ``step``
-        (which the stored record then carries)."""
+    def write(self, record: Any, step: int) -> None:
+        """Write ``record`` (a :class:`~deepvid_plugin.core.record.Record` of a registered kind,
+        or its typed view) at TensorBoard step ``step`` (which the stored record then
+        carries)."""
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
             raise TypeError(f"step: expected an int, got {type(step).__name__} {step!r}")
         kind, env = kinds.prepare(record)
@@ -198,7 +198,7 @@ def _sink_for(writer: Any) -> TensorBoardSink:
         return sink
 
 
-def write_record(writer: Any, record: ExplanationRecord | Record, step: int) -> None:
+def write_record(writer: Any, record: Any, step: int) -> None:
     """Write one record (of any registered kind) as ``deepvid`` summaries and flush, so
     TensorBoard shows it at once.
 

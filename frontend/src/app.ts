@@ -1,6 +1,6 @@
 // Application shell: state, toolbar (run selector, view tabs, reload), banners, empty/error states.
 // Views live in their own modules and read everything through `app.source`.
-import { DEFAULT_KIND, kindParams, type DataSource } from "./data";
+import { kindParams, type DataSource } from "./data";
 import { append, clear, h } from "./dom";
 import { renderCompare } from "./compare";
 import { detailKinds, renderDetail } from "./detail";
@@ -46,8 +46,9 @@ export class App implements ViewHost {
   step: number | null = null;
   detailOpen = false;
   view: View;
-  /** The grid's kind, the kinds the run holds, and the kind a "page" view shows. */
-  kind: string = DEFAULT_KIND;
+  /** The grid's kind ("" until a run is shown: then the run's first), the kinds the run holds,
+   * and the kind a "page" view shows. */
+  kind = "";
   kinds: KindInfo[] = [];
   pageKind: string | null = null;
   private split: HTMLElement | null = null;
@@ -219,7 +220,8 @@ export class App implements ViewHost {
     if (this.view === "compare") Object.assign(link, this.compareState);
     else link.run = this.run ?? undefined;
     if (this.view === "overview") link.instance = this.instance?.id;
-    if (this.view !== "page" && this.kind !== DEFAULT_KIND) link.kind = this.kind;
+    // the kind only when it is not the run's first (what a link without it opens)
+    if (this.view !== "page" && this.kind && this.kind !== this.gridKinds()[0]?.kind) link.kind = this.kind;
     this.options.onLink(link);
   }
 
@@ -276,7 +278,7 @@ export class App implements ViewHost {
       // page rather than asking for a grid it lacks. No kinds at all: an older backend, DeepVID.
       const page = pageViews().find((v) => this.kinds.some((k) => k.kind === v.kind));
       if (!grid.length && page) return this.showPage(page.kind);
-      this.kind = grid.includes(want) ? want : (grid[0] ?? DEFAULT_KIND);
+      this.kind = grid.includes(want) ? want : (grid[0] ?? "");
       if (linkKind !== null && this.kind !== linkKind) {
         this.warnLink("kind", linkKind, `run “${this.runName(run)}” holds no such kind`, `“${this.kind}”`);
       }
@@ -289,6 +291,7 @@ export class App implements ViewHost {
     if (this.run !== run || this.view !== "overview") return; // the user moved on meanwhile
     this.addWarnings(data.warnings);
     this.data = data;
+    if (!this.kind && data.kind) this.kind = data.kind; // the run's first kind, as the API chose
     const label = viewFor(this.kind)?.label ?? this.kind;
     if (!data.instances.length) {
       return this.empty(

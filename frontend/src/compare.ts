@@ -10,7 +10,7 @@ import { append, className, clear, fmt, h, pct } from "./dom";
 import { colorbar, imageCanvas, mapCanvas } from "./draw";
 import { stepLowTrust, trustReason } from "./evidence";
 import type { CompareResp, InstancesResp, RunInfo, StepSummary } from "./types";
-import { viewFor } from "./views";
+import { instanceView, viewFor } from "./views";
 
 export function renderCompare(app: ViewHost, parent: HTMLElement): void {
   const runs = app.runs;
@@ -100,6 +100,13 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
   // The instances offered are those BOTH runs track, re-read whenever either run changes, so a
   // stale list can never offer an instance one of the runs lacks.
   let token = 0;
+  /** The grid's kind, or before one is chosen the first instance kind both runs hold. */
+  function kind(): string {
+    if (app.kind) return app.kind;
+    const held = (run: string) => app.runs.find((r) => r.run === run)?.kinds ?? [];
+    const theirs = held(b);
+    return held(a).find((k) => theirs.includes(k) && instanceView(k)) ?? "";
+  }
   async function loadInstances(): Promise<void> {
     const mine = ++token;
     changed();
@@ -107,8 +114,8 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
     let db: InstancesResp;
     try {
       [da, db] = await Promise.all([
-        app.source.get<InstancesResp>("instances", { run: a, ...kindParams(app.kind) }),
-        app.source.get<InstancesResp>("instances", { run: b, ...kindParams(app.kind) }),
+        app.source.get<InstancesResp>("instances", { run: a, ...kindParams(kind()) }),
+        app.source.get<InstancesResp>("instances", { run: b, ...kindParams(kind()) }),
       ]);
     } catch (err) {
       if (mine === token) { clear(selI); clear(out); out.append(errorBox(err, "the instances of the two runs")); }
@@ -132,7 +139,7 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
     for (const [run, data] of [[a, da], [b, db]] as const) {
       if (!data.instances.length) {
         instance = null;
-        return state(`Run ${run === a ? "A" : "B"} has no ${viewFor(app.kind)?.label ?? app.kind} data`, `“${app.runName(run)}” has no readable explanations.`);
+        return state(`Run ${run === a ? "A" : "B"} has no ${viewFor(kind())?.label ?? kind()} data`, `“${app.runName(run)}” has no readable explanations.`);
       }
     }
     if (!common.length) {
@@ -163,7 +170,7 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
     let cmp: CompareResp;
     // A's prediction is the API's default: asked for without `class`, as before the picker (so
     // a saved viewer's default responses answer it too).
-    const params: Params = { instance, runs: `${a},${b}`, ...kindParams(app.kind), ...(cls === "a" ? {} : { class: cls }) };
+    const params: Params = { instance, runs: `${a},${b}`, ...kindParams(kind()), ...(cls === "a" ? {} : { class: cls }) };
     try {
       cmp = await app.source.get<CompareResp>("compare", params);
     } catch (err) {

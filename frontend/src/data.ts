@@ -4,13 +4,10 @@
 
 export type Params = Record<string, string>;
 
-/** The kind the API serves when `kind` is not given. */
-export const DEFAULT_KIND = "deepvid";
-
-/** The `kind` parameter as requests carry it: none for the default kind, so its URLs and snapshot
- * keys are those of the API before kinds existed (deepvid_plugin.api.kind_params). */
+/** The `kind` parameter as requests carry it. Empty (not chosen yet): none, and the API answers
+ * with the run's first kind (its response names it). */
 export function kindParams(kind: string): Params {
-  return kind === DEFAULT_KIND ? {} : { kind };
+  return kind ? { kind } : {};
 }
 
 export class ApiError extends Error {

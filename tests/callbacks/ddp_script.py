@@ -8,13 +8,13 @@ import sys
 
 import lightning.pytorch as pl
 import torch
-from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from deepvid_plugin.digits import load_digits
+from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
+from deepvid_plugin.demo.digits import load_digits
 from deepvid_plugin.explain import PixelGenerator
 
 EPOCHS = 3

@@ -7,7 +7,7 @@ import os
 import torch
 from torch import nn
 
-from deepvid_plugin.digits import DigitsCNN, load_digits
+from deepvid_plugin.demo.digits import DigitsCNN, load_digits
 
 N_TRAIN = 256  # a slice of the digits: every test here trains in seconds on 2 cores
 N_NEIGHBOURS = 64
@@ -96,8 +96,9 @@ def summary_steps(logdir) -> dict[str, dict[str, list[int]]]:
     listing = dp.list_tensors(ctx, experiment_id="", plugin_name=metadata.PLUGIN_NAME)
     out: dict[str, dict[str, list[int]]] = {}
     for run, tags in listing.items():
-        wanted = {t: metadata.parse_tag(t)[0] for t in tags
-                  if metadata.parse_tag(t) and metadata.parse_tag(t)[1] == metadata.KIND_SUMMARY}
+        parsed = {t: metadata.parse(t) for t in tags}
+        wanted = {t: info.subject for t, info in parsed.items()
+                  if info and info.kind == "deepvid" and info.role == metadata.ROLE_SUMMARY}
         data = dp.read_tensors(ctx, experiment_id="", plugin_name=metadata.PLUGIN_NAME,
                                downsample=10**9,
                                run_tag_filter=provider.RunTagFilter(runs=[run],
@@ -148,7 +149,7 @@ class ListSink:
         self.closed = False
 
     def write(self, record, step):
-        from deepvid_plugin import kinds
+        from deepvid_plugin.core import kinds
 
         _, env = kinds.prepare(record)  # what a real sink does first: validate by kind
         self.records.append(env)

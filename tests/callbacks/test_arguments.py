@@ -7,8 +7,8 @@ import stat
 
 import pytest
 import torch
-from deepvid_plugin.callbacks import DeepVIDCallback
 
+from deepvid_plugin.callbacks import DeepVIDCallback
 from deepvid_plugin.explain import PixelGenerator
 from tests.callbacks.helpers import small_cnn, tracked
 
@@ -128,9 +128,9 @@ def test_lightning_callback_validates_too():
 
 
 def test_lightning_without_a_supported_logger(tmp_path):
-    from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
     from lightning.pytorch.loggers import CSVLogger
 
+    from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
     from tests.callbacks.lit import LitDigits, loader, trainer
 
     cb = DeepVIDLightningCallback(tracked()[0], generator=GEN, n_neighbours=16)

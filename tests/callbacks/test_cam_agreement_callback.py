@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from deepvid_plugin.callbacks import DeepVIDCallback
 
-from deepvid_plugin.distill import CAMDistillLoss
-from deepvid_plugin.explain.cam_agreement import CAMAgreement
+from deepvid_plugin.callbacks import DeepVIDCallback
+from deepvid_plugin.methods.cam_agreement.explainer import CAMAgreement
+from deepvid_plugin.methods.cam_agreement.loss import CAMDistillLoss
 from tests.callbacks.helpers import kind_steps, records, tracked, train_slice
-from tests.explain.test_cam_agreement import Net
+from tests.methods.cam_agreement.test_explainer import Net
 
 EPOCHS = 6
 

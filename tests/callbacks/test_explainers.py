@@ -9,13 +9,13 @@ import random
 import numpy as np
 import pytest
 import torch
+
 from deepvid_plugin.callbacks import (
     DeepVIDCallback,
     DeepVIDExplainer,
     DeepVIDWarning,
     GradCAMExplainer,
 )
-
 from deepvid_plugin.explain import GradCAM, PixelGenerator
 from tests.callbacks.helpers import (
     N_NEIGHBOURS,

@@ -7,9 +7,9 @@ import warnings
 
 import pytest
 import torch
-from deepvid_plugin.callbacks import DeepVIDCallback, DeepVIDWarning
 
-from deepvid_plugin.digits import train_epoch
+from deepvid_plugin.callbacks import DeepVIDCallback, DeepVIDWarning
+from deepvid_plugin.demo.digits import train_epoch
 from deepvid_plugin.mlflow import layout
 from tests.callbacks.helpers import (
     N_NEIGHBOURS,

@@ -7,12 +7,12 @@ from __future__ import annotations
 import copy
 
 import torch
-from deepvid_plugin.callbacks import DeepVIDCallback
 
 from deepvid_plugin import api
-from deepvid_plugin.explain.netdissect import ConceptSet, NetDissect, NetDissectExplainer
+from deepvid_plugin.callbacks import DeepVIDCallback
+from deepvid_plugin.methods.netdissect import ConceptSet, NetDissect, NetDissectExplainer
 from tests.callbacks.helpers import data_provider, kind_steps
-from tests.explain.test_netdissect_explainer import LAYERS, tiny_cnn, train_some
+from tests.methods.netdissect.test_explainer import LAYERS, tiny_cnn, train_some
 
 EPOCHS = 5
 

@@ -5,12 +5,12 @@ an uninterrupted run logs (same VAE, same neighbours)."""
 from __future__ import annotations
 
 import pytest
-from deepvid_plugin.callbacks import GradCAMExplainer
-from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
+from deepvid_plugin.callbacks import GradCAMExplainer
+from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
 from deepvid_plugin.explain import GradCAM
 from tests.callbacks.helpers import (
     N_NEIGHBOURS,

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from deepvid_plugin.callbacks import DeepVIDCallback
 
 from deepvid_plugin import api
-from deepvid_plugin.digits import train_epoch
-from deepvid_plugin.explain.summit import Summit, SummitExplainer
+from deepvid_plugin.callbacks import DeepVIDCallback
+from deepvid_plugin.demo.digits import train_epoch
+from deepvid_plugin.methods.summit import Summit, SummitExplainer
 from tests.callbacks.helpers import data_provider, digits, small_cnn, tracked, train_slice
 
 EPOCHS = 5

@@ -7,9 +7,9 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
-from deepvid_plugin.callbacks import DeepVIDCallback
 from torch.nn import functional as F
 
+from deepvid_plugin.callbacks import DeepVIDCallback
 from deepvid_plugin.explain import GradCAM
 from tests.callbacks.helpers import (
     N_NEIGHBOURS,
@@ -85,9 +85,9 @@ def test_plain_loop_training_is_bitwise_untouched(tmp_path, gradcam):
 
 
 def _lightning_run(tmp_path, with_callback: bool):
-    from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
     from tests.callbacks.lit import LitDigits, loader, trainer
 
     vae = fitted_vae()  # seeds the global RNG itself: before the run's seed

@@ -18,18 +18,18 @@ import shutil
 import pytest
 import torch
 
-# Before deepvid_plugin.distill: importing distill first is circular (distill -> explain ->
+# Before deepvid_plugin.methods.cam_agreement.loss: importing distill first is circular (distill -> explain ->
 # cam_agreement -> distill) until distill stops importing through deepvid_plugin.explain.
 import deepvid_plugin.explain  # noqa: F401
 from deepvid_plugin import api
 from deepvid_plugin.api import MemoryStore
-from deepvid_plugin.distill import CAMDistillLoss
-from deepvid_plugin.explain.cam_agreement import CAMAgreement
-from deepvid_plugin.explain.protocol import ExplainContext
-from deepvid_plugin.viewer import standalone_html
+from deepvid_plugin.api.viewer import standalone_html
+from deepvid_plugin.core.explainer import ExplainContext
+from deepvid_plugin.methods.cam_agreement.explainer import CAMAgreement
+from deepvid_plugin.methods.cam_agreement.loss import CAMDistillLoss
 from tests.callbacks.helpers import tracked, train_slice
 from tests.e2e.test_viewer_browser import _show_in_sandbox
-from tests.explain.test_cam_agreement import N_CLASSES, Net
+from tests.methods.cam_agreement.test_explainer import N_CLASSES, Net
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

@@ -11,10 +11,10 @@ import pytest
 
 from deepvid_plugin import api
 from deepvid_plugin.api import MemoryStore
-from deepvid_plugin.viewer import standalone_html
+from deepvid_plugin.api.viewer import standalone_html
+from tests.api.test_compare_class import LABEL, _predicting
 from tests.e2e.test_viewer_browser import _show_in_sandbox
 from tests.factories import make_record
-from tests.test_compare_class import LABEL, _predicting
 
 pytestmark = pytest.mark.timeout(180)
 NAMES = [f"digit {k}" for k in range(10)]

@@ -16,7 +16,7 @@ import pytest
 
 from deepvid_plugin import api
 from deepvid_plugin.api import MemoryStore
-from deepvid_plugin.viewer import standalone_html
+from deepvid_plugin.api.viewer import standalone_html
 from tests.e2e.test_viewer_browser import _show_in_sandbox
 from tests.factories import make_gradcam_record, make_run
 

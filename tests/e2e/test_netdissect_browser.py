@@ -13,11 +13,11 @@ import pytest
 
 from deepvid_plugin import api
 from deepvid_plugin.api import MemoryStore
-from deepvid_plugin.explain.netdissect import ConceptSet
-from deepvid_plugin.viewer import standalone_html
+from deepvid_plugin.api.viewer import standalone_html
+from deepvid_plugin.methods.netdissect import ConceptSet
 from tests.e2e.test_viewer_browser import _show_in_sandbox
-from tests.explain.test_netdissect_explainer import LAYERS, dissected_run
 from tests.factories import make_run
+from tests.methods.netdissect.test_explainer import LAYERS, dissected_run
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -1,4 +1,4 @@
-"""Defects found in review (issue 9, section 7), each shown in headless Chromium on the
+"""Defects found in review, each shown in headless Chromium on the
 self-contained viewer, whose frontend is the same bundle the TensorBoard tab and the MLflow app
 load."""
 
@@ -8,8 +8,8 @@ import pytest
 
 from deepvid_plugin import api
 from deepvid_plugin.api import MemoryStore
-from deepvid_plugin.record import RecordDecodeError
-from deepvid_plugin.viewer import standalone_html
+from deepvid_plugin.api.viewer import standalone_html
+from deepvid_plugin.core.record import RecordDecodeError
 from tests.e2e.test_viewer_browser import _show_in_sandbox
 from tests.factories import make_record, make_run
 
@@ -28,10 +28,10 @@ UNREADABLE_STEP = 1  # run B's record of instance "a" at this step cannot be rea
 class _OneUnreadable(MemoryStore):
     """A store whose record of ("r2", "a", UNREADABLE_STEP) is corrupt, as a damaged file is."""
 
-    def record(self, run, instance, step):
+    def record(self, run, instance, step, *, kind):
         if (run, instance, step) == ("r2", "a", UNREADABLE_STEP):
             raise RecordDecodeError("CRC mismatch")
-        return super().record(run, instance, step)
+        return super().record(run, instance, step, kind=kind)
 
 
 def test_compare_strip_places_marks_and_clicks_by_step_after_a_skipped_step(page):
@@ -40,7 +40,7 @@ def test_compare_strip_places_marks_and_clicks_by_step_after_a_skipped_step(page
         "r2": [make_record("a", s, seed=1, trustworthy=True) for s in STEPS],
     })
     snap = api.snapshot(store)
-    cmp = snap["compare?instance=a&runs=r1%2Cr2"]
+    cmp = snap["compare?instance=a&kind=deepvid&runs=r1%2Cr2"]
     # The premise: the compare answer has every step, but no maps for the unreadable one.
     assert cmp["steps"] == list(STEPS)
     assert [m["step"] for m in cmp["maps"]] == [s for s in STEPS if s != UNREADABLE_STEP]

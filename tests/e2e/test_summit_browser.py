@@ -15,9 +15,9 @@ import torch
 
 from deepvid_plugin import api
 from deepvid_plugin.api import MemoryStore
-from deepvid_plugin.digits import DigitsCNN, load_digits, train_epoch
-from deepvid_plugin.explain.summit import Summit, SummitExplainer
-from deepvid_plugin.viewer import standalone_html
+from deepvid_plugin.api.viewer import standalone_html
+from deepvid_plugin.demo.digits import DigitsCNN, load_digits, train_epoch
+from deepvid_plugin.methods.summit import Summit, SummitExplainer
 from tests.e2e.test_viewer_browser import _show_in_sandbox
 from tests.factories import make_netdissect_record
 

@@ -15,7 +15,7 @@ import pytest
 
 from deepvid_plugin import api
 from deepvid_plugin.api import MemoryStore
-from deepvid_plugin.viewer import standalone_html
+from deepvid_plugin.api.viewer import standalone_html
 from tests.factories import make_record, make_run
 
 pytestmark = pytest.mark.timeout(180)
@@ -94,7 +94,7 @@ def test_missing_snapshot_entry_is_a_clear_error(page, snapshot, artifacts_dir):
     frame = _show_in_sandbox(page, standalone_html(partial))
     err = frame.locator("[data-testid=error-state]")
     err.wait_for()
-    assert "does not include instances?run=r1" in err.inner_text()
+    assert "does not include instances?kind=deepvid&run=r1" in err.inner_text()
     page.screenshot(path=os.path.join(artifacts_dir, "viewer_error.png"))
 
 
@@ -105,7 +105,7 @@ def test_empty_snapshot_says_no_data(page):
 
 def test_run_without_instances_and_warnings_are_shown(page, snapshot):
     snap = dict(snapshot)
-    snap["instances?run=r1"] = {"run": "r1", "class_names": [], "instances": [],
+    snap["instances?kind=deepvid&run=r1"] = {"run": "r1", "class_names": [], "instances": [],
                                 "warnings": ["skipped a: record has schema_version 99"]}
     frame = _show_in_sandbox(page, standalone_html(snap))
     empty = frame.locator("[data-testid=empty-state]")

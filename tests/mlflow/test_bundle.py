@@ -52,7 +52,7 @@ def test_unreadable_bundles_raise(data, message):
 
 def test_layout_1_bundles_still_decode():
     blobs = _blobs("a")
-    data = bundle.encode_bundle("a", "a", blobs, subject=b"npy-bytes")
+    data = bundle.encode_bundle("a", "a", blobs, subject=b"npy-bytes", kind="deepvid")
     hlen = int.from_bytes(data[4:8], "little")
     header = json.loads(data[8:8 + hlen])
     header["layout"] = 1  # what layout 1 wrote: no kind, the extra blob named "neighbours"
@@ -65,7 +65,7 @@ def test_layout_1_bundles_still_decode():
 
 
 def test_newer_layout_is_named():
-    data = bundle.encode_bundle("a", "a", _blobs("a"))
+    data = bundle.encode_bundle("a", "a", _blobs("a"), kind="deepvid")
     hlen = int.from_bytes(data[4:8], "little")
     header = json.loads(data[8:8 + hlen])
     header["layout"] = 99
@@ -104,11 +104,11 @@ def test_finished_run_is_read_from_its_bundles(mlflow_server):
     shutil.rmtree(os.path.join(root, layout.RECORDS_DIR))
     shutil.rmtree(os.path.join(root, layout.SUBJECTS_DIR))
     store = MLflowStore(client)
-    store.prefetch(run)
+    store.prefetch(run, "deepvid")
     for i in IDS:
         for s in STEPS:
-            assert store.record(run, i, s) == record(i, s, 3)  # neighbour images included
-    assert store.overview(run).warnings == []
+            assert store.record(run, i, s, kind="deepvid") == record(i, s, 3)  # neighbour images included
+    assert store.overview(run, kind="deepvid").warnings == []
 
 
 def test_running_run_and_stale_bundle_use_the_step_files(mlflow_server):
@@ -119,15 +119,15 @@ def test_running_run_and_stale_bundle_use_the_step_files(mlflow_server):
     # first writer, stale at step 2, and only the per-step files know the new record.
     _log(client, run, seed=4, steps=(2,), close=False, viewer_every=1)
     store = MLflowStore(client)
-    assert store.record(run, "a", 2) == record("a", 2, 4)  # running: per-step files only
+    assert store.record(run, "a", 2, kind="deepvid") == record("a", 2, 4)  # running: per-step files only
     client.set_terminated(run, status="FAILED")
     store = MLflowStore(client)
-    store.prefetch(run)
+    store.prefetch(run, "deepvid")
     # The bundle's CRC no longer matches. (Neighbour images are compared apart: a real resume
     # draws the same fixed neighbours, this synthetic one draws new ones with the new seed.)
-    got = store.record(run, "a", 2)
+    got = store.record(run, "a", 2, kind="deepvid")
     assert got.without_neighbour_images() == record("a", 2, 4).without_neighbour_images()
-    assert store.record(run, "a", 0) == record("a", 0, 3)
+    assert store.record(run, "a", 0, kind="deepvid") == record("a", 0, 3)
 
 
 def test_corrupt_bundle_is_reported_and_the_step_files_serve(mlflow_server, tmp_path):
@@ -139,7 +139,7 @@ def test_corrupt_bundle_is_reported_and_the_step_files_serve(mlflow_server, tmp_
     client.set_terminated(run)
     store = MLflowStore(client)
     with pytest.warns(UserWarning, match="bundles/a.dvib"):
-        store.prefetch(run)
-    assert store.record(run, "a", 1) == record("a", 1, 3)
+        store.prefetch(run, "deepvid")
+    assert store.record(run, "a", 1, kind="deepvid") == record("a", 1, 3)
     body = api.instances_impl(store, run)
     assert any("bundles/a.dvib" in w and "corrupt bundle header" in w for w in body["warnings"])

@@ -41,11 +41,13 @@ def test_page_compares_the_shared_instances(two_runs, tmp_path, capsys):
     pair = (two_runs.a, two_runs.b)
     assert snap["runs"]["pairs"] == [list(pair)]
     for instance in ("a", "b", EVIL):
-        cmp = snap[snapshot_key("compare", {"instance": instance, "runs": ",".join(pair)})]
+        cmp = snap[snapshot_key("compare", {"instance": instance, "runs": ",".join(pair),
+                                           "kind": "deepvid"})]
         assert [m["step"] for m in cmp["maps"]] == list(STEPS)
         assert set(cmp["per_run"]) == set(pair)
         assert cmp["note"] and "3 they share" in cmp["note"]
-        reverse = snapshot_key("compare", {"instance": instance, "runs": ",".join(pair[::-1])})
+        reverse = snapshot_key("compare", {"instance": instance, "runs": ",".join(pair[::-1]),
+                                           "kind": "deepvid"})
         assert reverse not in snap
     assert not any(k.startswith("compare?instance=only-b") for k in snap)
 

@@ -10,9 +10,11 @@ import re
 import numpy as np
 import pytest
 
+from deepvid_plugin.core.record import decode_arrays
+from deepvid_plugin.methods.deepvid.record import ExplanationRecord
+from deepvid_plugin.methods.deepvid.render import render_weight_map
 from deepvid_plugin.mlflow import layout
-from deepvid_plugin.mlflow.sink import MLflowSink, render_weight_map
-from deepvid_plugin.record import ExplanationRecord, decode_arrays
+from deepvid_plugin.mlflow.sink import MLflowSink
 from tests.factories import make_record
 from tests.mlflow.runs import EVIL, STEPS, fluent_tracking, record
 
@@ -130,7 +132,7 @@ def test_viewer_is_refreshed_every_n_steps(mlflow_tracking, tmp_path):
     snap = lambda html: json.loads(  # noqa: E731
         re.search(rb"__DEEPVID_SNAPSHOT__=(.*?);</script>", html, re.S).group(1))
     steps = lambda html: [s["step"] for s in  # noqa: E731
-                          snap(html)[f"instances?run={run_id}"]["instances"][0]["steps"]]
+                          snap(html)[f"instances?kind=deepvid&run={run_id}"]["instances"][0]["steps"]]
     assert steps(first) == [0, 1]
     assert steps(last) == [0, 1, 2, 3]
 

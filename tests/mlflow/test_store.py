@@ -7,6 +7,7 @@ import json
 import pytest
 
 from deepvid_plugin import api
+from deepvid_plugin.methods.deepvid.kind import step_summary
 from deepvid_plugin.mlflow import bundle, layout
 from deepvid_plugin.mlflow.sink import MLflowSink
 from deepvid_plugin.mlflow.store import MLflowStore, NoDeepVIDDataError, RunNotFoundError
@@ -19,14 +20,14 @@ def test_overview_and_records_round_trip(two_runs):
     assert listed == {two_runs.a: "run A", two_runs.b: "run B"}
     for run in (two_runs.a, two_runs.b):
         seed, ids = two_runs.seeds[run], two_runs.ids[run]
-        ov = store.overview(run)
+        ov = store.overview(run, kind="deepvid")
         assert ov.warnings == [] and ov.class_names == [str(k) for k in range(10)]
         assert [i.id for i in ov.instances] == list(ids)
         for inst in ov.instances:
             assert [s["step"] for s in inst.steps] == list(STEPS)
             assert inst.label == record(inst.id, 0, seed).label
             for s in STEPS:
-                assert store.record(run, inst.id, s) == record(inst.id, s, seed)
+                assert store.record(run, inst.id, s, kind="deepvid") == record(inst.id, s, seed)
 
 
 def test_compare_through_the_api(two_runs):
@@ -45,10 +46,10 @@ def test_unknown_run_and_run_without_data(mlflow_server):
     client = mlflow_server.client()
     store = MLflowStore(client)
     with pytest.raises(RunNotFoundError, match="feedfacefeedfacefeedfacefeedface"):
-        store.overview("feedfacefeedfacefeedfacefeedface")
+        store.overview("feedfacefeedfacefeedfacefeedface", kind="deepvid")
     empty = client.create_run("0", run_name="no deepvid here").info.run_id
     with pytest.raises(NoDeepVIDDataError, match=f"{empty}.*no DeepVID data"):
-        store.overview(empty)
+        store.overview(empty, kind="deepvid")
     with pytest.raises(api.ApiError) as e:
         api.instances_impl(store, empty)
     assert e.value.status == 404
@@ -77,7 +78,7 @@ def damaged_run(mlflow_server, tmp_path_factory):
     for iid, step, blob in (("a", 1, garbage), ("b", 2, newer)):
         blobs = [(s, blob if s == step else record(iid, s, 5).without_neighbour_images().encode())
                  for s in STEPS]
-        (tmp / layout.bundle_file(iid)).write_bytes(bundle.encode_bundle(iid, iid, blobs))
+        (tmp / layout.bundle_file(iid)).write_bytes(bundle.encode_bundle(iid, iid, blobs, kind="deepvid"))
         client.log_artifact(run, str(tmp / layout.bundle_file(iid)), layout.BUNDLES_DIR)
     (tmp / "9.json").write_text("{not json")
     client.log_artifact(run, str(tmp / "9.json"), layout.STEPS_DIR)
@@ -114,9 +115,9 @@ def test_damaged_record_is_skipped_in_compare_and_snapshot(mlflow_server, damage
     assert [m["step"] for m in cmp["maps"]] == [0, 2, 3]  # step 1 unreadable, the rest compared
     assert any("corrupt" in w and "step 1" in w for w in cmp["warnings"])
     snap = api.snapshot(store, [damaged_run], timelines=False)
-    assert f"record?instance=a&run={damaged_run}&step=1" not in snap
-    assert f"record?instance=a&run={damaged_run}&step=2" in snap
-    assert any("corrupt" in w for w in snap[f"instances?run={damaged_run}"]["warnings"])
+    assert f"record?instance=a&kind=deepvid&run={damaged_run}&step=1" not in snap
+    assert f"record?instance=a&kind=deepvid&run={damaged_run}&step=2" in snap
+    assert any("corrupt" in w for w in snap[f"instances?kind=deepvid&run={damaged_run}"]["warnings"])
 
 
 def test_layout_1_run_still_reads_and_unknown_kinds_are_named(mlflow_server, tmp_path):
@@ -127,7 +128,7 @@ def test_layout_1_run_still_reads_and_unknown_kinds_are_named(mlflow_server, tmp
 
     import numpy as np
 
-    from deepvid_plugin.record import ExplanationRecord
+    from deepvid_plugin.methods.deepvid.record import ExplanationRecord
 
     here = os.path.join(os.path.dirname(__file__), "..", "fixtures", "v1")
     client = mlflow_server.client()
@@ -139,7 +140,7 @@ def test_layout_1_run_still_reads_and_unknown_kinds_are_named(mlflow_server, tmp
         (tmp_path / f"{s}.dvid").write_bytes(v1[s])
         client.log_artifact(run, str(tmp_path / f"{s}.dvid"), "deepvid/records/digit-0")
         rec = ExplanationRecord.decode(v1[s])
-        summary = api.step_summary(rec, None)
+        summary = step_summary(rec, None)
         del summary["headline"]  # layout 1's summaries had none
         summary["schema_version"] = 1
         (tmp_path / f"{s}.json").write_text(json.dumps({
@@ -160,11 +161,11 @@ def test_layout_1_run_still_reads_and_unknown_kinds_are_named(mlflow_server, tmp
     store = MLflowStore(client)
     assert store.kinds(run) == ["deepvid", "zz_future"]
     with pytest.warns(UserWarning, match="zz_future"):
-        ov = store.overview(run)
+        ov = store.overview(run, kind="deepvid")
     assert [s["step"] for s in ov.instances[0].steps] == [0, 1]
     assert ov.instances[0].steps[1]["headline"] == pytest.approx(
         ExplanationRecord.decode(v1[1]).fidelity["top1_agreement"], abs=1e-3)
-    got = store.record(run, "digit-0", 1)
+    got = store.record(run, "digit-0", 1, kind="deepvid")
     assert got.without_neighbour_images() == \
         ExplanationRecord.decode(v1[1]).without_neighbour_images()
     assert got.has_neighbour_images and np.array_equal(got.neighbours, shown)

@@ -13,7 +13,7 @@ import os
 
 from tensorboard.compat.proto import summary_pb2
 
-from deepvid_plugin.api import step_summary
+from deepvid_plugin.methods.deepvid.kind import step_summary
 from deepvid_plugin.tensorboard import metadata
 from deepvid_plugin.tensorboard.summary import TensorBoardSink, _string_tensor
 from tests.factories import make_record
@@ -37,7 +37,7 @@ def _raw(sink, step, values):
     summary = summary_pb2.Summary()
     for tag, tensor, kind in values:
         summary.value.add(tag=tag, tensor=tensor,
-                          metadata=metadata.create_summary_metadata(kind, "a"))
+                          metadata=metadata.create_summary_metadata(kind, "a", "deepvid"))
     sink._writer.add(summary, step)
 
 
@@ -54,16 +54,16 @@ def write_logdir(root, steps=5):
                     sink.write(make_record(i, s, schema_version=3), s)
                 elif (i, s) == ("a", 2):
                     _raw(sink, s, [
-                        (metadata.tag(i, "record"), _string_tensor([b"DVID\x00garbage"]),
+                        (metadata.tag(i, "record", "deepvid"), _string_tensor([b"DVID\x00garbage"]),
                          "record"),
-                        (metadata.tag(i, "summary"), _string_tensor(
+                        (metadata.tag(i, "summary", "deepvid"), _string_tensor(
                             [json.dumps(step_summary(make_record(i, s), None)).encode()],
                             scalar=True), "summary")])
                 elif (i, s) == ("a", 3):
                     _raw(sink, s, [
-                        (metadata.tag(i, "record"), _string_tensor([make_record(i, s).encode()]),
+                        (metadata.tag(i, "record", "deepvid"), _string_tensor([make_record(i, s).encode()]),
                          "record"),
-                        (metadata.tag(i, "summary"), _string_tensor([b"{not json"], scalar=True),
+                        (metadata.tag(i, "summary", "deepvid"), _string_tensor([b"{not json"], scalar=True),
                          "summary")])
                 else:
                     sink.write(make_record(i, s), s)

@@ -53,7 +53,7 @@ def test_cached_answers_follow_new_data(tmp_path):
 
     assert _steps(client, q("instances", run="r1")) == [[0, 1, 2]] * 2
     assert _steps(client, q("timeline", run="r1", instance="b")) == [0, 1, 2]
-    fingerprint = DataProviderStore(dp).fingerprint("r1")
+    fingerprint = DataProviderStore(dp).fingerprint("r1", "deepvid")
     cached = plugin._cache.get(("", "r1", "deepvid"), fingerprint, "instances")
     assert cached is not None and plugin._cache.get(("", "r1", "deepvid"), fingerprint, "overview")
     # Asked again: the very same bytes come back, nothing is re-encoded.

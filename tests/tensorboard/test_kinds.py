@@ -8,7 +8,7 @@ from tensorboard.backend.event_processing.plugin_event_multiplexer import EventM
 from tensorboard.compat.proto import summary_pb2
 
 from deepvid_plugin import api
-from deepvid_plugin.record import Record, UnsupportedKindError
+from deepvid_plugin.core.record import Record, UnsupportedKindError
 from deepvid_plugin.tensorboard import metadata
 from deepvid_plugin.tensorboard.store import DataProviderStore
 from deepvid_plugin.tensorboard.summary import TensorBoardSink, _string_tensor
@@ -48,7 +48,7 @@ def mixed(tmp_path):
 def test_each_kind_reads_back_apart(mixed):
     assert mixed.kinds("run") == ["deepvid", "gradcam", "zz_future"]
     with pytest.warns(UserWarning, match="kind 'zz_future'"):
-        deep = mixed.overview("run")
+        deep = mixed.overview("run", kind="deepvid")
     assert [s["step"] for s in deep.instances[0].steps] == [0, 1, 2]
     assert any("'zz_future'" in w and "upgrade" in w for w in deep.warnings)
     with pytest.warns(UserWarning, match="gradcam kind_version 2"):
@@ -60,7 +60,7 @@ def test_each_kind_reads_back_apart(mixed):
         "deletion_auc"]
     rec = mixed.record("run", "a", 2, kind="gradcam")
     assert isinstance(rec, Record) and rec == make_gradcam_record("a", 2)  # image put back
-    assert mixed.record("run", "a", 2) == make_record("a", 2)
+    assert mixed.record("run", "a", 2, kind="deepvid") == make_record("a", 2)
     with pytest.raises(UnsupportedKindError, match="'zz_future' is not a kind"):
         mixed.record("run", "layer4", 0, kind="zz_future")
 
@@ -69,8 +69,8 @@ def test_a_run_without_the_asked_kind_says_so(tmp_path):
     with TensorBoardSink(str(tmp_path / "run")) as sink:
         sink.write(make_gradcam_record("a", 0), 0)
     store = _store(tmp_path)
-    with pytest.raises(api.NoDataError, match="run 'run' has no DeepVID data"):
-        store.overview("run")
+    with pytest.raises(api.NoDataError, match="run 'run' has no deepvid data"):
+        store.overview("run", kind="deepvid")
     with pytest.raises(KeyError):
         store.overview("nope", kind="gradcam")
     assert [i.id for i in store.overview("run", kind="gradcam").instances] == ["a"]
@@ -83,7 +83,7 @@ def test_a_version_1_logdir_resumed_by_this_version_reads_as_one_series(tmp_path
     import shutil
     import warnings
 
-    from deepvid_plugin.record import ExplanationRecord
+    from deepvid_plugin.methods.deepvid.record import ExplanationRecord
 
     here = os.path.join(os.path.dirname(__file__), "..", "fixtures", "v1")
     shutil.copytree(os.path.join(here, "tb"), tmp_path / "tb")
@@ -94,9 +94,9 @@ def test_a_version_1_logdir_resumed_by_this_version_reads_as_one_series(tmp_path
     store = _store(tmp_path / "tb")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ov = store.overview("run1")
-        got = store.record("run1", "digit-0", 2)
-        old = store.record("run1", "digit-0", 1)
+        ov = store.overview("run1", kind="deepvid")
+        got = store.record("run1", "digit-0", 2, kind="deepvid")
+        old = store.record("run1", "digit-0", 1, kind="deepvid")
     steps = {i.id: [s["step"] for s in i.steps] for i in ov.instances}
     assert steps == {"digit-0": [0, 1, 2], "digit-1": [0, 1]} and ov.warnings == []
     assert [s["changed"] for s in ov.instances[0].steps][2] is False  # same prediction as step 1

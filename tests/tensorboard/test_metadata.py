@@ -20,7 +20,6 @@ def test_tag_round_trip_for_any_id(iid):
             t = metadata.tag(iid, role, kind)
             assert t.count("/") == 3 and t.startswith(f"deepvid/{kind}/")
             assert metadata.parse(t) == metadata.TagInfo(kind, iid, role)
-            assert metadata.parse_tag(t) == ((iid, role) if kind == "deepvid" else None)
 
 
 def test_version_1_tags_read_as_deepvid():
@@ -28,25 +27,24 @@ def test_version_1_tags_read_as_deepvid():
         t = metadata.legacy_tag("x/y", role)
         assert t == f"deepvid/x%2Fy/{role}"
         assert metadata.parse(t) == metadata.TagInfo("deepvid", "x/y", role, legacy=True)
-        assert metadata.parse_tag(t) == ("x/y", role)
 
 
-def test_parse_tag_rejects_foreign_tags():
+def test_parse_rejects_foreign_tags():
     for t in ["loss", "deepvid/a", "deepvid/a/other", "images/a/record", "deepvid//record",
               "deepvid/a/b/c/record", "deepvid/Grad-CAM/a/record", "deepvid/gradcam//record",
               "deepvid/gradcam/a/neighbours"]:
-        assert metadata.parse(t) is None and metadata.parse_tag(t) is None, t
+        assert metadata.parse(t) is None, t
     with pytest.raises(ValueError, match="role: expected one of"):
-        metadata.tag("a", "weights")
+        metadata.tag("a", "weights", "deepvid")
     with pytest.raises(ValueError, match="kind: expected a"):
         metadata.tag("a", "record", "Grad-CAM")
 
 
 def test_summary_metadata_has_plugin_name_data_class_and_version():
-    md = metadata.create_summary_metadata("record", "a")
+    md = metadata.create_summary_metadata("record", "a", "deepvid")
     assert md.plugin_data.plugin_name == "deepvid"
     assert md.data_class == summary_pb2.DATA_CLASS_BLOB_SEQUENCE
-    assert metadata.create_summary_metadata("summary", "a").data_class == \
+    assert metadata.create_summary_metadata("summary", "a", "deepvid").data_class == \
         summary_pb2.DATA_CLASS_TENSOR
     content = metadata.parse_plugin_metadata(md.plugin_data.content)
     assert content == {"version": metadata.CONTENT_VERSION, "role": "record", "kind": "deepvid",

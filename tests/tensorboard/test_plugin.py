@@ -144,8 +144,8 @@ def test_store_skips_a_run_that_vanished(logdir):
     _, _, dp = _app(logdir, {"deepvid": 0})
     store = DataProviderStore(dp)
     with pytest.raises(KeyError):
-        store.overview("nope")
+        store.overview("nope", kind="deepvid")
     with pytest.raises(KeyError):
-        store.record("r1", "a", 999)
-    assert store.record("r1", "a", 0) == make_record(
+        store.record("r1", "a", 999, kind="deepvid")
+    assert store.record("r1", "a", 0, kind="deepvid") == make_record(
         "a", 0, class_names=[f"<b>{k}</b>" for k in range(10)])

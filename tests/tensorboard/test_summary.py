@@ -8,8 +8,9 @@ import pytest
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.compat.proto import summary_pb2
 
-from deepvid_plugin.api import step_summary
-from deepvid_plugin.record import ExplanationRecord, Record, decode_arrays
+from deepvid_plugin.core.record import Record, decode_arrays
+from deepvid_plugin.methods.deepvid.kind import step_summary
+from deepvid_plugin.methods.deepvid.record import ExplanationRecord
 from deepvid_plugin.tensorboard import metadata
 from deepvid_plugin.tensorboard.summary import TensorBoardSink, close_logdir, write_record
 from tests.factories import make_gradcam_record, make_record
@@ -32,7 +33,7 @@ def check_written(logdir, steps, instances=("a",)):
     for iid in instances:
         for role, expect_steps in [("summary", steps), ("record", steps),
                                    ("subject", steps[:1])]:
-            mine = [(s, v) for s, v in values if v.tag == metadata.tag(iid, role)]
+            mine = [(s, v) for s, v in values if v.tag == metadata.tag(iid, role, "deepvid")]
             assert [s for s, _ in mine] == list(expect_steps), (iid, role)
             # metadata (with data_class) on the first value only, as tf.summary does
             assert [v.HasField("metadata") for _, v in mine] == [True] + [False] * (len(mine) - 1)
@@ -101,8 +102,8 @@ def test_step_argument_is_the_tensorboard_step(tmp_path):
 
 def test_sink_rejects_bad_input(tmp_path):
     sink = TensorBoardSink(str(tmp_path))
-    with pytest.raises(TypeError, match="record: expected a deepvid_plugin.record.Record or "
-                                        "ExplanationRecord, got dict"):
+    with pytest.raises(TypeError, match=r"record: expected a deepvid_plugin.core.record.Record "
+                                        r"\(or a typed view .*\), got dict"):
         sink.write({"step": 0}, 0)
     with pytest.raises(TypeError, match="step: expected an int"):
         sink.write(make_record(), "1")

@@ -1,0 +1,225 @@
+"""The work of the routes of ``http_api.md`` (``*_impl``, as TensorBoard's plugins name it): plain
+arguments in, a JSON-able dict out, :class:`~.params.ApiError` for what cannot be answered.
+
+Everything here is generic over kinds. ``kind=None`` (a request without ``kind=``) means the first
+kind the run holds, in registry order: for a run written before kinds existed that is ``deepvid``,
+so old links keep their meaning without any kind being a default of its own.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from deepvid_plugin.api import hooks
+from deepvid_plugin.api.params import ApiError
+from deepvid_plugin.core import kinds
+from deepvid_plugin.core.encode import encode_image, encode_map, round_list
+from deepvid_plugin.core.record import (
+    NewerSchemaError,
+    Record,
+    RecordDecodeError,
+    UnsupportedKindError,
+)
+from deepvid_plugin.core.store import InstanceOverview, NoDataError, RecordStore, RunOverview
+
+
+def no_data_message(run: str, kind: str) -> str:
+    return f"run {run!r} has no {kind} data"
+
+
+def overview(store: RecordStore, run: str, kind: str,
+             instance: str | None = None) -> RunOverview:
+    """``store.overview`` with its failures turned into API errors."""
+    try:
+        return store.overview(run, kind=kind, instance=instance)
+    except NoDataError as e:  # a KeyError too, so it must be caught first
+        raise ApiError(404, str(e) if e.args else no_data_message(run, kind)) from None
+    except KeyError:
+        raise ApiError(404, f"run {run!r} not found") from None
+
+
+def find(ov: RunOverview, run: str, instance: str) -> InstanceOverview:
+    for inst in ov.instances:
+        if inst.id == instance:
+            return inst
+    raise ApiError(404, f"instance {instance!r} not found in run {run!r}")
+
+
+def warn(messages: Sequence[str]) -> None:
+    for m in messages:
+        warnings.warn(m, stacklevel=3)
+
+
+def dedupe(messages: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(messages))
+
+
+def held_kinds(store: RecordStore, run: str, warns: list[str]) -> list[str]:
+    """The registered kinds ``run`` holds (``KeyError``: unknown run), in registry order;
+    unknown ones are named in ``warns``."""
+    held = set()
+    for name in store.kinds(run):
+        try:
+            kinds.get(name)
+        except UnsupportedKindError as e:
+            warns.append(f"run {run!r} holds {name} data this version cannot show: {e}")
+            continue
+        held.add(name)
+    return [k for k in kinds.names() if k in held]
+
+
+def resolve_kind(store: RecordStore, runs: Sequence[str], kind: str | None) -> str:
+    """``kind``, or when it is ``None`` the first kind every one of ``runs`` holds."""
+    if kind is not None:
+        return kind
+    common: list[str] | None = None
+    for run in runs:
+        try:
+            held = held_kinds(store, run, [])
+        except KeyError:
+            raise ApiError(404, f"run {run!r} not found") from None
+        common = held if common is None else [k for k in common if k in held]
+    if not common:
+        which = f"run {runs[0]!r} has" if len(runs) == 1 else f"runs {list(runs)!r} have"
+        raise ApiError(404, f"{which} no data of a kind this deepvid-plugin knows in common")
+    return common[0]
+
+
+def runs_impl(store: RecordStore) -> dict[str, Any]:
+    """Every run with data of a registered kind; ``instances`` and ``steps`` count the data of
+    the first kind the run holds."""
+    out, warns = [], []
+    for run, name in store.runs():
+        try:
+            held = held_kinds(store, run, warns)
+            if not held:
+                continue
+            ov = store.overview(run, kind=held[0])
+        except KeyError:  # vanished between listing and reading (e.g. a deleted run dir)
+            continue
+        warns.extend(ov.warnings)
+        steps = {s["step"] for inst in ov.instances for s in inst.steps}
+        # the kinds too, so a client knows what each run holds without a kinds request per run
+        out.append({"run": run, "name": name, "instances": len(ov.instances),
+                    "steps": len(steps), "kinds": list(held)})
+    return {"runs": out, "warnings": dedupe(warns)}
+
+
+def kinds_impl(store: RecordStore, run: str) -> dict[str, Any]:
+    """The kinds of explanation ``run`` holds, with what a kind switch and a chart title need."""
+    warns: list[str] = []
+    try:
+        held = held_kinds(store, run, warns)
+    except KeyError:
+        raise ApiError(404, f"run {run!r} not found") from None
+    out = []
+    for name in held:
+        spec = kinds.get(name)
+        try:
+            ov = store.overview(run, kind=name)
+        except KeyError as e:  # listed, but nothing of it could be read
+            warns.append(str(e) if isinstance(e, NoDataError) else no_data_message(run, name))
+            continue
+        warns.extend(ov.warnings)
+        steps = {s["step"] for inst in ov.instances for s in inst.steps}
+        out.append({"kind": name, "subject": spec.subject, "headline": spec.headline,
+                    "higher_is_better": spec.higher_is_better,
+                    "subjects": len(ov.instances), "steps": len(steps)})
+    return {"run": run, "kinds": out, "warnings": dedupe(warns)}
+
+
+def _instance_json(inst: InstanceOverview) -> dict[str, Any]:
+    return {"id": inst.id, "label": inst.label, "image": encode_image(inst.image),
+            "steps": inst.steps}
+
+
+def instances_impl(store: RecordStore, run: str, kind: str | None = None) -> dict[str, Any]:
+    kind = resolve_kind(store, [run], kind)
+    ov = overview(store, run, kind)
+    return {"run": run, "kind": kind, "class_names": list(ov.class_names),
+            "instances": [_instance_json(i) for i in ov.instances],
+            "warnings": list(ov.warnings)}
+
+
+def timeline_impl(store: RecordStore, run: str, instance: str,
+                  kind: str | None = None) -> dict[str, Any]:
+    kind = resolve_kind(store, [run], kind)
+    ov = overview(store, run, kind, instance)
+    inst = find(ov, run, instance)
+    return {"run": run, "kind": kind, "instance": instance, "class_names": list(ov.class_names),
+            "label": inst.label, "image": encode_image(inst.image), "steps": inst.steps,
+            "warnings": list(ov.warnings)}
+
+
+def read(store: RecordStore, run: str, instance: str, step: int, kind: str) -> Any:
+    """store.record with its failures turned into API errors (a skipped record is a 404)."""
+    what = f"{kind} record"
+    try:
+        return store.record(run, instance, step, kind=kind)
+    except (NewerSchemaError, UnsupportedKindError) as e:
+        raise ApiError(404, f"{what} {instance!r} at step {step} in run {run!r} was skipped: "
+                       f"{e}") from None
+    except RecordDecodeError as e:
+        raise ApiError(404, f"{what} {instance!r} at step {step} in run {run!r} is corrupt "
+                       f"and was skipped: {e}") from None
+    except KeyError:
+        raise ApiError(404, f"no {what} for instance {instance!r} at step {step} in run "
+                       f"{run!r}") from None
+
+
+#: meta keys the generic record JSON lifts to the top level (the rest stays under ``meta``).
+_LIFTED_META = ("class_names", "label", "evidence", "fidelity")
+
+
+def envelope_json(env: Record, run: str, instance: str) -> dict[str, Any]:
+    """The record JSON of every kind without a ``record_json`` hook: generic over the envelope.
+
+    ``image`` (and ``input``) when the kind has an instance image; every other array under
+    ``arrays``: maps (2-d or more) encoded as weight maps are, vectors as rounded lists.
+    ``predicted`` and ``trustworthy`` are the step summary's; ``fidelity`` is the kind's
+    evidence (``meta["evidence"]``, or ``meta["fidelity"]``) in full, curves included.
+    """
+    summary = kinds.summarize(env, None)
+    meta = dict(env.meta)
+    arrays: dict[str, Any] = {}
+    for name, value in env.arrays.items():
+        if name == "image":
+            continue
+        a = np.asarray(value)
+        arrays[name] = encode_map(a) if a.ndim >= 2 else round_list(a.reshape(-1))
+    image = env.arrays.get("image")
+    fidelity = meta.get("evidence") if meta.get("evidence") is not None else meta.get("fidelity")
+    warns = [] if image is not None else [
+        f"the instance image of {instance!r} in run {run!r} is missing or unreadable"]
+    return {
+        "run": run, "kind": env.kind, "kind_version": env.kind_version, "instance": instance,
+        "step": env.step, "schema_version": env.schema_version,
+        "class_names": [str(c) for c in meta.get("class_names", [])],
+        "label": meta.get("label"), "predicted": summary.get("predicted"),
+        "image": None if image is None else encode_image(image),
+        "input": None if image is None else encode_map(image),
+        "arrays": arrays,
+        "fidelity": dict(fidelity or {}), "trustworthy": summary.get("trustworthy"),
+        "headline": summary.get("headline"),
+        "meta": {k: v for k, v in meta.items() if k not in _LIFTED_META},
+        "settings": dict(env.settings),
+        "warnings": warns,
+    }
+
+
+def record_impl(store: RecordStore, run: str, instance: str, step: int,
+                kind: str | None = None) -> dict[str, Any]:
+    kind = resolve_kind(store, [run], kind)
+    rec = read(store, run, instance, step, kind)
+    custom = hooks.of(kind).record_json
+    if custom is not None:
+        return custom(rec, run, instance)
+    return envelope_json(kinds.as_record(rec), run, instance)
+
+
+__all__ = ["envelope_json", "instances_impl", "kinds_impl", "record_impl", "resolve_kind",
+           "runs_impl", "timeline_impl"]

@@ -1,0 +1,37 @@
+"""Training-loop integrations (installed as ``deepvid_plugin.callbacks``).
+
+- :class:`DeepVIDCallback`: plain PyTorch loops (``cb.on_epoch_end(epoch)``).
+- :class:`DeepVIDExplainer`, :class:`GradCAMExplainer`, :class:`CAMAgreement`,
+  :class:`NetDissectExplainer`, :class:`SummitExplainer`: explanation kinds a callback runs
+  (``explainers=[...]``), each with its own ``every_n_epochs``.
+- :class:`~deepvid_plugin.callbacks.lightning.DeepVIDLightningCallback`: Lightning. Importing it
+  needs ``pip install 'deepvid-plugin[lightning]'``; this package itself never imports lightning,
+  so plain-PyTorch users do not need it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deepvid_plugin.callbacks.explanations import Explanations
+from deepvid_plugin.callbacks.plain import DeepVIDCallback
+from deepvid_plugin.callbacks.safety import DeepVIDWarning
+from deepvid_plugin.methods.cam_agreement.explainer import CAMAgreement
+from deepvid_plugin.methods.deepvid.explainer import DeepVIDExplainer
+from deepvid_plugin.methods.gradcam.explainer import GradCAMExplainer
+from deepvid_plugin.methods.netdissect.explainer import NetDissectExplainer
+from deepvid_plugin.methods.summit.explainer import SummitExplainer
+
+__all__ = ["CAMAgreement", "DeepVIDCallback", "DeepVIDExplainer", "DeepVIDLightningCallback",
+           "DeepVIDWarning", "Explanations", "GradCAMExplainer", "NetDissectExplainer",
+           "SummitExplainer"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `from deepvid_plugin.callbacks import DeepVIDLightningCallback` imports lightning only
+    # when someone asks for it.
+    if name == "DeepVIDLightningCallback":
+        from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
+
+        return DeepVIDLightningCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,72 @@
+"""*Where* a callback writes: its sinks and the explainers' artifact store (files such as a fitted
+VAE go into every log directory and every MLflow run)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from deepvid_plugin.callbacks.safety import ErrorPolicy
+from deepvid_plugin.core.sink import Sink
+
+
+def check_writable_dir(name: str, path: Any) -> str:
+    path = os.fspath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".deepvid-write-check-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{name}: expected a directory that can be written, got {path!r} "
+                         f"({type(e).__name__}: {e})") from e
+    return path
+
+
+class TargetArtifacts:
+    """The explainers' artifact store over a callback's targets: files go into every log
+    directory and into every MLflow run (``(MlflowClient, run_id)``), each under the policy."""
+
+    def __init__(self, dirs: Sequence[str], mlflow_targets: Sequence[tuple[Any, str]],
+                 policy: ErrorPolicy):
+        self.dirs = list(dirs)
+        self.mlflow_targets = list(mlflow_targets)
+        self.policy = policy
+
+    def find(self, name: str) -> str | None:
+        for d in self.dirs:
+            path = os.path.join(d, name)
+            if os.path.exists(path):
+                return path
+        return None
+
+    def save(self, name: str, write: Callable[[str], None], folder: str) -> None:
+        for d in self.dirs:
+            self.policy.call("save_artifact", write, os.path.join(d, name))
+        for client, run_id in self.mlflow_targets:
+            self.policy.call("mlflow.save_artifact", self._log, client, run_id, name, write,
+                             folder, owner="mlflow")
+
+    @staticmethod
+    def _log(client: Any, run_id: str, name: str, write: Callable[[str], None],
+             folder: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="deepvid-artifact-") as tmp:
+            path = os.path.join(tmp, name)
+            write(path)
+            client.log_artifact(run_id, path, artifact_path=folder)
+
+
+def check_sinks(sinks: Any) -> None:
+    """``sinks`` must be None or a list of objects implementing the Sink protocol."""
+    if sinks is None:
+        return
+    if isinstance(sinks, (str, bytes)) or not isinstance(sinks, Sequence):
+        raise TypeError(f"sinks: expected a list of Sink objects, got {type(sinks).__name__}")
+    for s in sinks:
+        if not isinstance(s, Sink):
+            raise TypeError(f"sinks: expected objects with write(record, step), flush() and "
+                            f"close(), got {type(s).__name__}")
+
+
+__all__ = ["TargetArtifacts", "check_sinks", "check_writable_dir"]

@@ -1,0 +1,114 @@
+"""The explainer protocol: what a training-loop callback runs, one explainer per kind.
+
+An explainer implements one explanation kind (``deepvid``, ``gradcam``, ...)::
+
+    kind: str                      # the registered kind of the records it returns
+    every_n_epochs: int            # explained at epochs 0, N, 2N, ...
+    prepare(context) -> None       # once, before the first explanation (fit a VAE, cache ...)
+    explain(model, step) -> list   # the records of this step (Record or the kind's typed view)
+    state_dict() -> dict           # what a resumed run needs (tensors and plain values only)
+    load_state_dict(state) -> None
+
+Optionally ``check(x)``: fail early (in the callback's ``__init__``) when this explainer cannot
+explain such instances.
+
+An *engine* (the method itself, e.g. ``DeepVID``, ``GradCAM``) may offer
+``as_explainer(every_n_epochs) -> Explainer``; a callback given a bare engine wraps it that way,
+so every kind is built the same way and the callback names none of them.
+
+The callback owns the guard: it calls ``prepare`` and ``explain`` only inside it (every module's
+``training`` flag, grad mode and every RNG state restored). An explainer that needs forward hooks
+registers them inside ``explain`` and removes them in a ``finally``. It never writes anywhere
+itself: its records go to the callback's sinks, and files it must keep (a fitted VAE) go through
+``context.artifacts``, which stores them wherever the callback writes (next to the TensorBoard
+logs, as MLflow artifacts).
+
+``prepare`` may be called again after it failed (the callback retries at the next due epoch),
+and ``load_state_dict`` is called *before* ``prepare`` when a run resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["Artifacts", "ExplainContext", "Explainer", "NoArtifacts", "is_explainer"]
+
+
+@runtime_checkable
+class Artifacts(Protocol):
+    """Where an explainer keeps files across runs (the callback implements it over its targets).
+
+    ``find(name)``: a local path of a file ``name`` saved by an earlier run, or None.
+    ``save(name, write, folder)``: ``write(path)`` creates the file; it is stored everywhere the
+    callback writes (as ``<logdir>/<name>`` and as the MLflow artifact ``<folder>/<name>``).
+    """
+
+    def find(self, name: str) -> str | None: ...
+
+    def save(self, name: str, write: Callable[[str], None], folder: str) -> None: ...
+
+
+class NoArtifacts:
+    """Nowhere to keep files (an explainer used without a callback, or with sinks only)."""
+
+    def find(self, name: str) -> str | None:
+        return None
+
+    def save(self, name: str, write: Callable[[str], None], folder: str) -> None:
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainContext:
+    """What every explainer is prepared with.
+
+    Attributes:
+        x: the tracked instances ``(K, C, H, W)``, float32 on the CPU (the callback's own copy).
+        ids: ``K`` unique instance ids.
+        labels: ``K`` true class indices, or None.
+        class_names: the class names, or None (explainers then use ``"0".."n-1"``).
+        device: where the model lives (explainers put their own modules there).
+        artifacts: where files that must outlive the run are kept.
+        progress: whether long preparations (fitting a VAE) may show a progress bar.
+    """
+
+    x: torch.Tensor
+    ids: tuple[str, ...]
+    labels: tuple[int, ...] | None = None
+    class_names: tuple[str, ...] | None = None
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    artifacts: Artifacts = dataclasses.field(default_factory=NoArtifacts)
+    progress: bool = True
+
+    def names_for(self, n_classes: int) -> list[str]:
+        """The class names, or ``"0".."n_classes-1"`` when none were given."""
+        if self.class_names is None:
+            return [str(i) for i in range(n_classes)]
+        return list(self.class_names)
+
+
+@runtime_checkable
+class Explainer(Protocol):
+    """One explanation kind, run by a callback (see the module docstring)."""
+
+    kind: str
+    every_n_epochs: int
+
+    def prepare(self, context: ExplainContext) -> None: ...
+
+    def explain(self, model: torch.nn.Module, step: int) -> Sequence[Any]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+def is_explainer(obj: Any) -> bool:
+    """Whether ``obj`` implements :class:`Explainer` (a str ``kind``, an int
+    ``every_n_epochs`` and the four methods)."""
+    return (isinstance(obj, Explainer) and isinstance(getattr(obj, "kind", None), str)
+            and isinstance(getattr(obj, "every_n_epochs", None), int))

@@ -1,0 +1,125 @@
+"""The ``gradcam`` kind: Grad-CAM class activation maps of one tracked instance.
+
+The engine is :mod:`deepvid_plugin.methods.gradcam.engine`; this module is the record side: what a
+``gradcam`` record holds, its validation and its step summary (the explainer builds records with
+``KIND.record``).
+
+Arrays (``K`` classes, instance ``(C, H, W)``):
+
+- ``image`` ``(C, H, W)`` float16: the instance, fixed per subject (stored once by the sinks);
+- ``cam_pred`` ``(H, W)`` float32: the map of the predicted class, at the input size;
+- ``cam_true`` ``(H, W)`` float32, optional: the map of the true class (when labels are known);
+- ``probs`` ``(K,)`` float32: the model's softmax on the instance.
+
+``meta``: ``class_names``, ``label`` (int or None), ``pred`` (int), ``layer`` (dotted module
+name) and ``evidence`` (the deletion/insertion evidence of ``cam_pred`` next to a random map's,
+as :func:`deepvid_plugin.core.faithfulness.evidence` gives it, or None).
+
+Headline: the **deletion AUC** of the predicted-class map (lower is better: removing the pixels
+the map ranks first makes the model lose the class quickly); ``None`` without evidence.
+
+Nothing here imports torch: readers (the TensorBoard plugin) load this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from deepvid_plugin.api import hooks as api_hooks
+from deepvid_plugin.core import encode, kinds
+from deepvid_plugin.core.record import Record
+from deepvid_plugin.mlflow import hooks as mlflow_hooks
+
+NAME = "gradcam"
+VERSION = 1
+ARRAYS = {"image": "<f2", "cam_pred": "<f4", "cam_true": "<f4", "probs": "<f4"}
+
+
+def _label(meta: Mapping[str, Any], name: str, k: int, required: bool) -> None:
+    value = meta.get(name)
+    if value is None and not required:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < k:
+        raise ValueError(f"meta[{name!r}]: expected an int in [0, {k}), got {value!r}")
+
+
+def _validate(record: Record) -> None:
+    meta, arrays = record.meta, record.arrays
+    names = kinds.meta_class_names(meta)
+    k = len(names)
+    if arrays["probs"].shape != (k,):
+        raise ValueError(f"probs: expected shape ({k},), got {arrays['probs'].shape}")
+    _label(meta, "pred", k, required=True)
+    _label(meta, "label", k, required=False)
+    cam = arrays["cam_pred"]
+    if cam.ndim != 2:
+        raise ValueError(f"cam_pred: expected an (H, W) map, got shape {cam.shape}")
+    if "cam_true" in arrays and arrays["cam_true"].shape != cam.shape:
+        raise ValueError(f"cam_true: expected shape {cam.shape} (as cam_pred), got "
+                         f"{arrays['cam_true'].shape}")
+    if "image" in arrays and (arrays["image"].ndim != 3 or arrays["image"].shape[1:] != cam.shape):
+        raise ValueError(f"image: expected a (C, {cam.shape[0]}, {cam.shape[1]}) image (the "
+                         f"maps are at the input size), got shape {arrays['image'].shape}")
+    evidence = meta.get("evidence")
+    if evidence is not None and not isinstance(evidence, dict):
+        raise ValueError(f"meta['evidence']: expected a dict or None, got {evidence!r}")
+
+
+def _summarize(record: Record, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    meta = record.meta
+    evidence = meta.get("evidence") or {}
+    predicted = int(meta["pred"])
+    deletion = evidence.get("deletion_auc")
+    previous_predicted = None if previous is None else previous.get("predicted")
+    better = evidence.get("better_than_random")
+    return {
+        "predicted": predicted,
+        "probs": encode.round_list(record.arrays["probs"]),
+        "fidelity": encode.summary_fidelity(evidence),
+        # A map no better than a random one at deletion/insertion is not to be trusted.
+        "trustworthy": bool(better) if isinstance(better, bool) else None,
+        "changed": previous_predicted is not None and predicted != int(previous_predicted),
+        "thumb": encode.thumb(record.arrays["cam_pred"]),
+        "headline": float(deletion) if isinstance(deletion, (int, float))
+        and not isinstance(deletion, bool) else None,
+    }
+
+
+KIND = kinds.register(kinds.Kind(
+    name=NAME,
+    version=VERSION,
+    subject="instance",
+    arrays=ARRAYS,
+    optional=frozenset({"cam_true"}),
+    per_subject=("image",),
+    summarize=_summarize,
+    validate=_validate,
+    headline="deletion AUC of the predicted-class map",
+    higher_is_better=False,
+))
+
+
+# ---- backends' hooks ------------------------------------------------------------------------
+def _metrics(record: Record, summary: Mapping[str, Any]) -> dict[str, Any]:
+    evidence = record.meta.get("evidence") or {}
+    return {"deletion_auc": evidence.get("deletion_auc"),
+            "insertion_auc": evidence.get("insertion_auc")}
+
+
+def _class_map(record: Record, cls: int) -> np.ndarray | None:
+    # A Grad-CAM record keeps the maps of its prediction and, where known, of the true label.
+    if cls == int(record.meta["pred"]):
+        return np.asarray(record.arrays["cam_pred"], np.float64)
+    if cls == record.meta.get("label") and "cam_true" in record.arrays:
+        return np.asarray(record.arrays["cam_true"], np.float64)
+    return None
+
+
+mlflow_hooks.register(NAME, mlflow_hooks.MLflowHooks(metrics=_metrics,
+                                                     headline_metric="deletion_auc"))
+api_hooks.register(NAME, api_hooks.ApiHooks(class_map=_class_map))
+
+__all__ = ["ARRAYS", "KIND", "NAME", "VERSION"]

@@ -1,0 +1,224 @@
+"""Summit (Hohman et al., IEEE TVCG 2020) for PyTorch: per-class activation and influence
+aggregation over a fixed probe set, and attribution graphs from them.
+
+The probe set (``per_class`` images of each class, seeded) is drawn once, so results of
+successive epochs describe the same images and differ only because the model did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
+from deepvid_plugin.methods.summit.aggregate import (
+    candidates,
+    captured,
+    channel_max,
+    check_shapes,
+    count_top_inputs,
+    head_influence,
+    hop_top_inputs,
+    top_share_mask,
+)
+from deepvid_plugin.methods.summit.result import Influence, SummitResult
+from deepvid_plugin.methods.summit.topology import Plan, build_plan
+
+GROUP_BY = ("label", "prediction")
+
+
+def _positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _fraction(name: str, value: object, low: float, high: float, closed_low: bool) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        (low <= value if closed_low else low < value) and value <= high)
+    if not ok:
+        bracket = "[" if closed_low else "("
+        raise ValueError(f"{name}: expected a number in {bracket}{low}, {high}], got {value!r}")
+    return float(value)
+
+
+class Summit:
+    """Aggregate what each class depends on, channel by channel, and extract its graph.
+
+    Args:
+        data: probe images, a float tensor (N, C, H, W) as the model takes them.
+        labels: (N,) integer class of each image; used to draw ``per_class`` images per class
+            and, with ``group_by="label"``, as the class an image counts for.
+        layers: names of chosen ``nn.Conv2d`` modules or torchvision residual blocks, in forward
+            order, with nothing but channel-preserving modules between consecutive ones and up
+            to the final ``nn.Linear`` (see ``topology``'s docstring for the exact rules).
+        class_names: one per logit; default ``"0"``, ``"1"``, ...
+        per_class: images drawn per class (fewer if a class has fewer), with ``seed``.
+        top_share: activation aggregation keeps the fewest top channels of an image whose share
+            of the channel-max mass reaches this (0.03 in the paper).
+        top_inputs: influence aggregation counts this many top inputs per output channel.
+        nodes_per_layer: channels kept per layer in a class's graph.
+        examples_per_node: probe images listed per node (those where the channel fires most).
+        group_by: ``"label"`` (true class) or ``"prediction"`` (the model's argmax).
+        batch_size: probe images per forward pass.
+        alpha: PageRank damping factor.
+        min_edge_weight: graph edges whose source was among the target's top inputs in fewer
+            than this share of the class's images are pruned.
+        seed: the per-class draw.
+    """
+
+    def __init__(self, data: torch.Tensor, labels: torch.Tensor, layers: Sequence[str],
+                 class_names: Sequence[str] | None = None, per_class: int = 50,
+                 top_share: float = 0.03, top_inputs: int = 5, nodes_per_layer: int = 6,
+                 examples_per_node: int = 4, group_by: str = "label", batch_size: int = 64,
+                 alpha: float = 0.85, min_edge_weight: float = 0.1, seed: int = 0):
+        if not isinstance(data, torch.Tensor) or data.dim() != 4 or not data.is_floating_point():
+            raise ValueError(f"data: expected a float tensor (N, C, H, W), got "
+                             f"{type(data).__name__} {tuple(getattr(data, 'shape', ()))}")
+        if not isinstance(labels, torch.Tensor) or labels.shape != (len(data),) or \
+                labels.is_floating_point() or labels.is_complex():
+            raise ValueError(f"labels: expected an integer tensor of shape ({len(data)},), got "
+                             f"{type(labels).__name__} {tuple(getattr(labels, 'shape', ()))}")
+        if len(labels) and labels.min() < 0:
+            raise ValueError(f"labels: expected class indices >= 0, got {int(labels.min())}")
+        if isinstance(layers, str) or not layers or not all(isinstance(n, str) for n in layers) \
+                or len(set(layers)) != len(layers):
+            raise ValueError(f"layers: expected a non-empty list of distinct module names, got "
+                             f"{layers!r}")
+        if group_by not in GROUP_BY:
+            raise ValueError(f"group_by: expected one of {list(GROUP_BY)}, got {group_by!r}")
+        self.data = data
+        self.labels = labels.long()
+        self.layers = list(layers)
+        self.class_names = None if class_names is None else tuple(str(c) for c in class_names)
+        self.per_class = _positive_int("per_class", per_class)
+        self.top_share = _fraction("top_share", top_share, 0.0, 1.0, closed_low=False)
+        self.top_inputs = _positive_int("top_inputs", top_inputs)
+        self.nodes_per_layer = _positive_int("nodes_per_layer", nodes_per_layer)
+        self.examples_per_node = _positive_int("examples_per_node", examples_per_node, 0)
+        self.group_by = group_by
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.alpha = _fraction("alpha", alpha, 0.0, 1.0, closed_low=False)
+        if self.alpha >= 1.0:
+            raise ValueError(f"alpha: expected a number in (0, 1), got {alpha!r}")
+        self.min_edge_weight = _fraction("min_edge_weight", min_edge_weight, 0.0, 1.0, True)
+        self.seed = _positive_int("seed", seed, 0)
+        self.indices = self._draw()
+        if len(self.indices) == 0:
+            raise ValueError("data: expected at least one image, got 0")
+
+    def as_explainer(self, every_n_epochs: int = 5) -> Any:
+        """This engine as a callback's explainer (kind ``summit``) on that schedule."""
+        from deepvid_plugin.methods.summit.explainer import SummitExplainer
+
+        return SummitExplainer(self, every_n_epochs=every_n_epochs)
+
+    def _draw(self) -> torch.Tensor:
+        """``per_class`` indices of each class, drawn with ``seed``; sorted."""
+        gen = torch.Generator().manual_seed(self.seed)
+        picked = []
+        for c in torch.unique(self.labels).tolist():
+            idx = torch.nonzero(self.labels == c).flatten()
+            picked.append(idx[torch.randperm(len(idx), generator=gen)[:self.per_class]])
+        return torch.cat(picked).sort().values if picked else torch.zeros(0, dtype=torch.long)
+
+    def _names(self, n_classes: int) -> tuple[str, ...]:
+        if self.class_names is None:
+            names = tuple(str(i) for i in range(n_classes))
+        elif len(self.class_names) != n_classes:
+            raise ValueError(f"class_names: expected {n_classes} names (the classifier's "
+                             f"outputs), got {len(self.class_names)}")
+        else:
+            names = self.class_names
+        if int(self.labels.max()) >= n_classes:
+            raise ValueError(f"labels: expected class indices < {n_classes} (the classifier's "
+                             f"outputs), got {int(self.labels.max())}")
+        return names
+
+    def aggregate(self, model: nn.Module) -> SummitResult:
+        """Run the probe set through ``model`` once and aggregate; the model is left as found
+        (modes, parameters, gradients, hooks) and so are the RNGs."""
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        device, dtype = module_device_dtype(model)
+        with preserved_rng(), frozen_eval(model):
+            plan = build_plan(model, self.layers)  # in eval mode: BatchNorm as it will run
+            names = self._names(plan.head.weight.shape[0])
+            return self._run(model, plan, names, device, dtype)
+
+    def _run(self, model: nn.Module, plan: Plan, names: tuple[str, ...], device: torch.device,
+             dtype: torch.dtype) -> SummitResult:
+        n_cls = len(names)
+        sizes = {g.name: g.channels for g in plan.layers}
+        acts = {g.name: torch.zeros(n_cls, g.channels, dtype=torch.long, device=device)
+                for g in plan.layers}
+        ks = [min(self.top_inputs, sum(candidates(t, sizes[t.source]) for t in h.terms))
+              for h in plan.hops]
+        head_k = min(self.top_inputs, sizes[plan.head.source])
+        counts = [torch.zeros(n_cls, sizes[h.target], sum(sizes[t.source] for t in h.terms),
+                              dtype=torch.long, device=device) for h in plan.hops]
+        head_counts = torch.zeros(n_cls, n_cls, sizes[plan.head.source], dtype=torch.long,
+                                  device=device)
+        maxima: dict[str, list[torch.Tensor]] = {g.name: [] for g in plan.layers}
+        logits_all, groups_all = [], []
+        with captured(model, plan.taps) as store:
+            for batch in self.indices.split(self.batch_size):
+                store.clear()
+                logits = model(self.data[batch].to(device=device, dtype=dtype))
+                check_shapes(plan, store, logits)
+                groups = (self.labels[batch].to(device) if self.group_by == "label"
+                          else logits.argmax(dim=1))
+                for g in plan.layers:
+                    m = channel_max(store[g.tap.key])
+                    acts[g.name].index_add_(0, groups, top_share_mask(m, self.top_share).long())
+                    maxima[g.name].append(m.float().cpu())
+                for hop, k, total in zip(plan.hops, ks, counts, strict=True):
+                    top = hop_top_inputs(hop, store, k)
+                    total += count_top_inputs(top, groups, total.shape[2], n_cls)
+                z = store[plan.head.tap.key]
+                infl = head_influence(z, plan.head.weight.to(z.dtype), sizes[plan.head.source])
+                top = infl.topk(head_k, dim=2).indices
+                head_counts += count_top_inputs(top, groups, head_counts.shape[2], n_cls)
+                logits_all.append(logits.float().cpu())
+                groups_all.append(groups.cpu())
+        return self._result(plan, names, acts, counts, ks, head_counts, head_k, maxima,
+                            torch.cat(logits_all), torch.cat(groups_all))
+
+    def _result(self, plan, names, acts, counts, ks, head_counts, head_k, maxima, logits,
+                groups) -> SummitResult:
+        sizes = {g.name: g.channels for g in plan.layers}
+        influence = []
+        for hop, k, total in zip(plan.hops, ks, counts, strict=True):
+            start, sources = 0, []
+            for t in hop.terms:
+                sources.append((t.source, start, start + sizes[t.source]))
+                start += sizes[t.source]
+            influence.append(Influence(hop.target, tuple(sources), total.cpu().numpy(), k))
+        influence.append(Influence(plan.head.name, ((plan.head.source, 0,
+                                                     sizes[plan.head.source]),),
+                                   head_counts.cpu().numpy(), head_k))
+        examples = {g.name: self._examples(torch.cat(maxima[g.name])) for g in plan.layers}
+        examples[plan.head.name] = self._examples(logits)
+        settings = {"per_class": self.per_class, "top_share": self.top_share,
+                    "top_inputs": self.top_inputs, "nodes_per_layer": self.nodes_per_layer,
+                    "examples_per_node": self.examples_per_node, "group_by": self.group_by,
+                    "alpha": self.alpha, "min_edge_weight": self.min_edge_weight,
+                    "seed": self.seed, "chosen_layers": list(self.layers)}
+        return SummitResult(
+            class_names=names, layers=tuple(g.name for g in plan.layers),
+            channels=tuple(g.channels for g in plan.layers), head=plan.head.name,
+            activation={k: v.cpu().numpy() for k, v in acts.items()},
+            influence=tuple(influence),
+            group_sizes=torch.bincount(groups, minlength=len(names)).numpy(),
+            examples=examples, settings=settings)
+
+    def _examples(self, values: torch.Tensor) -> np.ndarray:
+        """(channels, k) indices into ``data`` of the probe images with the largest values."""
+        k = min(self.examples_per_node, values.shape[0])
+        top = values.topk(k, dim=0).indices if k else values.new_zeros((0, values.shape[1]),
+                                                                       dtype=torch.long)
+        return self.indices[top].T.numpy().copy()
