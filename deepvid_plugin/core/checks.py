@@ -29,6 +29,7 @@ __all__ = [
     "images",
     "integer",
     "labels",
+    "labels_or_sets",
     "optional_positive",
     "positive",
     "radius",
@@ -173,6 +174,40 @@ def labels(value: Any, k: int, n_classes: int | None = None) -> list[int] | None
         want = f"in [0, {n_classes})" if n_classes is not None else ">= 0"
         raise ValueError(f"labels: expected class indices {want}, got {out}")
     return out
+
+
+def _multi_hot(value: Any) -> bool:
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value.ndim == 2
+    return (isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) > 0
+            and all(isinstance(v, (Sequence, torch.Tensor, np.ndarray))
+                    and not isinstance(v, (str, bytes)) for v in value))
+
+
+def labels_or_sets(value: Any, k: int, n_classes: int | None = None
+                   ) -> tuple[list[int] | None, list[list[int]] | None]:
+    """``(labels, None)`` for ``k`` class indices (:func:`labels`), ``(None, label sets)`` for a
+    ``(k, n_classes)`` multi-hot matrix (multi-label: each instance's true classes, possibly
+    none), ``(None, None)`` for ``None``."""
+    if value is None or not _multi_hot(value):
+        return labels(value, k, n_classes), None
+    rows = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value,
+                      dtype=object if not isinstance(value, (torch.Tensor, np.ndarray)) else None)
+    if rows.ndim != 2 or rows.shape[0] != k:
+        raise ValueError(f"labels: expected {k} class indices or a ({k}, n_classes) multi-hot "
+                         f"matrix (one row per instance), got shape {tuple(rows.shape)}")
+    if n_classes is not None and rows.shape[1] != n_classes:
+        raise ValueError(f"labels: expected a multi-hot matrix of {n_classes} columns (the model "
+                         f"outputs {n_classes} classes), got {rows.shape[1]}")
+    try:
+        flat = rows.astype(np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"labels: expected a multi-hot matrix of 0s and 1s, got values of "
+                         f"type {rows.dtype}") from e
+    if not np.isin(flat, (0.0, 1.0)).all():
+        raise ValueError(f"labels: expected a multi-hot matrix of 0s and 1s, got values "
+                         f"{sorted(set(np.unique(flat).tolist()) - {0.0, 1.0})[:5]}")
+    return None, [[int(c) for c in np.flatnonzero(row)] for row in flat]
 
 
 def class_names(value: Any, n_classes: int | None = None) -> list[str] | None:

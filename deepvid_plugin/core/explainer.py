@@ -10,7 +10,9 @@ An explainer implements one explanation kind (``deepvid``, ``gradcam``, ...)::
     load_state_dict(state) -> None
 
 Optionally ``check(x)``: fail early (in the callback's ``__init__``) when this explainer cannot
-explain such instances.
+explain such instances; and ``check_model(model, x)``: fail early with the model at hand (resolve
+the layers, run one forward on a tracked instance, check a generator's shape), called by the
+callbacks with the model on its device and the tracked instances, before anything is fitted.
 
 An *engine* (the method itself, e.g. ``DeepVID``, ``GradCAM``) may offer
 ``as_explainer(every_n_epochs) -> Explainer``; a callback given a bare engine wraps it that way,
@@ -70,6 +72,8 @@ class ExplainContext:
         x: the tracked instances ``(K, C, H, W)``, float32 on the CPU (the callback's own copy).
         ids: ``K`` unique instance ids.
         labels: ``K`` true class indices, or None.
+        label_sets: for multi-hot (multi-label) labels, each instance's true classes (``labels``
+            is then None); None otherwise.
         class_names: the class names, or None (explainers then use ``"0".."n-1"``).
         device: where the model lives (explainers put their own modules there).
         artifacts: where files that must outlive the run are kept.
@@ -83,6 +87,7 @@ class ExplainContext:
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
     artifacts: Artifacts = dataclasses.field(default_factory=NoArtifacts)
     progress: bool = True
+    label_sets: tuple[tuple[int, ...], ...] | None = None
 
     def names_for(self, n_classes: int) -> list[str]:
         """The class names, or ``"0".."n_classes-1"`` when none were given."""

@@ -35,17 +35,21 @@ from __future__ import annotations
 import dataclasses
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from deepvid_plugin.core import checks
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
+from deepvid_plugin.core.outputs import OUTPUTS, check_outputs, check_transform, logits_of
+from deepvid_plugin.core.outputs import probabilities as _probabilities
 from deepvid_plugin.core.seeds import instance_seed
 
 DEFAULT_STEPS = 12
-OUTPUTS = ("logits", "probs")  # what the model returns: logits (softmax applied here) or probs
+__all__ = ["DEFAULT_STEPS", "OUTPUTS", "Curves", "deletion_insertion", "evidence",
+           "random_saliency"]
 
 # Salt for the random map's seed, so it is not drawn from the same stream as the instance's
 # neighbour noise (both are seeded from (seed, instance id)).
@@ -80,34 +84,39 @@ def random_saliency(ids: Sequence[str], shape: tuple[int, int], seed: int) -> to
 
 def deletion_insertion(model: object, x: torch.Tensor, saliency: object, target: object, *,
                        steps: int = DEFAULT_STEPS, baseline: float = 0.0,
-                       batch_size: int = 512, outputs: str = "logits") -> Curves:
+                       batch_size: int = 512, outputs: str = "logits",
+                       output_transform: Callable[[Any], Any] | None = None) -> Curves:
     """Deletion and insertion curves of one saliency map per instance.
 
     ``x`` is (K, C, H, W); ``saliency`` is (K, H, W) or (K, C, H, W) (summed over channels);
-    ``target`` holds K class indices. ``outputs="probs"`` declares a model that already ends in a
-    softmax (its outputs are used as the probabilities); the default applies the softmax. The
-    model runs in eval mode under no_grad, with every ``training`` flag and the RNG states
+    ``target`` holds K class indices. ``outputs`` (:mod:`~deepvid_plugin.core.outputs`) says
+    what the target's probability is: its softmax (``"logits"``, the default), the output
+    itself (``"probs"``: the model ends in a softmax) or its own sigmoid (``"sigmoid"``:
+    independent classes, multi-label). ``output_transform`` takes the model's output to the
+    logits (HuggingFace outputs, dicts with ``"logits"`` and tuples are recognised without it).
+    The model runs in eval mode under no_grad, with every ``training`` flag and the RNG states
     restored afterwards.
     """
     x, maps, tgt = _check_inputs(x, saliency, target, steps, baseline, batch_size)
-    checks.choice("outputs", outputs, OUTPUTS)
-    dele, ins = _curves(model, x, [maps], tgt, steps, float(baseline), batch_size, outputs)
+    head = (check_outputs(outputs), check_transform("output_transform", output_transform))
+    dele, ins = _curves(model, x, [maps], tgt, steps, float(baseline), batch_size, head)
     return _pack(dele[0], ins[0], _fractions(steps, x.shape[-2] * x.shape[-1]))
 
 
 def evidence(model: object, x: torch.Tensor, saliency: object, target: object,
              ids: Sequence[str], *, seed: int = 0, steps: int = DEFAULT_STEPS,
-             batch_size: int = 512, outputs: str = "logits") -> list[dict]:
+             batch_size: int = 512, outputs: str = "logits",
+             output_transform: Callable[[Any], Any] | None = None) -> list[dict]:
     """The map's deletion/insertion evidence next to a random map's, one JSON-ready dict each.
 
     The map and its random baseline are evaluated in one batched pass over the model; arguments
     as in :func:`deletion_insertion`, plus the K instance ``ids`` that seed the random maps.
     """
     x, maps, tgt = _check_inputs(x, saliency, target, steps, 0.0, batch_size)
-    checks.choice("outputs", outputs, OUTPUTS)
+    head = (check_outputs(outputs), check_transform("output_transform", output_transform))
     ids = checks.ids(ids, x.shape[0])
     rand = random_saliency(ids, (x.shape[-2], x.shape[-1]), seed).to(maps.device)
-    dele, ins = _curves(model, x, [maps, rand], tgt, steps, 0.0, batch_size, outputs)
+    dele, ins = _curves(model, x, [maps, rand], tgt, steps, 0.0, batch_size, head)
     frac = _fractions(steps, x.shape[-2] * x.shape[-1])
     mine, base = _pack(dele[0], ins[0], frac), _pack(dele[1], ins[1], frac)
     out = []
@@ -161,7 +170,7 @@ def _positions(saliency: torch.Tensor) -> torch.Tensor:
 
 def _curves(model: object, x: torch.Tensor, maps: list[torch.Tensor], target: torch.Tensor,
             steps: int, baseline: float, batch_size: int,
-            outputs: str) -> tuple[np.ndarray, np.ndarray]:
+            head: tuple[str, Callable[[Any], Any] | None]) -> tuple[np.ndarray, np.ndarray]:
     """(M, K, S+1) deletion and insertion curves for M maps, through one chunked model pass.
 
     Rows to forward, per instance: x (0 pixels removed), the blank image (all removed), then the
@@ -198,7 +207,7 @@ def _curves(model: object, x: torch.Tensor, maps: list[torch.Tensor], target: to
                                                                          dtype=x.dtype,
                                                                          device=x.device))
             out = model(imgs.to(device=device, dtype=dtype))
-            probs[start:start + len(r)] = _target_prob(out, target[kk.cpu()], len(r), outputs)
+            probs[start:start + len(r)] = _target_prob(out, target[kk.cpu()], len(r), *head)
 
     # Reassemble: per instance, row 0 = x, row 1 = blank, then per map 2(S-1) interior rows.
     per_inst = 2 + n_maps * 2 * (steps - 1)
@@ -212,16 +221,15 @@ def _curves(model: object, x: torch.Tensor, maps: list[torch.Tensor], target: to
     return dele.transpose(0, 1).numpy(), ins.transpose(0, 1).numpy()
 
 
-def _target_prob(out: object, target: torch.Tensor, n: int, outputs: str) -> torch.Tensor:
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"model output: expected logits of shape ({n}, n_classes), got {got}")
+def _target_prob(out: object, target: torch.Tensor, n: int, outputs: str,
+                 output_transform: Callable[[Any], Any] | None) -> torch.Tensor:
+    out = logits_of(out, output_transform, n=n)
     if int(target.max()) >= out.shape[1]:
         raise ValueError(f"target: expected class indices in [0, {out.shape[1]}) (the model has "
                          f"{out.shape[1]} outputs), got {int(target.max())}")
     if not torch.isfinite(out).all():
         raise ValueError("model output: expected finite values, got NaN or inf")
-    prob = torch.softmax(out.double(), dim=1) if outputs == "logits" else out.double()
+    prob = _probabilities(out, outputs)
     return prob.gather(1, target.to(out.device)[:, None]).squeeze(1).cpu()
 
 

@@ -172,9 +172,9 @@ def test_unknown_kind_and_newer_kind_version_are_reported():
     decoded = Record.decode(strange.encode())  # the envelope itself stays readable
     with pytest.raises(UnsupportedKindError, match="'netdissect_v9' is not a kind"):
         kinds.check(decoded)
-    newer = make_gradcam_record(kind_version=2)
-    with pytest.raises(UnsupportedKindError, match="gradcam kind_version 2, but this "
-                                                   "deepvid-plugin reads up to 1"):
+    newer = make_gradcam_record(kind_version=3)
+    with pytest.raises(UnsupportedKindError, match="gradcam kind_version 3, but this "
+                                                   "deepvid-plugin reads up to 2"):
         kinds.prepare(newer)
     with pytest.raises(UnsupportedKindError, match="expected kind 'deepvid', got 'gradcam'"):
         ExplanationRecord.decode(make_gradcam_record().encode())

@@ -35,10 +35,10 @@ def mixed(tmp_path):
     with TensorBoardSink(str(tmp_path / "run")) as sink:
         for s in range(3):
             sink.write(make_record("a", s), s)
-            # step 1 stands for a newer gradcam writer: its summary says kind_version 2
-            gc = make_gradcam_record("a", s, kind_version=2 if s == 1 else 1)
+            # step 1 stands for a newer gradcam writer: its summary says kind_version 3
+            gc = make_gradcam_record("a", s, kind_version=3 if s == 1 else 1)
             if s == 1:
-                _raw_summary(sink, s, "gradcam", "a", {"kind_version": 2, "headline": 0.1})
+                _raw_summary(sink, s, "gradcam", "a", {"kind_version": 3, "headline": 0.1})
             else:
                 sink.write(gc, s)
             _raw_summary(sink, s, "zz_future", "layer4", {"headline": 0.5})
@@ -51,7 +51,7 @@ def test_each_kind_reads_back_apart(mixed):
         deep = mixed.overview("run", kind="deepvid")
     assert [s["step"] for s in deep.instances[0].steps] == [0, 1, 2]
     assert any("'zz_future'" in w and "upgrade" in w for w in deep.warnings)
-    with pytest.warns(UserWarning, match="gradcam kind_version 2"):
+    with pytest.warns(UserWarning, match="gradcam kind_version 3"):
         gc = mixed.overview("run", kind="gradcam")
     [inst] = gc.instances
     assert [s["step"] for s in inst.steps] == [0, 2]  # the newer step is skipped, named

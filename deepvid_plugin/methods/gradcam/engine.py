@@ -1,4 +1,4 @@
-"""Grad-CAM (Selvaraju et al., ICCV 2017): where a convolutional layer looks for a class.
+"""Grad-CAM (Selvaraju et al., ICCV 2017): where a layer looks for a class.
 
 For class c and a layer with activations ``A`` (N, K, h, w), the weight of channel k is the spatial
 mean of ``d y_c / d A_k`` (``y_c`` is the class score before the softmax), and the map is
@@ -29,7 +29,23 @@ stops at the layer:
   this module 26 ms, captum 70 ms (2.7x slower).
 
 The default layer costs one extra one-image forward the first time a model is seen (cached per
-model). The maps agree with captum's to float precision (tests/explain/test_gradcam.py).
+model). The maps agree with captum's to float precision (tests/methods/gradcam/test_gradcam.py).
+
+**Transformers.** A token layer (ViT, DeiT: ``(N, prefix + h*w, C)``; Swin: ``(N, h, w, C)``)
+becomes a grid as pytorch-grad-cam's ``reshape_transform`` makes it (:mod:`deepvid_plugin.core.layers`:
+automatic for timm, torchvision and HuggingFace layouts, or ``reshape=``). The gradient is taken
+with respect to the layer's own output and put through the same reshape as the activations,
+which is exact: the reshape only selects and permutes values. The default layer of a ViT is its
+last block's first norm, never the patch embedding (:func:`~deepvid_plugin.core.layers.default_layer`).
+
+**Outputs and targets.** The model's output goes through
+:func:`~deepvid_plugin.core.outputs.logits_of` (``output_transform=``; HuggingFace outputs, dicts
+with ``"logits"`` and tuples are recognised). The map of class c always differentiates its logit
+(the score before the softmax or sigmoid, as the paper does). ``outputs="sigmoid"`` (multi-label)
+changes what is *predicted* (every class above 0.5), the probabilities the records keep and the
+evidence's target probability (the explained class's sigmoid); for one instance a sigmoid's
+gradient differs from its logit's only by a positive factor, so the map's shape is the same.
+``targets=`` picks the classes explained besides the prediction.
 """
 
 from __future__ import annotations
@@ -37,7 +53,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,8 +61,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepvid_plugin.core import checks, faithfulness
+from deepvid_plugin.core import checks, faithfulness, layers
+from deepvid_plugin.core.outputs import (
+    check_outputs,
+    check_transform,
+    logits_of,
+    predicted_sets,
+    probabilities,
+)
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
+
+#: ``targets=`` by name: the predicted and the true classes (default), or the predicted only.
+TARGETS = ("predicted+true", "predicted")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,28 +83,66 @@ class GradCAMResult:
     ids: tuple[str, ...]
     cam_pred: np.ndarray  # (K, H, W) float32, map of the predicted class, at the input size
     cam_true: np.ndarray | None  # (K, H, W) float32, map of the true class; None without labels
-    probs: np.ndarray  # (K, n_classes) float32 softmax of the model's outputs
-    pred: np.ndarray  # (K,) int64 predicted class
+    probs: np.ndarray  # (K, n_classes) float32 probabilities (softmax, or sigmoid per class)
+    pred: np.ndarray  # (K,) int64 predicted class (the top one)
     labels: np.ndarray | None  # (K,) int64 true class, as given
     evidence: tuple[dict, ...] | None  # faithfulness.evidence of cam_pred; None if switched off
+    outputs: str = "logits"  # what the logits mean (deepvid_plugin.core.outputs.OUTPUTS)
+    # per instance, the other explained classes (targets beyond cam_pred's and cam_true's) and
+    # their (T_i, H, W) maps; None when there are none for any instance
+    classes: tuple[tuple[int, ...], ...] | None = None
+    cams: tuple[np.ndarray, ...] | None = None
+    label_sets: tuple[tuple[int, ...], ...] | None = None  # multi-hot labels, as class lists
 
 
 class GradCAM:
-    """Grad-CAM of a model's predicted and true classes at one convolutional layer.
+    """Grad-CAM of a model's predicted and true classes at one layer.
 
-    ``layer`` is a module of the model, its dotted name in ``model.named_modules()``, or None for
-    the last ``nn.Conv2d`` the model runs (found by a one-image forward, so a ResNet's shortcut
-    convolution registered after the main path is not mistaken for the last layer).
-    ``evidence_steps`` is the number of deletion/insertion steps (None switches the evidence off);
-    ``seed`` seeds the random-map baseline of that evidence.
+    Args:
+        layer: a module of the model, its dotted name in ``model.named_modules()``, or None for
+            the default: the last ``nn.Conv2d`` the model runs (found by a one-image forward, so
+            a ResNet's shortcut convolution registered after the main path is not mistaken for
+            the last layer), or for a transformer the last block's first norm (see
+            :mod:`deepvid_plugin.core.layers`).
+        reshape: a callable from the layer's output to ``(N, C, h, w)`` (pytorch-grad-cam's
+            ``reshape_transform``); None finds the layout of convolutional, Swin and ViT/DeiT
+            token layers itself.
+        outputs: ``"logits"`` (one class per image, softmax), ``"probs"`` (the model ends in a
+            softmax) or ``"sigmoid"`` (independent classes, multi-label).
+        targets: the classes explained besides the predicted one: ``"predicted+true"`` (None,
+            the default: with ``"sigmoid"`` every predicted class, and every true class when
+            labels are given, single or multi-hot), ``"predicted"``, or a class index or list of
+            them explained for every instance.
+        output_transform: a callable from the model's output to its ``(N, n_classes)`` logits;
+            HuggingFace outputs, dicts with ``"logits"`` and tuples whose first item is the
+            logits are recognised without it.
+        batch_size: instances per forward/backward pass.
+        evidence_steps: the number of deletion/insertion steps (None switches the evidence off).
+        seed: seeds the random-map baseline of that evidence.
+
+    Example::
+
+        >>> import torch, torchvision
+        >>> from deepvid_plugin.explain import GradCAM
+        >>> model = torchvision.models.resnet18(num_classes=4)
+        >>> r = GradCAM("layer4", evidence_steps=None).explain(model, torch.rand(2, 3, 64, 64))
+        >>> r.cam_pred.shape
+        (2, 64, 64)
     """
 
-    def __init__(self, layer: str | nn.Module | None = None, *, batch_size: int = 256,
+    def __init__(self, layer: str | nn.Module | None = None, *,
+                 reshape: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 outputs: str = "logits", targets: Any = None,
+                 output_transform: Callable[[Any], Any] | None = None, batch_size: int = 256,
                  evidence_steps: int | None = faithfulness.DEFAULT_STEPS, seed: int = 0):
         if layer is not None and not isinstance(layer, (str, nn.Module)):
             raise TypeError(f"layer: expected None, a module name (str) or an nn.Module, got "
                             f"{type(layer).__name__}")
         self.layer = layer
+        self.reshape = check_transform("reshape", reshape)
+        self.outputs = check_outputs(outputs)
+        self.targets = check_targets(targets)
+        self.output_transform = check_transform("output_transform", output_transform)
         self.batch_size = checks.integer("batch_size", batch_size, 1)
         self.evidence_steps = (None if evidence_steps is None
                                else checks.integer("evidence_steps", evidence_steps, 2))
@@ -96,44 +160,65 @@ class GradCAM:
     def settings(self) -> dict:
         name = self.layer if isinstance(self.layer, str) or self.layer is None else "<module>"
         return {"method": "gradcam", "layer": name, "evidence_steps": self.evidence_steps,
-                "seed": self.seed}
+                "seed": self.seed, "outputs": self.outputs,
+                "targets": self.targets if isinstance(self.targets, (str, list)) else None,
+                "reshape": None if self.reshape is None else "<callable>",
+                "output_transform": None if self.output_transform is None else "<callable>"}
+
+    def check(self, model: nn.Module, x: torch.Tensor) -> str:
+        """Resolve the layer on one instance and check its output is a grid (the callbacks'
+        early check); returns the layer's name."""
+        x = checks.images("x", x)
+        device, dtype = module_device_dtype(model)
+        with preserved_rng(), frozen_eval(model):
+            probe = x[:1].to(device, dtype)
+            name, layer = self._resolve(model, probe)
+            _chunk(self, model, layer, name, probe, None, None)
+        return name
 
     def explain(self, model: nn.Module, x: torch.Tensor, labels: object = None,
                 ids: Sequence[str] | None = None) -> GradCAMResult:
-        """Grad-CAM of the K images ``x`` (K, C, H, W) for their predicted (and true) class."""
+        """Grad-CAM of the K images ``x`` (K, C, H, W) for their predicted (and true) class.
+
+        ``labels``: K class indices, or a ``(K, n_classes)`` multi-hot matrix (multi-label)."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module (Grad-CAM hooks one of its "
                             f"layers), got {type(model).__name__}")
         x = checks.images("x", x)
         k_n = x.shape[0]
         ids = checks.ids(ids, k_n)
-        label_list = checks.labels(labels, k_n)
-        label_t = None if label_list is None else torch.tensor(label_list, dtype=torch.long)
+        label_list, label_sets = checks.labels_or_sets(labels, k_n)
         device, dtype = module_device_dtype(model)
         with preserved_rng(), frozen_eval(model):
             name, layer = self._resolve(model, x[:1].to(device, dtype))
-            cams_p, cams_t, logits = [], [], []
+            parts = []
             for start in range(0, k_n, self.batch_size):
-                xb = x[start:start + self.batch_size].to(device, dtype)
-                lb = None if label_t is None else label_t[start:start + self.batch_size]
-                cp, ct, lg = _gradcam_chunk(model, layer, name, xb, lb)
-                cams_p.append(cp)
-                cams_t.append(ct)
-                logits.append(lg)
-            logits_t = torch.cat(logits)
-            cam_pred = torch.cat(cams_p)
-            pred = logits_t.argmax(1)
+                stop = start + self.batch_size
+                parts.append(_chunk(self, model, layer, name, x[start:stop].to(device, dtype),
+                                    None if label_list is None else label_list[start:stop],
+                                    None if label_sets is None else label_sets[start:stop]))
+            logits = torch.cat([p["logits"] for p in parts])
+            cam_pred = torch.cat([p["cam_pred"] for p in parts])
+            pred = logits.argmax(1)
             ev = None
             if self.evidence_steps is not None:
-                ev = tuple(faithfulness.evidence(model, x, cam_pred, pred, ids, seed=self.seed,
-                                                 steps=self.evidence_steps,
-                                                 batch_size=max(self.batch_size, 512)))
+                ev = tuple(faithfulness.evidence(
+                    model, x, cam_pred, pred, ids, seed=self.seed, steps=self.evidence_steps,
+                    batch_size=max(self.batch_size, 512), outputs=self.outputs,
+                    output_transform=self.output_transform))
+        classes = tuple(c for p in parts for c in p["classes"])
+        cams = tuple(m for p in parts for m in p["cams"])
+        probs = probabilities(logits, self.outputs).float()
         return GradCAMResult(
             layer=name, ids=tuple(ids), cam_pred=_frozen(cam_pred),
-            cam_true=None if label_t is None else _frozen(torch.cat(cams_t)),
-            probs=_frozen(torch.softmax(logits_t.double(), 1).float()),
-            pred=_frozen(pred), labels=None if label_t is None else _frozen(label_t),
-            evidence=ev)
+            cam_true=None if label_list is None else _frozen(torch.cat([p["cam_true"]
+                                                                        for p in parts])),
+            probs=_frozen(probs), pred=_frozen(pred),
+            labels=None if label_list is None else np.asarray(label_list, np.int64),
+            evidence=ev, outputs=self.outputs,
+            classes=classes if any(classes) else None,
+            cams=tuple(_frozen(m) for m in cams) if any(classes) else None,
+            label_sets=None if label_sets is None else tuple(tuple(s) for s in label_sets))
 
     def _resolve(self, model: nn.Module, probe: torch.Tensor) -> tuple[str, nn.Module]:
         named = dict(model.named_modules())
@@ -147,105 +232,126 @@ class GradCAM:
             if self.layer not in named:
                 close = difflib.get_close_matches(self.layer, list(named), n=5, cutoff=0.5)
                 hint = (f"close matches: {close}" if close
-                        else f"available: {_preview(list(named))}")
+                        else f"available: {layers.preview(list(named))}")
                 raise ValueError(f"layer: expected a module name from model.named_modules(), got "
                                  f"{self.layer!r}; {hint}")
             return self.layer, named[self.layer]
         if self._default is not None and self._default[0]() is model:
             found = named.get(self._default[1])
-            if isinstance(found, nn.Conv2d):
+            if found is not None:
                 return self._default[1], found
-        name, layer = _last_conv(model, probe, named)
+        name, layer = layers.default_layer(model, probe, model)
         self._default = (weakref.ref(model), name)
         return name, layer
 
 
-def _gradcam_chunk(model: nn.Module, layer: nn.Module, name: str, xb: torch.Tensor,
-                   labels: torch.Tensor | None
-                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """(cam_pred, cam_true, logits) of one chunk, maps upsampled to the input, on the CPU."""
-    captured: list[torch.Tensor] = []
+def check_targets(value: Any) -> str | list[int]:
+    """``targets=``: one of :data:`TARGETS` (None: the first), or class indices."""
+    if value is None:
+        return TARGETS[0]
+    if isinstance(value, str):
+        return checks.choice("targets", value, TARGETS)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        value = value.tolist()
+    if (not isinstance(value, Sequence) or not value
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
+                       for v in value)):
+        raise ValueError(f"targets: expected None, one of {list(TARGETS)}, a class index or a "
+                         f"non-empty list of class indices, got {value!r}")
+    return [int(v) for v in value]
+
+
+def _extra_classes(engine: GradCAM, probs: torch.Tensor, pred: torch.Tensor,
+                   labels: list[int] | None, sets: list[list[int]] | None) -> list[list[int]]:
+    """Per instance, the classes explained besides the prediction and the single true label."""
+    n_classes = probs.shape[1]
+    if isinstance(engine.targets, list):
+        bad = [c for c in engine.targets if c >= n_classes]
+        if bad:
+            raise ValueError(f"targets: expected class indices in [0, {n_classes}), got {bad}")
+        wanted = [list(engine.targets) for _ in range(len(pred))]
+    else:
+        wanted = predicted_sets(probs, engine.outputs)
+        if engine.targets == "predicted+true" and sets is not None:
+            wanted = [w + [c for c in s if c not in w] for w, s in zip(wanted, sets, strict=True)]
+    skip = [{int(p)} | ({labels[i]} if labels is not None else set()) for i, p in enumerate(pred)]
+    return [[c for c in w if c not in s] for w, s in zip(wanted, skip, strict=True)]
+
+
+def _chunk(engine: GradCAM, model: nn.Module, layer: nn.Module, name: str, xb: torch.Tensor,
+           labels: list[int] | None, sets: list[list[int]] | None) -> dict[str, Any]:
+    """One chunk's maps (upsampled to the input, on the CPU) and logits."""
+    captured: list[Any] = []
 
     def hook(_module, _inputs, output):
-        if not isinstance(output, torch.Tensor) or output.dim() != 4:
-            got = (f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor)
-                   else type(output).__name__)
-            raise ValueError(f"layer: expected {name!r} to output (N, C, h, w) feature maps, "
-                             f"got {got}")
+        if not isinstance(output, torch.Tensor):
+            raise ValueError(f"layer: expected {name!r} to output (N, C, h, w) feature maps (or "
+                             f"tokens), got {type(output).__name__}")
         act = output.detach().requires_grad_(True)
         captured.append(act)
         return act.clone()
 
+    hw = (xb.shape[-2], xb.shape[-1])
     handle = layer.register_forward_hook(hook)
     try:
         with torch.enable_grad():
-            out = model(xb)
-            if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(xb):
-                got = (tuple(out.shape) if isinstance(out, torch.Tensor)
-                       else type(out).__name__)
-                raise ValueError(f"model output: expected logits of shape ({len(xb)}, "
-                                 f"n_classes), got {got}")
+            out = logits_of(model(xb), engine.output_transform, n=len(xb))
             if len(captured) != 1:
                 raise ValueError(f"layer: expected {name!r} to run once per forward, it ran "
                                  f"{len(captured)} times")
             act = captured[0]
-            if labels is not None and int(labels.max()) >= out.shape[1]:
-                raise ValueError(f"labels: expected class indices in [0, {out.shape[1]}), got "
-                                 f"{int(labels.max())}")
-            pred = out.detach().argmax(1)
-            same = labels is None or torch.equal(labels.to(pred.device), pred)
-            cam_p = _cam(out, act, pred, retain=not same)
-            cam_t = None
+            grid = layers.grid_of(name, act.detach(), hw, engine.reshape, model)
+            n_classes = out.shape[1]
+            if labels is not None and max(labels) >= n_classes:
+                raise ValueError(f"labels: expected class indices in [0, {n_classes}), got "
+                                 f"{max(labels)}")
+            if sets is not None and any(len(s) and max(s) >= n_classes for s in sets):
+                raise ValueError(f"labels: expected a multi-hot matrix of {n_classes} columns "
+                                 f"(the model's classes)")
+            logits = out.detach()
+            pred = logits.argmax(1)
+            extra = _extra_classes(engine, probabilities(logits, engine.outputs), pred,
+                                   labels, sets)
+            # one backward per "slot": the prediction, the label, then the i-th extra class of
+            # every instance (padded with the prediction)
+            slots = [pred]
             if labels is not None:
-                cam_t = cam_p if same else _cam(out, act, labels.to(out.device), retain=False)
+                slots.append(torch.tensor(labels, device=pred.device))
+            width = max((len(e) for e in extra), default=0)
+            for j in range(width):
+                slots.append(torch.tensor([e[j] if j < len(e) else int(p)
+                                           for e, p in zip(extra, pred.tolist(), strict=True)],
+                                          device=pred.device))
+            maps = []
+            for i, cls in enumerate(slots):
+                last = i == len(slots) - 1
+                if i == 1 and labels is not None and torch.equal(cls, pred):
+                    maps.append(maps[0])  # the true class is the predicted one: same map
+                    continue
+                (grad,) = torch.autograd.grad(out.gather(1, cls[:, None]).sum(), act,
+                                              retain_graph=not last)
+                g = layers.grid_of(name, grad, hw, engine.reshape, model)
+                weights = g.mean(dim=(2, 3), keepdim=True)
+                maps.append(F.relu((weights * grid).sum(1, keepdim=True)))
     finally:
         handle.remove()
-    size = xb.shape[-2:]
-    up = [None if c is None else _upsample(c, size) for c in (cam_p, cam_t)]
-    return up[0], up[1], out.detach().float().cpu()
+    up = [_upsample(m, hw) for m in maps]
+    first_extra = 2 if labels is not None else 1
+    cams = [torch.stack([up[first_extra + j][i] for j in range(len(e))]) if e
+            else torch.zeros(0, *hw) for i, e in enumerate(extra)]
+    return {"cam_pred": up[0], "cam_true": up[1] if labels is not None else None,
+            "logits": out.detach().float().cpu(), "classes": [tuple(e) for e in extra],
+            "cams": cams}
 
 
-def _cam(out: torch.Tensor, act: torch.Tensor, cls: torch.Tensor, retain: bool) -> torch.Tensor:
-    # Instances are independent in eval mode, so the gradient of the summed scores w.r.t. the
-    # batch of activations is every instance's own gradient, in one backward pass.
-    score = out.gather(1, cls[:, None]).sum()
-    (grad,) = torch.autograd.grad(score, act, retain_graph=retain)
-    weights = grad.mean(dim=(2, 3), keepdim=True)
-    return F.relu((weights * act.detach()).sum(1, keepdim=True))
-
-
-def _upsample(cam: torch.Tensor, size: torch.Size) -> torch.Tensor:
+def _upsample(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     # align_corners=False: what captum's LayerAttribution.interpolate does, so maps match it.
-    return F.interpolate(cam, size=tuple(size), mode="bilinear",
+    return F.interpolate(cam.detach(), size=tuple(size), mode="bilinear",
                          align_corners=False)[:, 0].float().cpu()
-
-
-def _last_conv(model: nn.Module, probe: torch.Tensor,
-               named: dict[str, nn.Module]) -> tuple[str, nn.Module]:
-    convs = {m: n for n, m in named.items() if isinstance(m, nn.Conv2d)}
-    if not convs:
-        raise ValueError(f"layer: the model has no nn.Conv2d to default to; name a layer whose "
-                         f"output is (N, C, h, w), one of {_preview(list(named))}")
-    order: list[nn.Module] = []
-    handles = [m.register_forward_hook(lambda mod, _i, _o: order.append(mod)) for m in convs]
-    try:
-        with torch.no_grad():
-            model(probe)
-    finally:
-        for h in handles:
-            h.remove()
-    if not order:
-        raise ValueError(f"layer: none of the model's nn.Conv2d ({_preview(list(convs.values()))})"
-                         f" ran in a forward pass; name the layer to explain")
-    return convs[order[-1]], order[-1]
 
 
 def _frozen(t: torch.Tensor) -> np.ndarray:
     # Own copies, but writable: torch warns on every torch.as_tensor of a read-only array.
     return t.detach().cpu().numpy().copy()
-
-
-def _preview(names: list[str], n: int = 12) -> str:
-    names = [nm for nm in names if nm]  # "" is the model itself
-    more = f" ... ({len(names) - n} more)" if len(names) > n else ""
-    return f"{names[:n]}{more}"

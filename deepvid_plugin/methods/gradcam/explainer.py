@@ -36,6 +36,15 @@ class GradCAMExplainer:
         self.every_n_epochs = checks.integer("every_n_epochs", every_n_epochs, 1)
         self._context: ExplainContext | None = None
 
+    @property
+    def outputs(self) -> str:
+        """What the model's logits mean (the engine's ``outputs``)."""
+        return self.engine.outputs
+
+    def check_model(self, model: nn.Module, x: Any) -> None:
+        """Resolve the layer and run one instance through it (the callbacks' early check)."""
+        self.engine.check(model, x)
+
     def prepare(self, context: ExplainContext) -> None:
         self._context = context
 
@@ -43,16 +52,27 @@ class GradCAMExplainer:
         ctx = self._context
         if ctx is None:
             raise RuntimeError("GradCAMExplainer.explain: call prepare(context) first")
-        result = self.engine.explain(model, ctx.x, labels=ctx.labels, ids=ctx.ids)
+        labels = ctx.labels if ctx.label_sets is None else _multi_hot(ctx.label_sets, ctx)
+        result = self.engine.explain(model, ctx.x, labels=labels, ids=ctx.ids)
         return records(result, checks.integer("step", step),
-                                   ctx.names_for(result.probs.shape[1]), images=ctx.x,
-                                   settings=self.engine.settings())
+                       ctx.names_for(result.probs.shape[1]), images=ctx.x,
+                       settings=self.engine.settings())
 
     def state_dict(self) -> dict[str, Any]:
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         return None
+
+
+def _multi_hot(sets: Sequence[Sequence[int]], ctx: ExplainContext) -> np.ndarray:
+    """The context's label sets as the (K, n_classes) multi-hot matrix the engine takes."""
+    n = len(ctx.class_names) if ctx.class_names is not None else \
+        max((max(s) for s in sets if s), default=0) + 1
+    out = np.zeros((len(sets), n), np.int64)
+    for i, s in enumerate(sets):
+        out[i, list(s)] = 1
+    return out
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -90,11 +110,17 @@ def records(result: GradCAMResult, step: int, class_names: Sequence[str], *,
         arrays = {"cam_pred": result.cam_pred[i], "probs": probs[i]}
         if result.cam_true is not None:
             arrays["cam_true"] = result.cam_true[i]
+        if result.classes is not None and result.cams is not None and result.classes[i]:
+            arrays["classes"] = np.asarray(result.classes[i], np.int32)
+            arrays["cams"] = result.cams[i]
         if images is not None:
             arrays["image"] = images[i]
         meta = {"class_names": names, "pred": int(result.pred[i]), "layer": result.layer,
                 "label": None if result.labels is None else int(result.labels[i]),
-                "evidence": None if result.evidence is None else result.evidence[i]}
+                "evidence": None if result.evidence is None else result.evidence[i],
+                "outputs": result.outputs}
+        if result.label_sets is not None:
+            meta["labels"] = [int(c) for c in result.label_sets[i]]
         out.append(KIND.record(str(iid), step, arrays, meta=meta, settings=settings))
     return out
 

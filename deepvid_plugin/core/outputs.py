@@ -1,0 +1,188 @@
+"""What a model returns, as logits: one helper for every engine, the callbacks and the evidence.
+
+Models people train today return more than a tensor: HuggingFace models a ``ModelOutput``
+(``out.logits``), detection-style and multi-head models a dict with ``"logits"``, others a tuple
+whose first item is the logits (HuggingFace with ``return_dict=False``, torchvision's Inception
+in training mode). :func:`logits_of` recognises those; anything else takes an
+``output_transform`` (a callable from the model's output to ``(N, n_classes)`` logits), as
+ignite's metrics and captum's ``forward_func`` wrappers do. Every engine, the callbacks and
+:mod:`~deepvid_plugin.core.faithfulness` go through it, so a model works everywhere or is refused
+everywhere with the same message.
+
+``outputs`` says what the logits mean (:data:`OUTPUTS`):
+
+- ``"logits"``: one class per image (softmax);
+- ``"probs"``: the model already ends in a softmax;
+- ``"sigmoid"``: independent classes (multi-label): the probability of class ``c`` is
+  ``sigmoid(logits[:, c])``, and several classes can be "predicted" at once.
+
+:class:`ModelView` lets the callbacks run a model through ``forward_fn``/``output_transform``
+while every explainer still sees the model's own modules under their own names (hooks, layer
+names, parameters are shared, nothing is copied).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["OUTPUTS", "ModelView", "check_outputs", "check_transform", "describe", "logits_of",
+           "predicted_sets", "probabilities"]
+
+OUTPUTS = ("logits", "probs", "sigmoid")
+
+#: a sigmoid probability above this counts as "predicted" for a multi-label model.
+SIGMOID_THRESHOLD = 0.5
+
+
+def check_outputs(value: Any, choices: tuple[str, ...] = OUTPUTS) -> str:
+    """One of ``choices`` (the message lists them and says what each means)."""
+    if value not in choices:
+        raise ValueError(f"outputs: expected one of {list(choices)} ('logits': one class per "
+                         f"image, softmax applied here; 'probs': the model ends in a softmax; "
+                         f"'sigmoid': independent classes, multi-label), got {value!r}")
+    return value
+
+
+def check_transform(name: str, value: Any) -> Callable[[Any], Any] | None:
+    """``None`` or a callable (``output_transform``, ``forward_fn``, ``reshape``)."""
+    if value is not None and not callable(value):
+        raise TypeError(f"{name}: expected None or a callable, got {type(value).__name__}")
+    return value
+
+
+def describe(out: Any) -> str:
+    """A short description of a model output for error messages."""
+    if isinstance(out, torch.Tensor):
+        return f"a tensor of shape {tuple(out.shape)}"
+    if isinstance(out, Mapping):
+        return f"a {type(out).__name__} with keys {list(out.keys())[:8]}"
+    if isinstance(out, (tuple, list)):
+        items = ", ".join(describe(o) if isinstance(o, torch.Tensor) else type(o).__name__
+                          for o in list(out)[:4])
+        return f"a {type(out).__name__} of {len(out)} items ({items})"
+    return f"a {type(out).__name__}"
+
+
+def _recognise(out: Any) -> torch.Tensor | None:
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)  # HuggingFace ModelOutput, torchvision InceptionOutputs
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(out, Mapping):
+        value = out.get("logits")
+        return value if isinstance(value, torch.Tensor) else None
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    return None
+
+
+def logits_of(out: Any, output_transform: Callable[[Any], Any] | None = None, *,
+              n: int | None = None, what: str = "model output") -> torch.Tensor:
+    """The ``(N, n_classes)`` logits in a model's output ``out``.
+
+    Without ``output_transform``: a tensor as it is, ``out.logits`` (HuggingFace
+    ``ModelOutput``), ``out["logits"]`` (a dict) or ``out[0]`` (a tuple or list whose first item
+    is a tensor). With it: ``output_transform(out)``, which must return a tensor.
+    ``n`` is the batch size the logits must have.
+    """
+    if output_transform is not None:
+        logits = output_transform(out)
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(f"output_transform: expected it to return the logits, a tensor "
+                            f"(N, n_classes), got {describe(logits)} from {describe(out)}")
+    else:
+        logits = _recognise(out)
+        if logits is None:
+            raise TypeError(
+                f"{what}: expected logits (a tensor), a HuggingFace ModelOutput with .logits, a "
+                f"dict with 'logits' or a tuple whose first item is the logits, got "
+                f"{describe(out)}; pass output_transform=lambda out: ... returning the logits")
+    if logits.dim() != 2 or (n is not None and logits.shape[0] != n):
+        want = f"({n}, n_classes)" if n is not None else "(N, n_classes)"
+        hint = "" if output_transform is not None else (
+            "; pass output_transform=lambda out: ... returning them" if logits is not out else "")
+        raise ValueError(f"{what}: expected logits of shape {want}, got shape "
+                         f"{tuple(logits.shape)}{hint}")
+    return logits
+
+
+def probabilities(logits: torch.Tensor, outputs: str) -> torch.Tensor:
+    """Each class's probability as ``outputs`` defines it (float64): softmax over classes,
+    the outputs themselves (``"probs"``) or each class's own sigmoid (``"sigmoid"``)."""
+    x = logits.double()
+    if outputs == "logits":
+        return torch.softmax(x, dim=1)
+    if outputs == "sigmoid":
+        return torch.sigmoid(x)
+    return x
+
+
+def predicted_sets(probs: torch.Tensor, outputs: str) -> list[list[int]]:
+    """The classes each row predicts: the argmax, or for ``"sigmoid"`` every class above
+    :data:`SIGMOID_THRESHOLD` (the argmax when none is), highest first."""
+    top = probs.argmax(1)
+    if outputs != "sigmoid":
+        return [[int(t)] for t in top]
+    out = []
+    for row, t in zip(probs, top, strict=True):
+        above = torch.nonzero(row > SIGMOID_THRESHOLD).flatten()
+        picked = above[row[above].argsort(descending=True, stable=True)].tolist()
+        out.append([int(c) for c in picked] or [int(t)])
+    return out
+
+
+class ModelView(nn.Module):
+    """``model`` run as ``output_transform(forward_fn(model, x))``, with the model's own modules.
+
+    The view shares the model's submodules, parameters and buffers (the same objects, under the
+    same names), so a layer name, a hook or a parameter of the model is one of the view's:
+    explainers hook and name layers exactly as on the model. Only the forward differs:
+
+    - ``forward_fn(model, x)``: for a model whose ``forward`` is not the classifier (a
+      LightningModule without ``forward``: ``forward_fn=lambda m, x: m.net(x)``);
+    - ``output_transform(out)``: from what that returns to the logits.
+
+    ``train(mode)`` also sets the model's own ``training`` flag (a model may branch on it at the
+    top level, as torchvision's Inception does); the callbacks' guard restores it.
+
+    Example::
+
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> view = ModelView(net, output_transform=lambda out: out * 2)
+        >>> view(torch.ones(1, 4)).shape
+        torch.Size([1, 3])
+        >>> view.get_submodule("1") is net[1]
+        True
+    """
+
+    def __init__(self, model: nn.Module, *, forward_fn: Callable[[nn.Module, Any], Any] | None = None,
+                 output_transform: Callable[[Any], Any] | None = None):
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        # object.__setattr__ throughout: nn.Module.__setattr__ would register a callable that
+        # is itself a module as a child, i.e. into the shared (the user's) module dict.
+        set_ = object.__setattr__
+        set_(self, "forward_fn", check_transform("forward_fn", forward_fn))
+        set_(self, "output_transform", check_transform("output_transform", output_transform))
+        set_(self, "wrapped", model)
+        # Shared, not copied: the view's names, modules and parameters are the model's own.
+        set_(self, "_modules", model._modules)
+        set_(self, "_parameters", model._parameters)
+        set_(self, "_buffers", model._buffers)
+        self.training = model.training
+
+    def forward(self, x: Any) -> Any:
+        out = self.forward_fn(self.wrapped, x) if self.forward_fn is not None else self.wrapped(x)
+        return self.output_transform(out) if self.output_transform is not None else out
+
+    def train(self, mode: bool = True) -> ModelView:
+        super().train(mode)
+        self.wrapped.training = mode
+        return self
