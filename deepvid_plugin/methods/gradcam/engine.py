@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepvid_plugin.core import checks, faithfulness, layers
+from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
 from deepvid_plugin.core.outputs import (
     check_outputs,
     check_transform,
@@ -69,7 +70,6 @@ from deepvid_plugin.core.outputs import (
     predicted_sets,
     probabilities,
 )
-from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
 
 #: ``targets=`` by name: the predicted and the true classes (default), or the predicted only.
 TARGETS = ("predicted+true", "predicted")
