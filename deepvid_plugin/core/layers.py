@@ -125,25 +125,26 @@ def _model_hints(model: nn.Module | None) -> dict[str, Any]:
 
 def grid_of(name: str, t: Any, input_hw: tuple[int, int],
             reshape: Callable[[torch.Tensor], torch.Tensor] | None = None,
-            model: nn.Module | None = None) -> torch.Tensor:
+            model: nn.Module | None = None, arg: str = "layer") -> torch.Tensor:
     """``t``, the output of layer ``name`` for an input of ``input_hw``, as ``(N, C, h, w)``:
-    through ``reshape`` when given, else through the layout :func:`find_grid` recognises."""
+    through ``reshape`` when given, else through the layout :func:`find_grid` recognises.
+    ``arg`` names the layer argument in errors (``reshape`` errors name its reshape)."""
     if reshape is not None:
         g = reshape(t)
         n = t.shape[0] if isinstance(t, torch.Tensor) else None
         if not isinstance(g, torch.Tensor) or g.dim() != 4 or (n is not None and g.shape[0] != n):
             got = f"shape {tuple(g.shape)}" if isinstance(g, torch.Tensor) else type(g).__name__
-            raise ValueError(f"reshape: expected a callable returning (N, C, h, w) feature maps "
-                             f"of {name!r}, got {got}")
+            raise ValueError(f"{arg.replace('layer', 'reshape')}: expected a callable returning "
+                             f"(N, C, h, w) feature maps of {name!r}, got {got}")
         return g
     if not isinstance(t, torch.Tensor):
-        raise ValueError(f"layer: expected {name!r} to output a tensor of feature maps, got "
+        raise ValueError(f"{arg}: expected {name!r} to output a tensor of feature maps, got "
                          f"{type(t).__name__}; name a layer that outputs a tensor, or pass "
                          f"reshape=lambda out: ... returning (N, C, h, w)")
     grid = find_grid(tuple(t.shape), input_hw, **_model_hints(model))
     if grid is None:
         raise ValueError(
-            f"layer: expected {name!r} to output (N, C, h, w) feature maps, (N, h, w, C) or "
+            f"{arg}: expected {name!r} to output (N, C, h, w) feature maps, (N, h, w, C) or "
             f"tokens (N, [prefix +] h*w, C) of the {input_hw[0]}x{input_hw[1]} input, got shape "
             f"{tuple(t.shape)}; name a spatial layer, or pass reshape=lambda t: ... returning "
             f"(N, C, h, w)")

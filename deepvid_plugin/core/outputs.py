@@ -41,9 +41,11 @@ SIGMOID_THRESHOLD = 0.5
 def check_outputs(value: Any, choices: tuple[str, ...] = OUTPUTS) -> str:
     """One of ``choices`` (the message lists them and says what each means)."""
     if value not in choices:
-        raise ValueError(f"outputs: expected one of {list(choices)} ('logits': one class per "
-                         f"image, softmax applied here; 'probs': the model ends in a softmax; "
-                         f"'sigmoid': independent classes, multi-label), got {value!r}")
+        meaning = {"logits": "one class per image, softmax applied here",
+                   "probs": "the model ends in a softmax",
+                   "sigmoid": "independent classes, multi-label"}
+        said = "; ".join(f"{c!r}: {meaning[c]}" for c in choices if c in meaning)
+        raise ValueError(f"outputs: expected one of {list(choices)}, got {value!r} ({said})")
     return value
 
 
@@ -82,13 +84,14 @@ def _recognise(out: Any) -> torch.Tensor | None:
 
 
 def logits_of(out: Any, output_transform: Callable[[Any], Any] | None = None, *,
-              n: int | None = None, what: str = "model output") -> torch.Tensor:
+              n: int | None = None, min_classes: int = 1,
+              what: str = "model output") -> torch.Tensor:
     """The ``(N, n_classes)`` logits in a model's output ``out``.
 
     Without ``output_transform``: a tensor as it is, ``out.logits`` (HuggingFace
     ``ModelOutput``), ``out["logits"]`` (a dict) or ``out[0]`` (a tuple or list whose first item
     is a tensor). With it: ``output_transform(out)``, which must return a tensor.
-    ``n`` is the batch size the logits must have.
+    ``n`` is the batch size the logits must have, ``min_classes`` their fewest classes.
     """
     if output_transform is not None:
         logits = output_transform(out)
@@ -102,11 +105,13 @@ def logits_of(out: Any, output_transform: Callable[[Any], Any] | None = None, *,
                 f"{what}: expected logits (a tensor), a HuggingFace ModelOutput with .logits, a "
                 f"dict with 'logits' or a tuple whose first item is the logits, got "
                 f"{describe(out)}; pass output_transform=lambda out: ... returning the logits")
-    if logits.dim() != 2 or (n is not None and logits.shape[0] != n):
-        want = f"({n}, n_classes)" if n is not None else "(N, n_classes)"
-        hint = "" if output_transform is not None else (
-            "; pass output_transform=lambda out: ... returning them" if logits is not out else "")
-        raise ValueError(f"{what}: expected logits of shape {want}, got shape "
+    if logits.dim() != 2 or (n is not None and logits.shape[0] != n) \
+            or logits.shape[1] < min_classes:
+        classes = "n_classes" if min_classes <= 1 else f"n_classes >= {min_classes}"
+        want = f"({n if n is not None else 'N'}, {classes})"
+        hint = "" if output_transform is not None or logits is out else \
+            f" (taken from {describe(out)}; pass output_transform=lambda out: ... returning them)"
+        raise ValueError(f"{what}: expected logits of shape {want}, got "
                          f"{tuple(logits.shape)}{hint}")
     return logits
 

@@ -284,5 +284,5 @@ def test_probability_outputs_are_used_as_given():
     b = F.deletion_insertion(probs_model, x, sal, target, steps=4, outputs="probs")
     np.testing.assert_allclose(a.deletion, b.deletion, rtol=1e-5)
     np.testing.assert_allclose(a.insertion_auc, b.insertion_auc, rtol=1e-5)
-    with pytest.raises(ValueError, match=r"outputs: expected one of \['logits', 'probs', 'sigmoid'\].*got 'prob'"):
+    with pytest.raises(ValueError, match=r"outputs: expected one of \['logits', 'probs', 'sigmoid'\], got 'prob'"):
         F.evidence(logits_model, x, sal, target, ["a", "b"], outputs="prob")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from torch import nn
 from deepvid_plugin.core import checks, faithfulness
 from deepvid_plugin.core.explainer import ExplainContext
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
+from deepvid_plugin.core.outputs import check_outputs, check_transform, probabilities
 from deepvid_plugin.core.record import Record
 from deepvid_plugin.methods.cam_agreement.kind import KIND
 from deepvid_plugin.methods.cam_agreement.loss import CAMDistillLoss
@@ -93,6 +94,10 @@ class CAMAgreement:
         evidence_steps: deletion/insertion steps of the student map's evidence (None: off).
         seed: seeds the random-map baseline of the evidence.
         batch_size: instances per forward pass.
+        teacher_reshape, student_reshape, outputs, output_transform: as for
+            :class:`~deepvid_plugin.methods.cam_agreement.loss.CAMDistillLoss` (token layers,
+            multi-label networks, non-tensor outputs); ``outputs="sigmoid"`` also makes the
+            records' probabilities and the evidence's target probability each class's sigmoid.
 
     :meth:`from_loss` builds one from the :class:`CAMDistillLoss` the run trains with.
     """
@@ -104,7 +109,11 @@ class CAMAgreement:
                  teacher_head: nn.Module | str | None = None,
                  student_head: nn.Module | str | None = None,
                  evidence_steps: int | None = faithfulness.DEFAULT_STEPS, seed: int = 0,
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 64,
+                 teacher_reshape: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 student_reshape: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 outputs: str = "logits",
+                 output_transform: Callable[[Any], torch.Tensor] | None = None) -> None:
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher: expected a torch.nn.Module, got {type(teacher).__name__}")
         for arg, layer in (("teacher_layer", teacher_layer), ("student_layer", student_layer)):
@@ -124,6 +133,10 @@ class CAMAgreement:
                                else checks.integer("evidence_steps", evidence_steps, 2))
         self.seed = checks.integer("seed", seed, 0)
         self.batch_size = checks.integer("batch_size", batch_size, 1)
+        self.teacher_reshape = check_transform("teacher_reshape", teacher_reshape)
+        self.student_reshape = check_transform("student_reshape", student_reshape)
+        self.outputs = check_outputs(outputs, ("logits", "sigmoid"))
+        self.output_transform = check_transform("output_transform", output_transform)
         self._context: ExplainContext | None = None
         # The loss that reads both networks' CAMs, per student (weakly: never keep a user's
         # model alive); building it resolves and verifies the layers and heads once.
@@ -140,6 +153,8 @@ class CAMAgreement:
         kwargs.setdefault("top_k", loss.top_k)
         kwargs.setdefault("teacher_head", loss.teacher_head_name)
         kwargs.setdefault("student_head", loss.student_head_name)
+        for name in ("teacher_reshape", "student_reshape", "outputs", "output_transform"):
+            kwargs.setdefault(name, getattr(loss, name))
         return cls(loss.teacher, loss.teacher_layer_name, loss.student_layer_name, **kwargs)
 
     def settings(self) -> dict[str, Any]:
@@ -149,9 +164,16 @@ class CAMAgreement:
         return {"method": "cam_agreement", "teacher_layer": name(self.teacher_layer),
                 "student_layer": name(self.student_layer), "top_k": self.top_k,
                 "iou_fraction": TOP_FRACTION, "evidence_steps": self.evidence_steps,
-                "seed": self.seed}
+                "seed": self.seed, "outputs": self.outputs}
 
     # -- the explainer protocol ------------------------------------------------------------------
+    def check_model(self, model: nn.Module, x: torch.Tensor) -> None:
+        """Resolve and verify both layers and heads on one instance (the callbacks' early
+        check)."""
+        device, dtype = module_device_dtype(model)
+        with preserved_rng(), frozen_eval(self.teacher, model):
+            self._loss_for(model).maps(x[:1].to(device, dtype))
+
     def prepare(self, context: ExplainContext) -> None:
         self._context = context
 
@@ -174,13 +196,14 @@ class CAMAgreement:
                 # on the CPU tensors, as Grad-CAM does: the evidence moves batches to the model
                 evidence = faithfulness.evidence(
                     model, x, s_maps[:, 0], top[:, 0], list(ctx.ids),
-                    seed=self.seed, steps=self.evidence_steps, batch_size=max(self.batch_size, 512))
+                    seed=self.seed, steps=self.evidence_steps, batch_size=max(self.batch_size, 512),
+                    outputs=self.outputs, output_transform=self.output_transform)
         names = ctx.names_for(t_logits.shape[1])
         if len(names) != t_logits.shape[1]:
             raise ValueError(f"class_names: expected {t_logits.shape[1]} names (one per output of "
                              f"the networks), got {len(names)}")
-        t_probs = torch.softmax(t_logits.double(), 1).float().numpy()
-        s_probs = torch.softmax(s_logits.double(), 1).float().numpy()
+        t_probs = probabilities(t_logits, self.outputs).float().numpy()
+        s_probs = probabilities(s_logits, self.outputs).float().numpy()
         t_np, s_np, top_np = t_maps.numpy(), s_maps.numpy(), top.numpy()
         settings = self.settings()
         out = []
@@ -223,7 +246,10 @@ class CAMAgreement:
         # top_k=2 only satisfies the loss's own check; the explainer picks its classes itself.
         loss = CAMDistillLoss(self.teacher, model, self.teacher_layer, self.student_layer,
                               top_k=2, teacher_head=self.teacher_head,
-                              student_head=self.student_head)
+                              student_head=self.student_head,
+                              teacher_reshape=self.teacher_reshape,
+                              student_reshape=self.student_reshape, outputs=self.outputs,
+                              output_transform=self.output_transform)
         self._loss = (weakref.ref(model), loss)
         return loss
 

@@ -38,6 +38,17 @@ of the two maps over classes and pixels. The public implementation took the soft
 *batch* axis and then a mean, which is the constant 1/B: its student got no gradient from the CAM
 term. Here the softmax is over classes, and a batch's loss is exactly the mean of its samples'.
 
+**Models people train today.** The feature layer may be a transformer's tokens or a Swin stage's
+``(B, h, w, C)`` output: it becomes a ``(B, C, h, w)`` grid automatically, or through
+``teacher_reshape=``/``student_reshape=`` (:mod:`deepvid_plugin.core.layers`), and a head that
+averages the patch tokens (timm ``global_pool="avg"`` with ``fc_norm=False``, Swin) is read like a
+GAP head. A class-token head is not a spatial mean of anything, so it is refused (with the
+Grad-CAM hint). Model outputs go through :func:`~deepvid_plugin.core.outputs.logits_of`
+(``output_transform=``; HuggingFace outputs, dicts and tuples recognised). With
+``outputs="sigmoid"`` (multi-label teacher and student) each pixel's class scores are compared
+as independent sigmoids at ``temperature`` instead of a softmax over the k classes, and the
+logit-KD term is the Bernoulli KL per class (times T^2).
+
 **The teacher** runs in eval mode under ``no_grad`` for the duration of each call (via
 :func:`~deepvid_plugin.core.guard.frozen_eval`; every submodule's ``training`` flag is
 restored afterwards), so its BatchNorm statistics never move and it never gets a gradient, whatever
@@ -51,7 +62,7 @@ import contextlib
 import dataclasses
 import difflib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import torch
@@ -59,6 +70,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from deepvid_plugin.core.guard import frozen_eval, preserved_rng
+from deepvid_plugin.core.layers import grid_of
+from deepvid_plugin.core.outputs import check_outputs, check_transform, logits_of
 
 __all__ = [
     "CAMDistillLoss",
@@ -155,20 +168,30 @@ def class_activation_maps(features: torch.Tensor, head: nn.Linear, kind: HeadKin
 
 
 def hinton_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                   temperature: float) -> torch.Tensor:
+                   temperature: float, outputs: str = "logits") -> torch.Tensor:
     """KL(teacher || student) of the softened distributions, times T^2 (Hinton et al. 2015), per
-    sample then averaged over the batch."""
+    sample then averaged over the batch. ``outputs="sigmoid"``: the sum over classes of each
+    class's Bernoulli KL (independent classes)."""
     t = float(temperature)
+    if outputs == "sigmoid":
+        s, q = student_logits / t, teacher_logits / t
+        p = torch.sigmoid(q)
+        kl = p * (F.logsigmoid(q) - F.logsigmoid(s)) + (1 - p) * (F.logsigmoid(-q)
+                                                                 - F.logsigmoid(-s))
+        return kl.sum(1).mean() * (t * t)
     return F.kl_div(F.log_softmax(student_logits / t, dim=1),
                     F.log_softmax(teacher_logits / t, dim=1),
                     reduction="batchmean", log_target=True) * (t * t)
 
 
 def _cam_loss_per_sample(t_cam: torch.Tensor, s_cam: torch.Tensor, temperature: float,
-                         size: tuple[int, int]) -> torch.Tensor:
+                         size: tuple[int, int], outputs: str = "logits") -> torch.Tensor:
     """(B, k, h, w) logit-scale maps of the same classes -> (B,) per-sample losses."""
     t_cam = F.interpolate(t_cam.relu(), size=size, mode="bilinear", align_corners=False)
     s_cam = F.interpolate(s_cam.relu(), size=size, mode="bilinear", align_corners=False)
+    if outputs == "sigmoid":  # independent classes: each pixel's score of each class on its own
+        p_t, p_s = torch.sigmoid(t_cam / temperature), torch.sigmoid(s_cam / temperature)
+        return (p_t - p_s).pow(2).mean(dim=(1, 2, 3))
     # dim=1 is the class axis: each pixel gets a distribution over the k classes. (The public code
     # used dim=0, the batch, and its mean is the constant 1/B.)
     p_t = torch.softmax(t_cam / temperature, dim=1)
@@ -192,6 +215,13 @@ class CAMDistillLoss:
         size: the common (h, w) the maps are resized to; None = the larger of the two, per axis.
         teacher_head, student_head: the classifier ``nn.Linear`` (module or dotted name); None =
             the last ``nn.Linear`` in the network (verified numerically on the first call).
+        teacher_reshape, student_reshape: a callable from the layer's output to (B, K, h, w)
+            (pytorch-grad-cam's ``reshape_transform``); None finds convolutional, Swin and token
+            layouts itself (:mod:`deepvid_plugin.core.layers`).
+        outputs: ``"logits"`` (one class per image) or ``"sigmoid"`` (independent classes).
+        output_transform: a callable from a network's output to its logits (B, C), for both
+            networks; HuggingFace outputs, dicts with ``"logits"`` and tuples are recognised
+            without it.
 
     Not an ``nn.Module`` on purpose: registering the networks as children would make ``.train()``
     on the loss flip the teacher's mode and put the teacher's weights in ``.parameters()``.
@@ -203,7 +233,11 @@ class CAMDistillLoss:
                  kd_weight: float = 0.0, kd_temperature: float = 4.0,
                  size: int | tuple[int, int] | None = None,
                  teacher_head: nn.Module | str | None = None,
-                 student_head: nn.Module | str | None = None) -> None:
+                 student_head: nn.Module | str | None = None,
+                 teacher_reshape: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 student_reshape: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 outputs: str = "logits",
+                 output_transform: Callable[[object], torch.Tensor] | None = None) -> None:
         for arg, model in (("teacher", teacher), ("student", student)):
             if not isinstance(model, nn.Module):
                 raise TypeError(f"{arg}: expected a torch.nn.Module, got {type(model).__name__}")
@@ -229,6 +263,10 @@ class CAMDistillLoss:
         self.cam_weight = _non_negative(cam_weight, "cam_weight")
         self.kd_weight = _non_negative(kd_weight, "kd_weight")
         self.size = _size(size)
+        self.teacher_reshape = check_transform("teacher_reshape", teacher_reshape)
+        self.student_reshape = check_transform("student_reshape", student_reshape)
+        self.outputs = check_outputs(outputs, ("logits", "sigmoid"))
+        self.output_transform = check_transform("output_transform", output_transform)
         # Set on the first call by _verify (per network: "gap" or "flatten").
         self.teacher_head_kind: HeadKind | None = None
         self.student_head_kind: HeadKind | None = None
@@ -245,16 +283,12 @@ class CAMDistillLoss:
     def __call__(self, x: torch.Tensor) -> DistillOutput:
         self._ensure_verified(x)
         with frozen_eval(self.teacher):
-            t_logits, t_feat = _forward_with_features(self.teacher, self._t_layer, x,
-                                                      "teacher_layer", self.teacher_layer_name)
-        s_logits, s_feat = _forward_with_features(self.student, self._s_layer, x,
-                                                  "student_layer", self.student_layer_name)
-        _check_logits(t_logits, x, "teacher")
-        _check_logits(s_logits, x, "student")
+            t_logits, t_feat = self._forward("teacher", x)
+        s_logits, s_feat = self._forward("student", x)
         top = t_logits.topk(self.top_k, dim=1).indices
         per_sample = self._per_sample(t_feat, s_feat, top)
         cam_loss = per_sample.mean()
-        kd_loss = hinton_kd_loss(s_logits, t_logits, self.kd_temperature)
+        kd_loss = hinton_kd_loss(s_logits, t_logits, self.kd_temperature, self.outputs)
         loss = self.cam_weight * cam_loss
         if self.kd_weight > 0:
             loss = loss + self.kd_weight * kd_loss
@@ -266,10 +300,8 @@ class CAMDistillLoss:
         """Every class's raw CAM for both networks, both in eval mode (modes restored)."""
         self._ensure_verified(x)
         with frozen_eval(self.teacher, self.student):
-            t_logits, t_feat = _forward_with_features(self.teacher, self._t_layer, x,
-                                                      "teacher_layer", self.teacher_layer_name)
-            s_logits, s_feat = _forward_with_features(self.student, self._s_layer, x,
-                                                      "student_layer", self.student_layer_name)
+            t_logits, t_feat = self._forward("teacher", x)
+            s_logits, s_feat = self._forward("student", x)
         return CAMMaps(teacher=class_activation_maps(t_feat, self._t_head, self.teacher_head_kind),
                        student=class_activation_maps(s_feat, self._s_head, self.student_head_kind),
                        teacher_logits=t_logits, student_logits=s_logits,
@@ -277,6 +309,19 @@ class CAMDistillLoss:
                        student_head_kind=self.student_head_kind)
 
     # -- internals --------------------------------------------------------------------------------
+    def _network(self, arg: str) -> tuple[nn.Module, nn.Module, str, Callable | None]:
+        if arg == "teacher":
+            return self.teacher, self._t_layer, self.teacher_layer_name, self.teacher_reshape
+        return self.student, self._s_layer, self.student_layer_name, self.student_reshape
+
+    def _forward(self, arg: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, feature grid) of one network on ``x``."""
+        model, layer, name, reshape = self._network(arg)
+        with _recording(layer, "output") as seen:
+            out = model(x)
+        logits = logits_of(out, self.output_transform, n=x.shape[0], what=f"{arg} output")
+        return logits, _single_feature_map(seen, f"{arg}_layer", name, x, reshape, model)
+
     def _per_sample(self, t_feat: torch.Tensor, s_feat: torch.Tensor,
                     top: torch.Tensor) -> torch.Tensor:
         t_cam = _logit_scale(class_activation_maps(t_feat, self._t_head, self.teacher_head_kind,
@@ -285,17 +330,15 @@ class CAMDistillLoss:
                                                    top), self.student_head_kind)
         size = self.size or (max(t_cam.shape[2], s_cam.shape[2]),
                              max(t_cam.shape[3], s_cam.shape[3]))
-        return _cam_loss_per_sample(t_cam.detach(), s_cam, self.temperature, size)
+        return _cam_loss_per_sample(t_cam.detach(), s_cam, self.temperature, size, self.outputs)
 
     def _ensure_verified(self, x: torch.Tensor) -> None:
         if self.teacher_head_kind is None:
-            self.teacher_head_kind = _verify_head(self.teacher, self._t_layer, self._t_head, x,
-                                                  "teacher", self.teacher_layer_name,
-                                                  self.teacher_head_name)
+            self.teacher_head_kind = _verify_head(self, "teacher", self._t_head,
+                                                  self.teacher_head_name, x)
         if self.student_head_kind is None:
-            self.student_head_kind = _verify_head(self.student, self._s_layer, self._s_head, x,
-                                                  "student", self.student_layer_name,
-                                                  self.student_head_name)
+            self.student_head_kind = _verify_head(self, "student", self._s_head,
+                                                  self.student_head_name, x)
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -320,43 +363,26 @@ def _recording(module: nn.Module, what: Literal["input", "output"]) -> Iterator[
         handle.remove()
 
 
-def _forward_with_features(model: nn.Module, layer: nn.Module, x: torch.Tensor, arg: str,
-                           name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    with _recording(layer, "output") as seen:
-        out = model(x)
-    return out, _single_feature_map(seen, arg, name)
-
-
-def _single_feature_map(seen: list, arg: str, name: str) -> torch.Tensor:
+def _single_feature_map(seen: list, arg: str, name: str, x: torch.Tensor,
+                        reshape: Callable | None, model: nn.Module) -> torch.Tensor:
     if len(seen) != 1:
         raise ValueError(f"{arg}: expected {name!r} to run exactly once per forward, it ran "
                          f"{len(seen)} times")
-    feat = seen[0]
-    if not isinstance(feat, torch.Tensor) or feat.dim() != 4:
-        got = tuple(feat.shape) if isinstance(feat, torch.Tensor) else type(feat).__name__
-        raise ValueError(f"{arg}: expected {name!r} to output a feature map (B, K, h, w), got "
-                         f"{got}")
-    return feat
+    return grid_of(name, seen[0], (x.shape[-2], x.shape[-1]), reshape, model, arg=arg)
 
 
-def _check_logits(logits: object, x: torch.Tensor, arg: str) -> None:
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
-        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"{arg}: expected the model to return logits ({x.shape[0]}, C), got {got}")
-
-
-def _verify_head(model: nn.Module, layer: nn.Module, head: nn.Linear, x: torch.Tensor,
-                 arg: str, layer_name: str, head_name: str) -> HeadKind:
-    """Run ``model`` once (eval, no_grad, modes and RNG restored) and check that ``layer`` feeds
-    ``head`` through a GAP or a flatten and that ``head``'s output is the model's output."""
-    with preserved_rng(), frozen_eval(model), _recording(layer, "output") as feats, \
-            _recording(head, "input") as h_in, _recording(head, "output") as h_out:
-        out = model(x)
-    _check_logits(out, x, arg)
-    feat = _single_feature_map(feats, f"{arg}_layer", layer_name)
+def _verify_head(loss: CAMDistillLoss, arg: str, head: nn.Linear, head_name: str,
+                 x: torch.Tensor) -> HeadKind:
+    """Run the network once (eval, no_grad, modes and RNG restored) and check that its layer
+    feeds ``head`` through a GAP or a flatten and that ``head``'s output is the model's output."""
+    model, layer, layer_name, _ = loss._network(arg)
+    with preserved_rng(), frozen_eval(model), _recording(head, "input") as h_in, \
+            _recording(head, "output") as h_out:
+        out, feat = loss._forward(arg, x)
     if len(h_in) != 1:
         raise ValueError(f"{arg}_head: expected {head_name!r} to run exactly once per forward, it "
                          f"ran {len(h_in)} times. {_GRADCAM_HINT}")
+    between = _between(model, layer_name, head_name)
     a, logits = h_in[0], h_out[0]
     if not isinstance(logits, torch.Tensor) or logits.shape != out.shape \
             or not _close(logits, out):
@@ -370,10 +396,24 @@ def _verify_head(model: nn.Module, layer: nn.Module, head: nn.Linear, x: torch.T
     if flat is not None and flat.shape == (b, k * h * w) and _close(flat, feat.flatten(1)):
         return "flatten"
     got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+    why = (f" (between them run {between}: a class-token head, a norm after the pooling or an "
+           f"MLP is not read this way)" if between else "")
     raise ValueError(f"{arg}_head: expected {head_name!r}'s input to be the global average "
                      f"({b}, {k}) or the flattening ({b}, {k * h * w}) of {arg}_layer "
-                     f"{layer_name!r}'s output {tuple(feat.shape)}, got an input of shape {got} "
-                     f"that is neither. {_GRADCAM_HINT}")
+                     f"{layer_name!r}'s output (as a grid: {tuple(feat.shape)}), got an input of "
+                     f"shape {got} that is neither{why}. {_GRADCAM_HINT}")
+
+
+def _between(model: nn.Module, layer_name: str, head_name: str) -> list[str]:
+    """The parametrised or normalising modules registered between the layer and the head (what
+    usually breaks the CAM identity), for the error message."""
+    names = [n for n, m in model.named_modules() if n and not list(m.children())]
+    if layer_name not in names or head_name not in names:
+        return []
+    inside = names[names.index(layer_name) + 1:names.index(head_name)]
+    kept = [f"{n!r} ({type(m).__name__})" for n, m in model.named_modules() if n in inside
+            and (any(True for _ in m.parameters(recurse=False)) or "Norm" in type(m).__name__)]
+    return kept[:4]
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -87,8 +87,9 @@ import torch
 from torch.nn import functional as F
 
 from deepvid_plugin.core import checks
-from deepvid_plugin.core.faithfulness import OUTPUTS, evidence
+from deepvid_plugin.core.faithfulness import evidence
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
+from deepvid_plugin.core.outputs import check_outputs, check_transform, logits_of
 from deepvid_plugin.core.seeds import instance_seed
 from deepvid_plugin.methods.deepvid.fidelity import apply_trust_rule, fidelity_metrics
 from deepvid_plugin.methods.deepvid.generator import Generator
@@ -128,8 +129,12 @@ class DeepVID:
             and none for ``"vae"``.
         outputs: ``"logits"`` (default) or ``"probs"`` for a model that ends in a softmax
             (its log is distilled). With ``"logits"``, outputs that look like probabilities
-            (every row in [0, 1] summing to 1) are refused: distilling them as logits gives a
-            near-flat teacher.
+            (every row in [0, 1] summing to 1, or every value in [0, 1]: a final sigmoid) are
+            refused: distilling them as logits gives a near-flat teacher. ``"sigmoid"``
+            (multi-label) is refused: the paper's student is a softmax over classes.
+        output_transform: a callable from the model's output to its ``(N, n_classes)`` logits;
+            HuggingFace outputs, dicts with ``"logits"`` and tuples are recognised without it
+            (:func:`~deepvid_plugin.core.outputs.logits_of`).
 
     The model must return logits (unnormalised scores) of shape ``(N, n_classes)``, or
     probabilities with ``outputs="probs"``. All settings go into every record's ``settings``.
@@ -139,7 +144,8 @@ class DeepVID:
                  radius: Any = 0.5, temperature: float = 2.0, seed: int = 0, holdout: float = 0.2,
                  l2: float | None = None, batch_size: int = 512, n_shown: int = 32,
                  refine_steps: int = 10, neighbourhood: str = "vae+jitter",
-                 jitter: float | None = None, outputs: str = "logits"):
+                 jitter: float | None = None, outputs: str = "logits",
+                 output_transform: Callable[[Any], Any] | None = None):
         self.generator = checks.generator(generator)
         self.n_neighbours = checks.integer("n_neighbours", n_neighbours, 10)
         self.radius = checks.radius(radius)
@@ -152,7 +158,8 @@ class DeepVID:
         self.refine_steps = checks.integer("refine_steps", refine_steps, 0)
         self.neighbourhood = checks.choice("neighbourhood", neighbourhood, NEIGHBOURHOODS)
         self.jitter = _check_jitter(neighbourhood, jitter)
-        self.outputs = checks.choice("outputs", outputs, OUTPUTS)
+        self.outputs = _check_outputs(outputs)
+        self.output_transform = check_transform("output_transform", output_transform)
         self._neighbours: dict[str, torch.Tensor] = {}  # instance id -> (M, C, H, W), on CPU
         self._solver: dict[str, SolverState] = {}  # instance id -> its student solver state
 
@@ -205,7 +212,7 @@ class DeepVID:
                 device, dtype = module_device_dtype(model)
                 flat = torch.cat([x.unsqueeze(1).to(nb.dtype), nb], 1).flatten(0, 1)
                 logits = torch.cat([_run(model, chunk.to(device, dtype), chunk.shape[0],
-                                         self.outputs)
+                                         self.outputs, self.output_transform)
                                     for chunk in flat.split(self.batch_size)]).float().cpu()
             logits = logits.view(k, self.n_neighbours + 1, -1)
             n_classes = logits.shape[-1]
@@ -269,7 +276,8 @@ class DeepVID:
         # The map the UI draws and the evidence scores: the linear contribution w[pred] * x.
         contribution = (weights[torch.arange(k), top] * x).sum(1)  # (K, H, W)
         ev = evidence(model, x, contribution, top, ids, seed=self.seed,
-                      batch_size=self.batch_size, outputs=self.outputs)
+                      batch_size=self.batch_size, outputs=self.outputs,
+                      output_transform=self.output_transform)
         fid = [apply_trust_rule({**f, **e}) for f, e in zip(fid, ev, strict=True)]
         # Shown neighbours are exactly the images the teacher labelled (jitter included): the
         # labels next to them are the teacher's and the student's on those very images.
@@ -290,13 +298,19 @@ class DeepVID:
         return records
 
 
-def _run(model: Model, xb: torch.Tensor, n: int, outputs: str = "logits") -> torch.Tensor:
-    out = model(xb)
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"model output: expected a tensor of logits, got {type(out).__name__}")
-    if out.dim() != 2 or out.shape[0] != n or out.shape[1] < 2:
-        raise ValueError(f"model output: expected logits of shape ({n}, n_classes >= 2), got "
-                         f"{tuple(out.shape)}")
+def _check_outputs(outputs: Any) -> str:
+    if outputs == "sigmoid":
+        raise ValueError("outputs: DeepVID's student is a softmax over classes (the paper's "
+                         "distillation), so it cannot mimic independent sigmoid outputs; got "
+                         "'sigmoid'. Explain a multi-label model with GradCAM(outputs='sigmoid') "
+                         "or Attribution(..., outputs='sigmoid')")
+    return check_outputs(outputs, ("logits", "probs"))
+
+
+def _run(model: Model, xb: torch.Tensor, n: int, outputs: str = "logits",
+         output_transform: Callable[[Any], Any] | None = None) -> torch.Tensor:
+    # HuggingFace outputs, dicts and tuples are recognised; output_transform for the rest
+    out = logits_of(model(xb), output_transform, n=n, min_classes=2)
     if not torch.isfinite(out).all():
         raise ValueError("model output: expected finite logits, got NaN or inf "
                          f"({int((~torch.isfinite(out)).sum())} non-finite values)")
@@ -310,6 +324,13 @@ def _looks_like_probs(out: torch.Tensor) -> bool:
     return bool(((o >= 0) & (o <= 1)).all() and ((o.sum(1) - 1).abs() <= 1e-2).all())
 
 
+def _looks_like_sigmoid(out: torch.Tensor) -> bool:
+    """Every value in [0, 1] over enough values that logits would not do it by chance (a
+    trained or random model's logits take negative values somewhere in a chunk)."""
+    o = out.detach()
+    return o.numel() >= 32 and bool(((o >= 0) & (o <= 1)).all())
+
+
 def _as_logits(out: torch.Tensor, outputs: str) -> torch.Tensor:
     """Logits for the distillation. Probabilities distilled as if they were logits give a
     near-flat teacher (softmax of numbers in [0, 1]), so they are refused unless declared."""
@@ -319,6 +340,12 @@ def _as_logits(out: torch.Tensor, outputs: str) -> torch.Tensor:
             raise ValueError("model output: expected logits, got probabilities (every row is in "
                              "[0, 1] and sums to 1): remove the model's final softmax, or pass "
                              "outputs='probs' to DeepVID")
+        if _looks_like_sigmoid(out):
+            raise ValueError("model output: expected logits, got values all in [0, 1] that do "
+                             "not sum to 1 per row (a final sigmoid?): remove it, or pass "
+                             "output_transform=... returning the logits (DeepVID explains one "
+                             "class per image; for a multi-label model use "
+                             "GradCAM(outputs='sigmoid'))")
         return out
     if not probs:
         raise ValueError("model output: outputs='probs' expects probabilities (rows in [0, 1] "

@@ -21,8 +21,13 @@ import torch
 
 from deepvid_plugin.core import checks
 from deepvid_plugin.core.explainer import ExplainContext
-from deepvid_plugin.core.guard import preserved_rng
-from deepvid_plugin.methods.deepvid.engine import DEFAULT_N_NEIGHBOURS, DeepVID
+from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
+from deepvid_plugin.methods.deepvid.engine import (
+    DEFAULT_N_NEIGHBOURS,
+    DeepVID,
+    _check_generator_shape,
+    _run,
+)
 from deepvid_plugin.methods.deepvid.record import ExplanationRecord
 from deepvid_plugin.methods.deepvid.vae import VAE, VAEConfig
 
@@ -124,6 +129,17 @@ class DeepVIDExplainer:
                                                or tuple(data.shape[1:]) != (c, h, w)):
             raise ValueError(f"train_data: expected images of shape (N, {c}, {h}, {w}) like the "
                              f"instances, got {tuple(data.shape)}")
+
+    def check_model(self, model: torch.nn.Module, x: torch.Tensor) -> None:
+        """Fail now, before any VAE is fitted: a given generator of another shape, or a model
+        whose outputs DeepVID cannot distil (probabilities, a final sigmoid, no logits)."""
+        if self.generator is not None:
+            _check_generator_shape(self.generator, x)
+        outputs = self.engine.outputs if self.engine is not None else "logits"
+        transform = self.engine.output_transform if self.engine is not None else None
+        device, dtype = module_device_dtype(model)
+        with preserved_rng(), frozen_eval(model):
+            _run(model, x.to(device, dtype), x.shape[0], outputs, transform)
 
     def prepare(self, context: ExplainContext) -> None:
         """Obtain the generator (see the module docstring); a no-op once there is one."""

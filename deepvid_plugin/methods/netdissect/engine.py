@@ -13,6 +13,10 @@ For every unit (channel) of the chosen convolutional layers:
 4. the unit's label is its best-IoU label; it is a detector when that IoU > ``iou_threshold``.
 
 Per layer, unique detectors = the number of distinct labels among detectors, per category.
+A unit is a channel of a ``(N, C, h, w)`` map; transformer layers (ViT tokens, Swin's
+``(N, h, w, C)``) become such grids automatically or through ``reshape=``
+(:mod:`deepvid_plugin.core.layers`), so a ViT block's units are its embedding channels over the
+patch grid. The model's output is never read, so any output type works.
 Masks are never all held at once: each batch adds integer tallies (see ``tally.py``), which is
 also what makes a sharded (DDP) run equal a single-process run exactly.
 """
@@ -29,6 +33,8 @@ import numpy as np
 import torch
 
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
+from deepvid_plugin.core.layers import grid_of
+from deepvid_plugin.core.outputs import check_transform
 from deepvid_plugin.methods.netdissect.batch import BatchTally
 from deepvid_plugin.methods.netdissect.concepts import ConceptSet
 from deepvid_plugin.methods.netdissect.tally import (
@@ -92,6 +98,9 @@ class NetDissect:
         top_images: how many strongest probe images to keep per unit (for views).
         cache_mb: :meth:`dissect` keeps the first pass's activations for the second pass when
             they fit in this many MB (one forward pass instead of two); 0 always re-runs it.
+        reshape: a callable from a layer's output to ``(N, C, h, w)`` (pytorch-grad-cam's
+            ``reshape_transform``), for every layer; None finds convolutional, Swin and
+            ViT/DeiT token layouts itself.
 
     The probe tensors and packed label maps are cached on this object per device. Hooks exist only
     inside a call; the model is in eval mode under ``no_grad`` and its modes and the RNGs are
@@ -101,7 +110,8 @@ class NetDissect:
     def __init__(self, concepts: ConceptSet, layers: Sequence[str | torch.nn.Module],
                  quantile: float = 0.005, iou_threshold: float = 0.04, batch_size: int = 64,
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 top_images: int = 8, cache_mb: float = 256.0):
+                 top_images: int = 8, cache_mb: float = 256.0,
+                 reshape: Callable[[torch.Tensor], torch.Tensor] | None = None):
         if not isinstance(concepts, ConceptSet):
             raise TypeError(f"concepts: expected a ConceptSet, got {type(concepts).__name__}")
         if isinstance(layers, (str, torch.nn.Module)) or not len(layers):
@@ -130,6 +140,7 @@ class NetDissect:
         self.transform = transform
         self.top_images = top_images
         self.cache_mb = float(cache_mb)
+        self.reshape = check_transform("reshape", reshape)
         self._names: list[str] | None = None  # resolved names, reused for baselines
         self._cache: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
         self._baseline: tuple[tuple, list[LayerDissection]] | None = None
@@ -428,14 +439,14 @@ class NetDissect:
         images = self._probe(device, dtype)
         feats: dict[str, torch.Tensor] = {}
 
+        hw = [(images.shape[-2], images.shape[-1])]  # of what the model gets (after transform)
+
         def hook(name):
             def fn(_module, _inp, out):
-                if not (isinstance(out, torch.Tensor) and out.ndim == 4):
-                    raise ValueError(f"layers: expected {name!r} to output (N, C, H, W) "
-                                     f"activations, got {type(out).__name__} "
-                                     f"{tuple(getattr(out, 'shape', ()))}")
+                grid = grid_of(name, out.detach() if isinstance(out, torch.Tensor) else out,
+                               hw[0], self.reshape, model, arg="layers")
                 # a copy: a later in-place op (ReLU(inplace=True)) would change the output
-                feats[name] = out.detach().clone()
+                feats[name] = grid.clone()
             return fn
 
         handles = []
@@ -449,6 +460,7 @@ class NetDissect:
                     if self.transform is not None:
                         x = self.transform(x)
                     feats.clear()
+                    hw[0] = (x.shape[-2], x.shape[-1])
                     model(x.to(dtype))
                     missing = [n for n in names if n not in feats]
                     if missing:
