@@ -170,8 +170,9 @@ def head_influence(z: torch.Tensor, weight: torch.Tensor, channels: int) -> torc
 
 
 def candidates(term: Term, channels: int) -> int:
-    """How many inputs of a term can be ranked per output (identity: only its own channel)."""
-    return 1 if term.weight is None else channels
+    """How many inputs of a term can be ranked per output (identity and depthwise: only its
+    own channel)."""
+    return 1 if term.weight is None or term.depthwise else channels
 
 
 def hop_top_inputs(hop: Hop, store: dict[str, torch.Tensor], k: int) -> torch.Tensor:
@@ -188,6 +189,11 @@ def hop_top_inputs(hop: Hop, store: dict[str, torch.Tensor], k: int) -> torch.Te
         n, c = x.shape[:2]
         if term.weight is None:
             v = x.amax(dim=(2, 3)).unsqueeze(2)  # (N, out, 1)
+            i = torch.arange(c, device=x.device).view(1, c, 1).expand(n, c, 1)
+        elif term.depthwise:  # output o's only input is o: its contribution's spatial max
+            y = F.conv2d(x, term.weight.to(x.dtype), stride=term.stride, padding=term.padding,
+                         dilation=term.dilation, groups=c)
+            v = y.amax(dim=(2, 3)).unsqueeze(2)
             i = torch.arange(c, device=x.device).view(1, c, 1).expand(n, c, 1)
         else:
             v, i = top_influences(x, term.weight.to(x.dtype), min(k, c), term.stride,
@@ -235,25 +241,28 @@ def captured(model: nn.Module, taps: tuple[Tap, ...]) -> Iterator[dict[str, torc
     modules = dict(model.named_modules())
     store: dict[str, torch.Tensor] = {}
 
-    def keep(key: str, t: torch.Tensor) -> None:
+    def keep(key: str, t: torch.Tensor, channels_last: bool) -> None:
         if key in store:
             raise RuntimeError(f"layers: module {key.split('|')[0]!r} ran more than once in one "
                                f"forward pass; Summit needs each tapped module to run once")
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"layers: expected module {key.split('|')[0]!r} to see a tensor, "
+                             f"got {type(t).__name__}")
         # A copy: later in-place ops (ReLU(inplace=True), out += identity) would change it.
-        store[key] = t.detach().clone()
+        store[key] = (t.detach().permute(0, 3, 1, 2) if channels_last else t.detach()).clone()
 
-    def pre(key: str):
-        return lambda _m, args: keep(key, args[0])
+    def pre(tap: Tap):
+        return lambda _m, args: keep(tap.key, args[0], tap.channels_last)
 
-    def post(key: str):
-        return lambda _m, _args, out: keep(key, out)
+    def post(tap: Tap):
+        return lambda _m, _args, out: keep(tap.key, out, tap.channels_last)
 
     handles = []
     try:
         for tap in taps:
             module = modules[tap.module]
-            handles.append(module.register_forward_pre_hook(pre(tap.key)) if tap.side == "in"
-                           else module.register_forward_hook(post(tap.key)))
+            handles.append(module.register_forward_pre_hook(pre(tap)) if tap.side == "in"
+                           else module.register_forward_hook(post(tap)))
         yield store
     finally:
         for h in handles:

@@ -7,7 +7,7 @@ successive epochs describe the same images and differ only because the model did
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,13 @@ import torch
 from torch import nn
 
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
+from deepvid_plugin.core.outputs import (
+    check_outputs,
+    check_transform,
+    logits_of,
+    predicted_sets,
+    probabilities,
+)
 from deepvid_plugin.methods.summit.aggregate import (
     candidates,
     captured,
@@ -51,8 +58,9 @@ class Summit:
 
     Args:
         data: probe images, a float tensor (N, C, H, W) as the model takes them.
-        labels: (N,) integer class of each image; used to draw ``per_class`` images per class
-            and, with ``group_by="label"``, as the class an image counts for.
+        labels: (N,) integer class of each image, or an (N, n_classes) multi-hot matrix
+            (multi-label: an image counts for each of its classes); used to draw ``per_class``
+            images per class and, with ``group_by="label"``, as the classes an image counts for.
         layers: names of chosen ``nn.Conv2d`` modules or torchvision residual blocks, in forward
             order, with nothing but channel-preserving modules between consecutive ones and up
             to the final ``nn.Linear`` (see ``topology``'s docstring for the exact rules).
@@ -69,21 +77,42 @@ class Summit:
         min_edge_weight: graph edges whose source was among the target's top inputs in fewer
             than this share of the class's images are pruned.
         seed: the per-class draw.
+        outputs: ``"logits"``, ``"probs"`` or ``"sigmoid"`` (independent classes: with
+            ``group_by="prediction"`` an image counts for every class above 0.5).
+        output_transform: a callable from the model's output to its logits (N, n_classes);
+            HuggingFace outputs, dicts with ``"logits"`` and tuples are recognised without it.
+
+    Example::
+
+        >>> import torch, torchvision
+        >>> from deepvid_plugin.explain import Summit
+        >>> model = torchvision.models.resnet18(num_classes=3)
+        >>> summit = Summit(torch.rand(6, 3, 64, 64), torch.tensor([0, 0, 1, 1, 2, 2]),
+        ...                 ["layer4.0", "layer4.1"], per_class=2)
+        >>> summit.aggregate(model).layers
+        ('layer4.0', 'layer4.1.conv1', 'layer4.1')
     """
 
     def __init__(self, data: torch.Tensor, labels: torch.Tensor, layers: Sequence[str],
                  class_names: Sequence[str] | None = None, per_class: int = 50,
                  top_share: float = 0.03, top_inputs: int = 5, nodes_per_layer: int = 6,
                  examples_per_node: int = 4, group_by: str = "label", batch_size: int = 64,
-                 alpha: float = 0.85, min_edge_weight: float = 0.1, seed: int = 0):
+                 alpha: float = 0.85, min_edge_weight: float = 0.1, seed: int = 0,
+                 outputs: str = "logits",
+                 output_transform: Callable[[Any], torch.Tensor] | None = None):
         if not isinstance(data, torch.Tensor) or data.dim() != 4 or not data.is_floating_point():
             raise ValueError(f"data: expected a float tensor (N, C, H, W), got "
                              f"{type(data).__name__} {tuple(getattr(data, 'shape', ()))}")
-        if not isinstance(labels, torch.Tensor) or labels.shape != (len(data),) or \
-                labels.is_floating_point() or labels.is_complex():
-            raise ValueError(f"labels: expected an integer tensor of shape ({len(data)},), got "
+        multi = isinstance(labels, torch.Tensor) and labels.dim() == 2 and len(labels) == len(data)
+        if multi and not bool(((labels == 0) | (labels == 1)).all()):
+            raise ValueError("labels: expected an (N, n_classes) multi-hot matrix of 0s and 1s, "
+                             "got other values")
+        if not multi and (not isinstance(labels, torch.Tensor) or labels.shape != (len(data),)
+                          or labels.is_floating_point() or labels.is_complex()):
+            raise ValueError(f"labels: expected an integer tensor of shape ({len(data)},) or an "
+                             f"({len(data)}, n_classes) multi-hot matrix, got "
                              f"{type(labels).__name__} {tuple(getattr(labels, 'shape', ()))}")
-        if len(labels) and labels.min() < 0:
+        if not multi and len(labels) and labels.min() < 0:
             raise ValueError(f"labels: expected class indices >= 0, got {int(labels.min())}")
         if isinstance(layers, str) or not layers or not all(isinstance(n, str) for n in layers) \
                 or len(set(layers)) != len(layers):
@@ -93,6 +122,9 @@ class Summit:
             raise ValueError(f"group_by: expected one of {list(GROUP_BY)}, got {group_by!r}")
         self.data = data
         self.labels = labels.long()
+        self.multi_label = multi
+        self.outputs = check_outputs(outputs)
+        self.output_transform = check_transform("output_transform", output_transform)
         self.layers = list(layers)
         self.class_names = None if class_names is None else tuple(str(c) for c in class_names)
         self.per_class = _positive_int("per_class", per_class)
@@ -117,14 +149,31 @@ class Summit:
 
         return SummitExplainer(self, every_n_epochs=every_n_epochs)
 
+    def _members(self, c: int, among: torch.Tensor | None = None) -> torch.Tensor:
+        """Indices (into ``data``, of ``among`` when given) of the images labelled ``c``."""
+        labels = self.labels if among is None else self.labels[among]
+        hit = labels[:, c].bool() if self.multi_label else labels == c
+        idx = torch.nonzero(hit).flatten()
+        return idx if among is None else among[idx]
+
+    def class_indices(self, c: int) -> torch.Tensor:
+        """The drawn probe images (indices into ``data``) labelled ``c``."""
+        if self.multi_label and c >= self.labels.shape[1]:
+            return torch.zeros(0, dtype=torch.long)
+        return self._members(c, self.indices)
+
     def _draw(self) -> torch.Tensor:
         """``per_class`` indices of each class, drawn with ``seed``; sorted."""
         gen = torch.Generator().manual_seed(self.seed)
         picked = []
-        for c in torch.unique(self.labels).tolist():
-            idx = torch.nonzero(self.labels == c).flatten()
+        classes = (range(self.labels.shape[1]) if self.multi_label
+                   else torch.unique(self.labels).tolist())
+        for c in classes:
+            idx = self._members(c)
             picked.append(idx[torch.randperm(len(idx), generator=gen)[:self.per_class]])
-        return torch.cat(picked).sort().values if picked else torch.zeros(0, dtype=torch.long)
+        if not picked:
+            return torch.zeros(0, dtype=torch.long)
+        return torch.unique(torch.cat(picked))  # sorted; an image drawn for two classes once
 
     def _names(self, n_classes: int) -> tuple[str, ...]:
         if self.class_names is None:
@@ -134,10 +183,29 @@ class Summit:
                              f"outputs), got {len(self.class_names)}")
         else:
             names = self.class_names
-        if int(self.labels.max()) >= n_classes:
+        if self.multi_label and self.labels.shape[1] != n_classes:
+            raise ValueError(f"labels: expected a multi-hot matrix of {n_classes} columns (the "
+                             f"classifier's outputs), got {self.labels.shape[1]}")
+        if not self.multi_label and int(self.labels.max()) >= n_classes:
             raise ValueError(f"labels: expected class indices < {n_classes} (the classifier's "
                              f"outputs), got {int(self.labels.max())}")
         return names
+
+    def _groups(self, batch: torch.Tensor, logits: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, classes): which image of the batch counts for which class (one pair per
+        image, or one per class of a multi-label image)."""
+        device = logits.device
+        if self.group_by == "label" and not self.multi_label:
+            return torch.arange(len(batch), device=device), self.labels[batch].to(device)
+        if self.group_by == "label":
+            rows, cls = torch.nonzero(self.labels[batch]).T
+            return rows.to(device), cls.to(device)
+        sets = predicted_sets(probabilities(logits.detach(), self.outputs), self.outputs)
+        rows = [r for r, s in enumerate(sets) for _ in s]
+        cls = [c for s in sets for c in s]
+        return (torch.tensor(rows, dtype=torch.long, device=device),
+                torch.tensor(cls, dtype=torch.long, device=device))
 
     def aggregate(self, model: nn.Module) -> SummitResult:
         """Run the probe set through ``model`` once and aggregate; the model is left as found
@@ -168,21 +236,22 @@ class Summit:
         with captured(model, plan.taps) as store:
             for batch in self.indices.split(self.batch_size):
                 store.clear()
-                logits = model(self.data[batch].to(device=device, dtype=dtype))
+                logits = logits_of(model(self.data[batch].to(device=device, dtype=dtype)),
+                                   self.output_transform, n=len(batch))
                 check_shapes(plan, store, logits)
-                groups = (self.labels[batch].to(device) if self.group_by == "label"
-                          else logits.argmax(dim=1))
+                rows, groups = self._groups(batch, logits)
                 for g in plan.layers:
                     m = channel_max(store[g.tap.key])
-                    acts[g.name].index_add_(0, groups, top_share_mask(m, self.top_share).long())
+                    mask = top_share_mask(m, self.top_share).long()
+                    acts[g.name].index_add_(0, groups, mask[rows])
                     maxima[g.name].append(m.float().cpu())
                 for hop, k, total in zip(plan.hops, ks, counts, strict=True):
                     top = hop_top_inputs(hop, store, k)
-                    total += count_top_inputs(top, groups, total.shape[2], n_cls)
+                    total += count_top_inputs(top[rows], groups, total.shape[2], n_cls)
                 z = store[plan.head.tap.key]
                 infl = head_influence(z, plan.head.weight.to(z.dtype), sizes[plan.head.source])
                 top = infl.topk(head_k, dim=2).indices
-                head_counts += count_top_inputs(top, groups, head_counts.shape[2], n_cls)
+                head_counts += count_top_inputs(top[rows], groups, head_counts.shape[2], n_cls)
                 logits_all.append(logits.float().cpu())
                 groups_all.append(groups.cpu())
         return self._result(plan, names, acts, counts, ks, head_counts, head_k, maxima,
@@ -207,7 +276,8 @@ class Summit:
                     "top_inputs": self.top_inputs, "nodes_per_layer": self.nodes_per_layer,
                     "examples_per_node": self.examples_per_node, "group_by": self.group_by,
                     "alpha": self.alpha, "min_edge_weight": self.min_edge_weight,
-                    "seed": self.seed, "chosen_layers": list(self.layers)}
+                    "seed": self.seed, "chosen_layers": list(self.layers),
+                    "outputs": self.outputs}
         return SummitResult(
             class_names=names, layers=tuple(g.name for g in plan.layers),
             channels=tuple(g.channels for g in plan.layers), head=plan.head.name,

@@ -137,17 +137,18 @@ class _Probe:
     thumbnails (uint8, min-max per image) and the first image (the overview's row header)."""
 
     def __init__(self, summit: Summit, n_classes: int, side: int):
-        indices = summit.indices
-        labels = summit.labels[indices]
         self.counts_len = n_classes
         self.counts: list[int] = []
         self.ref: dict[int, int] = {}
         self.thumbs: list[np.ndarray] = []
         self.first: list[np.ndarray] = []
+        offset = 0
         for c in range(n_classes):
-            mine = indices[labels == c]
-            offset = len(self.ref)
-            self.ref.update({int(i): offset + j for j, i in enumerate(mine.tolist())})
+            mine = summit.class_indices(c)
+            # a multi-label image is stored under each of its classes; refer to its first copy
+            for j, i in enumerate(mine.tolist()):
+                self.ref.setdefault(int(i), offset + j)
+            offset += len(mine)
             self.counts.append(len(mine))
             images = summit.data[mine].detach().to("cpu", torch.float32)
             self.thumbs.append(_thumbnails(images, side))

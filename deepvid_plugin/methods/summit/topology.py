@@ -9,10 +9,20 @@ Supported structures (anything else gets a ``ValueError`` naming the module in t
   another chosen layer is expanded into its inner convs as hops (``block.conv1`` -> ... -> block)
   plus the shortcut (identity, or its ``downsample`` = 1x1 ``Conv2d`` + ``BatchNorm2d``) as edges
   from the previous chosen layer straight to the block's output channels.
+- **ConvNeXt blocks** (timm's ``ConvNeXtBlock``: depthwise conv, LayerNorm, a 1x1-conv or Linear
+  MLP, layer scale, identity shortcut): a block that follows another chosen layer is expanded
+  like a residual block: ``block.conv_dw`` (a depthwise hop: each output channel has one input,
+  its own), ``block.mlp.fc1`` (the MLP's expansion, read after the LayerNorm), and the block's
+  output (``fc2`` with the layer scale folded in, plus the identity shortcut). Its stem and
+  downsampling convolutions are conv stages; their channel-wise LayerNorm2d is channel-preserving.
 - **The head**: after the last chosen layer, only channel-preserving modules (pooling,
-  elementwise activations, BatchNorm, Dropout, Flatten, Identity) and then one final
-  ``nn.Linear`` whose input is the pooled (``in_features == C``) or flattened
+  elementwise activations, BatchNorm, LayerNorm2d, Dropout, Flatten, Identity) and then one
+  final ``nn.Linear`` whose input is the pooled (``in_features == C``) or flattened
   (``in_features == C * positions``) feature map.
+
+Transformer blocks (attention mixes every position with every other), squeeze-and-excitation
+and other data-dependent channel mixing have no kernel to read influences from: naming one is
+refused, with the module's name and type.
 
 Between two chosen layers only channel-preserving modules may run, so channel ``i`` of one
 layer's output is channel ``i`` of the next conv's input. The model's execution order is taken
@@ -26,6 +36,8 @@ import difflib
 
 import torch
 from torch import nn
+
+from deepvid_plugin.core.layers import preview
 
 # Modules that keep channel ``i`` as channel ``i``: they may sit between two chosen layers.
 _ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
@@ -41,12 +53,36 @@ def _block_types() -> tuple[type, ...]:
     return (BasicBlock, Bottleneck)
 
 
+def _is_convnext_block(module: nn.Module) -> bool:
+    # timm's ConvNeXtBlock, recognised by its parts (timm is not a dependency)
+    mlp = getattr(module, "mlp", None)
+    return (type(module).__name__ == "ConvNeXtBlock" and isinstance(
+        getattr(module, "conv_dw", None), nn.Conv2d) and mlp is not None
+        and isinstance(getattr(mlp, "fc1", None), (nn.Conv2d, nn.Linear))
+        and isinstance(getattr(mlp, "fc2", None), (nn.Conv2d, nn.Linear)))
+
+
+def _is_block(module: nn.Module) -> bool:
+    return isinstance(module, _block_types()) or _is_convnext_block(module)
+
+
+def _channel_norm(module: nn.Module) -> bool:
+    """A LayerNorm over the channels of a (N, C, h, w) map (timm's and torchvision's
+    LayerNorm2d): it rescales each position, channel i stays channel i."""
+    return isinstance(module, nn.LayerNorm) and type(module).__name__ == "LayerNorm2d"
+
+
+def _passes(module: nn.Module, allowed: tuple[type, ...]) -> bool:
+    return isinstance(module, allowed) or _channel_norm(module)
+
+
 @dataclasses.dataclass(frozen=True)
 class Tap:
     """Where a tensor is captured: a module's input (``"in"``) or output (``"out"``)."""
 
     module: str
     side: str
+    channels_last: bool = False  # the tensor is (N, h, w, C): captured as (N, C, h, w)
 
     @property
     def key(self) -> str:
@@ -70,6 +106,7 @@ class Term:
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
+    depthwise: bool = False  # weight (C, 1, kh, kw): output channel c reads input c only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +144,8 @@ def atoms(model: nn.Module) -> list[tuple[str, nn.Module]]:
     def walk(prefix: str, module: nn.Module) -> None:
         for name, child in module.named_children():
             full = f"{prefix}.{name}" if prefix else name
-            if isinstance(child, blocks) or next(child.children(), None) is None:
+            if isinstance(child, blocks) or _is_convnext_block(child) \
+                    or next(child.children(), None) is None:
                 out.append((full, child))
             else:
                 walk(full, child)
@@ -171,9 +209,9 @@ def _padding(name: str, conv: nn.Conv2d) -> tuple[int, int]:
 
 def _between(run: list[tuple[str, nn.Module]], allowed: tuple[type, ...], a: str, b: str) -> None:
     for name, module in run:
-        if not isinstance(module, allowed):
-            hint = " (add it to layers)" if isinstance(module, nn.Conv2d) or isinstance(
-                module, _block_types()) else ""
+        if not _passes(module, allowed):
+            hint = " (add it to layers)" if isinstance(module, nn.Conv2d) or _is_block(
+                module) else ""
             raise ValueError(f"layers: cannot connect {a!r} to {b!r}: {name!r} "
                              f"({type(module).__name__}) runs between them{hint}; only "
                              f"channel-preserving modules may ({', '.join(t.__name__ for t in allowed)})")
@@ -204,6 +242,49 @@ def _block(name: str, block: nn.Module, prev: GraphLayer | None,
     layers.append(GraphLayer(name, out_channels, Tap(name, "out")))
 
 
+def _convnext(name: str, block: nn.Module, prev: GraphLayer | None,
+              layers: list[GraphLayer], hops: list[Hop]) -> None:
+    """A timm ConvNeXt block: depthwise conv -> LayerNorm -> fc1 -> GELU -> fc2 -> layer scale,
+    plus the identity shortcut (see the module docstring)."""
+    dw, mlp = block.conv_dw, block.mlp
+    fc1, fc2 = mlp.fc1, mlp.fc2
+    channels = dw.out_channels
+    if prev is None:
+        layers.append(GraphLayer(name, channels, Tap(name, "out")))
+        return
+    if dw.groups != dw.in_channels or dw.in_channels != channels or dw.padding_mode != "zeros":
+        raise ValueError(f"layers: {name!r}: expected a depthwise conv_dw (groups = channels, "
+                         f"zero padding), got {dw}")
+    if dw.in_channels != prev.channels:
+        raise ValueError(f"layers: {name!r} expects {dw.in_channels} input channels but the "
+                         f"previous chosen layer {prev.name!r} has {prev.channels}")
+    shortcut = getattr(block, "shortcut", None)
+    if shortcut is not None and not isinstance(shortcut, nn.Identity):
+        raise ValueError(f"layers: {name!r}: expected an identity shortcut, got "
+                         f"{type(shortcut).__name__}")
+    for part in ("norm", "drop1"):
+        extra = getattr(mlp, part, None)
+        if extra is not None and not isinstance(extra, (nn.Identity, nn.Dropout)):
+            raise ValueError(f"layers: {name!r}: expected nothing between mlp.fc1's activation "
+                             f"and mlp.fc2, got mlp.{part} ({type(extra).__name__})")
+    last = isinstance(fc1, nn.Linear)  # Linear MLP: it runs on (N, h, w, C)
+    dw_name, fc1_name, fc2_name = f"{name}.conv_dw", f"{name}.mlp.fc1", f"{name}.mlp.fc2"
+    hops.append(Hop(dw_name, (Term(prev.name, Tap(dw_name, "in"), dw.weight.detach(), dw.stride,
+                                   _padding(dw_name, dw), dw.dilation, depthwise=True),)))
+    layers.append(GraphLayer(dw_name, channels, Tap(dw_name, "out")))
+    w1 = fc1.weight.detach().reshape(fc1.out_features if last else fc1.out_channels, channels, 1, 1)
+    hops.append(Hop(fc1_name, (Term(dw_name, Tap(fc1_name, "in", last), w1),)))
+    hidden = w1.shape[0]
+    layers.append(GraphLayer(fc1_name, hidden, Tap(fc2_name, "in", last)))
+    w2 = fc2.weight.detach().reshape(channels, hidden, 1, 1)
+    gamma = getattr(block, "gamma", None)
+    if isinstance(gamma, torch.Tensor):
+        w2 = w2 * gamma.detach().reshape(-1, 1, 1, 1)
+    hops.append(Hop(name, (Term(fc1_name, Tap(fc2_name, "in", last), w2),
+                           Term(prev.name, Tap(name, "in"), None))))
+    layers.append(GraphLayer(name, channels, Tap(name, "out")))
+
+
 def _shortcut(name: str, block: nn.Module, prev: GraphLayer) -> Term:
     down = getattr(block, "downsample", None)
     if down is None:
@@ -232,12 +313,18 @@ def build_plan(model: nn.Module, names: list[str]) -> Plan:
     seq = atoms(model)
     index = {n: i for i, (n, _) in enumerate(seq)}
     blocks = _block_types()
-    valid = [n for n, m in seq if isinstance(m, (nn.Conv2d, *blocks))]
+    valid = [n for n, m in seq if isinstance(m, nn.Conv2d) or _is_block(m)]
+    modules = dict(model.named_modules())
     for name in names:
         if name not in valid:
             close = difflib.get_close_matches(name, valid, n=5, cutoff=0.5)
-            raise ValueError(f"layers: expected names of nn.Conv2d modules or residual blocks "
-                             f"of the model, got {name!r}; close matches: {close}; all: {valid}")
+            why = (f"; {name!r} is a {type(modules[name]).__name__}, and transformer blocks or "
+                   f"data-dependent channel mixing have no kernel to read influences from"
+                   if name in modules else "")
+            raise ValueError(f"layers: expected names of nn.Conv2d modules, torchvision ResNet "
+                             f"blocks or timm ConvNeXt blocks of the model (Summit follows "
+                             f"influences through convolutions{why}), got {name!r}; close "
+                             f"matches: {close}; all: {preview(valid)}")
     positions = [index[n] for n in names]
     if positions != sorted(positions):
         raise ValueError(f"layers: expected the layers in forward order "
@@ -253,6 +340,9 @@ def build_plan(model: nn.Module, names: list[str]) -> Plan:
             _between(seq[prev_end + 1:i], _CHANNEL_PRESERVING, prev.name, name)
         if isinstance(module, blocks):
             _block(name, module, prev, layers, hops)
+            end = i
+        elif _is_convnext_block(module):
+            _convnext(name, module, prev, layers, hops)
             end = i
         else:
             end, bn = _conv_stage(seq, i)
