@@ -16,7 +16,8 @@ from deepvid_plugin.callbacks.instances import load_instances
 from deepvid_plugin.callbacks.safety import ErrorPolicy, check_on_error
 from deepvid_plugin.core import checks
 from deepvid_plugin.core.explainer import ExplainContext, Explainer, is_explainer
-from deepvid_plugin.core.guard import preserved_rng
+from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
+from deepvid_plugin.core.outputs import logits_of
 from deepvid_plugin.core.sink import Sink
 from deepvid_plugin.methods.deepvid.engine import DeepVID
 from deepvid_plugin.methods.deepvid.explainer import (
@@ -43,7 +44,8 @@ def untouched(*modules: Any) -> Iterator[None]:
     """Everything the callback does happens in here: RNGs, training flags and grad mode are put
     back exactly as they were, whatever happens inside (the engine guards itself too; this is
     the callback's own guarantee, covering VAE fitting and device moves as well)."""
-    flags = [(m, m.training) for mod in modules if isinstance(mod, torch.nn.Module)
+    roots = [r for mod in modules for r in (mod, getattr(mod, "wrapped", None))]  # a ModelView's
+    flags = [(m, m.training) for mod in roots if isinstance(mod, torch.nn.Module)
              for m in mod.modules()]
     try:
         with preserved_rng(), torch.no_grad():
@@ -123,8 +125,9 @@ class Explanations:
         self.ids = checks.ids(ids, k, default_ids)
         self.class_names = checks.class_names(class_names)
         n_classes = len(self.class_names) if self.class_names is not None else None
-        self.labels = checks.labels(labels if labels is not None else found_labels, k,
-                                    n_classes)
+        self._raw_labels = labels if labels is not None else found_labels
+        # K class indices, or a (K, n_classes) multi-hot matrix (multi-label) as label sets
+        self.labels, self.label_sets = checks.labels_or_sets(self._raw_labels, k, n_classes)
         self.policy = ErrorPolicy(check_on_error(on_error))
         self.progress = bool(progress)
         self.explainers = build_explainers(
@@ -165,6 +168,40 @@ class Explanations:
         done = [s for s in self.last_steps.values() if s is not None]
         return max(done) if done else None
 
+    # ---- the early check ----------------------------------------------------------------------
+    def check_model(self, model: torch.nn.Module) -> int:
+        """One probe forward of the tracked instances (model on its device), before anything is
+        fitted: the output must hold logits, labels and ``class_names`` must fit them, and every
+        explainer's ``check_model(model, x)`` runs (layers, generator shapes). Returns the
+        number of classes. Leaves the model as found."""
+        device, dtype = module_device_dtype(model)
+        k = self.x.shape[0]
+        with self._guard(model), frozen_eval(model):
+            try:
+                out = model(self.x.to(device, dtype))
+            except NotImplementedError as e:
+                inner = getattr(model, "wrapped", model)
+                raise ValueError(
+                    f"model: expected a forward() that returns the logits, but "
+                    f"{type(inner).__name__} has none ({e}); pass forward_fn=lambda module, x: "
+                    f"module.net(x) (whatever your training_step calls)") from e
+            n_classes = logits_of(out, n=k).shape[1]
+            checks.class_names(self.class_names, n_classes)
+            self.labels, self.label_sets = checks.labels_or_sets(self._raw_labels, k, n_classes)
+            if self.label_sets is not None:
+                for e in self.explainers:
+                    outputs = getattr(e, "outputs", None)
+                    if outputs is not None and outputs != "sigmoid":
+                        raise ValueError(
+                            f"explainers: multi-hot labels (a multi-label model) need every "
+                            f"explainer that reads labels to treat classes as independent, "
+                            f"outputs='sigmoid'; got {e.kind} with outputs={outputs!r}")
+            for e in self.explainers:
+                check = getattr(e, "check_model", None)
+                if callable(check):
+                    check(model, self.x)
+        return n_classes
+
     # ---- schedule -----------------------------------------------------------------------------
     def due(self, epoch: int) -> list[Explainer]:
         """The explainers due at ``epoch``: each at its epochs 0, N, 2N, ... (the first epoch
@@ -186,7 +223,9 @@ class Explanations:
             x=self.x, ids=tuple(self.ids),
             labels=None if self.labels is None else tuple(self.labels),
             class_names=None if self.class_names is None else tuple(self.class_names),
-            device=torch.device(device or "cpu"), artifacts=artifacts, progress=self.progress)
+            device=torch.device(device or "cpu"), artifacts=artifacts, progress=self.progress,
+            label_sets=None if self.label_sets is None else tuple(tuple(s)
+                                                                  for s in self.label_sets))
 
     def _guard(self, model: Any) -> contextlib.AbstractContextManager[None]:
         modules = [getattr(e, "generator", None) for e in self.explainers]

@@ -35,6 +35,7 @@ from deepvid_plugin.callbacks.explanations import Explanations
 from deepvid_plugin.callbacks.targets import TargetArtifacts, check_sinks, check_writable_dir
 from deepvid_plugin.core import checks
 from deepvid_plugin.core.guard import module_device_dtype
+from deepvid_plugin.core.outputs import ModelView
 from deepvid_plugin.core.sink import Sink
 from deepvid_plugin.methods.deepvid.explainer import DEFAULT_VAE_EPOCHS, DEFAULTS
 
@@ -43,12 +44,16 @@ class DeepVIDCallback:
     """Explain ``instances`` with one or more explanation kinds during a training loop.
 
     Args:
-        model: the classifier (a ``torch.nn.Module`` returning logits).
+        model: the classifier (a ``torch.nn.Module``; its output holds the logits: a tensor, a
+            HuggingFace ``ModelOutput``, a dict with ``"logits"``, a tuple whose first item is
+            the logits, or anything ``output_transform`` turns into them).
         instances: the tracked images, a ``(K, C, H, W)`` tensor in the model's input space, or
             a dataset (e.g. ``torch.utils.data.Subset`` of the test set; labels and ids are then
             taken from it).
         ids, labels, class_names: optional; ``K`` ids (default ``"0".."K-1"`` or the subset
-            indices), ``K`` true class indices, the class names.
+            indices), ``K`` true class indices (or a ``(K, n_classes)`` multi-hot matrix for a
+            multi-label model, whose explainers then take ``outputs="sigmoid"``), the class
+            names.
         explainers: more explanation kinds, each an explainer
             (:class:`~deepvid_plugin.core.explainer.Explainer`, e.g.
             ``GradCAMExplainer(GradCAM("layer4"), every_n_epochs=5)``,
@@ -70,6 +75,14 @@ class DeepVIDCallback:
         sinks: more :class:`~deepvid_plugin.core.sink.Sink` objects (closed by :meth:`close`).
         on_error: ``'warn'`` (default: failures are warned about once per kind, counted in
             :attr:`failures`, and training goes on) or ``'raise'``.
+        output_transform: a callable from the model's output to its ``(N, n_classes)`` logits,
+            applied for every explainer (ignite's ``output_transform``).
+        forward_fn: ``forward_fn(model, x)`` runs the classifier when ``model(x)`` does not
+            (a LightningModule without ``forward``: ``lambda m, x: m.net(x)``).
+
+    The constructor runs one forward of the tracked instances (the model on its device) and
+    checks the output, the labels, ``class_names`` and every explainer's layer and generator
+    there, before any VAE is fitted, so a mistake fails now, not at the end of the first epoch.
 
     Use :meth:`on_epoch_end` after each epoch; use the callback as a context manager (or call
     :meth:`close`) so every sink is flushed and closed.
@@ -86,17 +99,22 @@ class DeepVIDCallback:
                  logdir: Any = None,
                  mlflow: bool | str | None = None, tracking_uri: str | None = None,
                  sinks: Sequence[Sink] | None = None, on_error: str = "warn",
-                 progress: bool = True):
+                 progress: bool = True, output_transform: Any = None, forward_fn: Any = None):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module returning logits, got "
                             f"{type(model).__name__}")
         self.model = model
+        # what the explainers run: the model itself, or a view of it (same modules and names)
+        # that goes through forward_fn/output_transform
+        self._explained = model if output_transform is None and forward_fn is None else \
+            ModelView(model, forward_fn=forward_fn, output_transform=output_transform)
         self.explanations = Explanations(
             instances, ids=ids, labels=labels, class_names=class_names, explainers=explainers,
             generator=generator, train_data=train_data, vae_epochs=vae_epochs,
             every_n_epochs=every_n_epochs, n_neighbours=n_neighbours, radius=radius,
             temperature=temperature, seed=seed, batch_size=batch_size, on_error=on_error,
             progress=progress)
+        self.explanations.check_model(self._explained)
         if mlflow is not None and not isinstance(mlflow, (bool, str)):
             raise TypeError(f"mlflow: expected True (the active run), a run id string or None, "
                             f"got {type(mlflow).__name__}")
@@ -169,7 +187,7 @@ class DeepVIDCallback:
     def prepare(self) -> bool:
         """Prepare every explainer now (fit or load the VAE) rather than at the first
         explanation; optional."""
-        return self.explanations.prepare(self.model, module_device_dtype(self.model)[0],
+        return self.explanations.prepare(self._explained, module_device_dtype(self.model)[0],
                                          self.artifacts)
 
     def on_epoch_end(self, epoch: int) -> list[Any]:
@@ -184,7 +202,7 @@ class DeepVIDCallback:
         due = self.explanations.due(epoch)
         if not due:
             return []
-        records = self.explanations.run(self.model, epoch, self.sinks,
+        records = self.explanations.run(self._explained, epoch, self.sinks,
                                         module_device_dtype(self.model)[0], self.artifacts, due)
         self._last_records = records
         return records

@@ -40,6 +40,10 @@ def frozen_eval(*modules: object) -> Iterator[None]:
     for m in modules:
         if isinstance(m, torch.nn.Module):
             saved.extend((sub, sub.training) for sub in m.modules())
+            # a core.outputs.ModelView also sets its model's own flag: restore that one too
+            wrapped = m.__dict__.get("wrapped")
+            if isinstance(wrapped, torch.nn.Module):
+                saved.append((wrapped, wrapped.training))
     try:
         for m in modules:
             if isinstance(m, torch.nn.Module):

@@ -130,16 +130,20 @@ class DeepVIDExplainer:
             raise ValueError(f"train_data: expected images of shape (N, {c}, {h}, {w}) like the "
                              f"instances, got {tuple(data.shape)}")
 
+    @property
+    def outputs(self) -> str:
+        """What the model's outputs mean to DeepVID (the engine's; ``"logits"`` by default)."""
+        return self.engine.outputs if self.engine is not None else "logits"
+
     def check_model(self, model: torch.nn.Module, x: torch.Tensor) -> None:
         """Fail now, before any VAE is fitted: a given generator of another shape, or a model
         whose outputs DeepVID cannot distil (probabilities, a final sigmoid, no logits)."""
         if self.generator is not None:
             _check_generator_shape(self.generator, x)
-        outputs = self.engine.outputs if self.engine is not None else "logits"
         transform = self.engine.output_transform if self.engine is not None else None
         device, dtype = module_device_dtype(model)
         with preserved_rng(), frozen_eval(model):
-            _run(model, x.to(device, dtype), x.shape[0], outputs, transform)
+            _run(model, x.to(device, dtype), x.shape[0], self.outputs, transform)
 
     def prepare(self, context: ExplainContext) -> None:
         """Obtain the generator (see the module docstring); a no-op once there is one."""
