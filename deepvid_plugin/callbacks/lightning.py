@@ -10,8 +10,15 @@
                                                             explainers=[GradCAM()])])
 
 It writes through every ``TensorBoardLogger`` and ``MLFlowLogger`` in ``trainer.loggers`` (their
-public ``experiment``/``run_id``/``log_dir``), plus any ``sinks=`` given. Only global rank zero
-writes. ``state_dict``/``load_state_dict`` carry every explainer's last logged epoch and state
+public ``experiment``/``run_id``/``log_dir``), plus any ``sinks=`` given; with neither (a CSV or
+W&B logger only, or none) it writes TensorBoard files to its own ``logdir`` (default
+``<trainer.default_root_dir>/deepvid``) and says so. Only global rank zero writes.
+
+Lightning hands the callback its module at ``setup``: the early check (one forward of the
+tracked instances: output, labels, ``class_names``, every explainer's layer and generator) runs
+there, before ``on_fit_start`` fits anything. ``forward_fn=`` runs a LightningModule that has no
+``forward`` (``lambda module, x: module.net(x)``); ``output_transform=`` takes its output to the
+logits. ``state_dict``/``load_state_dict`` carry every explainer's last logged epoch and state
 (DeepVID's fitted VAE), so a run resumed from a checkpoint continues the same timelines with the
 same neighbours and logs every epoch of every kind exactly once.
 
@@ -38,6 +45,7 @@ schedule (which epochs are due) is decided identically on every rank, so the bar
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,9 +58,12 @@ except ImportError as e:  # optional dependency: say how to get it
                       "pip install 'deepvid-plugin[lightning]'") from e
 
 from deepvid_plugin.callbacks.explanations import Explanations
-from deepvid_plugin.callbacks.targets import TargetArtifacts, check_sinks
+from deepvid_plugin.callbacks.targets import TargetArtifacts, check_sinks, check_writable_dir
+from deepvid_plugin.core.outputs import ModelView, check_transform
 from deepvid_plugin.core.sink import Sink
 from deepvid_plugin.methods.deepvid.explainer import DEFAULT_VAE_EPOCHS, DEFAULTS
+
+logger = logging.getLogger("deepvid_plugin.callbacks")
 
 
 class DeepVIDLightningCallback(pl.Callback):
@@ -60,8 +71,17 @@ class DeepVIDLightningCallback(pl.Callback):
 
     Arguments are those of :class:`~deepvid_plugin.callbacks.DeepVIDCallback` without ``model``
     and the write targets: records go to the trainer's ``TensorBoardLogger``/``MLFlowLogger``
-    loggers and to ``sinks``. The step is ``trainer.current_epoch``; each explainer keeps its
-    own ``every_n_epochs``.
+    loggers and to ``sinks``, or, with none of them, to ``logdir`` (default
+    ``<trainer.default_root_dir>/deepvid``). The step is ``trainer.current_epoch``; each
+    explainer keeps its own ``every_n_epochs``.
+
+    Example::
+
+        >>> from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
+        >>> from deepvid_plugin.explain import GradCAM
+        >>> import torch
+        >>> cb = DeepVIDLightningCallback(torch.rand(4, 3, 32, 32), explainers=[GradCAM()],
+        ...                               forward_fn=lambda module, x: module.net(x))
     """
 
     def __init__(self, instances: Any, *, ids: Sequence[str] | None = None, labels: Any = None,
@@ -72,7 +92,8 @@ class DeepVIDLightningCallback(pl.Callback):
                  radius: Any = DEFAULTS["radius"], temperature: float = DEFAULTS["temperature"],
                  seed: int = DEFAULTS["seed"], batch_size: int = DEFAULTS["batch_size"],
                  sinks: Sequence[Sink] | None = None,
-                 on_error: str = "warn", progress: bool = True):
+                 on_error: str = "warn", progress: bool = True, logdir: Any = None,
+                 output_transform: Any = None, forward_fn: Any = None):
         super().__init__()
         self.explanations = Explanations(
             instances, ids=ids, labels=labels, class_names=class_names, explainers=explainers,
@@ -81,7 +102,14 @@ class DeepVIDLightningCallback(pl.Callback):
             temperature=temperature, seed=seed, batch_size=batch_size, on_error=on_error,
             progress=progress)
         check_sinks(sinks)
+        self.output_transform = check_transform("output_transform", output_transform)
+        self.forward_fn = check_transform("forward_fn", forward_fn)
+        if logdir is not None and not isinstance(logdir, (str, os.PathLike)):
+            raise TypeError(f"logdir: expected None or a directory path, got "
+                            f"{type(logdir).__name__}")
+        self.logdir = None if logdir is None else os.fspath(logdir)
         self._extra_sinks = list(sinks or ())
+        self._explained: Any = None
         self.sinks: dict[str, Sink] = {}
         self._save_dirs: list[str] = []
         self._mlflow_targets: list[tuple[Any, str]] = []
@@ -107,16 +135,25 @@ class DeepVIDLightningCallback(pl.Callback):
             return
         supported = [lg for lg in trainer.loggers if isinstance(lg, (TensorBoardLogger,
                                                                      MLFlowLogger))]
-        if not supported and not self._extra_sinks:  # same answer on every rank: no deadlock
-            names = [type(lg).__name__ for lg in trainer.loggers] or ["none"]
-            raise ValueError("DeepVIDLightningCallback: expected a TensorBoardLogger or "
-                             "MLFlowLogger in Trainer(logger=...), or sinks=[...]; got loggers "
-                             f"{', '.join(names)}")
+        self._explained = explained(pl_module, self.forward_fn, self.output_transform)
+        # the early check, on every rank (same answer everywhere: no rank waits for another)
+        self.explanations.check_model(self._explained)
         self.sinks, self._save_dirs, self._mlflow_targets = {}, [], []
         if not trainer.is_global_zero:
             return  # loggers are dummies there; only rank zero writes
         from deepvid_plugin.mlflow.sink import MLflowSink
         from deepvid_plugin.tensorboard.summary import TensorBoardSink
+
+        if not supported and not self._extra_sinks:
+            # a CSV or W&B logger only (or none): our own TensorBoard logdir, said out loud
+            names = [type(lg).__name__ for lg in trainer.loggers] or ["none"]
+            directory = check_writable_dir("logdir", self.logdir or os.path.join(
+                trainer.default_root_dir, "deepvid"))
+            logger.warning("deepvid: no TensorBoardLogger or MLFlowLogger (loggers: %s); writing "
+                           "explanations to %s (tensorboard --logdir %s)", ", ".join(names),
+                           directory, directory)
+            self.sinks["tensorboard"] = TensorBoardSink(directory)
+            self._save_dirs.append(directory)
 
         for i, lg in enumerate(supported):
             if isinstance(lg, TensorBoardLogger):
@@ -136,7 +173,8 @@ class DeepVIDLightningCallback(pl.Callback):
         # where the model lives.
         try:
             if trainer.is_global_zero:
-                self.explanations.prepare(pl_module, pl_module.device, self.artifacts)
+                self.explanations.prepare(self._model(pl_module), pl_module.device,
+                                          self.artifacts)
         finally:
             trainer.strategy.barrier("deepvid_prepare")
 
@@ -148,7 +186,8 @@ class DeepVIDLightningCallback(pl.Callback):
         try:
             if trainer.is_global_zero:
                 self.last_records = self.explanations.run(
-                    pl_module, epoch, self.sinks, pl_module.device, self.artifacts, due)
+                    self._model(pl_module), epoch, self.sinks, pl_module.device, self.artifacts,
+                    due)
         finally:
             # Every rank records the epoch as done, so the schedule stays identical everywhere.
             self.explanations.mark_done(epoch, due)
@@ -159,9 +198,23 @@ class DeepVIDLightningCallback(pl.Callback):
             self.explanations.close(self.sinks)
             self.sinks = {}
 
+    def _model(self, pl_module: pl.LightningModule) -> Any:
+        if self._explained is None or getattr(self._explained, "wrapped", self._explained) \
+                is not pl_module:
+            self._explained = explained(pl_module, self.forward_fn, self.output_transform)
+        return self._explained
+
     # ---- resume -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return self.explanations.state_dict()
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         self.explanations.load_state_dict(state_dict)
+
+
+def explained(module: Any, forward_fn: Any, output_transform: Any) -> Any:
+    """What the explainers run: the module, or a view of it through ``forward_fn`` and
+    ``output_transform`` (same submodules, same names)."""
+    if forward_fn is None and output_transform is None:
+        return module
+    return ModelView(module, forward_fn=forward_fn, output_transform=output_transform)

@@ -127,16 +127,64 @@ def test_lightning_callback_validates_too():
         DeepVIDLightningCallback(tracked()[0], generator=GEN, on_error="silent")
 
 
-def test_lightning_without_a_supported_logger(tmp_path):
+def test_lightning_without_a_supported_logger_writes_its_own_logdir(tmp_path, caplog):
     from lightning.pytorch.loggers import CSVLogger
 
     from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
+    from deepvid_plugin.explain import GradCAM
+    from tests.callbacks.helpers import kind_steps
     from tests.callbacks.lit import LitDigits, loader, trainer
 
-    cb = DeepVIDLightningCallback(tracked()[0], generator=GEN, n_neighbours=16)
-    t = trainer(max_epochs=1, callbacks=[cb], logger=CSVLogger(tmp_path))
-    with pytest.raises(ValueError, match="expected a TensorBoardLogger or MLFlowLogger .*CSVLogger"):
+    xi, yi = tracked()
+    cb = DeepVIDLightningCallback(xi, labels=yi, explainers=[GradCAM(evidence_steps=3)])
+    t = trainer(max_epochs=2, callbacks=[cb], logger=CSVLogger(tmp_path / "csv"),
+                default_root_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="deepvid_plugin.callbacks"):
         t.fit(LitDigits(), loader())
+    own = tmp_path / "deepvid"
+    assert any(str(own) in r.getMessage() and "CSVLogger" in r.getMessage()
+               for r in caplog.records)  # the user is told where the explanations went
+    steps = kind_steps(own.parent, "gradcam")
+    assert steps == {"deepvid": {str(i): [0, 1] for i in range(len(xi))}}
+
+
+def test_lightning_module_without_forward_needs_forward_fn(tmp_path):
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
+    from deepvid_plugin.explain import GradCAM
+    from tests.callbacks.helpers import kind_steps, small_cnn
+    from tests.callbacks.lit import loader, trainer
+
+    class NoForward(pl.LightningModule):  # only training_step, as many LightningModules are
+        def __init__(self):
+            super().__init__()
+            self.net = small_cnn()
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    xi, yi = tracked()
+    cb = DeepVIDLightningCallback(xi, labels=yi, explainers=[GradCAM(evidence_steps=3)])
+    t = trainer(max_epochs=1, callbacks=[cb], logger=TensorBoardLogger(tmp_path, name="tb"))
+    with pytest.raises(ValueError, match=r"model: expected a forward\(\).*NoForward has none.*forward_fn=lambda module"):
+        t.fit(NoForward(), loader())
+
+    cb = DeepVIDLightningCallback(xi, labels=yi, explainers=[GradCAM("net.features.3",
+                                                                     evidence_steps=3)],
+                                  forward_fn=lambda module, x: module.net(x))
+    t = trainer(max_epochs=2, callbacks=[cb], logger=TensorBoardLogger(tmp_path, name="ok"))
+    module = NoForward()
+    t.fit(module, loader())
+    assert kind_steps(tmp_path / "ok", "gradcam") == {
+        "version_0": {str(i): [0, 1] for i in range(len(xi))}}
+    assert [r.meta["layer"] for r in cb.last_records] == ["net.features.3"] * len(xi)
+    assert module.training  # the view's eval mode did not stick to the module itself
 
 
 def test_importing_the_package_does_not_import_lightning():
