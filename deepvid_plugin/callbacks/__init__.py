@@ -7,6 +7,8 @@
 - :class:`~deepvid_plugin.callbacks.lightning.DeepVIDLightningCallback`: Lightning. Importing it
   needs ``pip install 'deepvid-plugin[lightning]'``; this package itself never imports lightning,
   so plain-PyTorch users do not need it.
+- :class:`~deepvid_plugin.callbacks.hf.DeepVIDTrainerCallback`: the HuggingFace ``Trainer``
+  (``pip install 'deepvid-plugin[hf]'``), imported as lazily.
 """
 
 from __future__ import annotations
@@ -23,15 +25,19 @@ from deepvid_plugin.methods.netdissect.explainer import NetDissectExplainer
 from deepvid_plugin.methods.summit.explainer import SummitExplainer
 
 __all__ = ["CAMAgreement", "DeepVIDCallback", "DeepVIDExplainer", "DeepVIDLightningCallback",
-           "DeepVIDWarning", "Explanations", "GradCAMExplainer", "NetDissectExplainer",
-           "SummitExplainer"]
+           "DeepVIDTrainerCallback", "DeepVIDWarning", "Explanations", "GradCAMExplainer",
+           "NetDissectExplainer", "SummitExplainer"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: `from deepvid_plugin.callbacks import DeepVIDLightningCallback` imports lightning only
-    # when someone asks for it.
+    # Lazy: `from deepvid_plugin.callbacks import DeepVIDLightningCallback` imports lightning (and
+    # DeepVIDTrainerCallback transformers) only when someone asks for it.
     if name == "DeepVIDLightningCallback":
         from deepvid_plugin.callbacks.lightning import DeepVIDLightningCallback
 
         return DeepVIDLightningCallback
+    if name == "DeepVIDTrainerCallback":  # transformers only when asked for
+        from deepvid_plugin.callbacks.hf import DeepVIDTrainerCallback
+
+        return DeepVIDTrainerCallback
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
