@@ -337,3 +337,46 @@ def make_summit_record(instance_id: str = "a", step: int = 0, n_classes: int = 1
 
 
 FACTORIES["summit"] = make_summit_record
+
+
+def make_attribution_record(instance_id: str = "a", step: int = 0, n_classes: int = 10,
+                            size: int = 28, channels: int = 1, seed: int = 0, label=_DEFAULT,
+                            schema_version: int = SCHEMA_VERSION, class_names=None,
+                            evidence: bool = True, kind_version: int = 1, targets: int = 1,
+                            **_ignored) -> Record:
+    """An ``attribution`` record of ``instance_id`` at ``step``; equal arguments give equal
+    records. Its maps are signed (an attribution can speak against a class); ``targets``
+    further explained classes get maps of their own."""
+    from deepvid_plugin.core import kinds
+
+    fixed = _rng("instance", instance_id, seed, n_classes, size, channels)
+    per_step = _rng("attribution", instance_id, seed, step)
+    default_label = int(fixed.integers(n_classes))
+    if label is _DEFAULT:
+        label = default_label
+    image = fixed.random((channels, size, size)).astype(np.float32)
+    logits = per_step.standard_normal(n_classes)
+    logits[label if label is not None else 0] += 2.0 + 0.1 * step
+    probs = np.exp(logits) / np.exp(logits).sum()
+    pred = int(np.argmax(probs))
+    arrays = {"image": image, "probs": probs, "map_pred": _smooth(per_step, (size, size))}
+    if label is not None:
+        arrays["map_true"] = _smooth(per_step, (size, size))
+    others = [c for c in np.argsort(-probs, kind="stable") if c not in (pred, label)][:targets]
+    if others:
+        arrays["classes"] = np.asarray(others, np.int32)
+        arrays["maps"] = _smooth(per_step, (len(others), size, size))
+    names = list(class_names) if class_names is not None else [str(k) for k in range(n_classes)]
+    meta = {"class_names": names, "label": label, "pred": pred, "method": "integrated_gradients",
+            "outputs": "logits",
+            "evidence": _evidence(per_step, probs, None) if evidence else None}
+    record = Record(kind="attribution", subject=instance_id, step=step, arrays=arrays, meta=meta,
+                    settings={"method": "attribution", "name": "integrated_gradients",
+                              "evidence_steps": 12, "seed": seed},
+                    kind_version=kind_version, schema_version=schema_version)
+    if kind_version > kinds.get("attribution").version:  # a newer writer
+        return record
+    return kinds.prepare(record)[1]
+
+
+FACTORIES["attribution"] = make_attribution_record

@@ -2,7 +2,8 @@
 
 - :class:`DeepVIDCallback`: plain PyTorch loops (``cb.on_epoch_end(epoch)``).
 - :class:`DeepVIDExplainer`, :class:`GradCAMExplainer`, :class:`CAMAgreement`,
-  :class:`NetDissectExplainer`, :class:`SummitExplainer`: explanation kinds a callback runs
+  :class:`NetDissectExplainer`, :class:`SummitExplainer`, :class:`AttributionExplainer`:
+  explanation kinds a callback runs
   (``explainers=[...]``), each with its own ``every_n_epochs``.
 - :class:`~deepvid_plugin.callbacks.lightning.DeepVIDLightningCallback`: Lightning. Importing it
   needs ``pip install 'deepvid-plugin[lightning]'``; this package itself never imports lightning,
@@ -18,13 +19,14 @@ from typing import Any
 from deepvid_plugin.callbacks.explanations import Explanations
 from deepvid_plugin.callbacks.plain import DeepVIDCallback
 from deepvid_plugin.callbacks.safety import DeepVIDWarning
+from deepvid_plugin.methods.attribution.explainer import AttributionExplainer
 from deepvid_plugin.methods.cam_agreement.explainer import CAMAgreement
 from deepvid_plugin.methods.deepvid.explainer import DeepVIDExplainer
 from deepvid_plugin.methods.gradcam.explainer import GradCAMExplainer
 from deepvid_plugin.methods.netdissect.explainer import NetDissectExplainer
 from deepvid_plugin.methods.summit.explainer import SummitExplainer
 
-__all__ = ["CAMAgreement", "DeepVIDCallback", "DeepVIDExplainer", "DeepVIDLightningCallback",
+__all__ = ["AttributionExplainer", "CAMAgreement", "DeepVIDCallback", "DeepVIDExplainer", "DeepVIDLightningCallback",
            "DeepVIDTrainerCallback", "DeepVIDWarning", "Explanations", "GradCAMExplainer",
            "NetDissectExplainer", "SummitExplainer"]
 

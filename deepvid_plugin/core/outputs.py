@@ -23,16 +23,19 @@ names, parameters are shared, nothing is copied).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["OUTPUTS", "ModelView", "check_outputs", "check_transform", "describe", "logits_of",
-           "predicted_sets", "probabilities"]
+__all__ = ["OUTPUTS", "TARGETS", "ModelView", "check_outputs", "check_targets", "check_transform",
+           "describe", "explained_classes", "logits_of", "predicted_sets", "probabilities"]
 
 OUTPUTS = ("logits", "probs", "sigmoid")
+#: ``targets=`` by name: the predicted and the true classes (default), or the predicted only.
+TARGETS = ("predicted+true", "predicted")
 
 #: a sigmoid probability above this counts as "predicted" for a multi-label model.
 SIGMOID_THRESHOLD = 0.5
@@ -139,6 +142,48 @@ def predicted_sets(probs: torch.Tensor, outputs: str) -> list[list[int]]:
         picked = above[row[above].argsort(descending=True, stable=True)].tolist()
         out.append([int(c) for c in picked] or [int(t)])
     return out
+
+
+def check_targets(value: Any) -> str | list[int]:
+    """``targets=`` of an instance kind: one of :data:`TARGETS` (None: the first), or a class
+    index or list of them explained for every instance."""
+    if value is None:
+        return TARGETS[0]
+    if isinstance(value, str):
+        if value not in TARGETS:
+            raise ValueError(f"targets: expected one of {list(TARGETS)}, got {value!r}")
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = [value]
+    if hasattr(value, "tolist"):  # a tensor or an array
+        value = value.tolist()
+    if (not isinstance(value, (list, tuple)) or not value
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0
+                       for v in value)):
+        raise ValueError(f"targets: expected None, one of {list(TARGETS)}, a class index or a "
+                         f"non-empty list of class indices, got {value!r}")
+    return [int(v) for v in value]
+
+
+def explained_classes(targets: str | list[int], outputs: str, probs: torch.Tensor,
+                      labels: list[int] | None, sets: list[list[int]] | None
+                      ) -> list[list[int]]:
+    """Per instance, the classes explained besides the top prediction and the single true
+    label (those two have maps of their own): the other predicted classes (``"sigmoid"``) and
+    true classes (multi-hot ``sets``) for ``"predicted+true"``, or the ``targets`` given."""
+    n_classes = probs.shape[1]
+    top = probs.argmax(1)
+    if isinstance(targets, list):
+        bad = [c for c in targets if c >= n_classes]
+        if bad:
+            raise ValueError(f"targets: expected class indices in [0, {n_classes}), got {bad}")
+        wanted = [list(targets) for _ in range(len(top))]
+    else:
+        wanted = predicted_sets(probs, outputs)
+        if targets == "predicted+true" and sets is not None:
+            wanted = [w + [c for c in s if c not in w] for w, s in zip(wanted, sets, strict=True)]
+    skip = [{int(p)} | ({labels[i]} if labels is not None else set()) for i, p in enumerate(top)]
+    return [[c for c in w if c not in s] for w, s in zip(wanted, skip, strict=True)]
 
 
 class ModelView(nn.Module):

@@ -1,7 +1,7 @@
 """The explanation methods at one import path: ``from deepvid_plugin.explain import DeepVID, VAE,
-GradCAM, NetDissect, Summit, ...``. Each lives with its kind in ``deepvid_plugin/methods/<kind>/``
-(DeepVID: generator, neighbours, student, fidelity; Grad-CAM; CAM agreement; Network Dissection;
-Summit); the protocol, the checks and the faithfulness evidence every kind shares are in
+GradCAM, NetDissect, Summit, Attribution, ...``. Each lives with its kind in
+``deepvid_plugin/methods/<kind>/`` (DeepVID: generator, neighbours, student, fidelity; Grad-CAM; CAM
+agreement; Network Dissection; Summit; Attribution, any saliency function); the protocol, the checks and the faithfulness evidence every kind shares are in
 :mod:`deepvid_plugin.core`. No I/O, no UI.
 """
 
@@ -20,7 +20,10 @@ from deepvid_plugin.core.faithfulness import (
     evidence,
     random_saliency,
 )
+from deepvid_plugin.core.outputs import ModelView, logits_of
 from deepvid_plugin.core.sanity import randomize_model
+from deepvid_plugin.methods.attribution.engine import Attribution, AttributionResult
+from deepvid_plugin.methods.attribution.explainer import AttributionExplainer
 from deepvid_plugin.methods.cam_agreement.explainer import CAMAgreement
 from deepvid_plugin.methods.cam_agreement.loss import CAMDistillLoss
 from deepvid_plugin.methods.deepvid.engine import DEFAULT_JITTER, DEFAULT_N_NEIGHBOURS, DeepVID
@@ -47,6 +50,7 @@ from deepvid_plugin.methods.summit.explainer import SummitExplainer
 from deepvid_plugin.methods.summit.result import SummitResult
 
 __all__ = [
+    "Attribution", "AttributionExplainer", "AttributionResult", "ModelView", "logits_of",
     "CAMAgreement", "CAMDistillLoss", "DEFAULT_JITTER", "DEFAULT_N_NEIGHBOURS", "DEFAULT_STEPS",
     "TRUST_MAX_MAE", "TRUST_MIN_AGREEMENT", "TRUST_MIN_R2", "Artifacts", "ConceptSet", "Curves",
     "DeepVID", "DeepVIDExplainer", "ExplainContext", "Explainer", "ExplanationRecord",

@@ -65,14 +65,12 @@ from deepvid_plugin.core import checks, faithfulness, layers
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
 from deepvid_plugin.core.outputs import (
     check_outputs,
+    check_targets,
     check_transform,
+    explained_classes,
     logits_of,
-    predicted_sets,
     probabilities,
 )
-
-#: ``targets=`` by name: the predicted and the true classes (default), or the predicted only.
-TARGETS = ("predicted+true", "predicted")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,41 +243,6 @@ class GradCAM:
         return name, layer
 
 
-def check_targets(value: Any) -> str | list[int]:
-    """``targets=``: one of :data:`TARGETS` (None: the first), or class indices."""
-    if value is None:
-        return TARGETS[0]
-    if isinstance(value, str):
-        return checks.choice("targets", value, TARGETS)
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = [value]
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        value = value.tolist()
-    if (not isinstance(value, Sequence) or not value
-            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
-                       for v in value)):
-        raise ValueError(f"targets: expected None, one of {list(TARGETS)}, a class index or a "
-                         f"non-empty list of class indices, got {value!r}")
-    return [int(v) for v in value]
-
-
-def _extra_classes(engine: GradCAM, probs: torch.Tensor, pred: torch.Tensor,
-                   labels: list[int] | None, sets: list[list[int]] | None) -> list[list[int]]:
-    """Per instance, the classes explained besides the prediction and the single true label."""
-    n_classes = probs.shape[1]
-    if isinstance(engine.targets, list):
-        bad = [c for c in engine.targets if c >= n_classes]
-        if bad:
-            raise ValueError(f"targets: expected class indices in [0, {n_classes}), got {bad}")
-        wanted = [list(engine.targets) for _ in range(len(pred))]
-    else:
-        wanted = predicted_sets(probs, engine.outputs)
-        if engine.targets == "predicted+true" and sets is not None:
-            wanted = [w + [c for c in s if c not in w] for w, s in zip(wanted, sets, strict=True)]
-    skip = [{int(p)} | ({labels[i]} if labels is not None else set()) for i, p in enumerate(pred)]
-    return [[c for c in w if c not in s] for w, s in zip(wanted, skip, strict=True)]
-
-
 def _chunk(engine: GradCAM, model: nn.Module, layer: nn.Module, name: str, xb: torch.Tensor,
            labels: list[int] | None, sets: list[list[int]] | None) -> dict[str, Any]:
     """One chunk's maps (upsampled to the input, on the CPU) and logits."""
@@ -312,8 +275,8 @@ def _chunk(engine: GradCAM, model: nn.Module, layer: nn.Module, name: str, xb: t
                                  f"(the model's classes)")
             logits = out.detach()
             pred = logits.argmax(1)
-            extra = _extra_classes(engine, probabilities(logits, engine.outputs), pred,
-                                   labels, sets)
+            extra = explained_classes(engine.targets, engine.outputs,
+                                      probabilities(logits, engine.outputs), labels, sets)
             # one backward per "slot": the prediction, the label, then the i-th extra class of
             # every instance (padded with the prediction)
             slots = [pred]

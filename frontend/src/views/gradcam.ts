@@ -2,7 +2,7 @@
 // class's map over the instance; the detail column shows the maps of the predicted and the true
 // class over the instance, the model's probabilities, and the same deletion/insertion evidence as
 // DeepVID's, so the two explanations can be compared honestly.
-import { decodeMap } from "../codec";
+import { decodeChannels, decodeMap, toMap2D } from "../codec";
 import { className, fmt, h, pct } from "../dom";
 import { colorbar, imageCanvas, mapCanvas } from "../draw";
 import { evidenceOf, NO_EVIDENCE, trustReason } from "../evidence";
@@ -38,9 +38,14 @@ function sections(rec: EnvelopeRecordResp, names: string[]): HTMLElement[] {
   const why = trustReason(rec.trustworthy, rec.fidelity);
   const probs = Array.isArray(rec.arrays.probs) ? rec.arrays.probs : [];
   const layer = typeof rec.meta?.layer === "string" ? rec.meta.layer : null;
+  // multi-hot labels (a multi-label model): every true class, from meta
+  const trueSet = Array.isArray(rec.meta?.labels) ? (rec.meta.labels as number[]) : null;
+  const truth = trueSet
+    ? `true ${trueSet.length ? trueSet.map((c) => className(names, c)).join(", ") : "none"}`
+    : rec.label === null ? "true label unknown" : `true ${className(names, rec.label)}`;
   const summary = h("div", { class: "detail-summary" },
     h("span", { class: "pill" }, `predicted ${className(names, rec.predicted)}`),
-    h("span", { class: "pill" }, rec.label === null ? "true label unknown" : `true ${className(names, rec.label)}`),
+    h("span", { class: "pill" }, truth),
     why === null
       ? h("span", { class: "pill good" }, rec.trustworthy === null
         ? "no faithfulness evidence" : "✓ better than a random map")
@@ -64,12 +69,26 @@ function sections(rec: EnvelopeRecordResp, names: string[]): HTMLElement[] {
       colorbar(map.scale, "Grad-CAM"));
   };
   const pred = camFig("cam_pred", rec.predicted, "cam-pred", "predicted");
-  const truth = camFig("cam_true", rec.label, "cam-true", "true");
+  const truthFig = camFig("cam_true", rec.label, "cam-true", "true");
   if (pred) figs.push(pred);
-  if (truth) figs.push(truth);
+  if (truthFig) figs.push(truthFig);
+  // further explained classes (targets=, or a multi-label model's other predicted/true classes)
+  const classes = Array.isArray(rec.arrays.classes) ? rec.arrays.classes : [];
+  const more = rec.arrays.cams;
+  if (isMap(more) && classes.length) {
+    const { h: mh, w: mw, channels } = decodeChannels(more);
+    channels.forEach((values, i) => {
+      const map = toMap2D(values, mh, mw);
+      figs.push(h("div", { class: "focus-col" },
+        h("figure", { class: "focus-fig", "data-testid": "cam-target", "data-class": classes[i] },
+          mapCanvas(map, 128, { image: rec.image ?? undefined, crisp: true }),
+          h("figcaption", {}, `also explained: ${className(names, classes[i])}`)),
+        colorbar(map.scale, "Grad-CAM")));
+    });
+  }
   const maps = h("div", { class: "focus", "data-testid": "gradcam-maps" },
     h("div", { class: "focus-row" }, ...figs),
-    truth ? null : h("p", { class: "muted" }, "No true-class map: the instance's label was not known."),
+    truthFig || trueSet ? null : h("p", { class: "muted" }, "No true-class map: the instance's label was not known."),
     h("p", { class: "map-key muted" }, "Grad-CAM: the layer's activations weighted by the gradient of the " +
       "class's score, kept where positive and upsampled to the input. Red is where the class draws its evidence."));
 

@@ -4,6 +4,7 @@ import "./gradcam";
 import "./cam_agreement";
 import "./netdissect";
 import "./summit";
+import "./attribution";
 
 export { allViews, instanceView, pageViews, viewFor } from "./registry";
 export type { InstanceView, KindView, PageView } from "./registry";
