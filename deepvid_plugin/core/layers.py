@@ -181,6 +181,19 @@ def _repeated_blocks(model: nn.Module) -> set[str]:
     return out
 
 
+def _block_of(name: str, named: dict[str, nn.Module], repeated: set[str]) -> str | None:
+    """The innermost ancestor of ``name`` that is a transformer block: its class says so
+    (``Block``, ``EncoderBlock``, ``ViTLayer``, ``SwinLayer``...) or it is repeated in a
+    ModuleList/Sequential."""
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        ancestor = ".".join(parts[:i])
+        kind = type(named[ancestor]).__name__
+        if ancestor in repeated or kind.endswith(("Block", "Layer")):
+            return ancestor
+    return None
+
+
 def default_layer(model: nn.Module, probe: torch.Tensor,
                   run: Callable[[torch.Tensor], Any]) -> tuple[str, nn.Module]:
     """The default layer of ``model`` (see the module docstring), found by one forward of
@@ -211,8 +224,7 @@ def default_layer(model: nn.Module, probe: torch.Tensor,
                   if _is_norm(m) and shape is not None and len(shape) in (3, 4)
                   and find_grid(shape, hw, **hints) is not None]
     for name, _ in reversed(candidates):
-        parent = next((b for b in sorted(blocks, key=len, reverse=True)
-                       if name.startswith(b + ".")), None)
+        parent = _block_of(name, named, blocks)
         if parent is not None:
             first = next(c for c in candidates if c[0].startswith(parent + "."))
             return first

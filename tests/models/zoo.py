@@ -89,7 +89,10 @@ class SmallCNN(nn.Module):
         self.fc = nn.Linear(16, n)
 
     def forward(self, x):
-        return self.fc(self.flatten(self.pool(self.features(x))))
+        return self.head(self.features(x))
+
+    def head(self, f):
+        return self.fc(self.flatten(self.pool(f)))
 
 
 class DictOutput(nn.Module):
@@ -100,7 +103,8 @@ class DictOutput(nn.Module):
         self.net = SmallCNN(n)
 
     def forward(self, x):
-        return {"logits": self.net(x), "features": self.net.features(x)}
+        f = self.net.features(x)
+        return {"logits": self.net.head(f), "features": f}
 
 
 class TupleOutput(nn.Module):
@@ -111,7 +115,8 @@ class TupleOutput(nn.Module):
         self.net = SmallCNN(n)
 
     def forward(self, x):
-        return self.net(x), self.net.features(x)
+        f = self.net.features(x)
+        return self.net.head(f), f
 
 
 @_seeded
