@@ -408,9 +408,10 @@ def _between(model: nn.Module, layer_name: str, head_name: str) -> list[str]:
     """The parametrised or normalising modules registered between the layer and the head (what
     usually breaks the CAM identity), for the error message."""
     names = [n for n, m in model.named_modules() if n and not list(m.children())]
-    if layer_name not in names or head_name not in names:
+    after = [i for i, n in enumerate(names) if n == layer_name or n.startswith(layer_name + ".")]
+    if not after or head_name not in names:
         return []
-    inside = names[names.index(layer_name) + 1:names.index(head_name)]
+    inside = names[after[-1] + 1:names.index(head_name)]
     kept = [f"{n!r} ({type(m).__name__})" for n, m in model.named_modules() if n in inside
             and (any(True for _ in m.parameters(recurse=False)) or "Norm" in type(m).__name__)]
     return kept[:4]
