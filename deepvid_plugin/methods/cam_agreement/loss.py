@@ -17,6 +17,12 @@ its spatial mean is the logit of c minus its bias. For a flatten head (``F`` -> 
 ``Linear``), the row ``W[c]`` reshaped to (K, h, w) gives ``CAM_c = sum_k W[c, k] * F[k]``
 elementwise, and its spatial *sum* is the logit minus the bias (:func:`class_activation_maps`).
 
+**A LayerNorm after the pooling** (ConvNeXt's head: pool -> LayerNorm -> Linear, ``"gap_norm"``):
+per sample the norm is affine in the pooled features, ``(p - mu) / sigma * gamma + beta``, so
+``CAM_c = sum_k W[c, k] gamma_k / sigma * (F[k] - mu)`` with the sample's own ``mu`` and
+``sigma`` of the pooled vector, and its spatial mean is the logit minus ``b_c + W[c] @ beta``:
+the same identity, with the norm folded in as BatchNorm is folded into a convolution.
+
 **Finding the head.** Pass ``teacher_head`` / ``student_head`` (an ``nn.Linear`` or its dotted
 name); by default it is the last ``nn.Linear`` in ``named_modules()``. Registration order need not
 be execution order, so on the first call each network is run once more, in eval mode under
@@ -82,7 +88,7 @@ __all__ = [
     "hinton_kd_loss",
 ]
 
-HeadKind = Literal["gap", "flatten"]
+HeadKind = Literal["gap", "gap_norm", "flatten"]
 _GRADCAM_HINT = ("CAMDistillLoss reads CAMs from the layer's features and the weights of a Linear "
                  "classifier fed directly by them (through global average pooling or flattening). "
                  "For any other head (an MLP with a hidden layer, attention pooling, max pooling...) "
@@ -137,18 +143,33 @@ class CAMMaps:
 
 # ---- the maths ---------------------------------------------------------------------------------
 def class_activation_maps(features: torch.Tensor, head: nn.Linear, kind: HeadKind,
-                          classes: torch.Tensor | None = None) -> torch.Tensor:
+                          classes: torch.Tensor | None = None,
+                          norm: nn.LayerNorm | None = None) -> torch.Tensor:
     """Raw CAMs (no ReLU, no bias) of ``head`` over ``features`` (B, K, h, w).
 
     ``classes``: None for every class -> (B, C, h, w); or a (B, k) index tensor -> (B, k, h, w).
     GAP head: the spatial mean of a class's map is its logit minus its bias. Flatten head: the
-    spatial sum is.
+    spatial sum is. ``"gap_norm"`` (a LayerNorm ``norm`` between the pooling and the head): the
+    norm folded in per sample, the spatial mean is the logit minus ``bias + W @ norm.bias``.
     """
     if features.dim() != 4:
         raise ValueError(f"features: expected a 4-D tensor (B, K, h, w), got shape "
                          f"{tuple(features.shape)}")
     b, k, h, w = features.shape
     weight = head.weight
+    if kind == "gap_norm":
+        if norm is None:
+            raise ValueError("norm: expected the LayerNorm between the pooling and the head for "
+                             "kind 'gap_norm', got None")
+        pooled = features.mean(dim=(2, 3))
+        mu = pooled.mean(1, keepdim=True)
+        scale = torch.rsqrt(pooled.var(1, unbiased=False, keepdim=True) + norm.eps)  # (B, 1)
+        gamma = norm.weight if norm.weight is not None else torch.ones_like(pooled[0])
+        centred = (features - mu[:, :, None, None]) * scale[:, :, None, None]
+        folded = weight * gamma  # (C, K)
+        if classes is None:
+            return torch.einsum("ck,bkhw->bchw", folded, centred)
+        return torch.einsum("bck,bkhw->bchw", folded[classes], centred)
     if kind == "gap":
         if weight.shape[1] != k:
             raise ValueError(f"features: expected {weight.shape[1]} channels for a GAP head with "
@@ -267,9 +288,11 @@ class CAMDistillLoss:
         self.student_reshape = check_transform("student_reshape", student_reshape)
         self.outputs = check_outputs(outputs, ("logits", "sigmoid"))
         self.output_transform = check_transform("output_transform", output_transform)
-        # Set on the first call by _verify (per network: "gap" or "flatten").
+        # Set on the first call by _verify (per network: "gap", "gap_norm" or "flatten"), with
+        # the LayerNorm of a "gap_norm" head.
         self.teacher_head_kind: HeadKind | None = None
         self.student_head_kind: HeadKind | None = None
+        self._norms: dict[str, nn.LayerNorm | None] = {"teacher": None, "student": None}
 
     def __repr__(self) -> str:
         return (f"CAMDistillLoss(teacher_layer={self.teacher_layer_name!r}, "
@@ -302,8 +325,10 @@ class CAMDistillLoss:
         with frozen_eval(self.teacher, self.student):
             t_logits, t_feat = self._forward("teacher", x)
             s_logits, s_feat = self._forward("student", x)
-        return CAMMaps(teacher=class_activation_maps(t_feat, self._t_head, self.teacher_head_kind),
-                       student=class_activation_maps(s_feat, self._s_head, self.student_head_kind),
+        return CAMMaps(teacher=class_activation_maps(t_feat, self._t_head, self.teacher_head_kind,
+                                                     norm=self._norms["teacher"]),
+                       student=class_activation_maps(s_feat, self._s_head, self.student_head_kind,
+                                                     norm=self._norms["student"]),
                        teacher_logits=t_logits, student_logits=s_logits,
                        teacher_head_kind=self.teacher_head_kind,
                        student_head_kind=self.student_head_kind)
@@ -325,9 +350,11 @@ class CAMDistillLoss:
     def _per_sample(self, t_feat: torch.Tensor, s_feat: torch.Tensor,
                     top: torch.Tensor) -> torch.Tensor:
         t_cam = _logit_scale(class_activation_maps(t_feat, self._t_head, self.teacher_head_kind,
-                                                   top), self.teacher_head_kind)
+                                                   top, self._norms["teacher"]),
+                             self.teacher_head_kind)
         s_cam = _logit_scale(class_activation_maps(s_feat, self._s_head, self.student_head_kind,
-                                                   top), self.student_head_kind)
+                                                   top, self._norms["student"]),
+                             self.student_head_kind)
         size = self.size or (max(t_cam.shape[2], s_cam.shape[2]),
                              max(t_cam.shape[3], s_cam.shape[3]))
         return _cam_loss_per_sample(t_cam.detach(), s_cam, self.temperature, size, self.outputs)
@@ -393,6 +420,11 @@ def _verify_head(loss: CAMDistillLoss, arg: str, head: nn.Linear, head_name: str
     flat = a.reshape(a.shape[0], -1) if isinstance(a, torch.Tensor) else None
     if flat is not None and flat.shape == (b, k) and _close(flat, feat.mean(dim=(2, 3))):
         return "gap"
+    norm = _norm_between(model, layer_name, head_name, k)
+    if flat is not None and flat.shape == (b, k) and norm is not None and _close(
+            flat, F.layer_norm(feat.mean(dim=(2, 3)), (k,), norm.weight, norm.bias, norm.eps)):
+        loss._norms[arg] = norm
+        return "gap_norm"
     if flat is not None and flat.shape == (b, k * h * w) and _close(flat, feat.flatten(1)):
         return "flatten"
     got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
@@ -402,6 +434,20 @@ def _verify_head(loss: CAMDistillLoss, arg: str, head: nn.Linear, head_name: str
                      f"({b}, {k}) or the flattening ({b}, {k * h * w}) of {arg}_layer "
                      f"{layer_name!r}'s output (as a grid: {tuple(feat.shape)}), got an input of "
                      f"shape {got} that is neither{why}. {_GRADCAM_HINT}")
+
+
+def _norm_between(model: nn.Module, layer_name: str, head_name: str,
+                  channels: int) -> nn.LayerNorm | None:
+    """The one LayerNorm over ``channels`` registered between the layer and the head, if any."""
+    names = [n for n, m in model.named_modules() if n and not list(m.children())]
+    after = [i for i, n in enumerate(names) if n == layer_name or n.startswith(layer_name + ".")]
+    if not after or head_name not in names:
+        return None
+    modules = dict(model.named_modules())
+    norms = [modules[n] for n in names[after[-1] + 1:names.index(head_name)]
+             if isinstance(modules[n], nn.LayerNorm)
+             and tuple(modules[n].normalized_shape) == (channels,)]
+    return norms[0] if len(norms) == 1 else None
 
 
 def _between(model: nn.Module, layer_name: str, head_name: str) -> list[str]:
@@ -418,6 +464,7 @@ def _between(model: nn.Module, layer_name: str, head_name: str) -> list[str]:
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    a, b = a.detach(), b.detach()
     scale = float(b.abs().max()) if b.numel() else 1.0
     return bool(torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5 * max(scale, 1.0)))
 
