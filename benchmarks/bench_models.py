@@ -21,7 +21,8 @@ Kinds, per family where the method applies (a refusal is reported as the row's n
 - ``cam_agreement``: ``CAMDistillLoss.maps`` of a teacher/student pair of the same family.
 
 Time: the fastest of ``REPEATS`` calls (each after one warm-up call, so one-time costs such as
-finding the default layer are not counted), one torch thread. Peak memory: the process's peak
+finding the default layer are not counted), one torch thread; the four Grad-CAMs' calls
+alternate, so load on the shared machine hits them alike. Peak memory: the process's peak
 resident set during the calls minus its resident set before them (Linux ``VmHWM``, reset through
 ``/proc/self/clear_refs`` before each row, after ``malloc_trim`` handed freed memory back), i.e.
 what the explanation adds on top of the model and its inputs. Timings on the shared 2-core development machine are noisy (other jobs run);
@@ -133,6 +134,37 @@ def measure(fn: Callable[[], Any]) -> dict[str, Any]:
     return {"time_s": round(best, 3), "peak_mb": None if peak is None else round(peak, 1)}
 
 
+def measure_interleaved(fns: dict[str, Callable[[], Any]]) -> dict[str, dict[str, Any]]:
+    """:func:`measure` for methods compared with each other: their calls alternate, so a burst
+    of load on the shared machine slows all of them, not the one that happened to run then.
+    A method that raises gets its error instead of numbers."""
+    out: dict[str, dict[str, Any]] = {}
+    live = {}
+    for name, fn in fns.items():
+        try:
+            fn()  # warm-up
+            gc.collect()
+            _trim()
+            before = _status("VmRSS")
+            exact = _reset_peak()
+            fn()
+            peak = (_status("VmHWM") - before) / 1024 if exact else None
+            out[name] = {"time_s": float("inf"), "peak_mb": None if peak is None
+                         else round(peak, 1), "note": ""}
+            live[name] = fn
+        except (ValueError, TypeError, RuntimeError) as e:
+            out[name] = {"time_s": None, "peak_mb": None,
+                         "note": f"n/a: {str(e).splitlines()[0][:110]}"}
+    for _ in range(REPEATS):
+        for name, fn in live.items():
+            t = time.perf_counter()
+            fn()
+            out[name]["time_s"] = min(out[name]["time_s"], time.perf_counter() - t)
+    for name in live:
+        out[name]["time_s"] = round(out[name]["time_s"], 3)
+    return out
+
+
 def row(family: str, kind: str, method: str, fn: Callable[[], Any]) -> dict[str, Any]:
     out = {"family": family, "kind": kind, "method": method}
     try:
@@ -154,9 +186,8 @@ def _gradcam_rows(family: str, model: torch.nn.Module, x: torch.Tensor) -> list[
     layer_name = first.layer
     layer = model.get_submodule(layer_name)
     pred = [int(c) for c in first.pred]
-    rows = [row(family, "gradcam", "deepvid-plugin", lambda: ours.explain(model, x)),
-            row(family, "gradcam", "deepvid-plugin + evidence (12 steps)",
-                lambda: GradCAM(layer_name).explain(model, x))]
+    evidence_row = row(family, "gradcam", "deepvid-plugin + evidence (12 steps)",
+                       lambda: GradCAM(layer_name).explain(model, x))
 
     class Logits(torch.nn.Module):  # the peers want a tensor of logits
         def __init__(self):
@@ -195,8 +226,12 @@ def _gradcam_rows(family: str, model: torch.nn.Module, x: torch.Tensor) -> list[
                                                       relu_attributions=True)
         return LayerAttribution.interpolate(attr, (SIZE, SIZE), "bilinear")
 
-    for name, fn in (("pytorch-grad-cam", pgc), ("torch-cam", torchcam), ("captum", captum)):
-        rows.append(row(family, "gradcam", name, fn))
+    timed = measure_interleaved({"deepvid-plugin": lambda: ours.explain(model, x),
+                                 "pytorch-grad-cam": pgc, "torch-cam": torchcam,
+                                 "captum": captum})
+    rows = [{"family": family, "kind": "gradcam", "method": name, **got}
+            for name, got in timed.items()]
+    rows.insert(1, evidence_row)
     ours_t = rows[0]["time_s"]
     for r in rows:
         r["vs_ours"] = (round(r["time_s"] / ours_t, 2) if r["time_s"] is not None and ours_t
