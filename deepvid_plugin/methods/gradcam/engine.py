@@ -71,6 +71,17 @@ class GradCAM:
     convolution registered after the main path is not mistaken for the last layer).
     ``evidence_steps`` is the number of deletion/insertion steps (None switches the evidence off);
     ``seed`` seeds the random-map baseline of that evidence.
+
+    Example::
+
+        >>> import torch
+        >>> from deepvid_plugin.explain import GradCAM
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        ...                             torch.nn.Linear(4, 3))
+        >>> result = GradCAM(evidence_steps=None).explain(model, torch.rand(2, 1, 8, 8))
+        >>> result.layer, result.cam_pred.shape
+        ('0', (2, 8, 8))
     """
 
     def __init__(self, layer: str | nn.Module | None = None, *, batch_size: int = 256,

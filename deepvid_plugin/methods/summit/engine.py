@@ -69,6 +69,20 @@ class Summit:
         min_edge_weight: graph edges whose source was among the target's top inputs in fewer
             than this share of the class's images are pruned.
         seed: the per-class draw.
+
+    Example::
+
+        >>> import torch
+        >>> def cnn():
+        ...     return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        ...                                torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+        ...                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        ...                                torch.nn.Linear(8, 3))
+        >>> from deepvid_plugin.explain import Summit
+        >>> x, y = torch.rand(30, 3, 8, 8), torch.arange(30) % 3
+        >>> result = Summit(x, y, ["0", "2"], per_class=10).aggregate(cnn())
+        >>> result.layers, result.head
+        (('0', '2'), '6')
     """
 
     def __init__(self, data: torch.Tensor, labels: torch.Tensor, layers: Sequence[str],
