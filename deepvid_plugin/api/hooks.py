@@ -15,13 +15,12 @@ Attributes of :class:`ApiHooks`:
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from deepvid_plugin.core import kinds
+from deepvid_plugin.core.hooks import HookTable
 from deepvid_plugin.core.record import Record
 
 
@@ -31,25 +30,17 @@ class ApiHooks:
     class_map: Callable[[Record, int], np.ndarray | None] | None = None
 
 
-_hooks: dict[str, ApiHooks] = {}
-_lock = threading.Lock()
+_table: HookTable[ApiHooks] = HookTable("API hooks", ApiHooks)
 
 
 def register(kind: str, hooks: ApiHooks) -> ApiHooks:
     """Set the API hooks of ``kind`` (its ``kind.py`` calls this once, at import)."""
-    if not isinstance(hooks, ApiHooks):
-        raise TypeError(f"hooks: expected an ApiHooks, got {type(hooks).__name__}")
-    with _lock:
-        if kind in _hooks and _hooks[kind] is not hooks:
-            raise ValueError(f"kind: API hooks of {kind!r} are already registered")
-        _hooks[kind] = hooks
-    return hooks
+    return _table.register(kind, hooks)
 
 
 def of(kind: str) -> ApiHooks:
     """The hooks of ``kind`` (the defaults when it registered none)."""
-    kinds.names()  # the built-in kinds register their hooks when they load
-    return _hooks.get(kind, ApiHooks())
+    return _table.get(kind) or ApiHooks()
 
 
 __all__ = ["ApiHooks", "of", "register"]

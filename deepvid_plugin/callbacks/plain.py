@@ -86,6 +86,24 @@ class DeepVIDCallback:
 
     Use :meth:`on_epoch_end` after each epoch; use the callback as a context manager (or call
     :meth:`close`) so every sink is flushed and closed.
+
+    Example::
+
+        >>> import tempfile
+        >>> import torch
+        >>> from deepvid_plugin.callbacks import DeepVIDCallback
+        >>> from deepvid_plugin.explain import GradCAM
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        ...                             torch.nn.Linear(4, 3))
+        >>> x, y = torch.rand(4, 1, 8, 8), [0, 1, 2, 0]
+        >>> with DeepVIDCallback(model, x, labels=y, explainers=[GradCAM()],
+        ...                      logdir=tempfile.mkdtemp(), progress=False) as cb:
+        ...     for epoch in range(2):
+        ...         # ... train one epoch ...
+        ...         records = cb.on_epoch_end(epoch)
+        >>> sorted({r.kind for r in records}), len(records)
+        (['gradcam'], 4)
     """
 
     def __init__(self, model: torch.nn.Module, instances: Any, *,

@@ -129,6 +129,16 @@ class Record:
 
     The envelope checks only its own structure; :func:`deepvid_plugin.core.kinds.make` also coerces
     the arrays to the kind's dtypes and runs the kind's validation.
+
+    Example::
+
+        >>> import numpy as np
+        >>> from deepvid_plugin.core.record import Record
+        >>> r = Record(kind="gradcam", subject="test-7", step=3,
+        ...            arrays={"probs": np.array([0.25, 0.75], np.float32)},
+        ...            meta={"pred": 1})
+        >>> Record.decode(r.encode()) == r
+        True
     """
 
     kind: str

@@ -89,6 +89,18 @@ class MemoryStore:
     Records may be of any registered kind: :class:`~deepvid_plugin.core.record.Record`
     envelopes or typed views (DeepVID's ``ExplanationRecord``). Used for tests and for building a viewer
     snapshot straight from records; it computes step summaries exactly as the sinks do.
+
+    Example::
+
+        >>> import numpy as np
+        >>> from deepvid_plugin.core.store import MemoryStore
+        >>> from deepvid_plugin.core import kinds
+        >>> rec = kinds.get("gradcam").record(
+        ...     "a", 0, {"cam_pred": np.ones((4, 4)), "probs": [0.9, 0.1]},
+        ...     meta={"class_names": ["cat", "dog"], "pred": 0, "layer": "conv"})
+        >>> store = MemoryStore({"run1": [rec]})
+        >>> store.kinds("run1"), store.overview("run1", kind="gradcam").instances[0].id
+        (['gradcam'], 'a')
     """
 
     def __init__(self, runs: Mapping[str, Iterable[Any]],

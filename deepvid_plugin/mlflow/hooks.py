@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from deepvid_plugin.core import kinds
+from deepvid_plugin.core.hooks import HookTable
 from deepvid_plugin.core.record import Record
 
 
@@ -43,24 +43,17 @@ class MLflowHooks:
     subject_first_metrics: bool | None = None
 
 
-_hooks: dict[str, MLflowHooks] = {}
-_lock = threading.Lock()
+_table: HookTable[MLflowHooks] = HookTable("MLflow hooks", MLflowHooks)
 
 
 def register(kind: str, hooks: MLflowHooks) -> MLflowHooks:
     """Set the MLflow hooks of ``kind`` (its ``kind.py`` calls this once, at import)."""
-    if not isinstance(hooks, MLflowHooks):
-        raise TypeError(f"hooks: expected an MLflowHooks, got {type(hooks).__name__}")
-    with _lock:
-        if kind in _hooks and _hooks[kind] is not hooks:
-            raise ValueError(f"kind: MLflow hooks of {kind!r} are already registered")
-        _hooks[kind] = hooks
-    return hooks
+    return _table.register(kind, hooks)
 
 
 def of(kind: kinds.Kind) -> MLflowHooks:
     """The hooks of ``kind``, defaults filled in."""
-    hooks = _hooks.get(kind.name, MLflowHooks())
+    hooks = _table.get(kind.name) or MLflowHooks()
     if hooks.subject_first_metrics is None:
         hooks = dataclasses.replace(hooks, subject_first_metrics=kind.subject != "instance")
     return hooks

@@ -98,6 +98,18 @@ class TensorBoardSink:
 
     A kind's once-per-subject arrays are written once per subject; the per-step record leaves
     them out. The sink remembers each subject's previous summary so ``changed`` is right.
+
+    Example::
+
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from deepvid_plugin.core import kinds
+        >>> from deepvid_plugin.tensorboard.summary import TensorBoardSink
+        >>> rec = kinds.get("gradcam").record(
+        ...     "a", 0, {"cam_pred": np.ones((4, 4)), "probs": [0.9, 0.1]},
+        ...     meta={"class_names": ["cat", "dog"], "pred": 0, "layer": "conv"})
+        >>> with TensorBoardSink(tempfile.mkdtemp()) as sink:
+        ...     sink.write(rec, step=0)
     """
 
     def __init__(self, writer: Any):

@@ -100,6 +100,21 @@ class CAMAgreement:
             records' probabilities and the evidence's target probability each class's sigmoid.
 
     :meth:`from_loss` builds one from the :class:`CAMDistillLoss` the run trains with.
+
+    Example::
+
+        >>> import torch
+        >>> def cnn():
+        ...     return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        ...                                torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+        ...                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        ...                                torch.nn.Linear(8, 3))
+        >>> from deepvid_plugin.explain import CAMAgreement, ExplainContext
+        >>> teacher, student = cnn(), cnn()
+        >>> agreement = CAMAgreement(teacher, "3", "3", top_k=2, evidence_steps=None)
+        >>> agreement.prepare(ExplainContext(x=torch.rand(2, 3, 8, 8), ids=("a", "b")))
+        >>> [r.arrays["cam_student"].shape for r in agreement.explain(student, step=0)]
+        [(2, 8, 8), (2, 8, 8)]
     """
 
     kind = "cam_agreement"

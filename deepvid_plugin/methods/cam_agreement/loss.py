@@ -246,6 +246,20 @@ class CAMDistillLoss:
 
     Not an ``nn.Module`` on purpose: registering the networks as children would make ``.train()``
     on the loss flip the teacher's mode and put the teacher's weights in ``.parameters()``.
+
+    Example::
+
+        >>> import torch
+        >>> from deepvid_plugin.distill import CAMDistillLoss
+        >>> def net(width):
+        ...     return torch.nn.Sequential(torch.nn.Conv2d(1, width, 3, padding=1),
+        ...                                torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        ...                                torch.nn.Flatten(), torch.nn.Linear(width, 4))
+        >>> teacher, student = net(8), net(4)
+        >>> kd = CAMDistillLoss(teacher, student, "1", "1", top_k=2)
+        >>> logits, distill = kd(torch.rand(3, 1, 8, 8))
+        >>> logits.shape, distill.dim()
+        (torch.Size([3, 4]), 0)
     """
 
     def __init__(self, teacher: nn.Module, student: nn.Module,

@@ -138,6 +138,19 @@ class DeepVID:
 
     The model must return logits (unnormalised scores) of shape ``(N, n_classes)``, or
     probabilities with ``outputs="probs"``. All settings go into every record's ``settings``.
+
+    Example::
+
+        >>> import torch
+        >>> from deepvid_plugin.explain import DeepVID, PixelGenerator
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+        >>> x = torch.rand(2, 1, 8, 8)
+        >>> records = DeepVID(PixelGenerator((1, 8, 8)), n_neighbours=64).explain(
+        ...     model, x, class_names=["a", "b", "c"])
+        >>> [r.weights.shape for r in records]
+        [(3, 1, 8, 8), (3, 1, 8, 8)]
+        >>> 0.0 <= records[0].fidelity["top1_agreement"] <= 1.0
+        True
     """
 
     def __init__(self, generator: Generator, n_neighbours: int = DEFAULT_N_NEIGHBOURS,

@@ -63,6 +63,16 @@ class DeepVIDExplainer:
         generator_source: ``"given"``, ``"checkpoint"``, ``"logdir"`` (a VAE an earlier run
             saved), ``"fitted"``, or None before :meth:`prepare`.
         fitted_vae: the VAE this explainer fitted or restored (None for a given generator).
+
+    Example::
+
+        >>> import torch
+        >>> from deepvid_plugin.explain import DeepVIDExplainer, ExplainContext, PixelGenerator
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+        >>> e = DeepVIDExplainer(generator=PixelGenerator((1, 8, 8)), n_neighbours=32)
+        >>> e.prepare(ExplainContext(x=torch.rand(2, 1, 8, 8), ids=("a", "b")))
+        >>> [r.instance_id for r in e.explain(model, step=0)]
+        ['a', 'b']
     """
 
     kind = "deepvid"

@@ -28,6 +28,14 @@ class PixelGenerator:
     This is LIME-style perturbation. It is useful as a baseline and in tests (a teacher that only
     looks at one region must get a student whose weight mass sits in that region), but its
     neighbours are not semantically meaningful: prefer a fitted :class:`~deepvid_plugin.explain.VAE`.
+
+    Example::
+
+        >>> import torch
+        >>> from deepvid_plugin.explain import PixelGenerator
+        >>> g = PixelGenerator((1, 8, 8))
+        >>> g.decode(g.encode(torch.zeros(2, 1, 8, 8))).shape
+        torch.Size([2, 1, 8, 8])
     """
 
     def __init__(self, shape: tuple[int, int, int]):

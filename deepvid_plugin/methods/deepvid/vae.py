@@ -64,7 +64,18 @@ class FitReport:
 
 class VAE(nn.Module):
     """Convolutional VAE implementing the :class:`~deepvid_plugin.methods.deepvid.generator.Generator`
-    protocol. Build it with ``VAE(channels, height, width)`` or :meth:`VAE.for_data`."""
+    protocol. Build it with ``VAE(channels, height, width)`` or :meth:`VAE.for_data`.
+
+    Example::
+
+        >>> import torch
+        >>> from deepvid_plugin.explain import VAE
+        >>> x = torch.rand(32, 1, 8, 8)
+        >>> vae = VAE.for_data(x)
+        >>> report = vae.fit(x, epochs=1, progress=False)
+        >>> vae.encode(x[:2]).shape
+        torch.Size([2, 16])
+    """
 
     def __init__(self, channels: int, height: int, width: int, latent_dim: int = 16,
                  width_mult: int = 32):

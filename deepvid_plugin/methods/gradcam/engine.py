@@ -120,12 +120,14 @@ class GradCAM:
 
     Example::
 
-        >>> import torch, torchvision
+        >>> import torch
         >>> from deepvid_plugin.explain import GradCAM
-        >>> model = torchvision.models.resnet18(num_classes=4)
-        >>> r = GradCAM("layer4", evidence_steps=None).explain(model, torch.rand(2, 3, 64, 64))
-        >>> r.cam_pred.shape
-        (2, 64, 64)
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        ...                             torch.nn.Linear(4, 3))
+        >>> result = GradCAM(evidence_steps=None).explain(model, torch.rand(2, 1, 8, 8))
+        >>> result.layer, result.cam_pred.shape
+        ('0', (2, 8, 8))
     """
 
     def __init__(self, layer: str | nn.Module | None = None, *,

@@ -24,6 +24,18 @@ class GradCAMExplainer:
     ``GradCAM()`` (the last convolution). Its records carry the instance image, the predicted-
     and true-class maps, the model's probabilities and the deletion/insertion evidence.
     Nothing to resume: Grad-CAM keeps no state across epochs.
+
+    Example::
+
+        >>> import torch
+        >>> from deepvid_plugin.explain import ExplainContext, GradCAM, GradCAMExplainer
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        ...                             torch.nn.Linear(4, 3))
+        >>> e = GradCAMExplainer(GradCAM(evidence_steps=None))
+        >>> e.prepare(ExplainContext(x=torch.rand(2, 1, 8, 8), ids=("a", "b")))
+        >>> [(r.kind, r.subject, r.arrays["cam_pred"].shape) for r in e.explain(model, step=3)]
+        [('gradcam', 'a', (8, 8)), ('gradcam', 'b', (8, 8))]
     """
 
     kind = "gradcam"

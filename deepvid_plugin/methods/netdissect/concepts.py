@@ -35,6 +35,13 @@ class ConceptSet:
             for training a model on the same distribution; ``None`` when unknown.
         target_names: names of the ``targets`` classes.
         source: where the set came from, for reports.
+
+    Example::
+
+        >>> from deepvid_plugin.explain import ConceptSet
+        >>> probe = ConceptSet.synthetic(n=20, size=16, seed=0)
+        >>> len(probe), probe.images.shape[1:]
+        (20, torch.Size([3, 16, 16]))
     """
 
     images: torch.Tensor

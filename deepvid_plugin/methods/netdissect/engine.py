@@ -105,6 +105,20 @@ class NetDissect:
     The probe tensors and packed label maps are cached on this object per device. Hooks exist only
     inside a call; the model is in eval mode under ``no_grad`` and its modes and the RNGs are
     restored afterwards.
+
+    Example::
+
+        >>> import torch
+        >>> def cnn():
+        ...     return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        ...                                torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+        ...                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        ...                                torch.nn.Linear(8, 3))
+        >>> from deepvid_plugin.explain import ConceptSet, NetDissect
+        >>> probe = ConceptSet.synthetic(n=40, size=16, seed=0)
+        >>> [layer] = NetDissect(probe, ["3"]).dissect(cnn())
+        >>> layer.layer, len(layer.iou)
+        ('3', 8)
     """
 
     def __init__(self, concepts: ConceptSet, layers: Sequence[str | torch.nn.Module],

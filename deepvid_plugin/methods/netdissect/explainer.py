@@ -46,6 +46,22 @@ class NetDissectExplainer:
         baseline_seed: the seed of that initialisation.
         n_thumbnails: probe images stored once per layer for the views (at most 127).
         top_k: strongest thumbnails (with the unit's mask) stored per unit and epoch.
+
+    Example::
+
+        >>> import torch
+        >>> def cnn():
+        ...     return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        ...                                torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+        ...                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        ...                                torch.nn.Linear(8, 3))
+        >>> from deepvid_plugin.explain import (ConceptSet, ExplainContext, NetDissect,
+        ...                                     NetDissectExplainer)
+        >>> probe = ConceptSet.synthetic(n=40, size=16, seed=0)
+        >>> e = NetDissectExplainer(NetDissect(probe, ["3"]), baseline=False)
+        >>> e.prepare(ExplainContext(x=torch.rand(1, 3, 16, 16), ids=("a",)))
+        >>> [(r.kind, r.subject) for r in e.explain(cnn(), step=0)]
+        [('netdissect', '3')]
     """
 
     kind = "netdissect"

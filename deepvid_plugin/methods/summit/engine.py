@@ -84,13 +84,17 @@ class Summit:
 
     Example::
 
-        >>> import torch, torchvision
+        >>> import torch
+        >>> def cnn():
+        ...     return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        ...                                torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+        ...                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        ...                                torch.nn.Linear(8, 3))
         >>> from deepvid_plugin.explain import Summit
-        >>> model = torchvision.models.resnet18(num_classes=3)
-        >>> summit = Summit(torch.rand(6, 3, 64, 64), torch.tensor([0, 0, 1, 1, 2, 2]),
-        ...                 ["layer4.0", "layer4.1"], per_class=2)
-        >>> summit.aggregate(model).layers
-        ('layer4.0', 'layer4.1.conv1', 'layer4.1')
+        >>> x, y = torch.rand(30, 3, 8, 8), torch.arange(30) % 3
+        >>> result = Summit(x, y, ["0", "2"], per_class=10).aggregate(cnn())
+        >>> result.layers, result.head
+        (('0', '2'), '6')
     """
 
     def __init__(self, data: torch.Tensor, labels: torch.Tensor, layers: Sequence[str],

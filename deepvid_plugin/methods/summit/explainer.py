@@ -39,6 +39,21 @@ class SummitExplainer:
     Class names: the engine's ``class_names``, else the callback's, else ``"0".."K-1"``.
     ``state_dict`` keeps each class's last node set, so a resumed run's first stability compares
     with the graph logged before the interruption.
+
+    Example::
+
+        >>> import torch
+        >>> def cnn():
+        ...     return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        ...                                torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+        ...                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        ...                                torch.nn.Linear(8, 3))
+        >>> from deepvid_plugin.explain import ExplainContext, Summit, SummitExplainer
+        >>> x, y = torch.rand(30, 3, 8, 8), torch.arange(30) % 3
+        >>> e = SummitExplainer(Summit(x, y, ["0", "2"], per_class=10))
+        >>> e.prepare(ExplainContext(x=x[:1], ids=("a",), class_names=("r", "g", "b")))
+        >>> [r.subject for r in e.explain(cnn(), step=0)]
+        ['r', 'g', 'b']
     """
 
     kind = "summit"
