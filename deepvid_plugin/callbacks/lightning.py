@@ -84,7 +84,7 @@ class DeepVIDLightningCallback(pl.Callback):
         self._extra_sinks = list(sinks or ())
         self.sinks: dict[str, Sink] = {}
         self._save_dirs: list[str] = []
-        self._mlflow_targets: list[tuple[Any, str]] = []
+        self._mlflow_targets: list[tuple[str, Any]] = []  # (sink name, MLflowSink)
         self.last_records: list[Any] = []
 
     @property
@@ -124,10 +124,8 @@ class DeepVIDLightningCallback(pl.Callback):
                 os.makedirs(lg.log_dir, exist_ok=True)
                 self._save_dirs.append(lg.log_dir)
             else:
-                self.sinks[f"mlflow[{i}]"] = MLflowSink(logger=lg)
-                client, run_id = lg.experiment, lg.run_id
-                if run_id is not None:
-                    self._mlflow_targets.append((client, run_id))
+                sink = self.sinks[f"mlflow[{i}]"] = MLflowSink(logger=lg)
+                self._mlflow_targets.append((f"mlflow[{i}]", sink))
         for i, s in enumerate(self._extra_sinks):
             self.sinks[f"{type(s).__name__}[{i}]"] = s
 

@@ -106,7 +106,7 @@ class DeepVIDCallback:
                              "SummaryWriter, mlflow=True or a run id, or sinks=[...]), got none")
         self.sinks: dict[str, Sink] = {}
         self._save_dirs: list[str] = []
-        self._mlflow_targets: list[tuple[Any, str]] = []
+        self._mlflow_targets: list[tuple[str, Any]] = []  # (sink name, MLflowSink)
         if logdir is not None:
             self._add_tensorboard(logdir)
         if mlflow:
@@ -145,9 +145,10 @@ class DeepVIDCallback:
             run_id, uri = mlflow_arg, tracking_uri or mlflow_mod.get_tracking_uri()
             if not run_id:
                 raise ValueError("mlflow: expected True or a non-empty run id, got ''")
-        client = mlflow_mod.MlflowClient(tracking_uri=uri)
-        self.sinks["mlflow"] = MLflowSink(run_id, client=client)
-        self._mlflow_targets.append((client, run_id))
+        sink = MLflowSink(run_id, client=mlflow_mod.MlflowClient(tracking_uri=uri))
+        sink.claim()  # a wrong run id or another live writer is refused now, when reachable
+        self.sinks["mlflow"] = sink
+        self._mlflow_targets.append(("mlflow", sink))
 
     # ---- public API -------------------------------------------------------------------------
     @property
