@@ -231,11 +231,23 @@ class Explanations:
             self.written_steps.append(step)
         return records
 
+    def _buffering(self, name: str, sink: Sink) -> bool:
+        """A sink that keeps what it is given until its backend takes it (``reachable()``):
+        the policy keeps writing to it while it is switched off (see :mod:`.safety`)."""
+        if callable(getattr(sink, "reachable", None)):
+            self.policy.buffering.add(name)
+            return True
+        return False
+
     def write(self, records: Sequence[Any], step: int, sinks: Mapping[str, Sink]) -> None:
         for name, sink in sinks.items():
+            buffering = self._buffering(name, sink)
+            if buffering:
+                self.policy.revive(name, sink.reachable)
             for record in records:
                 ok, _ = self.policy.call(f"{name}.write", sink.write, record, step, owner=name,
-                                         proves=False)  # may only have been buffered
+                                         proves=False,  # may only have been buffered
+                                         while_off=buffering)
                 if not ok:  # the sink is broken this epoch: don't pay its failure per record
                     break
             else:
@@ -243,7 +255,10 @@ class Explanations:
 
     def close(self, sinks: Mapping[str, Sink]) -> None:
         for name, sink in sinks.items():
-            self.policy.call(f"{name}.close", sink.close, owner=name)
+            buffering = self._buffering(name, sink)
+            if buffering:
+                self.policy.revive(name, sink.reachable)
+            self.policy.call(f"{name}.close", sink.close, owner=name, while_off=buffering)
 
     # ---- resume -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -46,8 +46,9 @@ class TargetArtifacts:
         for d in self.dirs:
             self.policy.call("save_artifact", write, os.path.join(d, name))
         for owner, sink in self.mlflow_sinks:
+            self.policy.buffering.add(owner)  # the file waits in the sink's spool if need be
             self.policy.call(f"{owner}.save_artifact", sink.save_artifact, name, write, folder,
-                             owner=owner)
+                             owner=owner, while_off=True)
 
 
 def check_sinks(sinks: Any) -> None:

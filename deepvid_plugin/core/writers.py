@@ -21,7 +21,6 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any
 
 #: a writer on another host that has not been seen for this long is taken to be gone.
 STALE_AFTER_S = 15 * 60
@@ -114,10 +113,6 @@ def conflict_message(what: str, where: str, other: WriterId, *, last_seen: float
     return (f"{what}: {where} is being written by another live DeepVID {other.describe()}"
             f"{seen}. Two writers on one run mix their records, so this one refuses to start. "
             f"{remedy}")
-
-
-def describe_all(writers: Any) -> str:
-    return "; ".join(w.describe() for w in writers)
 
 
 __all__ = ["STALE_AFTER_S", "WriterConflictError", "WriterId", "closed", "conflict_message",

@@ -48,6 +48,7 @@ class RunState:
         self.located = False  # which layout holds this kind's data is known
         self.crcs: dict[tuple[str, int], int] = {}  # (key, step) -> CRC-32 the writer named
         self.bundles: dict[str, str] = {}  # key -> artifact path of its bundle (finished runs)
+        self.revision: str | None = None  # the run's revision tag when this was read
 
     def merge(self, iid: str, key: str, label: Any, image: Any, summary: dict | None) -> None:
         inst = self.instances.setdefault(iid, {"key": key, "label": label, "image": None,

@@ -49,11 +49,6 @@ from deepvid_plugin.mlflow.spool import Builder, Item, Spool
 from deepvid_plugin.mlflow.uploader import MLflowUnavailableError, Uploader
 from deepvid_plugin.mlflow.written import WrittenStore, record_relpath, subject_relpath
 
-#: run tags: the writer holding the run, when it last sent something, and a revision that
-#: changes with every upload (the MLflow app drops what it cached of the run when it changes).
-WRITER_TAG = "deepvid.writer"
-SEEN_TAG = "deepvid.writer_seen"
-REVISION_TAG = "deepvid.revision"
 #: bytes of waiting uploads the spool may hold on disk before it drops the oldest.
 DEFAULT_MAX_SPOOL_BYTES = 2 << 30
 
@@ -221,33 +216,34 @@ class MLflowSink:
             self._check_writer(run.data.tags)
             self._client.log_batch(self._run_id, tags=[
                 RunTag(layout.LAYOUT_TAG, str(layout.LAYOUT_VERSION)),
-                RunTag(WRITER_TAG, self._writer.to_json()), RunTag(SEEN_TAG, str(time.time()))])
+                RunTag(layout.WRITER_TAG, self._writer.to_json()),
+                RunTag(layout.SEEN_TAG, str(time.time()))])
             # Two writers that started at once both found the run free: the tag's last value wins.
             self._check_writer(self._client.get_run(self._run_id).data.tags)
             self._contacted = True
 
     def _check_writer(self, tags: dict[str, str]) -> None:
-        other = writers.WriterId.from_json(tags.get(WRITER_TAG, ""))
+        other = writers.WriterId.from_json(tags.get(layout.WRITER_TAG, ""))
         if other is None or other.id == self._writer.id:
             return
         try:
-            seen = float(tags.get(SEEN_TAG, other.started))
+            seen = float(tags.get(layout.SEEN_TAG, other.started))
         except ValueError:
             seen = other.started
         if other.live(last_seen=seen):
             raise writers.WriterConflictError(writers.conflict_message(
                 "mlflow", f"MLflow run {self._run_id}", other, last_seen=seen,
                 remedy="Close the other writer (callback.close()), or log to a new run; if "
-                       f"that process is gone, delete the run's tag {WRITER_TAG!r}."))
+                       f"that process is gone, delete the run's tag {layout.WRITER_TAG!r}."))
 
     def _tags(self, item: Item) -> list:
         from mlflow.entities import RunTag
 
-        tags = [RunTag(REVISION_TAG, f"{self._writer.id}:{item.seq}"),
-                RunTag(SEEN_TAG, str(time.time()))]
+        tags = [RunTag(layout.REVISION_TAG, f"{self._writer.id}:{item.seq}"),
+                RunTag(layout.SEEN_TAG, str(time.time()))]
         if item.payload.get("final"):
             closed = dataclasses.replace(self._writer, closed=True)
-            tags.append(RunTag(WRITER_TAG, closed.to_json()))
+            tags.append(RunTag(layout.WRITER_TAG, closed.to_json()))
         return tags
 
     # ---- Sink protocol -----------------------------------------------------------------------
@@ -310,7 +306,7 @@ class MLflowSink:
             self._seal()
             if self._store.by_kind:
                 self._seal_final()
-            self._wait(self.close_timeout_s)
+            self._wait(self.close_timeout_s, whole=True)
         finally:
             writers.closed(self._writer)
             # Uploads still owed keep going while this process lives; the spool goes when done.
@@ -362,9 +358,9 @@ class MLflowSink:
         self._last_seq = item.seq
         self._uploader.kick()
 
-    def _wait(self, timeout_s: float) -> None:
+    def _wait(self, timeout_s: float, whole: bool = False) -> None:
         if self._last_seq is not None:
-            self._uploader.wait(self._last_seq, timeout_s)
+            self._uploader.wait(self._last_seq, timeout_s, whole=whole)
         skipped, self._uploader.skipped = self._uploader.skipped, []
         if skipped:
             raise RuntimeError(f"deepvid: step images that could not be drawn were left out "

@@ -180,12 +180,23 @@ class MLflowStore:
             raise KeyError(run)
         with self._lock:
             state = self._states.get((run, kind))
-            if state is not None and (state.complete or
-                                      time.monotonic() - state.refreshed < self.live_ttl_s):
+            if state is not None and time.monotonic() - state.refreshed < self.live_ttl_s:
                 return state
-            info = self._run_info(run)
+            found = self._get_run(run)
+            info, revision = found.info, found.data.tags.get(layout.REVISION_TAG)
+            if state is not None and state.complete and state.revision == revision:
+                state.refreshed = time.monotonic()
+                return state  # finished and unchanged: nothing to list again
+            if state is not None and state.revision != revision:
+                # The writer uploaded more (a retried step, bundles after the run ended): what
+                # was read of the run, misses included, may be out of date.
+                for key in [k for k in self._states if k[0] == run]:
+                    del self._states[key]
+                self._fetch.forget(run)
+                state = None
             if state is None:
                 state = RunState(run, kind)
+                state.revision = revision
             state.name = info.run_name or run
             state.artifact_uri = info.artifact_uri
             state.finished = info.status in _FINISHED
@@ -195,10 +206,13 @@ class MLflowStore:
             return state
 
     def _run_info(self, run: str):
+        return self._get_run(run).info
+
+    def _get_run(self, run: str):
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.get_run(run).info
+            return self.client.get_run(run)
         except MlflowException as e:
             if getattr(e, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE",
                                                  "NOT_FOUND"):

@@ -35,6 +35,20 @@ _PERMANENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND",
               "INVALID_STATE", "PERMISSION_DENIED")
 
 
+def metric_chunks(metrics: list) -> list[list]:
+    """The ``log_batch`` requests of an item's metrics (at least one: it carries the tags)."""
+    return [metrics[i:i + MAX_BATCH_METRICS]
+            for i in range(0, len(metrics), MAX_BATCH_METRICS)] or [[]]
+
+
+def _readable(item: Item) -> bool:
+    """Whether readers have what matters of ``item``: its artifacts and metrics (its step
+    images may still be on their way)."""
+    sent = bool(item.progress.get("artifacts")) or not os.listdir(item.artifacts)
+    requests = len(metric_chunks(item.payload.get("metrics", [])))
+    return sent and int(item.progress.get("metrics", 0)) >= requests
+
+
 class MLflowUnavailableError(RuntimeError):
     """Uploads to MLflow failed or stalled; what was written waits on disk and is retried."""
 
@@ -84,8 +98,9 @@ class Uploader:
             self._kicked = True
             self._cond.notify_all()
 
-    def wait(self, until: int, idle_timeout_s: float) -> None:
-        """Block until every item up to seq ``until`` is sent.
+    def wait(self, until: int, idle_timeout_s: float, whole: bool = True) -> None:
+        """Block until every item up to seq ``until`` is sent (``whole=False``: until readers
+        have them, their step images may still be on their way).
 
         Raises:
             MLflowUnavailableError: an attempt made during this wait failed, or nothing was
@@ -99,7 +114,8 @@ class Uploader:
             while True:
                 if self.fatal is not None:
                     raise self.fatal
-                if not any(i.seq <= until for i in self.spool.waiting()):
+                if not any(i.seq <= until and (whole or not _readable(i))
+                           for i in self.spool.waiting()):
                     return
                 if self.attempts > failed_before:
                     raise self._unavailable(f"{type(self.error).__name__}: {self.error}")
@@ -195,8 +211,7 @@ class Uploader:
                                       artifact_path=payload["artifact_path"])
             self._accepted(item, artifacts=True)
         metrics = [Metric(*m) for m in payload.get("metrics", [])]
-        chunks = [metrics[i:i + MAX_BATCH_METRICS]
-                  for i in range(0, len(metrics), MAX_BATCH_METRICS)] or [[]]
+        chunks = metric_chunks(metrics)
         for n in range(int(progress.get("metrics", 0)), len(chunks)):
             # The item's tags ride on its last request: they say the item's artifacts are there.
             tags = self._tags(item) if n == len(chunks) - 1 else []
@@ -224,4 +239,5 @@ class Uploader:
             self._accepted(item, images=n + 1)
 
 
-__all__ = ["MAX_BATCH_METRICS", "MLflowUnavailableError", "Uploader", "permanent"]
+__all__ = ["MAX_BATCH_METRICS", "MLflowUnavailableError", "Uploader", "metric_chunks",
+           "permanent"]
