@@ -28,12 +28,20 @@ from deepvid_plugin.core import kinds
 from deepvid_plugin.core.record import Record, RecordDecodeError, decode_arrays
 from deepvid_plugin.tensorboard import metadata
 
-__all__ = ["DataProviderStore", "OverviewCache"]
+__all__ = ["DataProviderStore", "OverviewCache", "blob_key_hint"]
 
 logger = logging.getLogger(__name__)
 
 # Large enough to keep every step: downsampling is decided by --samples_per_plugin (see loader).
 _ALL = 1_000_000_000
+
+
+def blob_key_hint(run: str, error: object) -> str:
+    """What to tell a user whose run TensorBoard's fast loader cannot read records of."""
+    return (f"TensorBoard cannot read the records of run {run!r} with its fast loader: a run "
+            f"name holding a double quote or a backslash breaks RustBoard's blob keys "
+            f"({error}). Start TensorBoard with --load_fast=false, or rename the run's "
+            f"directory without those characters; its overview still reads")
 
 
 def _natural_key(s: str) -> list[Any]:
@@ -209,8 +217,14 @@ class DataProviderStore:
                              f"metadata is unreadable ({e})")
                 continue
             class_names = class_names or [str(c) for c in content.get("class_names", [])]
-            steps = self._steps(run, kind, subject,
-                                [d for t in tags for d in data.get(t, [])], warns)
+            try:
+                label = kinds.read_label(label, class_names)
+            except kinds.SummaryError as e:
+                warns.append(f"the true label of {subject!r} in run {run!r} is shown as "
+                             f"unknown: its stored {e}")
+                label = None
+            steps = self._steps(run, kind, subject, [d for t in tags for d in data.get(t, [])],
+                                warns, len(class_names) or None)
             instances.append(api.InstanceOverview(subject, label, image, steps))
         return self._done(api.RunOverview(class_names, instances, warns))
 
@@ -221,7 +235,8 @@ class DataProviderStore:
         return ov
 
     @staticmethod
-    def _steps(run: str, kind, iid: str, data, warns: list[str]) -> list[dict[str, Any]]:
+    def _steps(run: str, kind, iid: str, data, warns: list[str],
+               n_classes: int | None) -> list[dict[str, Any]]:
         by_step: dict[int, dict[str, Any]] = {}
         for datum in data:
             where = f"instance {iid!r} at step {datum.step} in run {run!r}"
@@ -235,8 +250,12 @@ class DataProviderStore:
             if problem is not None:
                 warns.append(f"{where} was skipped: {problem}")
                 continue
-            summary = kinds.read_summary(kind, summary)
             summary["step"] = int(datum.step)
+            try:
+                summary = kinds.read_summary(kind, summary, n_classes)
+            except kinds.SummaryError as e:
+                warns.append(f"{where} was skipped: its summary's {e}")
+                continue
             by_step[int(datum.step)] = summary  # a re-written step (resumed run): last one wins
         return api.with_changed([by_step[s] for s in sorted(by_step)])
 
@@ -259,8 +278,7 @@ class DataProviderStore:
                                      for t in tags[::2]) if m), None)
         if not matching:
             raise KeyError((run, instance, step))
-        env = Record.decode(self._blob(matching[-1]))
-        kinds.check(env)
+        env = kinds.validated(Record.decode(self._blob(matching[-1], run)))
         once = self._subject_arrays(run, instance, seqs, tags)
         if once:
             try:
@@ -279,7 +297,7 @@ class DataProviderStore:
             if not data:
                 continue
             try:
-                blob = self._blob(data[-1])
+                blob = self._blob(data[-1], run)
                 if tag_name == tags[1]:
                     return decode_arrays(blob)
                 return {"neighbours": np.load(io.BytesIO(blob), allow_pickle=False)}
@@ -289,10 +307,14 @@ class DataProviderStore:
                 warnings.warn(msg, stacklevel=3)
         return {}
 
-    def _blob(self, datum) -> bytes:
+    def _blob(self, datum, run: str) -> bytes:
         if not datum.values:
             raise RecordDecodeError(f"empty blob sequence at step {datum.step}")
         try:
             return self._dp.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
         except tb_errors.NotFoundError as e:
             raise KeyError(str(e)) from e
+        except tb_errors.InvalidArgumentError as e:
+            # RustBoard (--load_fast=true) cannot parse its own blob keys for run names that
+            # hold a double quote or a backslash; the summaries (tensors) still read.
+            raise api.ApiError(400, blob_key_hint(run, e)) from None
