@@ -60,8 +60,8 @@ class DeepVIDLightningCallback(pl.Callback):
 
     Arguments are those of :class:`~deepvid_plugin.callbacks.DeepVIDCallback` without ``model``
     and the write targets: records go to the trainer's ``TensorBoardLogger``/``MLFlowLogger``
-    loggers and to ``sinks``. The step is ``trainer.current_epoch``; each explainer keeps its
-    own ``every_n_epochs``.
+    loggers and to ``sinks``. The step is ``trainer.current_epoch`` (plus ``step_offset``); each
+    explainer keeps its own ``every_n_epochs``.
     """
 
     def __init__(self, instances: Any, *, ids: Sequence[str] | None = None, labels: Any = None,
@@ -72,14 +72,14 @@ class DeepVIDLightningCallback(pl.Callback):
                  radius: Any = DEFAULTS["radius"], temperature: float = DEFAULTS["temperature"],
                  seed: int = DEFAULTS["seed"], batch_size: int = DEFAULTS["batch_size"],
                  sinks: Sequence[Sink] | None = None,
-                 on_error: str = "warn", progress: bool = True):
+                 on_error: str = "warn", progress: bool = True, step_offset: int = 0):
         super().__init__()
         self.explanations = Explanations(
             instances, ids=ids, labels=labels, class_names=class_names, explainers=explainers,
             generator=generator, train_data=train_data, vae_epochs=vae_epochs,
             every_n_epochs=every_n_epochs, n_neighbours=n_neighbours, radius=radius,
             temperature=temperature, seed=seed, batch_size=batch_size, on_error=on_error,
-            progress=progress)
+            progress=progress, step_offset=step_offset)
         check_sinks(sinks)
         self._extra_sinks = list(sinks or ())
         self.sinks: dict[str, Sink] = {}

@@ -70,6 +70,10 @@ class DeepVIDCallback:
         sinks: more :class:`~deepvid_plugin.core.sink.Sink` objects (closed by :meth:`close`).
         on_error: ``'warn'`` (default: failures are warned about once per kind, counted in
             :attr:`failures`, and training goes on) or ``'raise'``.
+        step_offset: added to each epoch to make its step (default 0): a later training stage
+            whose epoch counter starts at 0 again continues a timeline with
+            ``step_offset=<last logged step + 1>`` (a step at or below one already logged is
+            skipped, with a warning that says so).
 
     Use :meth:`on_epoch_end` after each epoch; use the callback as a context manager (or call
     :meth:`close`) so every sink is flushed and closed.
@@ -86,7 +90,7 @@ class DeepVIDCallback:
                  logdir: Any = None,
                  mlflow: bool | str | None = None, tracking_uri: str | None = None,
                  sinks: Sequence[Sink] | None = None, on_error: str = "warn",
-                 progress: bool = True):
+                 progress: bool = True, step_offset: int = 0):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module returning logits, got "
                             f"{type(model).__name__}")
@@ -96,7 +100,7 @@ class DeepVIDCallback:
             generator=generator, train_data=train_data, vae_epochs=vae_epochs,
             every_n_epochs=every_n_epochs, n_neighbours=n_neighbours, radius=radius,
             temperature=temperature, seed=seed, batch_size=batch_size, on_error=on_error,
-            progress=progress)
+            progress=progress, step_offset=step_offset)
         if mlflow is not None and not isinstance(mlflow, (bool, str)):
             raise TypeError(f"mlflow: expected True (the active run), a run id string or None, "
                             f"got {type(mlflow).__name__}")
@@ -174,10 +178,11 @@ class DeepVIDCallback:
                                          self.artifacts)
 
     def on_epoch_end(self, epoch: int) -> list[Any]:
-        """Run the explainers due at ``epoch`` (the TensorBoard/MLflow step) and log.
+        """Run the explainers due at ``epoch`` (the TensorBoard/MLflow step, plus
+        ``step_offset``) and log.
 
-        Returns the records written, of every kind that ran (empty when none is due, or after
-        failures that ``on_error='warn'`` let pass).
+        Returns the records written, of every kind that ran (empty when none is due, or when
+        no sink took them after failures that ``on_error='warn'`` let pass).
         """
         epoch = checks.integer("epoch", epoch, 0)
         if self._closed:

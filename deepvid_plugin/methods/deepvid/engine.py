@@ -209,6 +209,7 @@ class DeepVID:
         Teacher forwards per instance: the instance and its ``n_neighbours`` neighbours, then
         the faithfulness evidence's deletion/insertion images (46 at its default 12 steps).
         """
+        step = checks.integer("step", step)  # 1.7 was stored as step 1
         x = checks.images("x", x).to("cpu", torch.float32)
         _check_generator_shape(self.generator, x)
         k = x.shape[0]
@@ -292,7 +293,7 @@ class DeepVID:
         records = []
         for i in range(k):
             records.append(ExplanationRecord(
-                instance_id=ids[i], step=int(step), class_names=tuple(class_names),
+                instance_id=ids[i], step=step, class_names=tuple(class_names),
                 image=x[i].numpy(), teacher_probs=t_inst[i].float().numpy(),
                 student_probs=s_inst[i].float().numpy(),
                 weights=weights[i].numpy(),
