@@ -14,7 +14,7 @@ be integral floats (a float tensor of labels) but never 1.7 or ``True``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ __all__ = [
     "images",
     "integer",
     "labels",
+    "logits",
     "optional_positive",
     "positive",
     "radius",
@@ -120,6 +121,27 @@ def images(name: str, x: Any) -> torch.Tensor:
         raise ValueError(f"{name}: instance {i} has {int(bad[i])} non-finite pixels (NaN or inf); "
                          f"expected finite images")
     return x.detach()
+
+
+def logits(name: str, out: Any, n: int) -> torch.Tensor:
+    """A model's output as finite logits ``(n, n_classes >= 2)``. A tuple, a dict or a
+    HuggingFace ``ModelOutput`` is refused, saying what to do."""
+    if not isinstance(out, torch.Tensor):
+        what = type(out).__name__
+        if isinstance(out, (tuple, list)):
+            what = f"a {what} of {len(out)} items"
+        elif isinstance(out, Mapping):
+            what = f"a {what} with keys {sorted(map(str, out))[:6]}"
+        raise TypeError(f"{name}: expected a tensor of logits (N, n_classes), got {what}; wrap "
+                        f"the model in an nn.Module whose forward returns the logits tensor "
+                        f"(e.g. its output[0], or output['logits'])")
+    if out.dim() != 2 or out.shape[0] != n or out.shape[1] < 2:
+        raise ValueError(f"{name}: expected logits of shape ({n}, n_classes >= 2), got "
+                         f"{tuple(out.shape)}")
+    if not bool(torch.isfinite(out.detach()).all()):
+        raise ValueError(f"{name}: expected finite logits, got "
+                         f"{int((~torch.isfinite(out.detach())).sum())} NaN or inf values")
+    return out
 
 
 def ids(value: Any, k: int | None, default: Sequence[str] | None = None) -> list[str]:

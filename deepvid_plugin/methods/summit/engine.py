@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepvid_plugin.core import checks
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
 from deepvid_plugin.methods.summit.aggregate import (
     candidates,
@@ -79,6 +80,7 @@ class Summit:
         if not isinstance(data, torch.Tensor) or data.dim() != 4 or not data.is_floating_point():
             raise ValueError(f"data: expected a float tensor (N, C, H, W), got "
                              f"{type(data).__name__} {tuple(getattr(data, 'shape', ()))}")
+        checks.images("data", data)  # NaN probes gave a graph of NaN attributions, silently
         if not isinstance(labels, torch.Tensor) or labels.shape != (len(data),) or \
                 labels.is_floating_point() or labels.is_complex():
             raise ValueError(f"labels: expected an integer tensor of shape ({len(data)},), got "
@@ -168,7 +170,8 @@ class Summit:
         with captured(model, plan.taps) as store:
             for batch in self.indices.split(self.batch_size):
                 store.clear()
-                logits = model(self.data[batch].to(device=device, dtype=dtype))
+                logits = checks.logits("model output", model(
+                    self.data[batch].to(device=device, dtype=dtype)), len(batch))
                 check_shapes(plan, store, logits)
                 groups = (self.labels[batch].to(device) if self.group_by == "label"
                           else logits.argmax(dim=1))
