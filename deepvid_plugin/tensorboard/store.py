@@ -13,6 +13,7 @@ import base64
 import collections
 import io
 import logging
+import os
 import re
 import threading
 import warnings
@@ -26,7 +27,7 @@ from tensorboard.data import provider
 from deepvid_plugin import api
 from deepvid_plugin.core import kinds
 from deepvid_plugin.core.record import Record, RecordDecodeError, decode_arrays
-from deepvid_plugin.tensorboard import metadata
+from deepvid_plugin.tensorboard import losses, manifest, metadata
 
 __all__ = ["DataProviderStore", "OverviewCache", "blob_key_hint"]
 
@@ -34,6 +35,45 @@ logger = logging.getLogger(__name__)
 
 # Large enough to keep every step: downsampling is decided by --samples_per_plugin (see loader).
 _ALL = 1_000_000_000
+
+
+class _RecordSteps:
+    """The steps (and their events' wall times) of the records TensorBoard holds for some
+    subjects of one run, read once when first asked (keys only, not the records)."""
+
+    def __init__(self, store: DataProviderStore, run: str, kind: str, subjects: list[str]):
+        self._store, self._run, self._kind, self.subjects = store, run, kind, set(subjects)
+        self._times: dict[str, dict[int, set[float]]] | None = None
+
+    def _tags(self, subject: str, role: str) -> list[str]:
+        tags = [metadata.tag(subject, role, self._kind)]
+        if self._kind == metadata.LEGACY_KIND:
+            tags.append(metadata.legacy_tag(subject, role))
+        return tags
+
+    def times(self, subject: str) -> dict[int, set[float]]:
+        if self._times is None:
+            tags = {t: s for s in self.subjects for t in self._tags(s, metadata.ROLE_RECORD)}
+            seqs = self._store._dp.read_blob_sequences(
+                self._store._ctx, experiment_id=self._store._eid,
+                plugin_name=metadata.PLUGIN_NAME, downsample=_ALL,
+                run_tag_filter=provider.RunTagFilter(runs=[self._run], tags=list(tags)),
+            ).get(self._run, {})
+            self._times = {}
+            for tag, data in seqs.items():
+                mine = self._times.setdefault(tags[tag], {})
+                for d in data:
+                    if d.values:
+                        mine.setdefault(int(d.step), set()).add(d.wall_time)
+        return self._times.get(subject, {})
+
+    def summary_steps(self, subject: str) -> set[int]:
+        tags = self._tags(subject, metadata.ROLE_SUMMARY)
+        data = self._store._dp.read_tensors(
+            self._store._ctx, experiment_id=self._store._eid, plugin_name=metadata.PLUGIN_NAME,
+            downsample=_ALL, run_tag_filter=provider.RunTagFilter(runs=[self._run], tags=tags),
+        ).get(self._run, {})
+        return {int(d.step) for t in tags for d in data.get(t, [])}
 
 
 def blob_key_hint(run: str, error: object) -> str:
@@ -107,8 +147,10 @@ class DataProviderStore:
     """
 
     def __init__(self, data_provider: provider.DataProvider, ctx: Any = None,
-                 experiment_id: str = "", cache: OverviewCache | None = None):
+                 experiment_id: str = "", cache: OverviewCache | None = None,
+                 logdir: str | None = None):
         self._dp = data_provider
+        self._logdir = logdir  # where run directories are, to read writers' manifests
         self._ctx = ctx if ctx is not None else tb_context.RequestContext()
         self._eid = experiment_id
         self._cache = cache
@@ -202,6 +244,8 @@ class DataProviderStore:
             by_subject.setdefault(info.subject, []).append(tag_name)
         class_names: list[str] = []
         instances = []
+        records = _RecordSteps(self, run, kind_name, list(by_subject))
+        mixed: list[str] = []
         for subject in sorted(by_subject, key=_natural_key):
             tags = sorted(by_subject[subject], key=lambda t: summary_tags[t].legacy,
                           reverse=True)  # version-1 series first: a resumed run's newer wins
@@ -223,10 +267,43 @@ class DataProviderStore:
                 warns.append(f"the true label of {subject!r} in run {run!r} is shown as "
                              f"unknown: its stored {e}")
                 label = None
-            steps = self._steps(run, kind, subject, [d for t in tags for d in data.get(t, [])],
-                                warns, len(class_names) or None)
+            points = [d for t in tags for d in data.get(t, [])]
+            if losses.interleaved(points):  # two writers at once: keep what belongs together
+                points, dropped = losses.matching(points, records.times(subject))
+                mixed.append(subject + (f" (steps {dropped} left out)" if dropped else ""))
+            steps = self._steps(run, kind, subject, points, warns, len(class_names) or None)
             instances.append(api.InstanceOverview(subject, label, image, steps))
+        if mixed:
+            warns.append(f"run {run!r} was written by several writers at the same time (two "
+                         f"callbacks or processes on one log directory); TensorBoard's reader "
+                         f"mixes their events, so only summaries whose record it kept are shown "
+                         f"for {', '.join(map(repr, mixed[:6]))}{' ...' if len(mixed) > 6 else ''}"
+                         f". Log each run to its own directory")
+        self._check_manifests(run, kind_name, instances, records, warns)
         return self._done(api.RunOverview(class_names, instances, warns))
+
+    def _run_dir(self, run: str) -> str | None:
+        """The run's directory on this machine, when TensorBoard reads a local logdir."""
+        if not self._logdir or "://" in self._logdir:
+            return None
+        path = self._logdir if run == "." else os.path.join(self._logdir, run)
+        return path if os.path.isdir(path) else None
+
+    def _check_manifests(self, run: str, kind: str, instances: list, records: _RecordSteps,
+                         warns: list[str]) -> None:
+        """Warn about records the run's writers logged that TensorBoard does not show."""
+        directory = self._run_dir(run)
+        expected = None if directory is None else manifest.written(directory, kind)
+        if not expected:
+            return
+        if len(records.subjects) == 1:  # one subject's timeline: only its own losses
+            expected = {s: v for s, v in expected.items() if s in records.subjects}
+        seen = {i.id: {s["step"] for s in i.steps} & set(records.times(i.id))
+                for i in instances}
+        gaps = manifest.missing(expected, seen)
+        if gaps:
+            warns.append(losses.gaps_warning(run, kind, gaps,
+                                             sum(len(v) for v in expected.values())))
 
     @staticmethod
     def _done(ov: api.RunOverview) -> api.RunOverview:
@@ -277,6 +354,10 @@ class DataProviderStore:
         matching = next((m for m in ([d for d in seqs.get(t, []) if d.step == step]
                                      for t in tags[::2]) if m), None)
         if not matching:
+            if step in _RecordSteps(self, run, kind, [instance]).summary_steps(instance):
+                raise RecordDecodeError(
+                    "its summary is there but TensorBoard has no readable record of it: the "
+                    "run's event file is damaged at that step")
             raise KeyError((run, instance, step))
         env = kinds.validated(Record.decode(self._blob(matching[-1], run)))
         once = self._subject_arrays(run, instance, seqs, tags)

@@ -38,6 +38,7 @@ from deepvid_plugin.core.record import Record, encode_arrays
 from deepvid_plugin.tensorboard import metadata
 from deepvid_plugin.tensorboard.eventfile import EventFile
 from deepvid_plugin.tensorboard.lock import RunLock, check_run_dir
+from deepvid_plugin.tensorboard.manifest import Manifest
 
 
 def _string_tensor(values: list[bytes], scalar: bool = False) -> tensor_pb2.TensorProto:
@@ -119,6 +120,8 @@ class TensorBoardSink:
             directory = _EventWriter.directory(target)
             check_run_dir("logdir", directory)
             self._run_lock = RunLock(directory, owner=self)
+            # what this writer wrote, so readers can tell what TensorBoard lost (.manifest)
+            self._manifest = Manifest(directory, self._run_lock.writer.id)
         self._writer = _EventWriter(target)  # a TypeError naming what it got, for the rest
         self._started: set[tuple[str, str]] = set()  # (kind, subject) with metadata written
         self._with_subject: set[tuple[str, str]] = set()  # (kind, subject): per-subject arrays out
@@ -157,6 +160,7 @@ class TensorBoardSink:
                             _string_tensor([encode_arrays(once)]))
                 self._with_subject.add(key)
             self._writer.add(summary, step)
+            self._manifest.add(kind.name, env.subject, step)
             self._started.add(key)
             self._previous[key] = step_summary
 
@@ -180,6 +184,7 @@ class TensorBoardSink:
         with self._lock:
             if not self._closed:
                 self._writer.flush()
+                self._manifest.save()  # after the events it lists are on disk
                 self._run_lock.touch()
 
     def close(self) -> None:
@@ -188,6 +193,7 @@ class TensorBoardSink:
                 self._closed = True
                 try:
                     self._writer.close()
+                    self._manifest.save()
                 finally:
                     self._run_lock.release()
 
