@@ -121,9 +121,11 @@ class DeepVIDCallback:
         self._last_records: list[Any] = []
 
     def _add_tensorboard(self, logdir: Any) -> None:
+        from deepvid_plugin.tensorboard.lock import check_run_dir
         from deepvid_plugin.tensorboard.summary import TensorBoardSink
 
         if isinstance(logdir, (str, os.PathLike)):
+            check_run_dir("logdir", os.path.abspath(logdir))  # before a directory is made
             directory = check_writable_dir("logdir", logdir)
             target: Any = directory
         elif hasattr(logdir, "_get_file_writer") and hasattr(logdir, "log_dir"):

@@ -31,7 +31,7 @@ import numpy as np
 from deepvid_plugin.core import kinds
 from deepvid_plugin.core.record import Record, RecordDecodeError
 from deepvid_plugin.core.store import InstanceOverview, NoDataError, RunOverview
-from deepvid_plugin.mlflow import layout
+from deepvid_plugin.mlflow import bundle, layout
 from deepvid_plugin.mlflow.records import RecordFetcher
 from deepvid_plugin.mlflow.runstate import RunState
 
@@ -157,6 +157,14 @@ class MLflowStore:
             raise KeyError((run, instance, step))
         key = inst["key"]
         data = self._fetch.record_bytes(state, key, int(step))
+        named = state.crcs.get((key, int(step)))
+        if named is not None and bundle.crc32(data) != named:
+            # Two writers on one run overwrite each other's files: never serve one writer's
+            # record under the other's summary.
+            raise RecordDecodeError(f"artifact {state.paths.records}/"
+                                    f"{layout.record_file(key, step)} is not the record its step "
+                                    f"summary names (CRC mismatch): another writer overwrote one "
+                                    f"of them; log each run from one process")
         env = Record.decode(data)  # RecordDecodeError / NewerSchemaError propagate
         if env.kind != kind or env.subject != instance or env.step != int(step):
             raise RecordDecodeError(f"artifact {state.paths.records}/"

@@ -394,7 +394,10 @@ class DataProviderStore:
         try:
             return self._dp.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
         except tb_errors.NotFoundError as e:
-            raise KeyError(str(e)) from e
+            # Listed, yet not readable: RustBoard kept the event's entry but not its bytes
+            # (a damaged event file).
+            raise RecordDecodeError(f"TensorBoard lists it but cannot read it ({e}): the run's "
+                                    f"event file is damaged at step {datum.step}") from e
         except tb_errors.InvalidArgumentError as e:
             # RustBoard (--load_fast=true) cannot parse its own blob keys for run names that
             # hold a double quote or a backslash; the summaries (tensors) still read.
