@@ -10,7 +10,7 @@ from tests.callbacks.helpers import small_cnn, tracked
 IDS = [str(i) for i in range(4)]
 
 
-def quick_callback(tmp_path, **kwargs):
+def quick_callback(**kwargs):
     """A DeepVID callback on 4 digits with pixel-jitter neighbours (no VAE to fit)."""
     from deepvid_plugin.callbacks import DeepVIDCallback
     from deepvid_plugin.explain import PixelGenerator

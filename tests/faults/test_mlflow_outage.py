@@ -49,7 +49,7 @@ def test_outage_mid_run_loses_nothing_and_mlflow_comes_back(mlflow_server_factor
                                                             production):
     server = mlflow_server_factory()
     run_id = _new_run(server)
-    cb = quick_callback(tmp_path, logdir=tmp_path / "tb", mlflow=run_id,
+    cb = quick_callback(logdir=tmp_path / "tb", mlflow=run_id,
                         tracking_uri=server.url, on_error="warn")
     written: dict[int, list] = {}
     seconds: dict[int, float] = {}
@@ -85,7 +85,7 @@ def test_dead_at_start_costs_seconds_not_minutes_then_catches_up(mlflow_server_f
     run_id = _new_run(server)
     server.kill()  # a run id and a tracking URI that does not answer when training starts
     start = time.perf_counter()
-    cb = quick_callback(tmp_path, mlflow=run_id, tracking_uri=server.url, on_error="warn")
+    cb = quick_callback(mlflow=run_id, tracking_uri=server.url, on_error="warn")
     built = time.perf_counter() - start
     written: dict[int, list] = {}
     seconds: dict[int, float] = {}
@@ -114,7 +114,7 @@ def test_a_server_that_hangs_costs_the_probe_timeout(tmp_path, production):
         hung.bind(("127.0.0.1", 0))
         hung.listen(16)
         uri = f"http://127.0.0.1:{hung.getsockname()[1]}"
-        cb = quick_callback(tmp_path, mlflow="0" * 32, tracking_uri=uri, on_error="warn")
+        cb = quick_callback(mlflow="0" * 32, tracking_uri=uri, on_error="warn")
         seconds: dict[int, float] = {}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

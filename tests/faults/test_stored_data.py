@@ -245,7 +245,7 @@ def test_the_sink_refuses_run_names_tensorboard_cannot_read_back(tmp_path):
     for name in (QUOTED, BACKSLASH):
         with pytest.raises(ValueError, match=r"logdir: expected a directory path without .*"
                                              r"TensorBoard's default \(fast\) loader"):
-            quick_callback(tmp_path, logdir=tmp_path / name)
+            quick_callback(logdir=tmp_path / name)
         assert not (tmp_path / name).exists()  # refused before anything was written
 
 
