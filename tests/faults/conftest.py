@@ -14,3 +14,9 @@ def production(monkeypatch):
                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_downloads(monkeypatch):
+    # MLflow prints a progress bar per download; keep the fault suite's log readable.
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
