@@ -328,5 +328,5 @@ def subject_header(record: Record) -> dict[str, Any]:
 
 
 __all__ = ["BUILTIN", "SUBJECTS", "Kind", "SummaryError", "as_record", "check", "get",
-           "meta_class_names", "names", "prepare", "read_label", "read_summary", "register", "subject_header",
-           "summarize", "summary_problem", "validated", "view"]
+           "meta_class_names", "names", "prepare", "read_label", "read_summary", "register",
+           "subject_header", "summarize", "summary_problem", "validated", "view"]

@@ -8,7 +8,9 @@ Works with the three ways people hold an MLflow run::
 
 One write path for every kind: what differs between kinds (arrays stored once per subject,
 step summary) is declared in the kind registry (:mod:`deepvid_plugin.core.kinds`), what MLflow
-gets of each kind (metrics, step image) in :mod:`.hooks`.
+gets of each kind (metrics, step image) in :mod:`.hooks`, chosen per step in :mod:`.steps`; the
+index, viewer and bundles are :mod:`.finals`', the hold on the run (checking it, one writer,
+its tags) :mod:`.runlink`'s.
 
 What is sent per step: one ``log_artifacts`` (every kind's records, per-subject arrays the first
 time, the step's summaries, under ``deepvid/<kind>/``), one ``log_batch`` (each kind's metrics per
@@ -32,22 +34,20 @@ background, so they resume by themselves when the server is back.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tempfile
-import threading
-import time
+import weakref
 from typing import Any
 
 import numpy as np
 
 from deepvid_plugin.core import kinds, writers
-from deepvid_plugin.core.encode import encode_image
-from deepvid_plugin.core.record import Record, decode_arrays
-from deepvid_plugin.mlflow import bundle, hooks, layout, reach
-from deepvid_plugin.mlflow.spool import Builder, Item, Spool
+from deepvid_plugin.mlflow import finals, layout, reach
+from deepvid_plugin.mlflow.runlink import RunLink
+from deepvid_plugin.mlflow.spool import Item, Spool
+from deepvid_plugin.mlflow.steps import Written, step_upload
 from deepvid_plugin.mlflow.uploader import MLflowUnavailableError, Uploader
-from deepvid_plugin.mlflow.written import WrittenStore, record_relpath, subject_relpath
+from deepvid_plugin.mlflow.written import WrittenStore
 
 #: bytes of waiting uploads the spool may hold on disk before it drops the oldest.
 DEFAULT_MAX_SPOOL_BYTES = 2 << 30
@@ -136,13 +136,12 @@ class MLflowSink:
         self._owners: dict[tuple[str, str], str] = {}  # (kind, key) -> subject (collisions)
         self._previous: dict[tuple[str, str], dict] = {}  # (kind, subject) -> last summary
         self._imaged: set[tuple[str, str]] = set()  # (kind, subject) whose image was handed over
-        self._buffer: list[tuple[Any, Record, dict, bool]] = []  # the step being written
+        self._buffer: list[Written] = []  # the step being written
         self._buffer_step: int | None = None
         self._steps_sealed = 0
         self._last_seq: int | None = None  # the newest upload handed to the uploader
         self._writer = writers.WriterId.new()
-        self._contacted = False
-        self._contact_lock = threading.Lock()
+        self._link: RunLink | None = None
         self._store: WrittenStore | None = None
         self._spool: Spool | None = None
         self._uploader: Uploader | None = None
@@ -191,60 +190,23 @@ class MLflowSink:
                 root = os.path.join(root, f"{self._run_id}-{self._writer.id}")
             self._spool = Spool(root, self.max_spool_bytes)
             self._store = WrittenStore(self._run_id, self._run_id, os.path.join(root, "written"))
+            self._link = RunLink(self._client, self._run_id, self._writer, self._store)
+            # The upload thread holds the link, not the sink: a sink dropped without close()
+            # lets go of its run when collected, and what it owed is still sent.
             self._uploader = Uploader(self._spool, self._client, self._run_id,
-                                      contact=self._contact, draw=self._draw, tags=self._tags)
+                                      contact=self._link.contact, draw=self._link.draw,
+                                      tags=self._link.tags)
             writers.opened(self._writer)
+            self._finalizer = weakref.finalize(self, _let_go, self._uploader, self._writer)
         self._resolved = True
         if not self._disabled and self._uploader.answers():
-            self._contact()  # an unknown run or another live writer is named right away
+            self._link.contact()  # an unknown run or another live writer is named right away
 
     def claim(self) -> None:
         """Check the run and claim it for this writer now, when the server answers (callbacks
         call it in their constructor, so a wrong run id or a second writer is refused before
         training starts); otherwise the first upload does it."""
         self._resolve()
-
-    def _contact(self) -> None:
-        """Check the run exists and no other live writer holds it, then announce this one."""
-        from mlflow.entities import RunTag
-
-        with self._contact_lock:
-            if self._contacted:
-                return
-            run = self._client.get_run(self._run_id)  # fails, naming the run, if unknown
-            self._store.name = run.info.run_name or self._run_id
-            self._check_writer(run.data.tags)
-            self._client.log_batch(self._run_id, tags=[
-                RunTag(layout.LAYOUT_TAG, str(layout.LAYOUT_VERSION)),
-                RunTag(layout.WRITER_TAG, self._writer.to_json()),
-                RunTag(layout.SEEN_TAG, str(time.time()))])
-            # Two writers that started at once both found the run free: the tag's last value wins.
-            self._check_writer(self._client.get_run(self._run_id).data.tags)
-            self._contacted = True
-
-    def _check_writer(self, tags: dict[str, str]) -> None:
-        other = writers.WriterId.from_json(tags.get(layout.WRITER_TAG, ""))
-        if other is None or other.id == self._writer.id:
-            return
-        try:
-            seen = float(tags.get(layout.SEEN_TAG, other.started))
-        except ValueError:
-            seen = other.started
-        if other.live(last_seen=seen):
-            raise writers.WriterConflictError(writers.conflict_message(
-                "mlflow", f"MLflow run {self._run_id}", other, last_seen=seen,
-                remedy="Close the other writer (callback.close()), or log to a new run; if "
-                       f"that process is gone, delete the run's tag {layout.WRITER_TAG!r}."))
-
-    def _tags(self, item: Item) -> list:
-        from mlflow.entities import RunTag
-
-        tags = [RunTag(layout.REVISION_TAG, f"{self._writer.id}:{item.seq}"),
-                RunTag(layout.SEEN_TAG, str(time.time()))]
-        if item.payload.get("final"):
-            closed = dataclasses.replace(self._writer, closed=True)
-            tags.append(RunTag(layout.WRITER_TAG, closed.to_json()))
-        return tags
 
     # ---- Sink protocol -----------------------------------------------------------------------
     def write(self, record: Any, step: int) -> None:
@@ -308,9 +270,8 @@ class MLflowSink:
                 self._seal_final()
             self._wait(self.close_timeout_s, whole=True)
         finally:
-            writers.closed(self._writer)
             # Uploads still owed keep going while this process lives; the spool goes when done.
-            self._uploader.finish()
+            self._finalizer()
 
     def save_artifact(self, name: str, write: Any, folder: str) -> None:
         """Upload a file (``write(path)`` makes it) to ``folder`` of the run, through the same
@@ -374,10 +335,12 @@ class MLflowSink:
             return
         builder = self._spool.begin()
         try:
-            metrics, images = self._step_payload(step, buffered, builder)
+            metrics, images = step_upload(step, buffered, builder, self._store, self._imaged,
+                                          self.log_images)
             self._steps_sealed += 1
             if self.viewer_every and self._steps_sealed % self.viewer_every == 0:
-                self._add_index_and_viewer(builder)
+                finals.add_index_and_viewer(builder, self._store, self._title,
+                                            self.viewer_record_budget)
             item = self._spool.commit(builder, {
                 "label": f"step {step}", "step": step, "artifact_path": layout.ROOT,
                 "metrics": metrics, "images": images})
@@ -386,105 +349,12 @@ class MLflowSink:
             raise
         self._handed(item)
 
-    def _step_payload(self, step: int, buffered: list[tuple[Any, Record, dict, bool]],
-                      builder: Builder) -> tuple[list, list]:
-        """One step's artifacts into ``builder``, and its metrics and step images.
-
-        The one place that decides what MLflow gets of each kind besides the records: metrics
-        from :func:`.hooks.metrics` (and the mean of the headline), step images from the kind's
-        ``step_image`` hook.
-        """
-        now = int(time.time() * 1000)
-        metrics: list[list] = []
-        images: list[dict] = []
-        by_kind: dict[str, list[tuple[Any, Record, dict, bool]]] = {}
-        for entry in buffered:
-            by_kind.setdefault(entry[0].name, []).append(entry)
-        for name, items in by_kind.items():
-            kind, data = items[0][0], self._store.by_kind[name]
-            backend = hooks.of(kind)
-            entries, headlines = [], []
-            for _, env, summary, first in items:
-                subject, key = env.subject, self._keys[(name, env.subject)]
-                builder.add_file(record_relpath(name, key, step),
-                                 self._store.path(record_relpath(name, key, step)))
-                entry = {"id": subject, "key": key, "label": data.labels[subject],
-                         "summary": summary, "record_crc32": data.crcs[(subject, step)]}
-                if (name, subject) not in self._imaged:  # the row's picture, once
-                    self._imaged.add((name, subject))
-                    if data.images[subject] is not None:
-                        entry["image"] = encode_image(data.images[subject])
-                if first:  # the per-subject arrays go with the subject's first step
-                    builder.add_file(subject_relpath(name, key),
-                                     self._store.path(subject_relpath(name, key)))
-                entries.append(entry)
-                for metric_name, value in hooks.metrics(kind, env, summary).items():
-                    metrics.append([layout.metric(name, metric_name, key,
-                                                  backend.subject_first_metrics),
-                                    value, now, step])
-                    if metric_name == backend.headline_metric:
-                        headlines.append(value)
-                if self.log_images and backend.step_image is not None:
-                    images.append({"key": layout.image_key(key, name), "kind": name,
-                                   "record": record_relpath(name, key, step),
-                                   "subject": subject in data.with_subject
-                                   and subject_relpath(name, key) or None,
-                                   "step": step, "timestamp": now})
-            if headlines:
-                metrics.append([layout.mean_metric(name), float(np.mean(headlines)), now, step])
-            builder.write_bytes(f"{name}/steps/{layout.step_file(step)}", json.dumps(
-                {"layout": layout.LAYOUT_VERSION, "kind": name, "step": step,
-                 "class_names": list(data.class_names), "instances": entries},
-                separators=(",", ":"), allow_nan=False).encode("utf-8"))
-        return metrics, images
-
-    def _draw(self, spec: dict, item: Item) -> np.ndarray:
-        """A step image, drawn on the uploader's thread from the files of the upload."""
-        with open(os.path.join(item.artifacts, spec["record"]), "rb") as f:
-            env = Record.decode(f.read())
-        if spec.get("subject"):
-            with open(self._store.path(spec["subject"]), "rb") as f:
-                env = env.with_arrays(decode_arrays(f.read()))
-        return hooks.of(kinds.get(spec["kind"])).step_image(env)
-
-    def _add_index_and_viewer(self, builder: Builder) -> None:
-        from deepvid_plugin.api import viewer
-        from deepvid_plugin.mlflow import pages
-
-        store = self._store
-        for name, data in store.by_kind.items():
-            index = {"layout": layout.LAYOUT_VERSION, "kind": name,
-                     "class_names": list(data.class_names),
-                     "steps": sorted({s for steps in data.summaries.values() for s in steps}),
-                     "instances": [{"id": iid, "key": data.keys[iid], "label": data.labels[iid],
-                                    "image": None if data.images[iid] is None
-                                    else encode_image(data.images[iid]),
-                                    "summaries": [s for _, s in sorted(steps.items())],
-                                    "record_crc32": [data.crcs[(iid, step)]
-                                                     for step in sorted(steps)]}
-                                   for iid, steps in data.summaries.items()]}
-            builder.write_bytes(f"{name}/index.json", json.dumps(
-                index, separators=(",", ":"), allow_nan=False).encode("utf-8"))
-        if store.by_kind:  # the frontend has a view for every kind
-            title = self._title or f"DeepVID: {store.name}"
-            snap = pages.budgeted_snapshot(store, [store.run],
-                                           record_budget=self.viewer_record_budget)
-            builder.write_bytes("viewer.html",
-                                viewer.standalone_html(snap, title=title).encode("utf-8"))
-
     def _seal_final(self) -> None:
         """The last uploads: every subject's bundle, then index.json and the viewer, covering
         everything this sink holds (steps whose own upload was dropped included)."""
-        store = self._store
         builder = self._spool.begin()
         try:
-            for name, data in store.by_kind.items():
-                for iid, steps in data.summaries.items():
-                    key = data.keys[iid]
-                    blob = bundle.encode_bundle(
-                        iid, key, [(step, store.blob(name, iid, step)) for step in sorted(steps)],
-                        subject=store.subject_bytes(name, iid), kind=name)
-                    builder.write_bytes(f"{name}/bundles/{layout.bundle_file(key)}", blob)
+            finals.add_bundles(builder, self._store)
             item = self._spool.commit(builder, {"label": "bundles", "artifact_path": layout.ROOT})
         except BaseException:
             self._spool.discard(builder)
@@ -493,13 +363,20 @@ class MLflowSink:
         # In their own upload after the bundles: a reader that lists a bundle finds it whole.
         builder = self._spool.begin()
         try:
-            self._add_index_and_viewer(builder)
+            finals.add_index_and_viewer(builder, self._store, self._title,
+                                        self.viewer_record_budget)
             item = self._spool.commit(builder, {"label": "index and viewer", "final": True,
                                                 "artifact_path": layout.ROOT})
         except BaseException:
             self._spool.discard(builder)
             raise
         self._handed(item)
+
+
+def _let_go(uploader: Uploader, writer: writers.WriterId) -> None:
+    """The sink is closed or gone: its run is free, its owed uploads finish on their own."""
+    writers.closed(writer)
+    uploader.finish()
 
 
 __all__ = ["DEFAULT_MAX_SPOOL_BYTES", "MLflowSink", "MLflowUnavailableError",

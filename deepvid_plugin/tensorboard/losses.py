@@ -20,6 +20,54 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tensorboard.data import provider
+
+from deepvid_plugin.tensorboard import metadata
+
+#: large enough to keep every step (downsampling is --samples_per_plugin's business)
+ALL = 1_000_000_000
+
+
+class RecordSteps:
+    """The steps (and their events' wall times) of the records TensorBoard holds for some
+    subjects of one run, read once when first asked (keys only, not the records)."""
+
+    def __init__(self, data_provider: Any, ctx: Any, experiment_id: str, run: str, kind: str,
+                 subjects: list[str]):
+        self._dp, self._ctx, self._eid = data_provider, ctx, experiment_id
+        self._run, self._kind, self.subjects = run, kind, set(subjects)
+        self._times: dict[str, dict[int, set[float]]] | None = None
+
+    def _tags(self, subject: str, role: str) -> list[str]:
+        tags = [metadata.tag(subject, role, self._kind)]
+        if self._kind == metadata.LEGACY_KIND:
+            tags.append(metadata.legacy_tag(subject, role))
+        return tags
+
+    def times(self, subject: str) -> dict[int, set[float]]:
+        if self._times is None:
+            tags = {t: s for s in self.subjects for t in self._tags(s, metadata.ROLE_RECORD)}
+            seqs = self._dp.read_blob_sequences(
+                self._ctx, experiment_id=self._eid,
+                plugin_name=metadata.PLUGIN_NAME, downsample=ALL,
+                run_tag_filter=provider.RunTagFilter(runs=[self._run], tags=list(tags)),
+            ).get(self._run, {})
+            self._times = {}
+            for tag, data in seqs.items():
+                mine = self._times.setdefault(tags[tag], {})
+                for d in data:
+                    if d.values:
+                        mine.setdefault(int(d.step), set()).add(d.wall_time)
+        return self._times.get(subject, {})
+
+    def summary_steps(self, subject: str) -> set[int]:
+        tags = self._tags(subject, metadata.ROLE_SUMMARY)
+        data = self._dp.read_tensors(
+            self._ctx, experiment_id=self._eid, plugin_name=metadata.PLUGIN_NAME,
+            downsample=ALL, run_tag_filter=provider.RunTagFilter(runs=[self._run], tags=tags),
+        ).get(self._run, {})
+        return {int(d.step) for t in tags for d in data.get(t, [])}
+
 
 def interleaved(points: Sequence[Any]) -> bool:
     """Whether a series' points (in the loader's order) came from writers writing at once."""
@@ -55,4 +103,4 @@ def gaps_warning(run: str, kind: str, gaps: Mapping[str, list[int]], total: int)
             f"everything after it; --load_fast=true skips only the damaged events")
 
 
-__all__ = ["gaps_warning", "interleaved", "matching"]
+__all__ = ["ALL", "RecordSteps", "gaps_warning", "interleaved", "matching"]

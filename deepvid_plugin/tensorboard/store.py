@@ -34,46 +34,7 @@ __all__ = ["DataProviderStore", "OverviewCache", "blob_key_hint"]
 logger = logging.getLogger(__name__)
 
 # Large enough to keep every step: downsampling is decided by --samples_per_plugin (see loader).
-_ALL = 1_000_000_000
-
-
-class _RecordSteps:
-    """The steps (and their events' wall times) of the records TensorBoard holds for some
-    subjects of one run, read once when first asked (keys only, not the records)."""
-
-    def __init__(self, store: DataProviderStore, run: str, kind: str, subjects: list[str]):
-        self._store, self._run, self._kind, self.subjects = store, run, kind, set(subjects)
-        self._times: dict[str, dict[int, set[float]]] | None = None
-
-    def _tags(self, subject: str, role: str) -> list[str]:
-        tags = [metadata.tag(subject, role, self._kind)]
-        if self._kind == metadata.LEGACY_KIND:
-            tags.append(metadata.legacy_tag(subject, role))
-        return tags
-
-    def times(self, subject: str) -> dict[int, set[float]]:
-        if self._times is None:
-            tags = {t: s for s in self.subjects for t in self._tags(s, metadata.ROLE_RECORD)}
-            seqs = self._store._dp.read_blob_sequences(
-                self._store._ctx, experiment_id=self._store._eid,
-                plugin_name=metadata.PLUGIN_NAME, downsample=_ALL,
-                run_tag_filter=provider.RunTagFilter(runs=[self._run], tags=list(tags)),
-            ).get(self._run, {})
-            self._times = {}
-            for tag, data in seqs.items():
-                mine = self._times.setdefault(tags[tag], {})
-                for d in data:
-                    if d.values:
-                        mine.setdefault(int(d.step), set()).add(d.wall_time)
-        return self._times.get(subject, {})
-
-    def summary_steps(self, subject: str) -> set[int]:
-        tags = self._tags(subject, metadata.ROLE_SUMMARY)
-        data = self._store._dp.read_tensors(
-            self._store._ctx, experiment_id=self._store._eid, plugin_name=metadata.PLUGIN_NAME,
-            downsample=_ALL, run_tag_filter=provider.RunTagFilter(runs=[self._run], tags=tags),
-        ).get(self._run, {})
-        return {int(d.step) for t in tags for d in data.get(t, [])}
+_ALL = losses.ALL
 
 
 def blob_key_hint(run: str, error: object) -> str:
@@ -244,7 +205,7 @@ class DataProviderStore:
             by_subject.setdefault(info.subject, []).append(tag_name)
         class_names: list[str] = []
         instances = []
-        records = _RecordSteps(self, run, kind_name, list(by_subject))
+        records = self._record_steps(run, kind_name, list(by_subject))
         mixed: list[str] = []
         for subject in sorted(by_subject, key=_natural_key):
             tags = sorted(by_subject[subject], key=lambda t: summary_tags[t].legacy,
@@ -289,8 +250,11 @@ class DataProviderStore:
         path = self._logdir if run == "." else os.path.join(self._logdir, run)
         return path if os.path.isdir(path) else None
 
-    def _check_manifests(self, run: str, kind: str, instances: list, records: _RecordSteps,
-                         warns: list[str]) -> None:
+    def _record_steps(self, run: str, kind: str, subjects: list[str]) -> losses.RecordSteps:
+        return losses.RecordSteps(self._dp, self._ctx, self._eid, run, kind, subjects)
+
+    def _check_manifests(self, run: str, kind: str, instances: list,
+                         records: losses.RecordSteps, warns: list[str]) -> None:
         """Warn about records the run's writers logged that TensorBoard does not show."""
         directory = self._run_dir(run)
         expected = None if directory is None else manifest.written(directory, kind)
@@ -354,7 +318,7 @@ class DataProviderStore:
         matching = next((m for m in ([d for d in seqs.get(t, []) if d.step == step]
                                      for t in tags[::2]) if m), None)
         if not matching:
-            if step in _RecordSteps(self, run, kind, [instance]).summary_steps(instance):
+            if step in self._record_steps(run, kind, [instance]).summary_steps(instance):
                 raise RecordDecodeError(
                     "its summary is there but TensorBoard has no readable record of it: the "
                     "run's event file is damaged at that step")

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -102,3 +103,30 @@ def test_an_mlflow_run_held_by_another_process_is_refused(mlflow_server, tmp_pat
     # one writer at a time: one metric point per step, never two
     history = client.get_metric_history(run_id, "deepvid/fidelity/0")
     assert sorted(m.step for m in history) == [0, 1]
+
+
+@pytest.mark.e2e
+def test_a_dropped_mlflow_sink_lets_go_of_its_run_and_sends_what_it_owed(mlflow_server):
+    from deepvid_plugin.mlflow.sink import MLflowSink
+    from tests.factories import make_record
+
+    client = mlflow_server.client()
+    run_id = client.create_run(client.create_experiment("dropped")).info.run_id
+    old = MLflowSink(run_id, client=client, viewer_every=0, log_images=False)
+    old.write(make_record("a", 0), 0)
+    old.flush()
+    old.write(make_record("a", 1), 1)
+    old._seal()  # step 1 handed to the upload thread, never flushed nor closed
+    del old
+    gc.collect()
+    new = MLflowSink(run_id, client=client, viewer_every=0, log_images=False)
+    new.claim()  # free: the dropped sink let go when it was collected
+    new.write(make_record("a", 2), 2)
+    new.close()
+    deadline = time.monotonic() + 60  # the dropped sink's thread sends on its own
+    while True:
+        steps = sorted(m.step for m in client.get_metric_history(run_id, "deepvid/fidelity/a"))
+        if steps == [0, 1, 2] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert steps == [0, 1, 2]  # what the dropped one owed was sent, once
