@@ -157,6 +157,7 @@ class MLflowStore:
             raise KeyError((run, instance, step))
         key = inst["key"]
         data = self._fetch.record_bytes(state, key, int(step))
+        env = Record.decode(data)  # RecordDecodeError / NewerSchemaError propagate
         named = state.crcs.get((key, int(step)))
         if named is not None and bundle.crc32(data) != named:
             # Two writers on one run overwrite each other's files: never serve one writer's
@@ -165,7 +166,6 @@ class MLflowStore:
                                     f"{layout.record_file(key, step)} is not the record its step "
                                     f"summary names (CRC mismatch): another writer overwrote one "
                                     f"of them; log each run from one process")
-        env = Record.decode(data)  # RecordDecodeError / NewerSchemaError propagate
         if env.kind != kind or env.subject != instance or env.step != int(step):
             raise RecordDecodeError(f"artifact {state.paths.records}/"
                                     f"{layout.record_file(key, step)} holds {env.kind} subject "
