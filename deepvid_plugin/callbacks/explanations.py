@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from deepvid_plugin.callbacks.instances import load_instances
-from deepvid_plugin.callbacks.safety import ErrorPolicy, check_on_error
+from deepvid_plugin.callbacks.safety import DeepVIDWarning, ErrorPolicy, check_on_error
 from deepvid_plugin.core import checks
 from deepvid_plugin.core.explainer import ExplainContext, Explainer, is_explainer
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
@@ -118,7 +119,8 @@ class Explanations:
                  every_n_epochs: int = 1, n_neighbours: int = DEFAULTS["n_neighbours"],
                  radius: Any = DEFAULTS["radius"], temperature: float = DEFAULTS["temperature"],
                  seed: int = DEFAULTS["seed"], batch_size: int = DEFAULTS["batch_size"],
-                 on_error: str = "warn", progress: bool = True):
+                 on_error: str = "warn", progress: bool = True, step_offset: int = 0):
+        self.step_offset = checks.integer("step_offset", step_offset, 0)
         x, found_labels, default_ids = load_instances(instances)
         k = x.shape[0]
         self.x = x
@@ -142,6 +144,7 @@ class Explanations:
         self.last_steps: dict[str, int | None] = {e.kind: None for e in self.explainers}
         self.written_steps: list[int] = []  # steps explained and handed to the sinks, this process
         self._prepared: set[str] = set()
+        self._warned_backwards = False
 
     # ---- views kept for callers of the DeepVID-only callback ---------------------------------
     @property
@@ -203,17 +206,36 @@ class Explanations:
         return n_classes
 
     # ---- schedule -----------------------------------------------------------------------------
+    def step(self, epoch: int) -> int:
+        """The TensorBoard/MLflow step of ``epoch``: ``epoch + step_offset``."""
+        return checks.integer("epoch", epoch, 0) + self.step_offset
+
     def due(self, epoch: int) -> list[Explainer]:
         """The explainers due at ``epoch``: each at its epochs 0, N, 2N, ... (the first epoch
-        shows the early reasoning), and never twice: a resumed run skips what it logged."""
+        shows the early reasoning), and never twice: a step at or below one already logged is
+        skipped (a resumed run skips what it logged), with one warning that says how to
+        continue a timeline whose epoch counter started again."""
+        step = self.step(epoch)
         out = []
         for e in self.explainers:
             last = self.last_steps.get(e.kind)
-            if (last is None or epoch > last) and epoch % e.every_n_epochs == 0:
+            if epoch % e.every_n_epochs != 0:
+                continue
+            if last is None or step > last:
                 out.append(e)
+            elif not self._warned_backwards:
+                self._warned_backwards = True
+                warnings.warn(
+                    f"deepvid: step {step} is at or below the last step logged ({last}), so "
+                    f"nothing is logged for it (each step is logged once; a resumed run skips "
+                    f"the steps it logged). If the epoch counter started again (a new training "
+                    f"stage, fine-tuning), log to a new run, or pass "
+                    f"step_offset={self.step_offset + last + 1 - step} to the callback so its "
+                    f"steps continue after {last}. Warned once.", DeepVIDWarning, stacklevel=3)
         return out
 
-    def mark_done(self, step: int, explainers: Sequence[Explainer]) -> None:
+    def mark_done(self, epoch: int, explainers: Sequence[Explainer]) -> None:
+        step = self.step(epoch)
         for e in explainers:
             self.last_steps[e.kind] = step
 
@@ -249,12 +271,14 @@ class Explanations:
             ready = self._prepare(self.explainers, self.context(device, artifacts))
         return len(ready) == len(self.explainers)
 
-    def run(self, model: Any, step: int, sinks: Mapping[str, Sink],
+    def run(self, model: Any, epoch: int, sinks: Mapping[str, Sink],
             device: torch.device | None, artifacts: Any,
             due: Sequence[Explainer] | None = None) -> list[Any]:
-        """Run the explainers due at ``step`` inside one guard, then write every record to every
-        sink, all under the error policy. Returns the records written."""
-        due = self.due(step) if due is None else list(due)
+        """Run the explainers due at ``epoch`` inside one guard, then write every record to
+        every sink at its step, all under the error policy. Returns the records written: none
+        when no sink took them (the warnings say why)."""
+        due = self.due(epoch) if due is None else list(due)
+        step = self.step(epoch)
         records: list[Any] = []
         ran: list[Explainer] = []
         with self._guard(model):
@@ -264,25 +288,48 @@ class Explanations:
                 if ok:
                     records.extend(got)
                     ran.append(e)
-        if ran:
-            self.write(records, step, sinks)
-            self.mark_done(step, ran)
-            self.written_steps.append(step)
+        if not ran:
+            return []
+        taken = self.write(records, step, sinks)
+        self.mark_done(epoch, ran)
+        if not taken:
+            return []
+        self.written_steps.append(step)
         return records
 
-    def write(self, records: Sequence[Any], step: int, sinks: Mapping[str, Sink]) -> None:
+    def _buffering(self, name: str, sink: Sink) -> bool:
+        """A sink that keeps what it is given until its backend takes it (``reachable()``):
+        the policy keeps writing to it while it is switched off (see :mod:`.safety`)."""
+        if callable(getattr(sink, "reachable", None)):
+            self.policy.buffering.add(name)
+            return True
+        return False
+
+    def write(self, records: Sequence[Any], step: int, sinks: Mapping[str, Sink]) -> bool:
+        """Write ``records`` to every sink at ``step`` and flush; True when at least one sink
+        took them (wrote and flushed them, or holds them to send when its backend answers)."""
+        taken = False
         for name, sink in sinks.items():
+            buffering = self._buffering(name, sink)
+            if buffering:
+                self.policy.revive(name, sink.reachable)
             for record in records:
                 ok, _ = self.policy.call(f"{name}.write", sink.write, record, step, owner=name,
-                                         proves=False)  # may only have been buffered
+                                         proves=False,  # may only have been buffered
+                                         while_off=buffering)
                 if not ok:  # the sink is broken this epoch: don't pay its failure per record
                     break
             else:
-                self.policy.call(f"{name}.flush", sink.flush, owner=name)
+                flushed, _ = self.policy.call(f"{name}.flush", sink.flush, owner=name)
+                taken = taken or flushed or buffering  # a buffering sink holds them on disk
+        return taken
 
     def close(self, sinks: Mapping[str, Sink]) -> None:
         for name, sink in sinks.items():
-            self.policy.call(f"{name}.close", sink.close, owner=name)
+            buffering = self._buffering(name, sink)
+            if buffering:
+                self.policy.revive(name, sink.reachable)
+            self.policy.call(f"{name}.close", sink.close, owner=name, while_off=buffering)
 
     # ---- resume -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

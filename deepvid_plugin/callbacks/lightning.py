@@ -72,7 +72,8 @@ class DeepVIDLightningCallback(pl.Callback):
     Arguments are those of :class:`~deepvid_plugin.callbacks.DeepVIDCallback` without ``model``
     and the write targets: records go to the trainer's ``TensorBoardLogger``/``MLFlowLogger``
     loggers and to ``sinks``, or, with none of them, to ``logdir`` (default
-    ``<trainer.default_root_dir>/deepvid``). The step is ``trainer.current_epoch``; each
+    ``<trainer.default_root_dir>/deepvid``). The step is ``trainer.current_epoch`` (plus
+    ``step_offset``); each
     explainer keeps its own ``every_n_epochs``.
 
     Example::
@@ -93,14 +94,15 @@ class DeepVIDLightningCallback(pl.Callback):
                  seed: int = DEFAULTS["seed"], batch_size: int = DEFAULTS["batch_size"],
                  sinks: Sequence[Sink] | None = None,
                  on_error: str = "warn", progress: bool = True, logdir: Any = None,
-                 output_transform: Any = None, forward_fn: Any = None):
+                 output_transform: Any = None, forward_fn: Any = None,
+                 step_offset: int = 0):
         super().__init__()
         self.explanations = Explanations(
             instances, ids=ids, labels=labels, class_names=class_names, explainers=explainers,
             generator=generator, train_data=train_data, vae_epochs=vae_epochs,
             every_n_epochs=every_n_epochs, n_neighbours=n_neighbours, radius=radius,
             temperature=temperature, seed=seed, batch_size=batch_size, on_error=on_error,
-            progress=progress)
+            progress=progress, step_offset=step_offset)
         check_sinks(sinks)
         self.output_transform = check_transform("output_transform", output_transform)
         self.forward_fn = check_transform("forward_fn", forward_fn)
@@ -112,7 +114,7 @@ class DeepVIDLightningCallback(pl.Callback):
         self._explained: Any = None
         self.sinks: dict[str, Sink] = {}
         self._save_dirs: list[str] = []
-        self._mlflow_targets: list[tuple[Any, str]] = []
+        self._mlflow_targets: list[tuple[str, Any]] = []  # (sink name, MLflowSink)
         self.last_records: list[Any] = []
 
     @property
@@ -161,10 +163,8 @@ class DeepVIDLightningCallback(pl.Callback):
                 os.makedirs(lg.log_dir, exist_ok=True)
                 self._save_dirs.append(lg.log_dir)
             else:
-                self.sinks[f"mlflow[{i}]"] = MLflowSink(logger=lg)
-                client, run_id = lg.experiment, lg.run_id
-                if run_id is not None:
-                    self._mlflow_targets.append((client, run_id))
+                sink = self.sinks[f"mlflow[{i}]"] = MLflowSink(logger=lg)
+                self._mlflow_targets.append((f"mlflow[{i}]", sink))
         for i, s in enumerate(self._extra_sinks):
             self.sinks[f"{type(s).__name__}[{i}]"] = s
 

@@ -83,6 +83,10 @@ class DeepVIDCallback:
     The constructor runs one forward of the tracked instances (the model on its device) and
     checks the output, the labels, ``class_names`` and every explainer's layer and generator
     there, before any VAE is fitted, so a mistake fails now, not at the end of the first epoch.
+        step_offset: added to each epoch to make its step (default 0): a later training stage
+            whose epoch counter starts at 0 again continues a timeline with
+            ``step_offset=<last logged step + 1>`` (a step at or below one already logged is
+            skipped, with a warning that says so).
 
     Use :meth:`on_epoch_end` after each epoch; use the callback as a context manager (or call
     :meth:`close`) so every sink is flushed and closed.
@@ -117,7 +121,8 @@ class DeepVIDCallback:
                  logdir: Any = None,
                  mlflow: bool | str | None = None, tracking_uri: str | None = None,
                  sinks: Sequence[Sink] | None = None, on_error: str = "warn",
-                 progress: bool = True, output_transform: Any = None, forward_fn: Any = None):
+                 progress: bool = True, output_transform: Any = None, forward_fn: Any = None,
+                 step_offset: int = 0):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module returning logits, got "
                             f"{type(model).__name__}")
@@ -131,7 +136,7 @@ class DeepVIDCallback:
             generator=generator, train_data=train_data, vae_epochs=vae_epochs,
             every_n_epochs=every_n_epochs, n_neighbours=n_neighbours, radius=radius,
             temperature=temperature, seed=seed, batch_size=batch_size, on_error=on_error,
-            progress=progress)
+            progress=progress, step_offset=step_offset)
         self.explanations.check_model(self._explained)
         if mlflow is not None and not isinstance(mlflow, (bool, str)):
             raise TypeError(f"mlflow: expected True (the active run), a run id string or None, "
@@ -142,7 +147,7 @@ class DeepVIDCallback:
                              "SummaryWriter, mlflow=True or a run id, or sinks=[...]), got none")
         self.sinks: dict[str, Sink] = {}
         self._save_dirs: list[str] = []
-        self._mlflow_targets: list[tuple[Any, str]] = []
+        self._mlflow_targets: list[tuple[str, Any]] = []  # (sink name, MLflowSink)
         if logdir is not None:
             self._add_tensorboard(logdir)
         if mlflow:
@@ -153,9 +158,11 @@ class DeepVIDCallback:
         self._last_records: list[Any] = []
 
     def _add_tensorboard(self, logdir: Any) -> None:
+        from deepvid_plugin.tensorboard.lock import check_run_dir
         from deepvid_plugin.tensorboard.summary import TensorBoardSink
 
         if isinstance(logdir, (str, os.PathLike)):
+            check_run_dir("logdir", os.path.abspath(logdir))  # before a directory is made
             directory = check_writable_dir("logdir", logdir)
             target: Any = directory
         elif hasattr(logdir, "_get_file_writer") and hasattr(logdir, "log_dir"):
@@ -181,9 +188,10 @@ class DeepVIDCallback:
             run_id, uri = mlflow_arg, tracking_uri or mlflow_mod.get_tracking_uri()
             if not run_id:
                 raise ValueError("mlflow: expected True or a non-empty run id, got ''")
-        client = mlflow_mod.MlflowClient(tracking_uri=uri)
-        self.sinks["mlflow"] = MLflowSink(run_id, client=client)
-        self._mlflow_targets.append((client, run_id))
+        sink = MLflowSink(run_id, client=mlflow_mod.MlflowClient(tracking_uri=uri))
+        sink.claim()  # a wrong run id or another live writer is refused now, when reachable
+        self.sinks["mlflow"] = sink
+        self._mlflow_targets.append(("mlflow", sink))
 
     # ---- public API -------------------------------------------------------------------------
     @property
@@ -209,10 +217,11 @@ class DeepVIDCallback:
                                          self.artifacts)
 
     def on_epoch_end(self, epoch: int) -> list[Any]:
-        """Run the explainers due at ``epoch`` (the TensorBoard/MLflow step) and log.
+        """Run the explainers due at ``epoch`` (the TensorBoard/MLflow step, plus
+        ``step_offset``) and log.
 
-        Returns the records written, of every kind that ran (empty when none is due, or after
-        failures that ``on_error='warn'`` let pass).
+        Returns the records written, of every kind that ran (empty when none is due, or when
+        no sink took them after failures that ``on_error='warn'`` let pass).
         """
         epoch = checks.integer("epoch", epoch, 0)
         if self._closed:

@@ -9,6 +9,11 @@ write/flush/close, saving the VAE) runs through :meth:`ErrorPolicy.call`:
   logged with its traceback, later ones are logged at DEBUG level, and training continues.
   A sink that fails ``max_consecutive`` times in a row is switched off with one more warning,
   so a server that is gone for good does not cost its client's retry budget at every epoch.
+  A sink that keeps what it is given on disk until its backend takes it (the MLflow sink: it
+  has ``reachable()``) is *buffering*: switched off, it still takes writes (they cost only the
+  local disk) and is closed at the end, and it is switched back on, with a warning, as soon as
+  :meth:`ErrorPolicy.revive` finds its backend answering again (the callbacks ask once per
+  explained epoch), so nothing written during an outage is lost.
 - ``on_error='raise'``, or the environment variable ``DEEPVID_TESTING=1`` (set by the test
   suite, as mlflow does for its own): the exception propagates, so a broken sink fails the tests
   instead of printing a warning nobody reads.
@@ -60,6 +65,7 @@ class ErrorPolicy:
         self.max_consecutive = max_consecutive
         self.failures: collections.Counter[str] = collections.Counter()
         self.disabled: set[str] = set()
+        self.buffering: set[str] = set()  # owners that hold what they are given (see above)
         self._streak: collections.Counter[str] = collections.Counter()
 
     @property
@@ -67,15 +73,17 @@ class ErrorPolicy:
         return self.on_error == "raise" or os.environ.get(TESTING_ENV, "") == "1"
 
     def call(self, kind: str, fn: Callable[..., T], *args: Any, owner: str | None = None,
-             proves: bool = True, **kwargs: Any) -> tuple[bool, T | None]:
+             proves: bool = True, while_off: bool = False,
+             **kwargs: Any) -> tuple[bool, T | None]:
         """``(True, fn(...))``, or ``(False, None)`` after a failure handled by the policy.
 
         ``owner`` (e.g. the sink's name) groups kinds for switching off: an owner that is
-        disabled is not called at all. ``proves=False`` marks calls whose success says nothing
-        about the owner's health (a buffered write), so they do not end a failure streak.
+        disabled is not called at all, unless ``while_off`` (a buffering owner's writes and
+        close). ``proves=False`` marks calls whose success says nothing about the owner's
+        health (a buffered write), so they do not end a failure streak.
         """
         owner = owner or kind
-        if owner in self.disabled:
+        if owner in self.disabled and not (while_off and owner in self.buffering):
             return False, None
         try:
             value = fn(*args, **kwargs)
@@ -101,12 +109,39 @@ class ErrorPolicy:
         else:
             logger.debug("deepvid: %s failed again (%d times): %s", kind, self.failures[kind],
                          what)
-        if self._streak[owner] >= self.max_consecutive:
+        if self._streak[owner] >= self.max_consecutive and owner not in self.disabled:
             self.disabled.add(owner)
-            msg = (f"deepvid: {owner} failed {self._streak[owner]} times in a row and is "
-                   f"switched off for the rest of this run (last error: {what})")
+            if owner in self.buffering:
+                msg = (f"deepvid: {owner} failed {self._streak[owner]} times in a row and is "
+                       f"switched off until it answers again (checked every explained epoch); "
+                       f"what is written meanwhile waits on disk and is sent then (last "
+                       f"error: {what})")
+            else:
+                msg = (f"deepvid: {owner} failed {self._streak[owner]} times in a row and is "
+                       f"switched off for the rest of this run (last error: {what})")
             warnings.warn(msg, DeepVIDWarning, stacklevel=4)
             logger.warning(msg)
+
+    def revive(self, owner: str, answers: Callable[[], bool]) -> bool:
+        """Switch a buffering ``owner`` back on when ``answers()`` says its backend is back
+        (with a warning, so the user knows); True when the owner is on."""
+        if owner not in self.disabled:
+            return True
+        if owner not in self.buffering:
+            return False
+        try:
+            back = bool(answers())
+        except Exception as e:  # the probe itself failed: still away; say so at DEBUG level
+            logger.debug("deepvid: %s is still away: %r", owner, e)
+            return False
+        if back:
+            self.disabled.discard(owner)
+            self._streak[owner] = 0
+            msg = (f"deepvid: {owner} answers again and is switched back on; what it held is "
+                   f"sent now")
+            warnings.warn(msg, DeepVIDWarning, stacklevel=3)
+            logger.warning(msg)
+        return back
 
     def summary(self) -> str:
         if not self.failures:

@@ -26,12 +26,13 @@ def check_writable_dir(name: str, path: Any) -> str:
 
 class TargetArtifacts:
     """The explainers' artifact store over a callback's targets: files go into every log
-    directory and into every MLflow run (``(MlflowClient, run_id)``), each under the policy."""
+    directory and into every MLflow run (through its sink's ``save_artifact``, so a file waits
+    on disk like the records do while the server is away), each under the policy."""
 
-    def __init__(self, dirs: Sequence[str], mlflow_targets: Sequence[tuple[Any, str]],
+    def __init__(self, dirs: Sequence[str], mlflow_sinks: Sequence[tuple[str, Any]],
                  policy: ErrorPolicy):
         self.dirs = list(dirs)
-        self.mlflow_targets = list(mlflow_targets)
+        self.mlflow_sinks = list(mlflow_sinks)  # (sink name, MLflowSink)
         self.policy = policy
 
     def find(self, name: str) -> str | None:
@@ -44,17 +45,10 @@ class TargetArtifacts:
     def save(self, name: str, write: Callable[[str], None], folder: str) -> None:
         for d in self.dirs:
             self.policy.call("save_artifact", write, os.path.join(d, name))
-        for client, run_id in self.mlflow_targets:
-            self.policy.call("mlflow.save_artifact", self._log, client, run_id, name, write,
-                             folder, owner="mlflow")
-
-    @staticmethod
-    def _log(client: Any, run_id: str, name: str, write: Callable[[str], None],
-             folder: str) -> None:
-        with tempfile.TemporaryDirectory(prefix="deepvid-artifact-") as tmp:
-            path = os.path.join(tmp, name)
-            write(path)
-            client.log_artifact(run_id, path, artifact_path=folder)
+        for owner, sink in self.mlflow_sinks:
+            self.policy.buffering.add(owner)  # the file waits in the sink's spool if need be
+            self.policy.call(f"{owner}.save_artifact", sink.save_artifact, name, write, folder,
+                             owner=owner, while_off=True)
 
 
 def check_sinks(sinks: Any) -> None:

@@ -23,9 +23,10 @@ Conventions the generic readers rely on: an instance kind puts ``class_names`` a
 image) comes from them. Step summaries carry ``predicted`` when the kind has a prediction, so the
 readers can mark steps where it changed.
 
-This module imports only numpy and :mod:`deepvid_plugin.core.record` at import time (the
-TensorBoard plugin's entry point must stay light); the built-in kind modules are imported on first
-use, by name (the registry never imports a kind statically: kinds sit above it).
+This module imports only numpy, :mod:`deepvid_plugin.core.record` and
+:mod:`deepvid_plugin.core.summaries` at import time (the TensorBoard plugin's entry point must
+stay light); the built-in kind modules are imported on first use, by name (the registry never
+imports a kind statically: kinds sit above it).
 """
 
 from __future__ import annotations
@@ -38,7 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from deepvid_plugin.core.record import SCHEMA_VERSION, Record, UnsupportedKindError
+from deepvid_plugin.core import summaries
+from deepvid_plugin.core.record import (
+    SCHEMA_VERSION,
+    Record,
+    RecordDecodeError,
+    UnsupportedKindError,
+)
+from deepvid_plugin.core.summaries import SummaryError
 
 #: the kinds that ship with deepvid-plugin: one line per kind (each module calls register()).
 BUILTIN = (
@@ -73,6 +81,9 @@ class Kind:
         per_subject: arrays fixed per subject, stored once per subject by sinks.
         view: ``record -> typed view`` the stores hand out (default: the envelope itself).
         upgrade_summary: fills in what older writers' summaries lack (default: nothing).
+        summary_fields: the kind's own summary fields and their types (see
+            :mod:`deepvid_plugin.core.summaries`), checked by both readers beside the common
+            ones (``predicted``, ``probs``, ``thumb``, ...); a summary that fails is skipped.
     """
 
     name: str
@@ -87,6 +98,7 @@ class Kind:
     per_subject: tuple[str, ...] = ()
     view: Callable[[Record], Any] | None = None
     upgrade_summary: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    summary_fields: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or not all(
@@ -104,6 +116,7 @@ class Kind:
             if unknown:
                 raise ValueError(f"{what}: expected names among arrays {sorted(self.arrays)}, "
                                  f"got {unknown}")
+        summaries.check_fields(self.summary_fields)
         object.__setattr__(self, "optional", frozenset(self.optional))
         object.__setattr__(self, "per_subject", tuple(self.per_subject))
 
@@ -225,6 +238,23 @@ def prepare(obj: Any) -> tuple[Kind, Record]:
     return kind, record
 
 
+def validated(record: Record) -> Record:
+    """A stored record as readers serve it: of a known kind and version, arrays cast, its
+    kind's validation passed.
+
+    Raises:
+        UnsupportedKindError: unknown kind or newer kind_version.
+        RecordDecodeError: the record decodes but breaks its kind's rules (a hand-made or
+            damaged record); the API answers 404 naming it, as for any corrupt record.
+    """
+    check(record)
+    try:
+        return prepare(record)[1]
+    except (ValueError, TypeError) as e:
+        raise RecordDecodeError(f"{record.kind} record of {record.subject!r} at step "
+                                f"{record.step} breaks its kind's rules: {e}") from e
+
+
 def summarize(record: Record, previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The step summary of ``record``: its kind's summary plus ``step`` and ``schema_version``
     (and ``kind_version`` when not 1: absent means 1, which keeps the overview small)."""
@@ -241,10 +271,25 @@ def summarize(record: Record, previous: Mapping[str, Any] | None = None) -> dict
     return summary
 
 
-def read_summary(kind: Kind, summary: dict[str, Any]) -> dict[str, Any]:
+def read_summary(kind: Kind, summary: dict[str, Any],
+                 n_classes: int | None = None) -> dict[str, Any]:
     """A stored summary as this version serves it (``upgrade_summary`` fills in what older
-    writers left out, e.g. DeepVID's ``headline``)."""
-    return kind.upgrade_summary(summary) if kind.upgrade_summary is not None else summary
+    writers left out, e.g. DeepVID's ``headline``), its fields checked (classes against
+    ``n_classes`` when known): the one check both readers make.
+
+    Raises:
+        SummaryError: a field has the wrong type or is out of range (the message names it);
+            readers skip the summary with a warning.
+    """
+    if kind.upgrade_summary is not None:
+        summary = kind.upgrade_summary(summary)
+    summaries.check_summary(summary, kind.summary_fields, n_classes)
+    return summary
+
+
+def read_label(label: Any, class_names: list[str]) -> Any:
+    """A subject's stored true label, checked against ``class_names`` (``SummaryError``)."""
+    return summaries.check_label(label, len(class_names) or None)
 
 
 def summary_problem(kind: Kind, summary: Mapping[str, Any]) -> str | None:
@@ -283,6 +328,6 @@ def subject_header(record: Record) -> dict[str, Any]:
             "label": meta.get("label"), "image": record.arrays.get("image")}
 
 
-__all__ = ["BUILTIN", "SUBJECTS", "Kind", "as_record", "check", "get", "meta_class_names",
-           "names", "prepare", "read_summary", "register", "subject_header",
-           "summarize", "summary_problem", "view"]
+__all__ = ["BUILTIN", "SUBJECTS", "Kind", "SummaryError", "as_record", "check", "get",
+           "meta_class_names", "names", "prepare", "read_label", "read_summary", "register",
+           "subject_header", "summarize", "summary_problem", "validated", "view"]

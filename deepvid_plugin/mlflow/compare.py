@@ -51,8 +51,15 @@ def build_page(run_ids: list[str], tracking_uri: str | None = None, title: str |
         raise CompareError(f"RUN_ID: expected at least two run ids, got {len(run_ids)}")
     if len(set(run_ids)) != len(run_ids):
         raise CompareError(f"RUN_ID: expected distinct run ids, got {run_ids}")
+    from deepvid_plugin.mlflow import reach
+
     store = MLflowStore(client, tracking_uri=tracking_uri, run_ids=list(run_ids))
     where = f" at tracking URI {store.client.tracking_uri!r}"
+    # MLflow's client would retry a dead server for minutes before a traceback
+    away = reach.probe(reach.tracking_uri_of(store.client))
+    if away is not None:
+        raise CompareError(f"--tracking-uri: the MLflow server{where} does not answer ({away}); "
+                           "start it, or pass the URI of one that runs")
     messages: list[str] = []
     usable: list[str] = []
     for run in run_ids:
@@ -100,18 +107,42 @@ def _key(route: str, **params: str) -> str:
     return snapshot_key(route, params)
 
 
+def check_output(path: str) -> str:
+    """``-o``: a file that can be written (checked before the runs are read, which is slow)."""
+    if os.path.isdir(path):
+        raise CompareError(f"-o/--output: expected a file to write the page to, got the "
+                           f"directory {path!r} (e.g. {os.path.join(path, 'compare.html')!r})")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise CompareError(f"-o/--output: expected a file in an existing directory, got {path!r} "
+                           f"({parent!r} does not exist)")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise CompareError(f"-o/--output: expected a file this user can write, got {path!r} "
+                           "(permission denied)")
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
+    from mlflow.exceptions import MlflowException
+
     # A command-line tool: MLflow's per-download progress bars would bury the result.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
+        output = check_output(args.output)
         html, messages = build_page(list(args.run_ids), tracking_uri=args.tracking_uri,
                                     title=args.title)
+        for m in messages:
+            print(f"deepvid compare: note: {m}", file=sys.stderr)
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(html)
+        except OSError as e:  # a full disk, a file that became unwritable meanwhile
+            raise CompareError(f"-o/--output: could not write {output!r}: {e}") from e
     except CompareError as e:
         print(f"deepvid compare: error: {e}", file=sys.stderr)
         return 2
-    for m in messages:
-        print(f"deepvid compare: note: {m}", file=sys.stderr)
-    with open(args.output, "w", encoding="utf-8") as f:
-        f.write(html)
-    print(f"wrote {args.output} ({len(html.encode('utf-8')) / 1e6:.1f} MB)")
+    except MlflowException as e:  # the server answered with an error (auth, a bad URI, ...)
+        print(f"deepvid compare: error: MLflow refused a request: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {output} ({len(html.encode('utf-8')) / 1e6:.1f} MB)")
     return 0

@@ -29,7 +29,8 @@ other kinds' live under ``deepvid/<kind>/``: ``deepvid/<kind>/<name>/<key>`` for
 ``subject_first_metrics`` is set (layer and class kinds by default, e.g.
 ``deepvid/netdissect/<layer>/unique_detectors``, ``deepvid/summit/<class>/stability``).
 Step images: ``log_image(key=image_key(kind, key), step=step)`` for kinds that draw one.
-Run tag ``deepvid.layout`` marks runs with DeepVID data (the app lists runs by it).
+Run tag ``deepvid.layout`` marks runs with DeepVID data (the app lists runs by it); the writer
+also keeps ``deepvid.writer``, ``deepvid.writer_seen`` and ``deepvid.revision`` (see below).
 
 ``<key>`` is the subject when it is already a safe MLflow name, otherwise a slug of it plus a
 short hash: MLflow metric/image keys allow only ``[A-Za-z0-9_.-/ ]`` and artifact paths must not
@@ -45,6 +46,12 @@ import re
 ROOT = "deepvid"
 LAYOUT_VERSION = 2
 LAYOUT_TAG = "deepvid.layout"
+#: run tags of the writer: who holds the run (a ``core.writers.WriterId``), when it last sent
+#: something, and a revision that changes with every upload (readers that cached a run drop
+#: what they read of it when the revision changes).
+WRITER_TAG = "deepvid.writer"
+SEEN_TAG = "deepvid.writer_seen"
+REVISION_TAG = "deepvid.revision"
 #: the fidelity number plotted as a metric (fraction of held-out neighbours on which the student
 #: agrees with the teacher).
 FIDELITY_KEY = "top1_agreement"

@@ -186,9 +186,21 @@ class RecordFetcher:
             logger.warning("run %r: per-subject arrays of %r unreadable: %s", run, key, e)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        with self._lock:
-            self._subjects[(run, kind, key)] = arrays
+        if arrays:  # a miss is asked again: the file may come with a writer's retried upload
+            with self._lock:
+                self._subjects[(run, kind, key)] = arrays
         return arrays
+
+    def forget(self, run: str) -> None:
+        """Drop everything cached of ``run`` (its artifacts changed: a later upload)."""
+        with self._lock:
+            for cache in (self._subjects, self._records):
+                for key in [k for k in cache if k[0] == run]:
+                    data = cache.pop(key)
+                    if cache is self._records:
+                        self._record_bytes_total -= len(data)
+            self._record_dirs = {k for k in self._record_dirs if k[0] != run}
+            self._bundles_read = {k for k in self._bundles_read if k[0] != run}
 
 
 def _mlflow_exception():

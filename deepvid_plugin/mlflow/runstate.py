@@ -48,10 +48,19 @@ class RunState:
         self.located = False  # which layout holds this kind's data is known
         self.crcs: dict[tuple[str, int], int] = {}  # (key, step) -> CRC-32 the writer named
         self.bundles: dict[str, str] = {}  # key -> artifact path of its bundle (finished runs)
+        self.revision: str | None = None  # the run's revision tag when this was read
 
     def merge(self, iid: str, key: str, label: Any, image: Any, summary: dict | None) -> None:
-        inst = self.instances.setdefault(iid, {"key": key, "label": label, "image": None,
-                                               "steps": {}})
+        inst = self.instances.get(iid)
+        if inst is None:
+            try:
+                label = kinds.read_label(label, self.class_names)
+            except kinds.SummaryError as e:
+                self.warn(f"run {self.run!r}: the true label of {iid!r} is shown as unknown: "
+                          f"its stored {e}")
+                label = None
+            inst = self.instances[iid] = {"key": key, "label": label, "image": None,
+                                          "steps": {}}
         if image is not None and inst["image"] is None:
             inst["image"] = _decode_image(image)
         if summary is not None:
@@ -81,8 +90,10 @@ class RunState:
         return obj
 
     def _summary_ok(self, iid: str, summary: Any) -> bool:
-        if not isinstance(summary, dict) or "step" not in summary:
-            self.warn(f"run {self.run!r}: skipped a malformed summary of instance {iid!r}")
+        step = summary.get("step") if isinstance(summary, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            self.warn(f"run {self.run!r}: skipped a malformed summary of instance {iid!r} "
+                      f"(its step is {step!r:.40})")
             return False
         problem = kinds.summary_problem(kinds.get(self.kind), summary)
         if problem is not None:
@@ -92,7 +103,12 @@ class RunState:
             self.warn(f"run {self.run!r}: skipped instance {iid!r} at step {summary['step']}: "
                               f"{problem}")
             return False
-        kinds.read_summary(kinds.get(self.kind), summary)
+        try:
+            kinds.read_summary(kinds.get(self.kind), summary, len(self.class_names) or None)
+        except kinds.SummaryError as e:
+            self.warn(f"run {self.run!r}: skipped instance {iid!r} at step {step}: its "
+                      f"summary's {e}")
+            return False
         return True
 
     def read_index(self, text: str | None) -> None:

@@ -7,45 +7,50 @@ Works with the three ways people hold an MLflow run::
     MLflowSink(logger=MLFlowLogger(...))          # Lightning: logger.experiment is a client
 
 One write path for every kind: what differs between kinds (arrays stored once per subject,
-step summary, metrics, step image) is declared in the kind registry (:mod:`deepvid_plugin.core.kinds`).
+step summary) is declared in the kind registry (:mod:`deepvid_plugin.core.kinds`), what MLflow
+gets of each kind (metrics, step image) in :mod:`.hooks`, chosen per step in :mod:`.steps`; the
+index, viewer and bundles are :mod:`.finals`', the hold on the run (checking it, one writer,
+its tags) :mod:`.runlink`'s.
 
-Per step it costs one ``log_artifacts`` upload (every kind's records, per-subject arrays the first
-time, the step's summaries, under ``deepvid/<kind>/``) and one ``log_batch`` (each kind's metrics
-per subject, e.g. DeepVID's ``deepvid/fidelity/<key>`` and, for records with faithfulness
-evidence, ``deepvid/deletion_auc/<key>`` and ``deepvid/insertion_auc/<key>``; plus the mean
-headline, ``deepvid/fidelity_mean`` for DeepVID); one ``log_image`` per subject of a kind that
-draws one (DeepVID's ``render_weight_map``: weight and contribution over the instance, with
-colour bars, so MLflow's own image slider shows a readable timeline with no extra code) goes out
-on a background thread. Writes are buffered per step: a record of a new step, ``flush()`` or
-``close()`` uploads the buffered one. Every ``viewer_every`` uploaded steps, and on ``close()``,
-``deepvid/viewer.html`` (self-contained; DeepVID data) and ``deepvid/<kind>/index.json`` are
-rewritten; ``close()`` also writes one bundle per subject (:mod:`.bundle`), so readers of the
-finished run need one request per subject, not per step.
+What is sent per step: one ``log_artifacts`` (every kind's records, per-subject arrays the first
+time, the step's summaries, under ``deepvid/<kind>/``), one ``log_batch`` (each kind's metrics per
+subject, e.g. DeepVID's ``deepvid/fidelity/<key>`` and ``deepvid/deletion_auc/<key>``, plus the
+mean headline, ``deepvid/fidelity_mean``; and the run's ``deepvid.*`` tags), and one
+``log_image`` per subject of a kind that draws one (DeepVID's weight and contribution maps over
+the instance, so MLflow's own image slider shows a readable timeline). Every ``viewer_every``
+steps, and on ``close()``, ``deepvid/viewer.html`` and ``deepvid/<kind>/index.json`` are
+rewritten; ``close()`` also writes one bundle per subject (:mod:`.bundle`).
+
+Nothing written is lost while MLflow is away (``docs/reliability.md``). Records are kept on disk
+as they are written (:mod:`.written`); a record of a new step, ``flush()`` or ``close()`` turns
+the step into an upload waiting in a spool directory (:mod:`.spool`), which one background
+thread sends (:mod:`.uploader`) and deletes only once MLflow has accepted it. ``flush()`` waits
+for the uploads (raising :class:`MLflowUnavailableError` if MLflow does not take them) for at
+most ``flush_timeout_s`` without progress; a server that does not answer costs a probe of two
+seconds, not MLflow's minutes of retries. Failed uploads are retried at every flush and in the
+background, so they resume by themselves when the server is back.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import os
 import tempfile
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
+import weakref
 from typing import Any
 
 import numpy as np
 
-from deepvid_plugin.core import kinds
-from deepvid_plugin.core.encode import encode_image
-from deepvid_plugin.core.record import Record, encode_arrays
-from deepvid_plugin.mlflow import bundle, hooks, layout
+from deepvid_plugin.core import kinds, writers
+from deepvid_plugin.mlflow import finals, layout, reach
+from deepvid_plugin.mlflow.runlink import RunLink
+from deepvid_plugin.mlflow.spool import Item, Spool
+from deepvid_plugin.mlflow.steps import Written, step_upload
+from deepvid_plugin.mlflow.uploader import MLflowUnavailableError, Uploader
 from deepvid_plugin.mlflow.written import WrittenStore
 
-logger = logging.getLogger(__name__)
-
-#: steps of weight-map images that may wait for upload before write() blocks.
-_MAX_PENDING_IMAGE_STEPS = 4
+#: bytes of waiting uploads the spool may hold on disk before it drops the oldest.
+DEFAULT_MAX_SPOOL_BYTES = 2 << 30
 
 
 def deletion_auc_metric(key: str) -> str:
@@ -58,8 +63,10 @@ def insertion_auc_metric(key: str) -> str:
     return f"{layout.ROOT}/insertion_auc/{key}"
 
 
-#: MLflow's limit on metrics per log_batch request.
-_MAX_BATCH_METRICS = 1000
+def _non_negative(name: str, value: Any, what: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name}: expected a number >= 0 ({what}), got {value!r}")
+    return value
 
 
 class MLflowSink:
@@ -72,18 +79,26 @@ class MLflowSink:
         logger: a Lightning ``MLFlowLogger``; its ``experiment`` (a client) and ``run_id`` are
             used. On non-zero ranks it has no run, and this sink then writes nothing.
         tracking_uri: used only to build the default client.
-        viewer_every: rewrite ``deepvid/viewer.html`` every this many uploaded steps
+        viewer_every: rewrite ``deepvid/viewer.html`` every this many steps
             (``0``: only on ``close()``).
         log_images: also ``log_image`` each weight map (MLflow's native step slider).
         title: title of the viewer page (default: the run name).
         viewer_record_budget: bytes of full records (the detail panel) the viewer may carry;
             the newest steps of every instance that fit are kept (see :mod:`.pages`).
+        spool_dir: where records and waiting uploads are kept on disk (default: a new temporary
+            directory, deleted by ``close()`` once everything is uploaded).
+        max_spool_bytes: disk the waiting uploads may use; past it the oldest waiting step is
+            dropped with a warning (its records still reach the run in the final bundles).
+        flush_timeout_s: how long ``flush()`` waits for uploads that make no progress.
+        close_timeout_s: the same for ``close()``.
     """
 
     def __init__(self, run_id: str | None = None, *, client: Any = None, logger: Any = None,
                  tracking_uri: str | None = None, viewer_every: int = 10,
                  log_images: bool = True, title: str | None = None,
-                 viewer_record_budget: int = 3_000_000):
+                 viewer_record_budget: int = 3_000_000, spool_dir: str | None = None,
+                 max_spool_bytes: int = DEFAULT_MAX_SPOOL_BYTES,
+                 flush_timeout_s: float = 10.0, close_timeout_s: float = 60.0):
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
             raise TypeError(f"run_id: expected a non-empty str or None, got {run_id!r}")
         if isinstance(viewer_every, bool) or not isinstance(viewer_every, int) or viewer_every < 0:
@@ -95,17 +110,24 @@ class MLflowSink:
         if logger is not None and not hasattr(logger, "experiment"):
             raise TypeError(f"logger: expected a Lightning MLFlowLogger (with .experiment and "
                             f".run_id), got {type(logger).__name__}")
+        if isinstance(viewer_record_budget, bool) or not isinstance(viewer_record_budget, int) \
+                or viewer_record_budget < 0:
+            raise ValueError(f"viewer_record_budget: expected an int >= 0 (bytes), got "
+                             f"{viewer_record_budget!r}")
+        if spool_dir is not None and not isinstance(spool_dir, (str, os.PathLike)):
+            raise TypeError(f"spool_dir: expected a directory path or None, got "
+                            f"{type(spool_dir).__name__}")
         self._run_id = run_id
         self._client = client
         self._logger = logger
         self._tracking_uri = tracking_uri
         self.viewer_every = viewer_every
         self.log_images = bool(log_images)
-        if isinstance(viewer_record_budget, bool) or not isinstance(viewer_record_budget, int) \
-                or viewer_record_budget < 0:
-            raise ValueError(f"viewer_record_budget: expected an int >= 0 (bytes), got "
-                             f"{viewer_record_budget!r}")
         self.viewer_record_budget = viewer_record_budget
+        self.max_spool_bytes = int(_non_negative("max_spool_bytes", max_spool_bytes, "bytes"))
+        self.flush_timeout_s = float(_non_negative("flush_timeout_s", flush_timeout_s, "s"))
+        self.close_timeout_s = float(_non_negative("close_timeout_s", close_timeout_s, "s"))
+        self._spool_dir = None if spool_dir is None else os.fspath(spool_dir)
         self._title = title
         self._resolved = False
         self._disabled = False
@@ -113,13 +135,16 @@ class MLflowSink:
         self._keys: dict[tuple[str, str], str] = {}  # (kind, subject) -> layout key
         self._owners: dict[tuple[str, str], str] = {}  # (kind, key) -> subject (collisions)
         self._previous: dict[tuple[str, str], dict] = {}  # (kind, subject) -> last summary
-        self._subject_sent: set[tuple[str, str]] = set()  # per-subject data uploaded
-        self._buffer: list[tuple[Any, Record, dict]] = []
+        self._imaged: set[tuple[str, str]] = set()  # (kind, subject) whose image was handed over
+        self._buffer: list[Written] = []  # the step being written
         self._buffer_step: int | None = None
-        self._steps_uploaded = 0
+        self._steps_sealed = 0
+        self._last_seq: int | None = None  # the newest upload handed to the uploader
+        self._writer = writers.WriterId.new()
+        self._link: RunLink | None = None
         self._store: WrittenStore | None = None
-        self._image_pool: ThreadPoolExecutor | None = None
-        self._image_jobs: list[Future] = []
+        self._spool: Spool | None = None
+        self._uploader: Uploader | None = None
 
     # ---- run resolution ----------------------------------------------------------------------
     @property
@@ -127,7 +152,15 @@ class MLflowSink:
         self._resolve()
         return self._run_id
 
+    @property
+    def spool_dir(self) -> str | None:
+        """Where this sink keeps its records and waiting uploads (``None`` before the first
+        write)."""
+        return None if self._spool is None else self._spool.root
+
     def _resolve(self) -> None:
+        """Find the run (no request to the tracking server, so a dead one costs nothing here);
+        when the server answers, check the run and claim it at once (:meth:`_contact`)."""
         if self._resolved:
             return
         if self._logger is not None:
@@ -152,17 +185,35 @@ class MLflowSink:
 
             self._client = MlflowClient(tracking_uri=self._tracking_uri)
         if not self._disabled:
-            run = self._client.get_run(self._run_id)  # fails early, naming the run, if unknown
-            self._store = WrittenStore(self._run_id, run.info.run_name or self._run_id)
-            self._client.set_tag(self._run_id, layout.LAYOUT_TAG, str(layout.LAYOUT_VERSION))
+            root = self._spool_dir or tempfile.mkdtemp(prefix="deepvid-mlflow-")
+            if self._spool_dir is not None:
+                root = os.path.join(root, f"{self._run_id}-{self._writer.id}")
+            self._spool = Spool(root, self.max_spool_bytes)
+            self._store = WrittenStore(self._run_id, self._run_id, os.path.join(root, "written"))
+            self._link = RunLink(self._client, self._run_id, self._writer, self._store)
+            # The upload thread holds the link, not the sink: a sink dropped without close()
+            # lets go of its run when collected, and what it owed is still sent.
+            self._uploader = Uploader(self._spool, self._client, self._run_id,
+                                      contact=self._link.contact, draw=self._link.draw,
+                                      tags=self._link.tags)
+            writers.opened(self._writer)
+            self._finalizer = weakref.finalize(self, _let_go, self._uploader, self._writer)
         self._resolved = True
+        if not self._disabled and self._uploader.answers():
+            self._link.contact()  # an unknown run or another live writer is named right away
+
+    def claim(self) -> None:
+        """Check the run and claim it for this writer now, when the server answers (callbacks
+        call it in their constructor, so a wrong run id or a second writer is refused before
+        training starts); otherwise the first upload does it."""
+        self._resolve()
 
     # ---- Sink protocol -----------------------------------------------------------------------
     def write(self, record: Any, step: int) -> None:
-        """Buffer ``record`` (a :class:`~deepvid_plugin.core.record.Record` of a registered kind,
-        or its typed view) at ``step`` (``step`` wins
-        over ``record.step``, as a ``SummaryWriter``'s step does); a record of a new step
-        uploads the previous one."""
+        """Keep ``record`` (a :class:`~deepvid_plugin.core.record.Record` of a registered kind,
+        or its typed view) at ``step`` (``step`` wins over ``record.step``, as a
+        ``SummaryWriter``'s step does); a record of a new step hands the previous one to the
+        uploader. Touches only the local disk."""
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
             raise TypeError(f"step: expected an int, got {type(step).__name__} {step!r}")
         kind, env = kinds.prepare(record)
@@ -175,39 +226,76 @@ class MLflowSink:
         if env.step != step:
             env = dataclasses.replace(env, step=step)
         if self._buffer_step is not None and step != self._buffer_step:
-            self._upload()
+            self._seal()
         subject = (kind.name, env.subject)
-        self._key(*subject)
-        if any((k.name, e.subject) == subject for k, e, _ in self._buffer):
+        key = self._key(*subject)
+        if any((k.name, e.subject) == subject for k, e, _, _ in self._buffer):
             raise ValueError(f"record: {kind.name} subject {env.subject!r} was already written "
                              f"at step {step}")
         summary = kinds.summarize(env, self._previous.get(subject))
-        self._previous[subject] = summary
-        self._buffer.append((kind, env, summary))
-        self._buffer_step = step
         once = {n: env.arrays[n] for n in kind.per_subject
                 if n in env.arrays and env.arrays[n].size > 0}
-        self._store.add(env, summary, env.without(kind.per_subject).encode(), once)
+        first = self._store.add(env, key, summary, env.without(kind.per_subject).encode(), once)
+        self._previous[subject] = summary
+        self._buffer.append((kind, env, summary, first))
+        self._buffer_step = step
 
     def flush(self) -> None:
-        """Upload the buffered step, so readers see everything written so far (the weight-map
-        step images follow in the background; :meth:`close` waits for them)."""
-        if self._resolved and not self._disabled:
-            self._upload()
-            self._raise_image_errors(wait=False)
+        """Hand the step being written to the uploader and wait until MLflow has everything
+        written so far.
+
+        Raises:
+            MLflowUnavailableError: MLflow did not take it (it waits on disk and is retried).
+        """
+        if self._resolved and not self._disabled and not self._closed:
+            self._seal()
+            self._wait(self.flush_timeout_s)
 
     def close(self) -> None:
-        """Flush, then write the final ``viewer.html`` and ``index.json``. Idempotent."""
+        """Flush, then write the final ``viewer.html``, ``index.json`` and bundles and wait for
+        every upload (``close_timeout_s`` without progress at most). Idempotent.
+
+        Raises:
+            MLflowUnavailableError: uploads are still owed; they stay in :attr:`spool_dir` and
+                are retried in the background while this process runs.
+        """
         if self._closed:
             return
+        self._closed = True
+        if not self._resolved or self._disabled:
+            return
         try:
-            if self._resolved and not self._disabled:
-                self._upload(final=True)
+            self._seal()
+            if self._store.by_kind:
+                self._seal_final()
+            self._wait(self.close_timeout_s, whole=True)
         finally:
-            self._closed = True
-            if self._image_pool is not None:
-                self._image_pool.shutdown(wait=True)
-        self._raise_image_errors(wait=True)
+            # Uploads still owed keep going while this process lives; the spool goes when done.
+            self._finalizer()
+
+    def save_artifact(self, name: str, write: Any, folder: str) -> None:
+        """Upload a file (``write(path)`` makes it) to ``folder`` of the run, through the same
+        spool as the records (a fitted VAE saved by an explainer)."""
+        self._resolve()
+        if self._disabled:
+            return
+        builder = self._spool.begin()
+        try:
+            write(os.path.join(builder.artifacts, name))
+            item = self._spool.commit(builder, {"label": f"artifact {folder}/{name}",
+                                                "artifact_path": folder})
+        except BaseException:
+            self._spool.discard(builder)
+            raise
+        self._handed(item)
+        self._wait(self.flush_timeout_s)
+
+    def reachable(self) -> bool:
+        """Whether the tracking server answers now (a switched-off sink comes back when it
+        does; see ``callbacks/safety.py``)."""
+        if self._uploader is not None:
+            return self._uploader.answers()
+        return reach.probe(reach.tracking_uri_of(self._client) or self._tracking_uri) is None
 
     def __enter__(self) -> MLflowSink:
         return self
@@ -227,160 +315,69 @@ class MLflowSink:
             self._keys[(kind, subject)], self._owners[(kind, key)] = key, subject
         return key
 
-    def _upload(self, final: bool = False) -> None:
+    def _handed(self, item: Item) -> None:
+        self._last_seq = item.seq
+        self._uploader.kick()
+
+    def _wait(self, timeout_s: float, whole: bool = False) -> None:
+        if self._last_seq is not None:
+            self._uploader.wait(self._last_seq, timeout_s, whole=whole)
+        skipped, self._uploader.skipped = self._uploader.skipped, []
+        if skipped:
+            raise RuntimeError(f"deepvid: step images that could not be drawn were left out "
+                               f"of run {self._run_id}: {'; '.join(skipped)}")
+
+    def _seal(self) -> None:
+        """Turn the step being written into an upload waiting in the spool (disk only)."""
         buffered, step = self._buffer, self._buffer_step
         self._buffer, self._buffer_step = [], None
-        if buffered:
-            self._upload_step(step, buffered)
-            self._steps_uploaded += 1
-        due = (self.viewer_every and buffered and self._steps_uploaded % self.viewer_every == 0)
-        if (final and self._store.by_kind) or due:
-            self._upload_viewer(final=final)
+        if not buffered:
+            return
+        builder = self._spool.begin()
+        try:
+            metrics, images = step_upload(step, buffered, builder, self._store, self._imaged,
+                                          self.log_images)
+            self._steps_sealed += 1
+            if self.viewer_every and self._steps_sealed % self.viewer_every == 0:
+                finals.add_index_and_viewer(builder, self._store, self._title,
+                                            self.viewer_record_budget)
+            item = self._spool.commit(builder, {
+                "label": f"step {step}", "step": step, "artifact_path": layout.ROOT,
+                "metrics": metrics, "images": images})
+        except BaseException:
+            self._spool.discard(builder)
+            raise
+        self._handed(item)
 
-    def _upload_step(self, step: int, buffered: list[tuple[Any, Record, dict]]) -> None:
-        from mlflow.entities import Metric
-
-        started = time.perf_counter()
-        metrics, images = [], []
-        now = int(time.time() * 1000)
-        by_kind: dict[str, list[tuple[Any, Record, dict]]] = {}
-        for item in buffered:
-            by_kind.setdefault(item[0].name, []).append(item)
-        with tempfile.TemporaryDirectory(prefix="deepvid-mlflow-") as tmp:
-            for name, items in by_kind.items():
-                kind, where = items[0][0], os.path.join(tmp, name)
-                data = self._store.by_kind[name]
-                entries, headlines = [], []
-                for _, env, summary in items:
-                    subject, key = env.subject, self._keys[(name, env.subject)]
-                    path = os.path.join(where, "records", layout.record_file(key, step))
-                    os.makedirs(os.path.dirname(path), exist_ok=True)
-                    blob = data.blobs[(subject, step)]
-                    with open(path, "wb") as f:
-                        f.write(blob)
-                    entry = {"id": subject, "key": key, "label": data.labels[subject],
-                             "summary": summary, "record_crc32": bundle.crc32(blob)}
-                    if (name, subject) not in self._subject_sent:
-                        # First sighting: the instance image and the per-subject arrays, once.
-                        if data.images[subject] is not None:
-                            entry["image"] = encode_image(data.images[subject])
-                        if subject in data.once:
-                            spath = os.path.join(where, "subjects",
-                                                 layout.paths(name).subject_file(key))
-                            os.makedirs(os.path.dirname(spath), exist_ok=True)
-                            with open(spath, "wb") as f:
-                                f.write(encode_arrays(data.once[subject]))
-                        self._subject_sent.add((name, subject))
-                    entries.append(entry)
-                    backend = hooks.of(kind)
-                    for metric_name, value in hooks.metrics(kind, env, summary).items():
-                        metrics.append(Metric(layout.metric(name, metric_name, key,
-                                                            backend.subject_first_metrics),
-                                              value, now, step))
-                        if metric_name == backend.headline_metric:
-                            headlines.append(value)
-                    if self.log_images and backend.step_image is not None:
-                        images.append((layout.image_key(key, name), env, backend.step_image))
-                if headlines:
-                    metrics.append(Metric(layout.mean_metric(name), float(np.mean(headlines)),
-                                          now, step))
-                os.makedirs(os.path.join(where, "steps"))
-                with open(os.path.join(where, "steps", layout.step_file(step)), "w",
-                          encoding="utf-8") as f:
-                    json.dump({"layout": layout.LAYOUT_VERSION, "kind": name, "step": step,
-                               "class_names": list(data.class_names), "instances": entries},
-                              f, separators=(",", ":"), allow_nan=False)
-            # One upload for the whole step; steps/ last in the listing order does not matter
-            # because readers treat a summary whose record is missing as a skipped record.
-            self._client.log_artifacts(self._run_id, tmp, artifact_path=layout.ROOT)
-        for start in range(0, len(metrics), _MAX_BATCH_METRICS):
-            self._client.log_batch(self._run_id,
-                                   metrics=metrics[start:start + _MAX_BATCH_METRICS])
-        if images:
-            # Each log_image costs three requests (PNG, WebP thumbnail, tag), about 10x the
-            # rest of the step, and drawing one costs ~9 ms, so both happen on one background
-            # thread (records are frozen); close() waits for them.
-            self._submit_images(step, images)
-        logger.debug("deepvid: step %d (%d records) logged to MLflow run %s in %.3fs", step,
-                     len(buffered), self._run_id, time.perf_counter() - started)
-
-    def _submit_images(self, step: int, images: list[tuple[str, Record, Any]]) -> None:
-        if self._image_pool is None:
-            self._image_pool = ThreadPoolExecutor(max_workers=1,
-                                                  thread_name_prefix="deepvid-mlflow-images")
-        client, run_id = self._client, self._run_id
-
-        def send() -> None:
-            for key, env, draw in images:
-                client.log_image(run_id, draw(env), key=key, step=step)
-
-        self._image_jobs.append(self._image_pool.submit(send))
-        # Back-pressure: a training loop faster than the uploads must not queue without bound.
-        while len(self._image_jobs) > _MAX_PENDING_IMAGE_STEPS:
-            self._image_jobs.pop(0).result()
-        self._raise_image_errors(wait=False)
-
-    def _raise_image_errors(self, wait: bool) -> None:
-        """Re-raise the first failed image upload in the caller's thread (never swallowed)."""
-        pending = []
-        for job in self._image_jobs:
-            if wait or job.done():
-                job.result()
-            else:
-                pending.append(job)
-        self._image_jobs = pending
-
-    def _upload_viewer(self, final: bool = False) -> None:
-        from deepvid_plugin.api import viewer
-        from deepvid_plugin.mlflow import pages
-
-        store = self._store
-        html = None
-        if store.by_kind:  # the frontend has a view for every kind
-            title = self._title or f"DeepVID: {store.name}"
-            snap = pages.budgeted_snapshot(store, [store.run],
-                                           record_budget=self.viewer_record_budget)
-            html = viewer.standalone_html(snap, title=title)
-        if final:
-            # Before index.json and the viewer, in their own upload: a reader that lists a
-            # bundle finds it whole (readers use bundles of finished runs only anyway).
-            self._upload_bundles()
-        with tempfile.TemporaryDirectory(prefix="deepvid-mlflow-") as tmp:
-            for name, data in store.by_kind.items():
-                index = {"layout": layout.LAYOUT_VERSION, "kind": name,
-                         "class_names": list(data.class_names),
-                         "steps": sorted({s for steps in data.summaries.values() for s in steps}),
-                         "instances": [{"id": iid, "key": self._keys[(name, iid)],
-                                        "label": data.labels[iid],
-                                        "image": None if data.images[iid] is None
-                                        else encode_image(data.images[iid]),
-                                        "summaries": [s for _, s in sorted(steps.items())],
-                                        "record_crc32": [bundle.crc32(data.blobs[(iid, step)])
-                                                         for step in sorted(steps)]}
-                                       for iid, steps in data.summaries.items()]}
-                os.makedirs(os.path.join(tmp, name))
-                with open(os.path.join(tmp, name, "index.json"), "w", encoding="utf-8") as f:
-                    json.dump(index, f, separators=(",", ":"), allow_nan=False)
-            if html is not None:
-                with open(os.path.join(tmp, "viewer.html"), "w", encoding="utf-8") as f:
-                    f.write(html)
-            self._client.log_artifacts(self._run_id, tmp, artifact_path=layout.ROOT)
-
-    def _upload_bundles(self) -> None:
-        store = self._store
-        with tempfile.TemporaryDirectory(prefix="deepvid-mlflow-") as tmp:
-            for name, data in store.by_kind.items():
-                os.makedirs(os.path.join(tmp, name, "bundles"))
-                for iid, steps in data.summaries.items():
-                    key = self._keys[(name, iid)]
-                    once = data.once.get(iid)
-                    blob = bundle.encode_bundle(
-                        iid, key, [(step, data.blobs[(iid, step)]) for step in sorted(steps)],
-                        subject=None if not once else encode_arrays(once), kind=name)
-                    with open(os.path.join(tmp, name, "bundles", layout.bundle_file(key)),
-                              "wb") as f:
-                        f.write(blob)
-            self._client.log_artifacts(self._run_id, tmp, artifact_path=layout.ROOT)
+    def _seal_final(self) -> None:
+        """The last uploads: every subject's bundle, then index.json and the viewer, covering
+        everything this sink holds (steps whose own upload was dropped included)."""
+        builder = self._spool.begin()
+        try:
+            finals.add_bundles(builder, self._store)
+            item = self._spool.commit(builder, {"label": "bundles", "artifact_path": layout.ROOT})
+        except BaseException:
+            self._spool.discard(builder)
+            raise
+        self._handed(item)
+        # In their own upload after the bundles: a reader that lists a bundle finds it whole.
+        builder = self._spool.begin()
+        try:
+            finals.add_index_and_viewer(builder, self._store, self._title,
+                                        self.viewer_record_budget)
+            item = self._spool.commit(builder, {"label": "index and viewer", "final": True,
+                                                "artifact_path": layout.ROOT})
+        except BaseException:
+            self._spool.discard(builder)
+            raise
+        self._handed(item)
 
 
-__all__ = ["MLflowSink", "deletion_auc_metric", "insertion_auc_metric"]
+def _let_go(uploader: Uploader, writer: writers.WriterId) -> None:
+    """The sink is closed or gone: its run is free, its owed uploads finish on their own."""
+    writers.closed(writer)
+    uploader.finish()
+
+
+__all__ = ["DEFAULT_MAX_SPOOL_BYTES", "MLflowSink", "MLflowUnavailableError",
+           "deletion_auc_metric", "insertion_auc_metric"]

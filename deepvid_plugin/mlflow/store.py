@@ -31,7 +31,7 @@ import numpy as np
 from deepvid_plugin.core import kinds
 from deepvid_plugin.core.record import Record, RecordDecodeError
 from deepvid_plugin.core.store import InstanceOverview, NoDataError, RunOverview
-from deepvid_plugin.mlflow import layout
+from deepvid_plugin.mlflow import bundle, layout
 from deepvid_plugin.mlflow.records import RecordFetcher
 from deepvid_plugin.mlflow.runstate import RunState
 
@@ -158,12 +158,20 @@ class MLflowStore:
         key = inst["key"]
         data = self._fetch.record_bytes(state, key, int(step))
         env = Record.decode(data)  # RecordDecodeError / NewerSchemaError propagate
+        named = state.crcs.get((key, int(step)))
+        if named is not None and bundle.crc32(data) != named:
+            # Two writers on one run overwrite each other's files: never serve one writer's
+            # record under the other's summary.
+            raise RecordDecodeError(f"artifact {state.paths.records}/"
+                                    f"{layout.record_file(key, step)} is not the record its step "
+                                    f"summary names (CRC mismatch): another writer overwrote one "
+                                    f"of them; log each run from one process")
         if env.kind != kind or env.subject != instance or env.step != int(step):
             raise RecordDecodeError(f"artifact {state.paths.records}/"
                                     f"{layout.record_file(key, step)} holds {env.kind} subject "
                                     f"{env.subject!r} step {env.step}, expected {kind} "
                                     f"{instance!r} step {step}")
-        kinds.check(env)  # UnsupportedKindError (newer kind_version) propagates
+        env = kinds.validated(env)  # newer kind_version, broken rules: the API answers 404
         once = self._fetch.subject_arrays(state, key)
         if once:
             try:
@@ -180,12 +188,23 @@ class MLflowStore:
             raise KeyError(run)
         with self._lock:
             state = self._states.get((run, kind))
-            if state is not None and (state.complete or
-                                      time.monotonic() - state.refreshed < self.live_ttl_s):
+            if state is not None and time.monotonic() - state.refreshed < self.live_ttl_s:
                 return state
-            info = self._run_info(run)
+            found = self._get_run(run)
+            info, revision = found.info, found.data.tags.get(layout.REVISION_TAG)
+            if state is not None and state.complete and state.revision == revision:
+                state.refreshed = time.monotonic()
+                return state  # finished and unchanged: nothing to list again
+            if state is not None and state.revision != revision:
+                # The writer uploaded more (a retried step, bundles after the run ended): what
+                # was read of the run, misses included, may be out of date.
+                for key in [k for k in self._states if k[0] == run]:
+                    del self._states[key]
+                self._fetch.forget(run)
+                state = None
             if state is None:
                 state = RunState(run, kind)
+                state.revision = revision
             state.name = info.run_name or run
             state.artifact_uri = info.artifact_uri
             state.finished = info.status in _FINISHED
@@ -195,10 +214,13 @@ class MLflowStore:
             return state
 
     def _run_info(self, run: str):
+        return self._get_run(run).info
+
+    def _get_run(self, run: str):
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.get_run(run).info
+            return self.client.get_run(run)
         except MlflowException as e:
             if getattr(e, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE",
                                                  "NOT_FOUND"):

@@ -67,6 +67,9 @@ class DeepVIDPlugin(base_plugin.TBPlugin):
     def __init__(self, context: base_plugin.TBContext):
         self._data_provider = context.data_provider
         self._cache = OverviewCache()
+        # Only to read the writers' manifests beside local event files (.manifest): the data
+        # itself is read through the data provider alone.
+        self._logdir = getattr(context, "logdir", None) or None
 
     def get_plugin_apps(self):
         # One WSGI app per entry of the shared route table: a new route needs no edit here.
@@ -85,7 +88,8 @@ class DeepVIDPlugin(base_plugin.TBPlugin):
     # ---- routes: parse the request, call the *_impl in deepvid_plugin.api ---------------------
     def _store(self, request) -> DataProviderStore:
         return DataProviderStore(self._data_provider, plugin_util.context(request.environ),
-                                 plugin_util.experiment_id(request.environ), self._cache)
+                                 plugin_util.experiment_id(request.environ), self._cache,
+                                 logdir=self._logdir)
 
     def _answer(self, request, work: Callable[[DataProviderStore], dict]):
         try:

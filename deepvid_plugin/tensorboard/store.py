@@ -13,6 +13,7 @@ import base64
 import collections
 import io
 import logging
+import os
 import re
 import threading
 import warnings
@@ -26,14 +27,22 @@ from tensorboard.data import provider
 from deepvid_plugin import api
 from deepvid_plugin.core import kinds
 from deepvid_plugin.core.record import Record, RecordDecodeError, decode_arrays
-from deepvid_plugin.tensorboard import metadata
+from deepvid_plugin.tensorboard import losses, manifest, metadata
 
-__all__ = ["DataProviderStore", "OverviewCache"]
+__all__ = ["DataProviderStore", "OverviewCache", "blob_key_hint"]
 
 logger = logging.getLogger(__name__)
 
 # Large enough to keep every step: downsampling is decided by --samples_per_plugin (see loader).
-_ALL = 1_000_000_000
+_ALL = losses.ALL
+
+
+def blob_key_hint(run: str, error: object) -> str:
+    """What to tell a user whose run TensorBoard's fast loader cannot read records of."""
+    return (f"TensorBoard cannot read the records of run {run!r} with its fast loader: a run "
+            f"name holding a double quote or a backslash breaks RustBoard's blob keys "
+            f"({error}). Start TensorBoard with --load_fast=false, or rename the run's "
+            f"directory without those characters; its overview still reads")
 
 
 def _natural_key(s: str) -> list[Any]:
@@ -99,8 +108,10 @@ class DataProviderStore:
     """
 
     def __init__(self, data_provider: provider.DataProvider, ctx: Any = None,
-                 experiment_id: str = "", cache: OverviewCache | None = None):
+                 experiment_id: str = "", cache: OverviewCache | None = None,
+                 logdir: str | None = None):
         self._dp = data_provider
+        self._logdir = logdir  # where run directories are, to read writers' manifests
         self._ctx = ctx if ctx is not None else tb_context.RequestContext()
         self._eid = experiment_id
         self._cache = cache
@@ -194,6 +205,8 @@ class DataProviderStore:
             by_subject.setdefault(info.subject, []).append(tag_name)
         class_names: list[str] = []
         instances = []
+        records = self._record_steps(run, kind_name, list(by_subject))
+        mixed: list[str] = []
         for subject in sorted(by_subject, key=_natural_key):
             tags = sorted(by_subject[subject], key=lambda t: summary_tags[t].legacy,
                           reverse=True)  # version-1 series first: a resumed run's newer wins
@@ -209,10 +222,52 @@ class DataProviderStore:
                              f"metadata is unreadable ({e})")
                 continue
             class_names = class_names or [str(c) for c in content.get("class_names", [])]
-            steps = self._steps(run, kind, subject,
-                                [d for t in tags for d in data.get(t, [])], warns)
+            try:
+                label = kinds.read_label(label, class_names)
+            except kinds.SummaryError as e:
+                warns.append(f"the true label of {subject!r} in run {run!r} is shown as "
+                             f"unknown: its stored {e}")
+                label = None
+            points = [d for t in tags for d in data.get(t, [])]
+            if losses.interleaved(points):  # two writers at once: keep what belongs together
+                points, dropped = losses.matching(points, records.times(subject))
+                mixed.append(subject + (f" (steps {dropped} left out)" if dropped else ""))
+            steps = self._steps(run, kind, subject, points, warns, len(class_names) or None)
             instances.append(api.InstanceOverview(subject, label, image, steps))
+        if mixed:
+            warns.append(f"run {run!r} was written by several writers at the same time (two "
+                         f"callbacks or processes on one log directory); TensorBoard's reader "
+                         f"mixes their events, so only summaries whose record it kept are shown "
+                         f"for {', '.join(map(repr, mixed[:6]))}{' ...' if len(mixed) > 6 else ''}"
+                         f". Log each run to its own directory")
+        self._check_manifests(run, kind_name, instances, records, warns)
         return self._done(api.RunOverview(class_names, instances, warns))
+
+    def _run_dir(self, run: str) -> str | None:
+        """The run's directory on this machine, when TensorBoard reads a local logdir."""
+        if not self._logdir or "://" in self._logdir:
+            return None
+        path = self._logdir if run == "." else os.path.join(self._logdir, run)
+        return path if os.path.isdir(path) else None
+
+    def _record_steps(self, run: str, kind: str, subjects: list[str]) -> losses.RecordSteps:
+        return losses.RecordSteps(self._dp, self._ctx, self._eid, run, kind, subjects)
+
+    def _check_manifests(self, run: str, kind: str, instances: list,
+                         records: losses.RecordSteps, warns: list[str]) -> None:
+        """Warn about records the run's writers logged that TensorBoard does not show."""
+        directory = self._run_dir(run)
+        expected = None if directory is None else manifest.written(directory, kind)
+        if not expected:
+            return
+        if len(records.subjects) == 1:  # one subject's timeline: only its own losses
+            expected = {s: v for s, v in expected.items() if s in records.subjects}
+        seen = {i.id: {s["step"] for s in i.steps} & set(records.times(i.id))
+                for i in instances}
+        gaps = manifest.missing(expected, seen)
+        if gaps:
+            warns.append(losses.gaps_warning(run, kind, gaps,
+                                             sum(len(v) for v in expected.values())))
 
     @staticmethod
     def _done(ov: api.RunOverview) -> api.RunOverview:
@@ -221,7 +276,8 @@ class DataProviderStore:
         return ov
 
     @staticmethod
-    def _steps(run: str, kind, iid: str, data, warns: list[str]) -> list[dict[str, Any]]:
+    def _steps(run: str, kind, iid: str, data, warns: list[str],
+               n_classes: int | None) -> list[dict[str, Any]]:
         by_step: dict[int, dict[str, Any]] = {}
         for datum in data:
             where = f"instance {iid!r} at step {datum.step} in run {run!r}"
@@ -235,8 +291,12 @@ class DataProviderStore:
             if problem is not None:
                 warns.append(f"{where} was skipped: {problem}")
                 continue
-            summary = kinds.read_summary(kind, summary)
             summary["step"] = int(datum.step)
+            try:
+                summary = kinds.read_summary(kind, summary, n_classes)
+            except kinds.SummaryError as e:
+                warns.append(f"{where} was skipped: its summary's {e}")
+                continue
             by_step[int(datum.step)] = summary  # a re-written step (resumed run): last one wins
         return api.with_changed([by_step[s] for s in sorted(by_step)])
 
@@ -258,9 +318,12 @@ class DataProviderStore:
         matching = next((m for m in ([d for d in seqs.get(t, []) if d.step == step]
                                      for t in tags[::2]) if m), None)
         if not matching:
+            if step in self._record_steps(run, kind, [instance]).summary_steps(instance):
+                raise RecordDecodeError(
+                    "its summary is there but TensorBoard has no readable record of it: the "
+                    "run's event file is damaged at that step")
             raise KeyError((run, instance, step))
-        env = Record.decode(self._blob(matching[-1]))
-        kinds.check(env)
+        env = kinds.validated(Record.decode(self._blob(matching[-1], run)))
         once = self._subject_arrays(run, instance, seqs, tags)
         if once:
             try:
@@ -279,7 +342,7 @@ class DataProviderStore:
             if not data:
                 continue
             try:
-                blob = self._blob(data[-1])
+                blob = self._blob(data[-1], run)
                 if tag_name == tags[1]:
                     return decode_arrays(blob)
                 return {"neighbours": np.load(io.BytesIO(blob), allow_pickle=False)}
@@ -289,10 +352,17 @@ class DataProviderStore:
                 warnings.warn(msg, stacklevel=3)
         return {}
 
-    def _blob(self, datum) -> bytes:
+    def _blob(self, datum, run: str) -> bytes:
         if not datum.values:
             raise RecordDecodeError(f"empty blob sequence at step {datum.step}")
         try:
             return self._dp.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
         except tb_errors.NotFoundError as e:
-            raise KeyError(str(e)) from e
+            # Listed, yet not readable: RustBoard kept the event's entry but not its bytes
+            # (a damaged event file).
+            raise RecordDecodeError(f"TensorBoard lists it but cannot read it ({e}): the run's "
+                                    f"event file is damaged at step {datum.step}") from e
+        except tb_errors.InvalidArgumentError as e:
+            # RustBoard (--load_fast=true) cannot parse its own blob keys for run names that
+            # hold a double quote or a backslash; the summaries (tensors) still read.
+            raise api.ApiError(400, blob_key_hint(run, e)) from None

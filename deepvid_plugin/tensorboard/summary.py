@@ -36,6 +36,9 @@ from deepvid_plugin.core import kinds
 from deepvid_plugin.core.encode import encode_image
 from deepvid_plugin.core.record import Record, encode_arrays
 from deepvid_plugin.tensorboard import metadata
+from deepvid_plugin.tensorboard.eventfile import EventFile
+from deepvid_plugin.tensorboard.lock import RunLock, check_run_dir
+from deepvid_plugin.tensorboard.manifest import Manifest
 
 
 def _string_tensor(values: list[bytes], scalar: bool = False) -> tensor_pb2.TensorProto:
@@ -51,10 +54,8 @@ class _EventWriter:
     def __init__(self, target: Any):
         self.owned = isinstance(target, (str, os.PathLike))
         if self.owned:
-            # Imported here: the writer thread is only needed when we own the event file.
-            from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
-            self._file = EventFileWriter(os.fspath(target))
+            # Written in the caller's thread, whole events or nothing (see .eventfile).
+            self._file = EventFile(os.fspath(target))
             self._add = lambda s, step: self._file.add_event(
                 event_pb2.Event(summary=s, step=step, wall_time=time.time()))
         elif hasattr(target, "_get_file_writer"):  # torch's SummaryWriter (also Lightning's)
@@ -65,6 +66,17 @@ class _EventWriter:
                 "writer: expected a torch.utils.tensorboard.SummaryWriter, a Lightning "
                 "TensorBoardLogger (or its .experiment), or a logdir path; got "
                 f"{type(target).__module__}.{type(target).__qualname__}")
+
+    @staticmethod
+    def directory(target: Any) -> str:
+        """The run directory ``target`` (a path or a ``SummaryWriter``) writes to."""
+        if isinstance(target, (str, os.PathLike)):
+            return os.path.abspath(os.fspath(target))
+        found = getattr(target, "log_dir", None) or getattr(target, "get_logdir", lambda: None)()
+        if not found:
+            raise TypeError(f"writer: expected a SummaryWriter with a log_dir, got "
+                            f"{type(target).__name__}")
+        return os.path.abspath(os.fspath(found))
 
     def add(self, summary: summary_pb2.Summary, step: int) -> None:
         self._add(summary, step)
@@ -113,7 +125,16 @@ class TensorBoardSink:
     """
 
     def __init__(self, writer: Any):
-        self._writer = _EventWriter(_unwrap(writer))
+        target = _unwrap(writer)
+        if isinstance(target, (str, os.PathLike)) or hasattr(target, "_get_file_writer"):
+            # Both refused before a file of ours is made: a run TensorBoard could not read back,
+            # and a second writer on one run directory (the message names the first).
+            directory = _EventWriter.directory(target)
+            check_run_dir("logdir", directory)
+            self._run_lock = RunLock(directory, owner=self)
+            # what this writer wrote, so readers can tell what TensorBoard lost (.manifest)
+            self._manifest = Manifest(directory, self._run_lock.writer.id)
+        self._writer = _EventWriter(target)  # a TypeError naming what it got, for the rest
         self._started: set[tuple[str, str]] = set()  # (kind, subject) with metadata written
         self._with_subject: set[tuple[str, str]] = set()  # (kind, subject): per-subject arrays out
         self._previous: dict[tuple[str, str], dict] = {}
@@ -151,6 +172,7 @@ class TensorBoardSink:
                             _string_tensor([encode_arrays(once)]))
                 self._with_subject.add(key)
             self._writer.add(summary, step)
+            self._manifest.add(kind.name, env.subject, step)
             self._started.add(key)
             self._previous[key] = step_summary
 
@@ -174,12 +196,18 @@ class TensorBoardSink:
         with self._lock:
             if not self._closed:
                 self._writer.flush()
+                self._manifest.save()  # after the events it lists are on disk
+                self._run_lock.touch()
 
     def close(self) -> None:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._writer.close()
+                try:
+                    self._writer.close()
+                    self._manifest.save()
+                finally:
+                    self._run_lock.release()
 
     def __enter__(self) -> TensorBoardSink:
         return self

@@ -57,6 +57,8 @@ class MLflowServer:
     process: subprocess.Popen
     log_path: Path
     _log_file: object = field(repr=False, default=None)
+    _cmd: list = field(repr=False, default_factory=list)
+    _env: dict = field(repr=False, default_factory=dict)
 
     def client(self):
         from mlflow import MlflowClient
@@ -77,6 +79,18 @@ class MLflowServer:
         """SIGKILL the whole server right now (simulates a crash / network loss mid-training)."""
         self._signal_group(signal.SIGKILL)
         self.process.wait(timeout=30)
+
+    def restart(self, timeout_s: float = _STARTUP_TIMEOUT_S) -> None:
+        """Start the server again on the same port, backend store and artifact root (after
+        :meth:`kill` or :meth:`stop`): what a client sees when its server comes back."""
+        if self.alive:
+            raise RuntimeError("restart: the server is still running; kill() or stop() it first")
+        self.stop()
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop()
+        self.process = subprocess.Popen(self._cmd, cwd=self.root, stdout=self._log_file,
+                                        stderr=subprocess.STDOUT, env=self._env,
+                                        start_new_session=True)
+        _wait_healthy(self, timeout_s)
 
     def stop(self) -> None:
         """Graceful stop; escalates to SIGKILL after 10 s."""
@@ -136,7 +150,14 @@ def start_mlflow_server(root: Path, app_name: str | None = None,
     server = MLflowServer(url=f"http://127.0.0.1:{port}", port=port, root=root,
                           backend_store_uri=backend, artifacts_destination=artifacts,
                           app_name=app_name, process=proc, log_path=log_path,
-                          _log_file=log_file)
+                          _log_file=log_file, _cmd=cmd, _env=env)
+    _wait_healthy(server, timeout_s)
+    return server
+
+
+def _wait_healthy(server: MLflowServer, timeout_s: float) -> None:
+    """Wait for ``/health``; stop the server and raise (with its log) if it never answers."""
+    proc = server.process
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not server.alive:
@@ -145,7 +166,7 @@ def start_mlflow_server(root: Path, app_name: str | None = None,
         try:
             with urllib.request.urlopen(server.url + "/health", timeout=2) as r:
                 if r.status == 200:
-                    return server
+                    return
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass
         time.sleep(0.25)

@@ -147,6 +147,8 @@ KIND = kinds.register(kinds.Kind(
     per_subject=("image",),
     summarize=_summarize,
     validate=_validate,
+    summary_fields={"teacher_predicted": "class", "agree": "bool", "thumb_teacher": "map",
+                    "pearson": "number?", "iou": "number?"},
     headline="Pearson correlation of the teacher's and the student's top-1 CAMs",
     higher_is_better=True,
 ))

@@ -75,7 +75,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deepvid_plugin.core.guard import frozen_eval, preserved_rng
+from deepvid_plugin.core import checks
+from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
 from deepvid_plugin.core.layers import grid_of
 from deepvid_plugin.core.outputs import check_outputs, check_transform, logits_of
 
@@ -318,6 +319,7 @@ class CAMDistillLoss:
 
     # -- public -----------------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor) -> DistillOutput:
+        self._check_input(x)
         self._ensure_verified(x)
         with frozen_eval(self.teacher):
             t_logits, t_feat = self._forward("teacher", x)
@@ -335,6 +337,7 @@ class CAMDistillLoss:
     @torch.no_grad()
     def maps(self, x: torch.Tensor) -> CAMMaps:
         """Every class's raw CAM for both networks, both in eval mode (modes restored)."""
+        self._check_input(x)
         self._ensure_verified(x)
         with frozen_eval(self.teacher, self.student):
             t_logits, t_feat = self._forward("teacher", x)
@@ -372,6 +375,23 @@ class CAMDistillLoss:
         size = self.size or (max(t_cam.shape[2], s_cam.shape[2]),
                              max(t_cam.shape[3], s_cam.shape[3]))
         return _cam_loss_per_sample(t_cam.detach(), s_cam, self.temperature, size, self.outputs)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """Named errors instead of torch's (an empty batch: "cannot reshape tensor of 0
+        elements"; NaN pixels: "atol must be greater than or equal to zero, but got -nan"; a
+        half-precision network given float32: "Input type (float) and bias type (c10::Half)")."""
+        checks.images("x", x)
+        if torch.is_autocast_enabled(x.device.type):
+            return  # autocast runs each layer in its own dtype
+        dtypes = {arg: module_device_dtype(model)[1]
+                  for arg, model in (("teacher", self.teacher), ("student", self.student))}
+        if dtypes["teacher"] != dtypes["student"]:
+            raise TypeError(f"teacher, student: expected networks of one dtype (or the loss "
+                            f"called under torch.autocast), got a {dtypes['teacher']} teacher "
+                            f"and a {dtypes['student']} student; e.g. teacher.float()")
+        if dtypes["teacher"] != x.dtype:
+            raise TypeError(f"x: expected {dtypes['teacher']} images (the networks' dtype), got "
+                            f"{x.dtype}; cast them with x.to({dtypes['teacher']})")
 
     def _ensure_verified(self, x: torch.Tensor) -> None:
         if self.teacher_head_kind is None:

@@ -4,9 +4,10 @@ Wang et al., "DeepVID: Deep Visual Interpretation and Diagnosis for Image Classi
 Knowledge Distillation", IEEE TVCG 25(6), 2019.
 
 The explainer receives its parts (the generator; the model at call time) rather than building
-them, captum-style. Neighbours are cached per instance id: they are sampled once (seeded) and
-reused at every call, so the generator runs once per instance and a change of explanation across
-epochs is a change of the model, never of the sample. Everything of the student's solver that
+them, captum-style. Neighbours are cached per instance id and the content of its image: they are
+sampled once (seeded) and reused at every call (an id sent with another image is resampled), so
+the generator runs once per instance and a change of explanation across epochs is a change of the
+model, never of the sample. Everything of the student's solver that
 depends only on those fixed rows (Gram matrices, their factorisations, the L2 validation split)
 is cached per instance id too, so later epochs only redo the teacher-dependent part.
 
@@ -80,6 +81,7 @@ of its contribution map against the model on the instance, next to a random map'
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -87,6 +89,7 @@ import torch
 from torch.nn import functional as F
 
 from deepvid_plugin.core import checks
+from deepvid_plugin.core.content import content_key
 from deepvid_plugin.core.faithfulness import evidence
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
 from deepvid_plugin.core.outputs import check_outputs, check_transform, logits_of
@@ -174,6 +177,7 @@ class DeepVID:
         self.outputs = _check_outputs(outputs)
         self.output_transform = check_transform("output_transform", output_transform)
         self._neighbours: dict[str, torch.Tensor] = {}  # instance id -> (M, C, H, W), on CPU
+        self._content: dict[str, str] = {}  # instance id -> content key of its image
         self._solver: dict[str, SolverState] = {}  # instance id -> its student solver state
 
     # ---- public API ----------------------------------------------------------------------------
@@ -191,8 +195,18 @@ class DeepVID:
                 "jitter": self.jitter, "outputs": self.outputs}
 
     def neighbours(self, x: torch.Tensor, ids: Sequence[str]) -> torch.Tensor:
-        """(K, M, C, H, W) cached neighbours of ``x``; sampled on first use of each id."""
-        missing = [i for i, iid in enumerate(ids) if iid not in self._neighbours]
+        """(K, M, C, H, W) cached neighbours of ``x``; sampled on first use of each id, and
+        again when an id comes back with another image (a cache keyed by id alone would
+        explain the new image on the old one's neighbours)."""
+        keys = [content_key(x[i]) for i in range(len(ids))]
+        changed = [iid for iid, key in zip(ids, keys, strict=True)
+                   if iid in self._content and self._content[iid] != key]
+        if changed:
+            warnings.warn(f"ids: {changed} were explained before with other images; their "
+                          f"neighbours are sampled anew (give distinct instances distinct ids "
+                          f"to keep their timelines apart)", stacklevel=3)
+        missing = [i for i, iid in enumerate(ids)
+                   if iid not in self._neighbours or self._content.get(iid) != keys[i]]
         if missing:
             with preserved_rng(), frozen_eval(self.generator):
                 dev = _generator_device(self.generator)
@@ -202,6 +216,7 @@ class DeepVID:
                                         self.batch_size, jitter=self.jitter)
             for j, i in enumerate(missing):
                 self._neighbours[ids[i]] = new[j].detach().to("cpu", torch.float32)
+                self._content[ids[i]] = keys[i]
         return torch.stack([self._neighbours[iid] for iid in ids])
 
     def explain(self, model: Model, x: torch.Tensor, ids: Sequence[str] | None = None,
@@ -214,6 +229,7 @@ class DeepVID:
         Teacher forwards per instance: the instance and its ``n_neighbours`` neighbours, then
         the faithfulness evidence's deletion/insertion images (46 at its default 12 steps).
         """
+        step = checks.integer("step", step)  # 1.7 was stored as step 1
         x = checks.images("x", x).to("cpu", torch.float32)
         _check_generator_shape(self.generator, x)
         k = x.shape[0]
@@ -298,7 +314,7 @@ class DeepVID:
         records = []
         for i in range(k):
             records.append(ExplanationRecord(
-                instance_id=ids[i], step=int(step), class_names=tuple(class_names),
+                instance_id=ids[i], step=step, class_names=tuple(class_names),
                 image=x[i].numpy(), teacher_probs=t_inst[i].float().numpy(),
                 student_probs=s_inst[i].float().numpy(),
                 weights=weights[i].numpy(),

@@ -84,6 +84,21 @@ class LayerDissection:
                 f"detectors; unique per category: {uniq or 'none'}")
 
 
+def _explain_channels(model: torch.nn.Module, x: torch.Tensor, transformed: bool,
+                      error: RuntimeError) -> None:
+    """Name the usual cause of a failed first forward: the probe images are RGB, the model
+    takes another number of channels (e.g. a grayscale digits model). Other errors pass."""
+    first = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if first is None or first.in_channels == x.shape[1]:
+        return
+    after = " after transform" if transformed else ""
+    raise ValueError(
+        f"model: its first convolution takes {first.in_channels}-channel images, but the "
+        f"concept probe images are {x.shape[1]}-channel{after} (the probes are RGB); pass "
+        f"transform= to NetDissect to map them to the model's input, e.g. "
+        f"transform=lambda x: x.mean(1, keepdim=True) for a one-channel model") from error
+
+
 class NetDissect:
     """Label the units of ``layers`` with the concepts of ``concepts``.
 
@@ -475,7 +490,11 @@ class NetDissect:
                         x = self.transform(x)
                     feats.clear()
                     hw[0] = (x.shape[-2], x.shape[-1])
-                    model(x.to(dtype))
+                    try:
+                        model(x.to(dtype))
+                    except RuntimeError as e:
+                        _explain_channels(model, x, self.transform is not None, e)
+                        raise
                     missing = [n for n in names if n not in feats]
                     if missing:
                         raise ValueError(f"layers: expected {missing} to run in the model's "

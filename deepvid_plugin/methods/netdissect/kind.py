@@ -158,6 +158,9 @@ KIND = kinds.register(kinds.Kind(
     per_subject=PER_SUBJECT,
     summarize=_summarize,
     validate=_validate,
+    summary_fields={"unique": "dict", "baseline": "dict?", "detectors": "count",
+                    "concepts": "classes", "unit_label": "classes", "unit_iou": "numbers",
+                    "switches": "number?"},
     headline="unique detectors (distinct concepts detected by the layer's units)",
     higher_is_better=True,
 ))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepvid_plugin.core import checks
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
 from deepvid_plugin.core.outputs import (
     check_outputs,
@@ -107,6 +108,7 @@ class Summit:
         if not isinstance(data, torch.Tensor) or data.dim() != 4 or not data.is_floating_point():
             raise ValueError(f"data: expected a float tensor (N, C, H, W), got "
                              f"{type(data).__name__} {tuple(getattr(data, 'shape', ()))}")
+        checks.images("data", data)  # NaN probes gave a graph of NaN attributions, silently
         multi = isinstance(labels, torch.Tensor) and labels.dim() == 2 and len(labels) == len(data)
         if multi and not bool(((labels == 0) | (labels == 1)).all()):
             raise ValueError("labels: expected an (N, n_classes) multi-hot matrix of 0s and 1s, "

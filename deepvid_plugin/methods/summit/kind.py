@@ -165,6 +165,8 @@ KIND = kinds.register(kinds.Kind(
     per_subject=PER_SUBJECT,
     summarize=_summarize,
     validate=_validate,
+    summary_fields={"stability": "number?", "nodes": "count", "edges": "count",
+                    "images": "count"},
     headline="stability of the class's attribution graph (Jaccard with the previous epoch's)",
     higher_is_better=True,
 ))

@@ -57,8 +57,16 @@ def test_explain_reuses_cached_neighbours(linear_teacher):
     dv = DeepVID(gen, n_neighbours=32)
     x = torch.rand(2, 1, 8, 8)
     first = dv.neighbours(x, ["p", "q"])
-    again = dv.neighbours(torch.zeros_like(x), ["p", "q"])  # cached by id, not recomputed
-    assert torch.equal(first, again)
+    calls = []
+    gen_decode = gen.decode
+    gen.decode = lambda z: calls.append(z.shape[0]) or gen_decode(z)
+    again = dv.neighbours(x.clone(), ["p", "q"])  # the same images: cached, not recomputed
+    assert torch.equal(first, again) and calls == []
+    # another image under a known id is sampled anew (#19 row 1), never served stale
+    with pytest.warns(UserWarning, match=r"ids: \['q'\] were explained before"):
+        changed = dv.neighbours(torch.stack([x[0], torch.zeros_like(x[1])]), ["p", "q"])
+    assert torch.equal(changed[0], first[0]) and not torch.equal(changed[1], first[1])
+    assert calls, "the changed instance was not resampled"
     assert len(dv.explain(teacher, x, ids=["p", "q"])) == 2
 
 

@@ -338,7 +338,8 @@ def test_transform_feeds_the_model_what_it_expects(small):
     (res,) = NetDissect(small, ["1"], transform=to_grey_8x8).dissect(grey)
     assert res.shape == (4, 8, 8) and res.iou.shape == (4, len(small.labels))
     assert (res.mask_fraction > 0).all()
-    with pytest.raises(RuntimeError):  # without it the model cannot take the colour images
+    # without it the model cannot take the colour images: a named error saying what to pass
+    with pytest.raises(ValueError, match=r"takes 1-channel images.*3-channel.*transform="):
         NetDissect(small, ["1"]).dissect(grey)
 
 
