@@ -12,9 +12,11 @@ from typing import Any
 
 import torch
 
+from deepvid_plugin.callbacks import distributed
 from deepvid_plugin.callbacks.instances import load_instances
 from deepvid_plugin.callbacks.safety import ErrorPolicy, check_on_error
 from deepvid_plugin.core import checks
+from deepvid_plugin.core.collective import Group
 from deepvid_plugin.core.explainer import ExplainContext, Explainer, is_explainer
 from deepvid_plugin.core.guard import preserved_rng
 from deepvid_plugin.core.sink import Sink
@@ -139,6 +141,8 @@ class Explanations:
         self.last_steps: dict[str, int | None] = {e.kind: None for e in self.explainers}
         self.written_steps: list[int] = []  # steps explained and handed to the sinks, this process
         self._prepared: set[str] = set()
+        #: under DDP, the ranks that share the work (set by the callback); None: one process
+        self.group: Group | None = None
 
     # ---- views kept for callers of the DeepVID-only callback ---------------------------------
     @property
@@ -193,6 +197,8 @@ class Explanations:
         return untouched(model, *[m for m in modules if isinstance(m, torch.nn.Module)])
 
     def _prepare(self, explainers: Sequence[Explainer], ctx: ExplainContext) -> list[Explainer]:
+        if self.group is not None:
+            return distributed.prepare(explainers, ctx, self.group, self.policy, self._prepared)
         ready = []
         for e in explainers:
             if e.kind not in self._prepared:
@@ -214,21 +220,31 @@ class Explanations:
             device: torch.device | None, artifacts: Any,
             due: Sequence[Explainer] | None = None) -> list[Any]:
         """Run the explainers due at ``step`` inside one guard, then write every record to every
-        sink, all under the error policy. Returns the records written."""
+        sink, all under the error policy. Returns the records written.
+
+        Under DDP (:attr:`group` set) every rank must call this at the same steps: each explains
+        its share (:mod:`.distributed`), rank zero gets every record and alone writes; other
+        ranks return ``[]``."""
         due = self.due(step) if due is None else list(due)
         records: list[Any] = []
         ran: list[Explainer] = []
         with self._guard(model):
-            for e in self._prepare(due, self.context(device, artifacts)):
-                ok, got = self.policy.call(f"{e.kind}.explain", e.explain, model, step,
-                                           owner=e.kind)
-                if ok:
-                    records.extend(got)
-                    ran.append(e)
+            ready = self._prepare(due, self.context(device, artifacts))
+            if self.group is not None:  # every rank explains its share; rank zero gets it all
+                records, ran = distributed.explain(ready, model, step, self.group, self.policy,
+                                                   len(self.ids))
+            else:
+                for e in ready:
+                    ok, got = self.policy.call(f"{e.kind}.explain", e.explain, model, step,
+                                               owner=e.kind)
+                    if ok:
+                        records.extend(got)
+                        ran.append(e)
         if ran:
-            self.write(records, step, sinks)
-            self.mark_done(step, ran)
-            self.written_steps.append(step)
+            self.mark_done(step, ran)  # on every rank alike: the schedules never diverge
+            if self.group is None or self.group.is_zero:  # only rank zero writes
+                self.write(records, step, sinks)
+                self.written_steps.append(step)
         return records
 
     def write(self, records: Sequence[Any], step: int, sinks: Mapping[str, Sink]) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from deepvid_plugin.callbacks.distributed import resolve_group
 from deepvid_plugin.callbacks.explanations import Explanations
 from deepvid_plugin.callbacks.targets import TargetArtifacts, check_sinks, check_writable_dir
 from deepvid_plugin.core import checks
@@ -70,6 +71,17 @@ class DeepVIDCallback:
         sinks: more :class:`~deepvid_plugin.core.sink.Sink` objects (closed by :meth:`close`).
         on_error: ``'warn'`` (default: failures are warned about once per kind, counted in
             :attr:`failures`, and training goes on) or ``'raise'``.
+        distributed: ``None`` (default: share the work when ``torch.distributed`` is initialised
+            with several ranks), ``False`` (this process explains everything alone), ``True``
+            (require a process group) or a ``torch.distributed`` process group. When shared,
+            *every* rank must build the callback with the same arguments and call
+            :meth:`on_epoch_end` at the same epochs: each explains its share (the tracked
+            instances, the probe images), and rank zero gathers the records and alone writes
+            (other ranks create no log files and save nothing). See ``docs/distributed.md``.
+
+    A model wrapped in ``DistributedDataParallel`` is explained through its ``module``: the
+    wrapper's forward would synchronise buffers with the other ranks, which explain other
+    instances at that moment.
 
     Use :meth:`on_epoch_end` after each epoch; use the callback as a context manager (or call
     :meth:`close`) so every sink is flushed and closed.
@@ -86,11 +98,11 @@ class DeepVIDCallback:
                  logdir: Any = None,
                  mlflow: bool | str | None = None, tracking_uri: str | None = None,
                  sinks: Sequence[Sink] | None = None, on_error: str = "warn",
-                 progress: bool = True):
+                 progress: bool = True, distributed: Any = None):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module returning logits, got "
                             f"{type(model).__name__}")
-        self.model = model
+        self.model = _unwrapped(model)
         self.explanations = Explanations(
             instances, ids=ids, labels=labels, class_names=class_names, explainers=explainers,
             generator=generator, train_data=train_data, vae_epochs=vae_epochs,
@@ -104,12 +116,14 @@ class DeepVIDCallback:
         if logdir is None and not mlflow and not sinks:
             raise ValueError("logdir, mlflow, sinks: expected somewhere to write (a logdir or "
                              "SummaryWriter, mlflow=True or a run id, or sinks=[...]), got none")
+        self.explanations.group = resolve_group(distributed)
+        writes = self.explanations.group is None or self.explanations.group.is_zero
         self.sinks: dict[str, Sink] = {}
         self._save_dirs: list[str] = []
         self._mlflow_targets: list[tuple[Any, str]] = []
-        if logdir is not None:
+        if logdir is not None and writes:  # only rank zero writes: no event files elsewhere
             self._add_tensorboard(logdir)
-        if mlflow:
+        if mlflow and writes:  # other ranks have no MLflow run
             self._add_mlflow(mlflow, tracking_uri)
         for i, s in enumerate(sinks or ()):
             self.sinks[f"{type(s).__name__}[{i}]"] = s
@@ -176,7 +190,7 @@ class DeepVIDCallback:
         """Run the explainers due at ``epoch`` (the TensorBoard/MLflow step) and log.
 
         Returns the records written, of every kind that ran (empty when none is due, or after
-        failures that ``on_error='warn'`` let pass).
+        failures that ``on_error='warn'`` let pass; under DDP, empty on ranks other than zero).
         """
         epoch = checks.integer("epoch", epoch, 0)
         if self._closed:
@@ -211,6 +225,11 @@ class DeepVIDCallback:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.explanations.load_state_dict(state)
+
+
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    parallel = torch.nn.parallel.DistributedDataParallel
+    return model.module if isinstance(model, parallel) else model
 
 
 __all__ = ["DeepVIDCallback"]

@@ -7,6 +7,7 @@ successive epochs describe the same images and differ only because the model did
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepvid_plugin.core.collective import Group
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
 from deepvid_plugin.methods.summit.aggregate import (
     candidates,
@@ -139,20 +141,40 @@ class Summit:
                              f"outputs), got {int(self.labels.max())}")
         return names
 
-    def aggregate(self, model: nn.Module) -> SummitResult:
+    def aggregate(self, model: nn.Module, group: Group | None = None) -> SummitResult | None:
         """Run the probe set through ``model`` once and aggregate; the model is left as found
-        (modes, parameters, gradients, hooks) and so are the RNGs."""
+        (modes, parameters, gradients, hooks) and so are the RNGs.
+
+        With ``group`` (a :class:`~deepvid_plugin.core.collective.Group`; every rank of it
+        calls this alike) the probe batches are shared round-robin over the ranks, each batch
+        exactly as one process forms it, so the integer counts summed on rank zero and the
+        per-image maxima gathered there are those of a one-process run, bit for bit. Rank zero
+        returns the result, the other ranks None.
+        """
         if not isinstance(model, nn.Module):
             raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         device, dtype = module_device_dtype(model)
         with preserved_rng(), frozen_eval(model):
             plan = build_plan(model, self.layers)  # in eval mode: BatchNorm as it will run
             names = self._names(plan.head.weight.shape[0])
-            return self._run(model, plan, names, device, dtype)
+            batches = list(self.indices.split(self.batch_size))
+            if group is None:
+                part = self._pass(model, plan, len(names), batches, device, dtype)
+                return self._result(plan, names, part)
+            mine = list(range(group.rank, len(batches), group.world_size))
+            # the failure-prone part under a check: every rank reaches the collectives below
+            part = group.check(self._pass, model, plan, len(names),
+                               [batches[i] for i in mine], device, dtype)
+            group.reduce_sum_([*part.acts.values(), *part.counts, part.head_counts])
+            floats = group.gather((mine, part.maxima, part.logits, part.groups))
+            if not group.is_zero:
+                return None
+            return self._result(plan, names, _Partial.merged(part, floats, len(batches)))
 
-    def _run(self, model: nn.Module, plan: Plan, names: tuple[str, ...], device: torch.device,
-             dtype: torch.dtype) -> SummitResult:
-        n_cls = len(names)
+    def _pass(self, model: nn.Module, plan: Plan, n_cls: int, batches: Sequence[torch.Tensor],
+              device: torch.device, dtype: torch.dtype) -> _Partial:
+        """Counts over ``batches`` of probe indices, and each batch's per-image maxima,
+        logits and groups (CPU)."""
         sizes = {g.name: g.channels for g in plan.layers}
         acts = {g.name: torch.zeros(n_cls, g.channels, dtype=torch.long, device=device)
                 for g in plan.layers}
@@ -163,19 +185,19 @@ class Summit:
                               dtype=torch.long, device=device) for h in plan.hops]
         head_counts = torch.zeros(n_cls, n_cls, sizes[plan.head.source], dtype=torch.long,
                                   device=device)
-        maxima: dict[str, list[torch.Tensor]] = {g.name: [] for g in plan.layers}
-        logits_all, groups_all = [], []
+        part = _Partial(acts, counts, head_counts, ks, head_k)
         with captured(model, plan.taps) as store:
-            for batch in self.indices.split(self.batch_size):
+            for batch in batches:
                 store.clear()
                 logits = model(self.data[batch].to(device=device, dtype=dtype))
                 check_shapes(plan, store, logits)
                 groups = (self.labels[batch].to(device) if self.group_by == "label"
                           else logits.argmax(dim=1))
+                maxima = {}
                 for g in plan.layers:
                     m = channel_max(store[g.tap.key])
                     acts[g.name].index_add_(0, groups, top_share_mask(m, self.top_share).long())
-                    maxima[g.name].append(m.float().cpu())
+                    maxima[g.name] = m.float().cpu()
                 for hop, k, total in zip(plan.hops, ks, counts, strict=True):
                     top = hop_top_inputs(hop, store, k)
                     total += count_top_inputs(top, groups, total.shape[2], n_cls)
@@ -183,13 +205,16 @@ class Summit:
                 infl = head_influence(z, plan.head.weight.to(z.dtype), sizes[plan.head.source])
                 top = infl.topk(head_k, dim=2).indices
                 head_counts += count_top_inputs(top, groups, head_counts.shape[2], n_cls)
-                logits_all.append(logits.float().cpu())
-                groups_all.append(groups.cpu())
-        return self._result(plan, names, acts, counts, ks, head_counts, head_k, maxima,
-                            torch.cat(logits_all), torch.cat(groups_all))
+                part.maxima.append(maxima)
+                part.logits.append(logits.float().cpu())
+                part.groups.append(groups.cpu())
+        return part
 
-    def _result(self, plan, names, acts, counts, ks, head_counts, head_k, maxima, logits,
-                groups) -> SummitResult:
+    def _result(self, plan: Plan, names: tuple[str, ...], part: _Partial) -> SummitResult:
+        acts, counts, ks, head_counts, head_k = (part.acts, part.counts, part.ks,
+                                                 part.head_counts, part.head_k)
+        logits, groups = torch.cat(part.logits), torch.cat(part.groups)
+        maxima = {g.name: [m[g.name] for m in part.maxima] for g in plan.layers}
         sizes = {g.name: g.channels for g in plan.layers}
         influence = []
         for hop, k, total in zip(plan.hops, ks, counts, strict=True):
@@ -222,3 +247,31 @@ class Summit:
         top = values.topk(k, dim=0).indices if k else values.new_zeros((0, values.shape[1]),
                                                                        dtype=torch.long)
         return self.indices[top].T.numpy().copy()
+
+
+@dataclasses.dataclass
+class _Partial:
+    """What a pass over some probe batches adds up: the counts (summed over batches, on the
+    model's device) and, per batch in order, the per-image channel maxima, logits and groups."""
+
+    acts: dict[str, torch.Tensor]
+    counts: list[torch.Tensor]
+    head_counts: torch.Tensor
+    ks: list[int]
+    head_k: int
+    maxima: list[dict[str, torch.Tensor]] = dataclasses.field(default_factory=list)
+    logits: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    groups: list[torch.Tensor] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def merged(cls, summed: _Partial, gathered: Sequence[tuple], n_batches: int) -> _Partial:
+        """Rank zero's summed counts with every rank's per-batch values, back in batch order."""
+        order: list[tuple | None] = [None] * n_batches
+        for mine, maxima, logits, groups in gathered:
+            for j, b in enumerate(mine):
+                order[b] = (maxima[j], logits[j], groups[j])
+        if any(o is None for o in order):
+            raise RuntimeError(f"gather: expected every one of the {n_batches} probe batches "
+                               f"from some rank, got {sum(o is not None for o in order)}")
+        return dataclasses.replace(summed, maxima=[o[0] for o in order],
+                                   logits=[o[1] for o in order], groups=[o[2] for o in order])
