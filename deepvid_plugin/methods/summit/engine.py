@@ -23,8 +23,8 @@ from deepvid_plugin.methods.summit.aggregate import (
     channel_max,
     check_shapes,
     count_top_inputs,
-    head_influence,
     hop_top_inputs,
+    own_class_influence,
     top_share_mask,
 )
 from deepvid_plugin.methods.summit.result import Influence, SummitResult
@@ -183,7 +183,8 @@ class Summit:
         head_k = min(self.top_inputs, sizes[plan.head.source])
         counts = [torch.zeros(n_cls, sizes[h.target], sum(sizes[t.source] for t in h.terms),
                               dtype=torch.long, device=device) for h in plan.hops]
-        head_counts = torch.zeros(n_cls, n_cls, sizes[plan.head.source], dtype=torch.long,
+        # the classifier: per class, its own logit's top inputs only (see own_class_influence)
+        head_counts = torch.zeros(n_cls, 1, sizes[plan.head.source], dtype=torch.long,
                                   device=device)
         part = _Partial(acts, counts, head_counts, ks, head_k)
         with captured(model, plan.taps) as store:
@@ -202,8 +203,9 @@ class Summit:
                     top = hop_top_inputs(hop, store, k)
                     total += count_top_inputs(top, groups, total.shape[2], n_cls)
                 z = store[plan.head.tap.key]
-                infl = head_influence(z, plan.head.weight.to(z.dtype), sizes[plan.head.source])
-                top = infl.topk(head_k, dim=2).indices
+                infl = own_class_influence(z, plan.head.weight.to(z.dtype), groups,
+                                           sizes[plan.head.source])
+                top = infl.topk(head_k, dim=1).indices.unsqueeze(1)  # (N, 1, k)
                 head_counts += count_top_inputs(top, groups, head_counts.shape[2], n_cls)
                 part.maxima.append(maxima)
                 part.logits.append(logits.float().cpu())
