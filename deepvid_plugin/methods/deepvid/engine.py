@@ -92,6 +92,7 @@ from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserve
 from deepvid_plugin.core.seeds import instance_seed
 from deepvid_plugin.methods.deepvid.fidelity import apply_trust_rule, fidelity_metrics
 from deepvid_plugin.methods.deepvid.generator import Generator
+from deepvid_plugin.methods.deepvid.lbfgs import softmax_classes
 from deepvid_plugin.methods.deepvid.neighbours import sample_neighbours
 from deepvid_plugin.methods.deepvid.record import ExplanationRecord
 from deepvid_plugin.methods.deepvid.student import SolverState, fit_students, prepare_solver
@@ -256,8 +257,8 @@ class DeepVID:
         student = fit_students(fit_x, fit_logits, self.temperature, l2=self.l2,
                                refine_steps=self.refine_steps,
                                state=self._solver_state(fit_x, ids))
-        t_hold = F.softmax(nb_logits[:, hold_idx].double(), -1)
-        s_hold = F.softmax(student.logits(flat[:, hold_idx]).double(), -1)
+        t_hold = softmax_classes(nb_logits[:, hold_idx].double())
+        s_hold = softmax_classes(student.logits(flat[:, hold_idx]).double())
         t_inst = F.softmax(inst_logits.double(), -1)
         s_inst = F.softmax(student.logits(x.flatten(1).unsqueeze(1).float()).squeeze(1).double(), -1)
         top = t_inst.argmax(-1)

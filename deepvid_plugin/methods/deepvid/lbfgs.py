@@ -54,47 +54,51 @@ def refine(feats: torch.Tensor, t_logp: torch.Tensor, beta: torch.Tensor, b: tor
             pick the same trade-off.
         temperature: T.
         steps: iterations (each instance stops earlier once converged).
+
+    Internally everything is class-major, (K, C, M) logits and (K, C, r) weights: torch's
+    softmax along the last axis is ~20x slower for 10 classes than along another axis.
     """
     k, m, _ = feats.shape
     c = beta.shape[-1]
     t = float(temperature)
     lam = (lam / (2.0 * c * m)).view(k, 1, 1).to(beta.dtype)
+    t_logp = t_logp.transpose(1, 2).contiguous()  # (K, C, M)
     p_t = t_logp.exp()
     neg_entropy = (p_t * t_logp).sum((1, 2))  # (K,) constant part of each KL
     problem = _Problem(feats, p_t, neg_entropy, lam, t, m)
 
-    beta, b = beta.clone(), b.clone()
-    z = problem.logits(beta, b)
-    f, s_prob = problem.value(z, beta)
-    g_beta, g_b = problem.gradient(s_prob, beta)
-    active = _flat(g_beta, g_b).abs().amax(1) > TOL_GRAD  # (K,)
+    w, b = beta.transpose(1, 2).contiguous(), b.clone()  # (K, C, r), (K, C)
+    z = problem.logits(w, b)
+    f, s_prob = problem.value(z, w)
+    g_w, g_b = problem.gradient(s_prob, w)
+    active = _flat(g_w, g_b).abs().amax(1) > TOL_GRAD  # (K,)
     hist_s: list[torch.Tensor] = []  # per iteration: (K, n) steps, zero where not stored
     hist_y: list[torch.Tensor] = []
     hist_rho: list[torch.Tensor] = []  # (K,) 1 / y·s, zero where not stored
-    h_diag = torch.ones(k, dtype=beta.dtype)
+    h_diag = torch.ones(k, dtype=w.dtype)
     for _ in range(steps):
         if not bool(active.any()):
             break
-        g = _flat(g_beta, g_b)
+        g = _flat(g_w, g_b)
         d = _direction(g, hist_s, hist_y, hist_rho, h_diag)
         d = torch.where(active[:, None], d, torch.zeros_like(d))
         gtd = (g * d).sum(1)
         active = active & (gtd < -TOL_CHANGE)
-        d_beta, d_b = _unflat(d, beta.shape)
-        dz = problem.logits(d_beta, d_b)
-        step = problem.line_search(z, dz, beta, d_beta, f, gtd, active)
+        d_w, d_b = _unflat(d, w.shape)
+        dz = problem.logits(d_w, d_b)
+        step = problem.line_search(z, dz, w, d_w, f, gtd, active)
         moved = active & (step > 0)
-        new_beta = beta + step.view(k, 1, 1) * d_beta
+        new_w = w + step.view(k, 1, 1) * d_w
         new_b = b + step.view(k, 1) * d_b
         new_z = z + step.view(k, 1, 1) * dz
-        new_f, new_s = problem.value(new_z, new_beta)
-        ng_beta, ng_b = problem.gradient(new_s, new_beta)
+        new_f, new_s = problem.value(new_z, new_w)
+        ng_w, ng_b = problem.gradient(new_s, new_w)
         # instances that did not move keep everything as it was (their own run has stopped)
         keep3 = moved.view(k, 1, 1)
-        beta, b = torch.where(keep3, new_beta, beta), torch.where(moved[:, None], new_b, b)
+        w, b = torch.where(keep3, new_w, w), torch.where(moved[:, None], new_b, b)
         z, s_prob = torch.where(keep3, new_z, z), torch.where(keep3, new_s, s_prob)
-        g_new = torch.where(moved[:, None], _flat(ng_beta, ng_b), g)
-        g_beta, g_b = _unflat(g_new, beta.shape)
+        g_new = torch.where(moved[:, None], _flat(ng_w, ng_b), g)
+        g_w, g_b = _unflat(g_new, w.shape)
         change = (f - new_f).abs()
         f = torch.where(moved, new_f, f)
         # the curvature pair of this iteration (stored only where it is usable)
@@ -112,46 +116,48 @@ def refine(feats: torch.Tensor, t_logp: torch.Tensor, beta: torch.Tensor, b: tor
             hist_s.pop(0), hist_y.pop(0), hist_rho.pop(0)
         active = (moved & (g_new.abs().amax(1) > TOL_GRAD) & (change > TOL_CHANGE)
                   & ((s_vec.abs().amax(1)) > TOL_CHANGE))
-    return beta, b
+    return w.transpose(1, 2).contiguous(), b
 
 
 class _Problem:
-    """The K objectives and their derivatives (see the module docstring)."""
+    """The K objectives and their derivatives (see the module docstring), class-major."""
 
     def __init__(self, feats, p_t, neg_entropy, lam, t, m):
         self.feats, self.p_t, self.neg_entropy, self.lam, self.t, self.m = (
             feats, p_t, neg_entropy, lam, t, m)
+        self.feats_t = feats.transpose(1, 2).contiguous()  # (K, r, M)
 
-    def logits(self, beta, b) -> torch.Tensor:
-        return instance_mm(self.feats, beta) + b.unsqueeze(1)
+    def logits(self, w, b) -> torch.Tensor:
+        """(K, C, M) logits of weights ``w`` (K, C, r) and biases ``b`` (K, C)."""
+        return instance_mm(w, self.feats_t) + b.unsqueeze(2)
 
-    def value(self, z, beta) -> tuple[torch.Tensor, torch.Tensor]:
-        """(K,) objective and (K, M, C) student probabilities at logits ``z``."""
-        s_logp = F.log_softmax(z / self.t, dim=-1)
+    def value(self, z, w) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K,) objective and (K, C, M) student probabilities at logits ``z``."""
+        s_logp = F.log_softmax(z / self.t, dim=1)
         kl = self.neg_entropy - (self.p_t * s_logp).sum((1, 2))
-        f = kl * (self.t * self.t / self.m) + (self.lam * beta.square()).sum((1, 2))
+        f = kl * (self.t * self.t / self.m) + (self.lam * w.square()).sum((1, 2))
         return f, s_logp.exp()
 
-    def gradient(self, s_prob, beta) -> tuple[torch.Tensor, torch.Tensor]:
-        g_z = (s_prob - self.p_t) * (self.t / self.m)  # (K, M, C)
-        g_beta = instance_mm(self.feats.transpose(1, 2), g_z) + beta * (2.0 * self.lam)
-        return g_beta, g_z.sum(1)
+    def gradient(self, s_prob, w) -> tuple[torch.Tensor, torch.Tensor]:
+        g_z = (s_prob - self.p_t) * (self.t / self.m)  # (K, C, M)
+        g_w = instance_mm(g_z, self.feats) + w * (2.0 * self.lam)
+        return g_w, g_z.sum(2)
 
-    def line_search(self, z, dz, beta, d_beta, f0, gtd, active) -> torch.Tensor:
+    def line_search(self, z, dz, w, d_w, f0, gtd, active) -> torch.Tensor:
         """(K,) step lengths: safeguarded Newton on phi(t) = f(p + t d), the best point kept."""
         k = z.shape[0]
         lam = self.lam.view(k)
-        bd = (beta * d_beta).sum((1, 2))
-        dd = d_beta.square().sum((1, 2))
+        wd = (w * d_w).sum((1, 2))
+        dd = d_w.square().sum((1, 2))
         best_t = torch.zeros_like(f0)
         best_f = f0.clone()
         step = torch.zeros_like(f0)
         slope = gtd.clone()  # phi'(0)
-        s_prob = F.softmax(z / self.t, dim=-1)
+        s_prob = F.softmax(z / self.t, dim=1)
         improved = torch.ones_like(active)
         for _ in range(LINE_STEPS):
-            sdz = (s_prob * dz).sum(-1)  # (K, M)
-            curv = ((s_prob * dz.square()).sum(-1) - sdz.square()).sum(1) / self.m \
+            sdz = (s_prob * dz).sum(1)  # (K, M)
+            curv = ((s_prob * dz.square()).sum(1) - sdz.square()).sum(1) / self.m \
                 + 2.0 * lam * dd
             newton = step - slope / curv.clamp_min(1e-30)
             # After a trial that made things worse, go back halfway towards the best point
@@ -161,17 +167,29 @@ class _Problem:
             step = torch.where(active & torch.isfinite(trial) & (trial > 0), trial,
                                torch.zeros_like(trial))
             zt = z + step.view(k, 1, 1) * dz
-            s_logp = F.log_softmax(zt / self.t, dim=-1)
+            s_logp = F.log_softmax(zt / self.t, dim=1)
             s_prob = s_logp.exp()
             kl = self.neg_entropy - (self.p_t * s_logp).sum((1, 2))
-            penalty = lam * ((beta + step.view(k, 1, 1) * d_beta).square()).sum((1, 2))
+            penalty = lam * ((w + step.view(k, 1, 1) * d_w).square()).sum((1, 2))
             ft = kl * (self.t * self.t / self.m) + penalty
             improved = active & (step > 0) & torch.isfinite(ft) & (ft < best_f)
             best_t = torch.where(improved, step, best_t)
             best_f = torch.where(improved, ft, best_f)
             slope = ((s_prob - self.p_t) * dz).sum((1, 2)) * (self.t / self.m) \
-                + 2.0 * lam * (bd + step * dd)
+                + 2.0 * lam * (wd + step * dd)
         return best_t
+
+
+def log_softmax_classes(z: torch.Tensor) -> torch.Tensor:
+    """``log_softmax`` over the last axis (the classes), taken along a transposed view: torch's
+    kernel for the last axis is ~20x slower for 10 classes (measured 1.65 ms against 0.08 ms on
+    (16, 410, 10), one thread); the values are the same."""
+    return F.log_softmax(z.transpose(-1, -2), dim=-2).transpose(-1, -2)
+
+
+def softmax_classes(z: torch.Tensor) -> torch.Tensor:
+    """``softmax`` over the last axis, as :func:`log_softmax_classes`."""
+    return F.softmax(z.transpose(-1, -2), dim=-2).transpose(-1, -2)
 
 
 def instance_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -200,10 +218,10 @@ def _direction(g, hist_s, hist_y, hist_rho, h_diag) -> torch.Tensor:
     return r
 
 
-def _flat(g_beta: torch.Tensor, g_b: torch.Tensor) -> torch.Tensor:
-    return torch.cat([g_beta.flatten(1), g_b], 1)
+def _flat(g_w: torch.Tensor, g_b: torch.Tensor) -> torch.Tensor:
+    return torch.cat([g_w.flatten(1), g_b], 1)
 
 
 def _unflat(v: torch.Tensor, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-    k, r, c = shape
-    return v[:, : r * c].view(k, r, c), v[:, r * c:]
+    k, c, r = shape
+    return v[:, : c * r].view(k, c, r), v[:, c * r:]

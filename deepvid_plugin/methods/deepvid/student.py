@@ -57,9 +57,8 @@ import dataclasses
 from collections.abc import Sequence
 
 import torch
-from torch.nn import functional as F
 
-from deepvid_plugin.methods.deepvid.lbfgs import instance_mm, refine
+from deepvid_plugin.methods.deepvid.lbfgs import instance_mm, log_softmax_classes, refine
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 #: eigenvalues below this fraction of the largest are the numerical null space of the dual Gram:
@@ -281,7 +280,7 @@ def _split_grams(gram: torch.Tensor, tr: torch.Tensor, va: torch.Tensor):
 
 def _kl_t(teacher_logp_t: torch.Tensor, student_logits: torch.Tensor, t: float) -> torch.Tensor:
     """Mean over rows of KL(teacher_T || student_T) * T^2, per instance: (..., K, N, C) -> (..., K)."""
-    s_logp = F.log_softmax(student_logits / t, dim=-1)
+    s_logp = log_softmax_classes(student_logits / t)
     kl = (teacher_logp_t.exp() * (teacher_logp_t - s_logp)).sum(-1)
     return kl.mean(-1) * t * t
 
@@ -319,7 +318,7 @@ def fit_students(x: torch.Tensor, teacher_logits: torch.Tensor, temperature: flo
     k = x.shape[0]
     target = t_logits - t_logits.mean(-1, keepdim=True)  # softmax ignores a per-row shift
     tm = target.mean(1, keepdim=True)
-    t_logp = F.log_softmax(t_logits / temperature, dim=-1)
+    t_logp = log_softmax_classes(t_logits / temperature)
 
     if state.l2 is None:
         rel = _pick_l2(state, target, t_logp, temperature)
