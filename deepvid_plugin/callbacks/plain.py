@@ -182,7 +182,8 @@ class DeepVIDCallback:
 
     def prepare(self) -> bool:
         """Prepare every explainer now (fit or load the VAE) rather than at the first
-        explanation; optional."""
+        explanation; optional. Under DDP every rank must call it (rank zero fits, the others
+        load its state)."""
         return self.explanations.prepare(self.model, module_device_dtype(self.model)[0],
                                          self.artifacts)
 

@@ -107,12 +107,30 @@ class _FailOn:
         self.inner.load_state_dict(state)
 
 
+def _fewer_than_ranks(out: str) -> dict:
+    """One instance on two ranks: rank one's share is empty, it explains nothing and still
+    takes part."""
+    from deepvid_plugin.callbacks import DeepVIDCallback, GradCAMExplainer
+    from deepvid_plugin.explain import GradCAM, PixelGenerator
+    from tests.callbacks.helpers import small_cnn, tracked
+
+    x, y = tracked(1)
+    with DeepVIDCallback(small_cnn(), x, labels=y, generator=PixelGenerator((1, 8, 8)),
+                         n_neighbours=16, explainers=[GradCAMExplainer(GradCAM())],
+                         logdir=os.path.join(out, "tb"), progress=False) as cb:
+        returned = [len(cb.on_epoch_end(epoch)) for epoch in range(EPOCHS)]
+    return {"returned": returned, "failures": cb.failures,
+            "written_steps": cb.explanations.written_steps}
+
+
 def _worker(rank: int, store: str, out: str, mode: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     try:
         if mode == "equal":
             report = _run(out, None)
+        elif mode == "few":
+            report = _fewer_than_ranks(out)
         elif mode == "warn":
             os.environ.pop("DEEPVID_TESTING", None)  # let the policy warn instead of raise
             report = _run(out, None, on_error="warn", fail_rank=1)
@@ -228,3 +246,12 @@ def test_a_failure_on_one_rank_raises_on_every_rank(tmp_path):
     r0, r1 = _spawn(tmp_path, "raise")
     assert r1["raised"] == "RuntimeError: broken on rank 1"
     assert r0["raised"].startswith("RankFailed: rank 1 of 2 failed: RuntimeError: broken on")
+
+
+@pytest.mark.slow
+def test_more_ranks_than_instances(tmp_path):
+    r0, r1 = _spawn(tmp_path, "few")
+    assert r0["failures"] == r1["failures"] == {}
+    assert r0["returned"] == [2, 2] and r1["returned"] == [0, 0]  # deepvid + gradcam, 1 each
+    assert r0["written_steps"] == [0, 1] and r1["written_steps"] == []
+    assert kind_steps(tmp_path / "tb", "gradcam") == {".": {"0": [0, 1]}}
