@@ -233,10 +233,14 @@ def prepare_solver(x: torch.Tensor, l2: float | None = None, val_fraction: float
         vals = vals.clamp_min(0.0)
         fields.update(train_idx=tr, val_idx=va, val_proj=proj, val_pred=pred, val_evals=vals,
                       val_scale=vals.sum(-1) / d)  # trace / D, as for the final fit
+    # Row-major copies: eigh returns column-major eigenvectors, and a matrix product takes
+    # another BLAS path (other rounding) for another memory layout, so a state must hold the
+    # same layout however it was made (prepared in a batch, selected, joined).
+    tensors = {name: v.contiguous() if isinstance(v, torch.Tensor) else v
+               for name, v in dict(fingerprint=_fingerprint(x), x_mean=x_mean, feats=feats,
+                                   evals=evals, scale=scale, basis=basis, **fields).items()}
     return SolverState(shape=(k, m, d), l2=None if l2 is None else float(l2),
-                       val_fraction=float(val_fraction), primal=primal,
-                       fingerprint=_fingerprint(x), x_mean=x_mean, feats=feats, evals=evals,
-                       scale=scale, basis=basis, **fields)
+                       val_fraction=float(val_fraction), primal=primal, **tensors)
 
 
 def _spectral_fit(xc: torch.Tensor, gram: torch.Tensor | None):
