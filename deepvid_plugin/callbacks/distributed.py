@@ -23,8 +23,10 @@ rank (warned about, or raised with ``on_error='raise'``), is not marked done any
 retried at its next due epoch everywhere. So the ranks' schedules, and so their collectives,
 never diverge, and no rank waits for one that gave up.
 
-Per explained epoch the ranks meet twice (the outcomes, then the gather of records to rank
-zero), plus whatever collective explainers exchange; measured in ``benchmarks/bench_ddp.py``.
+Rank zero then writes, and tells the others whether that worked (with ``on_error='raise'`` a
+failed write raises on every rank, not only on rank zero). Per explained epoch the ranks meet
+three times (the outcomes, the gather of records to rank zero, the outcome of the writing),
+plus whatever collective explainers exchange; measured in ``benchmarks/bench_ddp.py``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from deepvid_plugin.core.collective import Group, RankFailed
 from deepvid_plugin.core.explainer import ExplainContext, Explainer, sharding_of
 from deepvid_plugin.core.record import Record
 
-__all__ = ["Group", "context_for", "explain", "prepare", "resolve_group"]
+__all__ = ["Gathered", "Group", "assemble", "context_for", "explain", "on_rank_zero", "prepare",
+           "resolve_group"]
 
 
 def resolve_group(distributed: Any) -> Group | None:
@@ -119,9 +122,10 @@ def _prepare_other(e: Explainer, state: Mapping[str, Any], ctx: ExplainContext) 
 
 
 def explain(explainers: Sequence[Explainer], model: Any, step: int, group: Group,
-            policy: ErrorPolicy, n_instances: int) -> tuple[list[Any], list[Explainer]]:
-    """Run ``explainers`` on every rank; returns (the records, on rank zero only, in the order a
-    one-process run gives them; the explainers that worked on every rank)."""
+            policy: ErrorPolicy, n_instances: int) -> tuple[list[Gathered], list[Explainer]]:
+    """Run ``explainers`` on every rank; returns (on rank zero, what each explainer that worked
+    gave, in order: :func:`assemble` turns it into the records a one-process run gives; the
+    explainers that worked on every rank, the same list everywhere)."""
     mine = len(group.shard(n_instances))
     local: list[tuple[Explainer, str, Any, Exception | None]] = []
     for e in explainers:
@@ -138,7 +142,7 @@ def explain(explainers: Sequence[Explainer], model: Any, step: int, group: Group
     sent = [got if ok and mode == "instances" and not group.is_zero else None
             for (_, mode, got, _), ok in zip(local, worked, strict=True)]
     received = group.gather(sent)
-    records: list[Any] = []
+    gathered: list[Gathered] = []
     ran: list[Explainer] = []
     for i, (e, mode, got, error) in enumerate(local):
         ok, _ = policy.call(f"{e.kind}.explain", _settle, error, [o[i] for o in outcomes], group,
@@ -146,14 +150,44 @@ def explain(explainers: Sequence[Explainer], model: Any, step: int, group: Group
         if not ok:
             continue
         ran.append(e)
-        if not group.is_zero:
-            continue
-        records.extend(got)  # rank zero's own share, or the whole result of the other modes
-        if mode == "instances" and received is not None:
-            for rank in range(1, group.world_size):
-                policy.call(f"{e.kind}.gather", _decode_into, records, received[rank][i],
-                            owner=e.kind)
-    return records, ran
+        if group.is_zero:  # rank zero's own share (or the whole result), then the others'
+            others = ([received[r][i] for r in range(1, group.world_size)]
+                      if mode == "instances" and received is not None else [])
+            gathered.append(Gathered(e.kind, got, others))
+    return gathered, ran
+
+
+@dataclasses.dataclass
+class Gathered:
+    """One explainer's result on rank zero: its own records and the other ranks' encoded ones."""
+
+    kind: str
+    own: list[Any]
+    others: list[Sequence[bytes] | None]
+
+
+def assemble(gathered: Sequence[Gathered], policy: ErrorPolicy) -> list[Any]:
+    """The records, in rank order within each kind (the instances' order); the other ranks'
+    decoded to the typed views a one-process run returns."""
+    records: list[Any] = []
+    for g in gathered:
+        records.extend(g.own)
+        for payload in g.others:
+            policy.call(f"{g.kind}.gather", _decode_into, records, payload, owner=g.kind)
+    return records
+
+
+def on_rank_zero(group: Group, fn: Any) -> Any:
+    """``fn()`` on rank zero (its writing), then its outcome on every rank: when it raised (the
+    error policy lets a failure raise with ``on_error='raise'``), every rank raises, instead of
+    the others going on into training collectives that rank zero will never join."""
+    value, error = _attempt(fn) if group.is_zero else (None, None)
+    failed = group.broadcast(_describe(error))
+    if error is not None:
+        raise error
+    if failed is not None:
+        raise RankFailed(f"rank 0 of {group.world_size} failed: {failed}")
+    return value
 
 
 def _explain_local(e: Explainer, model: Any, step: int, mode: str, group: Group) -> list[Any]:

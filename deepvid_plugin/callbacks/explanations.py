@@ -226,26 +226,43 @@ class Explanations:
         its share (:mod:`.distributed`), rank zero gets every record and alone writes; other
         ranks return ``[]``."""
         due = self.due(step) if due is None else list(due)
+        if self.group is not None:
+            return self._run_shared(model, step, sinks, device, artifacts, due)
         records: list[Any] = []
         ran: list[Explainer] = []
         with self._guard(model):
-            ready = self._prepare(due, self.context(device, artifacts))
-            if self.group is not None:  # every rank explains its share; rank zero gets it all
-                records, ran = distributed.explain(ready, model, step, self.group, self.policy,
-                                                   len(self.ids))
-            else:
-                for e in ready:
-                    ok, got = self.policy.call(f"{e.kind}.explain", e.explain, model, step,
-                                               owner=e.kind)
-                    if ok:
-                        records.extend(got)
-                        ran.append(e)
+            for e in self._prepare(due, self.context(device, artifacts)):
+                ok, got = self.policy.call(f"{e.kind}.explain", e.explain, model, step,
+                                           owner=e.kind)
+                if ok:
+                    records.extend(got)
+                    ran.append(e)
         if ran:
-            self.mark_done(step, ran)  # on every rank alike: the schedules never diverge
-            if self.group is None or self.group.is_zero:  # only rank zero writes
-                self.write(records, step, sinks)
-                self.written_steps.append(step)
+            self.write(records, step, sinks)
+            self.mark_done(step, ran)
+            self.written_steps.append(step)
         return records
+
+    def _run_shared(self, model: Any, step: int, sinks: Mapping[str, Sink],
+                    device: torch.device | None, artifacts: Any,
+                    due: Sequence[Explainer]) -> list[Any]:
+        """:meth:`run` under DDP: every rank explains its share, rank zero gathers and writes."""
+        group = self.group
+        with self._guard(model):
+            ready = self._prepare(due, self.context(device, artifacts))
+            gathered, ran = distributed.explain(ready, model, step, group, self.policy,
+                                                len(self.ids))
+        if not ran:
+            return []
+        self.mark_done(step, ran)  # on every rank alike: the schedules never diverge
+
+        def write() -> list[Any]:  # rank zero only
+            records = distributed.assemble(gathered, self.policy)
+            self.write(records, step, sinks)
+            self.written_steps.append(step)
+            return records
+
+        return distributed.on_rank_zero(group, write) or []
 
     def write(self, records: Sequence[Any], step: int, sinks: Mapping[str, Sink]) -> None:
         for name, sink in sinks.items():

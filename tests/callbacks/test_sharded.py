@@ -3,8 +3,8 @@ DeepVIDCallback: the ranks share the work (instances, probe images, per-class im
 zero alone writes, every subject is written exactly once per explained epoch, and every record
 equals a one-process run's (every array to 1e-6; in practice bit for bit). The VAE is fitted
 once, on rank zero, and reaches the other rank through its state. A failure on one rank is seen
-by both: counted on each with ``on_error='warn'``, raised on each with ``'raise'``, and no rank
-is left waiting."""
+by both: counted on each with ``on_error='warn'``, raised on each with ``'raise'`` (a failed
+write on rank zero too), and no rank is left waiting."""
 
 from __future__ import annotations
 
@@ -123,6 +123,35 @@ def _fewer_than_ranks(out: str) -> dict:
             "written_steps": cb.explanations.written_steps}
 
 
+class _BrokenSink:
+    """A sink whose writes fail (a full disk): only rank zero ever calls it."""
+
+    def write(self, record, step):
+        raise OSError("disk full")
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def _failing_write(out: str) -> dict:
+    from deepvid_plugin.callbacks import DeepVIDCallback
+    from deepvid_plugin.explain import PixelGenerator
+    from tests.callbacks.helpers import small_cnn, tracked
+
+    x, y = tracked(4)
+    try:
+        with DeepVIDCallback(small_cnn(), x, labels=y, generator=PixelGenerator((1, 8, 8)),
+                             n_neighbours=16, sinks=[_BrokenSink()], on_error="raise",
+                             progress=False) as cb:
+            cb.on_epoch_end(0)
+        return {"raised": None}
+    except Exception as e:
+        return {"raised": f"{type(e).__name__}: {e}"}
+
+
 def _worker(rank: int, store: str, out: str, mode: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
@@ -131,6 +160,8 @@ def _worker(rank: int, store: str, out: str, mode: str) -> None:
             report = _run(out, None)
         elif mode == "few":
             report = _fewer_than_ranks(out)
+        elif mode == "write":
+            report = _failing_write(out)
         elif mode == "warn":
             os.environ.pop("DEEPVID_TESTING", None)  # let the policy warn instead of raise
             report = _run(out, None, on_error="warn", fail_rank=1)
@@ -255,3 +286,12 @@ def test_more_ranks_than_instances(tmp_path):
     assert r0["returned"] == [2, 2] and r1["returned"] == [0, 0]  # deepvid + gradcam, 1 each
     assert r0["written_steps"] == [0, 1] and r1["written_steps"] == []
     assert kind_steps(tmp_path / "tb", "gradcam") == {".": {"0": [0, 1]}}
+
+
+@pytest.mark.slow
+def test_a_failed_write_on_rank_zero_raises_on_every_rank(tmp_path):
+    """Only rank zero writes; with on_error='raise' its failure must not leave rank one going on
+    into training collectives that rank zero will never join."""
+    r0, r1 = _spawn(tmp_path, "write")
+    assert r0["raised"] == "OSError: disk full"
+    assert r1["raised"].startswith("RankFailed: rank 0 of 2 failed: OSError: disk full")
