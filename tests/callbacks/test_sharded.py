@@ -152,25 +152,33 @@ def _failing_write(out: str) -> dict:
         return {"raised": f"{type(e).__name__}: {e}"}
 
 
+def _raising(out: str) -> dict:
+    try:
+        _run(out, None, on_error="raise", fail_rank=1)
+        return {"raised": None}
+    except Exception as e:
+        return {"raised": f"{type(e).__name__}: {e}"}
+
+
+def _edges(out: str) -> dict:
+    """Three short scenarios in one pair of processes (each start costs seconds): a failure on
+    one rank with on_error='raise', one instance on two ranks, a failed write on rank zero."""
+    return {"raise": _raising(os.path.join(out, "raise")),
+            "few": _fewer_than_ranks(os.path.join(out, "few")),
+            "write": _failing_write(out)}
+
+
 def _worker(rank: int, store: str, out: str, mode: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     try:
         if mode == "equal":
             report = _run(out, None)
-        elif mode == "few":
-            report = _fewer_than_ranks(out)
-        elif mode == "write":
-            report = _failing_write(out)
         elif mode == "warn":
             os.environ.pop("DEEPVID_TESTING", None)  # let the policy warn instead of raise
             report = _run(out, None, on_error="warn", fail_rank=1)
-        else:  # "raise": both ranks must raise, neither may hang
-            try:
-                _run(out, None, on_error="raise", fail_rank=1)
-                report = {"raised": None}
-            except Exception as e:
-                report = {"raised": f"{type(e).__name__}: {e}"}
+        else:
+            report = _edges(out)
         with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
             json.dump(report, f)
     finally:
@@ -272,26 +280,36 @@ def test_a_failure_on_one_rank_is_counted_on_every_rank(tmp_path):
     assert kind_steps(tmp_path / "tb", "gradcam") == {}
 
 
-@pytest.mark.slow
-def test_a_failure_on_one_rank_raises_on_every_rank(tmp_path):
-    r0, r1 = _spawn(tmp_path, "raise")
-    assert r1["raised"] == "RuntimeError: broken on rank 1"
-    assert r0["raised"].startswith("RankFailed: rank 1 of 2 failed: RuntimeError: broken on")
+@pytest.fixture(scope="module")
+def edges(tmp_path_factory):
+    out = tmp_path_factory.mktemp("edges")
+    return out, _spawn(out, "edges")
 
 
 @pytest.mark.slow
-def test_more_ranks_than_instances(tmp_path):
-    r0, r1 = _spawn(tmp_path, "few")
+def test_a_failure_on_one_rank_raises_on_every_rank(edges):
+    _, (r0, r1) = edges
+    assert r1["raise"]["raised"] == "RuntimeError: broken on rank 1"
+    assert r0["raise"]["raised"].startswith(
+        "RankFailed: rank 1 of 2 failed: RuntimeError: broken on")
+
+
+@pytest.mark.slow
+def test_more_ranks_than_instances(edges):
+    """One instance on two ranks: rank one's share is empty, it explains nothing and still
+    takes part."""
+    out, (r0, r1) = edges
+    r0, r1 = r0["few"], r1["few"]
     assert r0["failures"] == r1["failures"] == {}
     assert r0["returned"] == [2, 2] and r1["returned"] == [0, 0]  # deepvid + gradcam, 1 each
     assert r0["written_steps"] == [0, 1] and r1["written_steps"] == []
-    assert kind_steps(tmp_path / "tb", "gradcam") == {".": {"0": [0, 1]}}
+    assert kind_steps(out / "few" / "tb", "gradcam") == {".": {"0": [0, 1]}}
 
 
 @pytest.mark.slow
-def test_a_failed_write_on_rank_zero_raises_on_every_rank(tmp_path):
+def test_a_failed_write_on_rank_zero_raises_on_every_rank(edges):
     """Only rank zero writes; with on_error='raise' its failure must not leave rank one going on
     into training collectives that rank zero will never join."""
-    r0, r1 = _spawn(tmp_path, "write")
-    assert r0["raised"] == "OSError: disk full"
-    assert r1["raised"].startswith("RankFailed: rank 0 of 2 failed: OSError: disk full")
+    _, (r0, r1) = edges
+    assert r0["write"]["raised"] == "OSError: disk full"
+    assert r1["write"]["raised"].startswith("RankFailed: rank 0 of 2 failed: OSError: disk full")
