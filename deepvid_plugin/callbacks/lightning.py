@@ -24,8 +24,10 @@ per-class images (:mod:`deepvid_plugin.callbacks.distributed`). Rank zero gather
 and alone writes (the loggers of other ranks are dummies anyway). A VAE fitted from
 ``train_data`` is fitted once, on rank zero, and broadcast. Every instance is computed on its
 own, so any number of ranks logs exactly what one process logs (``tests/callbacks/test_ddp.py``
-checks 2 ranks against 1, every kind). A failure on one rank is seen by every rank (warned
-about, or raised with ``on_error='raise'``), so none is left waiting in a collective.
+checks 2 Lightning ranks against 1; ``test_sharded.py`` every kind in a plain loop). A failure
+on one rank, rank zero's writing included, is seen by every rank (warned about, or raised with
+``on_error='raise'``), so none is left waiting in a collective. How the cost divides, measured:
+``docs/distributed.md`` and ``benchmarks/RESULTS.md`` (DDP scale-out).
 
 The model must be replicated (DDP): strategies that shard the parameters (FSDP, DeepSpeed
 stage 3) need every rank in every forward pass, which sharded explanations cannot give.
