@@ -54,7 +54,8 @@ K, BATCH = 16, 512  # neighbours per instance: DeepVID's default
 FIRST_REPEATS = 1  # fresh explainers timed for (a0)
 REPEATS = 6  # (a)/(b) pairs; LIME (slow) runs in the first LIME_REPEATS of them
 LIME_REPEATS = 2
-TARGET_OVERHEAD = 1.10  # (a)/(b) <=, epochs after the first
+TARGET_OVERHEAD = 1.10  # (a)/(b) <=, epochs after the first (ResNet-18)
+TARGET_OVERHEAD_DIGITS = 1.2  # the same on the digits CNN, whose forward is tiny (issue 22)
 TARGET_EVIDENCE = 0.10  # evidence rows / all teacher rows of an epoch <=
 TARGET_LIME_BEYOND = 20.0  # (c - c_fwd) / (a - b) >=
 TARGET_AGREEMENT = 0.97  # digits held-out top-1 agreement >=
@@ -339,14 +340,15 @@ def targets_for(t: Teacher, r: dict[str, Any], is_digits: bool, k: int,
     out, notes = [], []
     ab = paired(r["a"], r["b"])
     cpu_ab = paired(r["a_cpu"], r["b_cpu"])
+    limit = TARGET_OVERHEAD_DIGITS if is_digits else TARGET_OVERHEAD
     out.append({"name": f"{t.name}: (a)/(b) DeepVID / bare forward, epochs after the first",
-                "value": ab, "target": f"<= {TARGET_OVERHEAD}", "met": ab <= TARGET_OVERHEAD,
+                "value": ab, "target": f"<= {limit}", "met": ab <= limit,
                 "note": f"median of {len(r['a'])} back-to-back pairs; best-of ratio {a / b:.3f}, "
                         f"CPU-time ratio {cpu_ab:.3f}; (b) forwards the {r['rows_total']:,} "
                         f"images DeepVID sent ({r['rows_nb']:,} instances + neighbours, the rest "
                         f"evidence) in its own chunks; DeepVID adds {a - b:.3f} s to a {b:.3f} s "
                         f"forward (best runs)"})
-    if ab > TARGET_OVERHEAD:
+    if ab > limit:
         pairs = ", ".join(f"{x / y:.2f}" for x, y in zip(r["a"], r["b"], strict=True))
         notes.append(
             f"{t.name}: (a)/(b) missed by the median of paired ratios ({ab:.3f}; pairs {pairs}); "
@@ -387,7 +389,7 @@ def targets_for(t: Teacher, r: dict[str, Any], is_digits: bool, k: int,
     return out, notes
 
 
-def run() -> dict[str, Any]:
+def _run() -> dict[str, Any]:
     quick = os.environ.get("DEEPVID_BENCH_QUICK", "") not in ("", "0")
     default_m = DeepVID(VAE(1, 8, 8)).n_neighbours  # the per-epoch cost a user gets
     k, m, repeats, lime_repeats = ((4, 64, 2, 1) if quick
@@ -447,3 +449,14 @@ def _version(dist: str) -> str:
         return version(dist)
     except PackageNotFoundError:
         return "not installed"
+
+
+def run() -> dict[str, Any]:
+    """One torch thread for everything measured (restored afterwards): on the shared 2-core box
+    two threads per process made the ratios noise."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run()
+    finally:
+        torch.set_num_threads(threads)

@@ -13,9 +13,11 @@ from typing import Any
 
 import torch
 
+from deepvid_plugin.callbacks import distributed
 from deepvid_plugin.callbacks.instances import load_instances
 from deepvid_plugin.callbacks.safety import DeepVIDWarning, ErrorPolicy, check_on_error
 from deepvid_plugin.core import checks
+from deepvid_plugin.core.collective import Group
 from deepvid_plugin.core.explainer import ExplainContext, Explainer, is_explainer
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
 from deepvid_plugin.core.outputs import logits_of
@@ -145,6 +147,8 @@ class Explanations:
         self.written_steps: list[int] = []  # steps explained and handed to the sinks, this process
         self._prepared: set[str] = set()
         self._warned_backwards = False
+        #: under DDP, the ranks that share the work (set by the callback); None: one process
+        self.group: Group | None = None
 
     # ---- views kept for callers of the DeepVID-only callback ---------------------------------
     @property
@@ -254,6 +258,8 @@ class Explanations:
         return untouched(model, *[m for m in modules if isinstance(m, torch.nn.Module)])
 
     def _prepare(self, explainers: Sequence[Explainer], ctx: ExplainContext) -> list[Explainer]:
+        if self.group is not None:
+            return distributed.prepare(explainers, ctx, self.group, self.policy, self._prepared)
         ready = []
         for e in explainers:
             if e.kind not in self._prepared:
@@ -276,9 +282,15 @@ class Explanations:
             due: Sequence[Explainer] | None = None) -> list[Any]:
         """Run the explainers due at ``epoch`` inside one guard, then write every record to
         every sink at its step, all under the error policy. Returns the records written: none
-        when no sink took them (the warnings say why)."""
+        when no sink took them (the warnings say why).
+
+        Under DDP (:attr:`group` set) every rank must call this at the same epochs: each
+        explains its share (:mod:`.distributed`), rank zero gets every record and alone writes;
+        other ranks return ``[]``."""
         due = self.due(epoch) if due is None else list(due)
         step = self.step(epoch)
+        if self.group is not None:
+            return self._run_shared(model, epoch, step, sinks, device, artifacts, due)
         records: list[Any] = []
         ran: list[Explainer] = []
         with self._guard(model):
@@ -296,6 +308,28 @@ class Explanations:
             return []
         self.written_steps.append(step)
         return records
+
+    def _run_shared(self, model: Any, epoch: int, step: int, sinks: Mapping[str, Sink],
+                    device: torch.device | None, artifacts: Any,
+                    due: Sequence[Explainer]) -> list[Any]:
+        """:meth:`run` under DDP: every rank explains its share, rank zero gathers and writes."""
+        group = self.group
+        with self._guard(model):
+            ready = self._prepare(due, self.context(device, artifacts))
+            gathered, ran = distributed.explain(ready, model, step, group, self.policy,
+                                                len(self.ids))
+        if not ran:
+            return []
+        self.mark_done(epoch, ran)  # on every rank alike: the schedules never diverge
+
+        def write() -> list[Any]:  # rank zero only
+            records = distributed.assemble(gathered, self.policy)
+            if not self.write(records, step, sinks):
+                return []
+            self.written_steps.append(step)
+            return records
+
+        return distributed.on_rank_zero(group, write) or []
 
     def _buffering(self, name: str, sink: Sink) -> bool:
         """A sink that keeps what it is given until its backend takes it (``reachable()``):

@@ -22,25 +22,22 @@ logits. ``state_dict``/``load_state_dict`` carry every explainer's last logged e
 (DeepVID's fitted VAE), so a run resumed from a checkpoint continues the same timelines with the
 same neighbours and logs every epoch of every kind exactly once.
 
-DDP: rank zero computes while the other ranks wait
----------------------------------------------------
-The alternative, sharding the tracked instances across ranks and gathering the records on rank
-zero, was measured (``benchmarks/bench_callback.py``, section ``ddp``: 2 gloo processes on CPU,
-16 digits instances x 512 neighbours) and rejected:
+DDP: every rank explains its share, rank zero writes
+----------------------------------------------------
+Under a DDP strategy (``strategy="ddp"``, ``"ddp_spawn"``, ...) every rank runs the explainers
+on its own device and the cost divides over the ranks: per-instance kinds (DeepVID, Grad-CAM,
+CAM agreement) split the tracked instances, Network Dissection its probe images and Summit its
+per-class images (:mod:`deepvid_plugin.callbacks.distributed`). Rank zero gathers the records
+and alone writes (the loggers of other ranks are dummies anyway). A VAE fitted from
+``train_data`` is fitted once, on rank zero, and broadcast. Every instance is computed on its
+own, so any number of ranks logs exactly what one process logs (``tests/callbacks/test_ddp.py``
+checks 2 Lightning ranks against 1; ``test_sharded.py`` every kind in a plain loop). A failure
+on one rank, rank zero's writing included, is seen by every rank (warned about, or raised with
+``on_error='raise'``), so none is left waiting in a collective. How the cost divides, measured:
+``docs/distributed.md`` and ``benchmarks/RESULTS.md`` (DDP scale-out).
 
-* it was not faster: rank zero alone took 1.31 s per epoch, shard-and-gather 1.43 s (2 ranks,
-  1 thread each, on the shared 2-core development machine): half the instances per rank saves
-  less than the gather of pickled records and the second rank's start-up cost; on GPUs the
-  explanation is a few percent of an epoch either way;
-* it changes the answer: the students of all instances are refined by one joint LBFGS (a sum of
-  independent terms, but one shared line search), so a record would depend on which other
-  instances share its rank, and a 2-process run would no longer log what a 1-process run logs;
-* it needs every rank to hold the generator and to fit the VAE, and a gather of pickled records.
-
-So rank zero explains and writes; every rank then meets at ``trainer.strategy.barrier()`` (the
-other ranks would block in the next gradient all-reduce anyway; the barrier makes the wait
-explicit and keeps a failing rank zero from leaving the others in a half-finished epoch). The
-schedule (which epochs are due) is decided identically on every rank, so the barriers match.
+The model must be replicated (DDP): strategies that shard the parameters (FSDP, DeepSpeed
+stage 3) need every rank in every forward pass, which sharded explanations cannot give.
 """
 
 from __future__ import annotations
@@ -59,6 +56,7 @@ except ImportError as e:  # optional dependency: say how to get it
 
 from deepvid_plugin.callbacks.explanations import Explanations
 from deepvid_plugin.callbacks.targets import TargetArtifacts, check_sinks, check_writable_dir
+from deepvid_plugin.core.collective import Group
 from deepvid_plugin.core.outputs import ModelView, check_transform
 from deepvid_plugin.core.sink import Sink
 from deepvid_plugin.methods.deepvid.explainer import DEFAULT_VAE_EPOCHS, DEFAULTS
@@ -141,6 +139,8 @@ class DeepVIDLightningCallback(pl.Callback):
         # the early check, on every rank (same answer everywhere: no rank waits for another)
         self.explanations.check_model(self._explained)
         self.sinks, self._save_dirs, self._mlflow_targets = {}, [], []
+        # Under DDP every rank explains its share (Group.current(): None in one process).
+        self.explanations.group = Group.current() if trainer.world_size > 1 else None
         if not trainer.is_global_zero:
             return  # loggers are dummies there; only rank zero writes
         from deepvid_plugin.mlflow.sink import MLflowSink
@@ -169,29 +169,17 @@ class DeepVIDLightningCallback(pl.Callback):
             self.sinks[f"{type(s).__name__}[{i}]"] = s
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Prepare every explainer (fit or reload the VAE) before the first epoch, on rank zero,
-        # where the model lives.
-        try:
-            if trainer.is_global_zero:
-                self.explanations.prepare(self._model(pl_module), pl_module.device,
-                                          self.artifacts)
-        finally:
-            trainer.strategy.barrier("deepvid_prepare")
+        # Prepare every explainer (fit or reload the VAE) before the first epoch, on every rank
+        # (rank zero first; the others load its state, see callbacks/distributed.py).
+        self.explanations.prepare(self._model(pl_module), pl_module.device, self.artifacts)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
-        due = self.explanations.due(epoch)
+        due = self.explanations.due(epoch)  # the same on every rank: the schedules never diverge
         if not due:
             return
-        try:
-            if trainer.is_global_zero:
-                self.last_records = self.explanations.run(
-                    self._model(pl_module), epoch, self.sinks, pl_module.device, self.artifacts,
-                    due)
-        finally:
-            # Every rank records the epoch as done, so the schedule stays identical everywhere.
-            self.explanations.mark_done(epoch, due)
-            trainer.strategy.barrier("deepvid_epoch")
+        self.last_records = self.explanations.run(self._model(pl_module), epoch, self.sinks,
+                                                  pl_module.device, self.artifacts, due)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and self.sinks:

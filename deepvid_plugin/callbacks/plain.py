@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from deepvid_plugin.callbacks.distributed import resolve_group
 from deepvid_plugin.callbacks.explanations import Explanations
 from deepvid_plugin.callbacks.targets import TargetArtifacts, check_sinks, check_writable_dir
 from deepvid_plugin.core import checks
@@ -79,14 +80,25 @@ class DeepVIDCallback:
             applied for every explainer (ignite's ``output_transform``).
         forward_fn: ``forward_fn(model, x)`` runs the classifier when ``model(x)`` does not
             (a LightningModule without ``forward``: ``lambda m, x: m.net(x)``).
-
-    The constructor runs one forward of the tracked instances (the model on its device) and
-    checks the output, the labels, ``class_names`` and every explainer's layer and generator
-    there, before any VAE is fitted, so a mistake fails now, not at the end of the first epoch.
         step_offset: added to each epoch to make its step (default 0): a later training stage
             whose epoch counter starts at 0 again continues a timeline with
             ``step_offset=<last logged step + 1>`` (a step at or below one already logged is
             skipped, with a warning that says so).
+        distributed: ``None`` (default: share the work when ``torch.distributed`` is initialised
+            with several ranks), ``False`` (this process explains everything alone), ``True``
+            (require a process group) or a ``torch.distributed`` process group. When shared,
+            *every* rank must build the callback with the same arguments and call
+            :meth:`on_epoch_end` at the same epochs: each explains its share (the tracked
+            instances, the probe images), and rank zero gathers the records and alone writes
+            (other ranks create no log files and save nothing). See ``docs/distributed.md``.
+
+    A model wrapped in ``DistributedDataParallel`` is explained through its ``module``: the
+    wrapper's forward would synchronise buffers with the other ranks, which explain other
+    instances at that moment.
+
+    The constructor runs one forward of the tracked instances (the model on its device) and
+    checks the output, the labels, ``class_names`` and every explainer's layer and generator
+    there, before any VAE is fitted, so a mistake fails now, not at the end of the first epoch.
 
     Use :meth:`on_epoch_end` after each epoch; use the callback as a context manager (or call
     :meth:`close`) so every sink is flushed and closed.
@@ -122,15 +134,15 @@ class DeepVIDCallback:
                  mlflow: bool | str | None = None, tracking_uri: str | None = None,
                  sinks: Sequence[Sink] | None = None, on_error: str = "warn",
                  progress: bool = True, output_transform: Any = None, forward_fn: Any = None,
-                 step_offset: int = 0):
+                 step_offset: int = 0, distributed: Any = None):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module returning logits, got "
                             f"{type(model).__name__}")
-        self.model = model
+        self.model = _unwrapped(model)
         # what the explainers run: the model itself, or a view of it (same modules and names)
         # that goes through forward_fn/output_transform
-        self._explained = model if output_transform is None and forward_fn is None else \
-            ModelView(model, forward_fn=forward_fn, output_transform=output_transform)
+        self._explained = self.model if output_transform is None and forward_fn is None else \
+            ModelView(self.model, forward_fn=forward_fn, output_transform=output_transform)
         self.explanations = Explanations(
             instances, ids=ids, labels=labels, class_names=class_names, explainers=explainers,
             generator=generator, train_data=train_data, vae_epochs=vae_epochs,
@@ -145,12 +157,14 @@ class DeepVIDCallback:
         if logdir is None and not mlflow and not sinks:
             raise ValueError("logdir, mlflow, sinks: expected somewhere to write (a logdir or "
                              "SummaryWriter, mlflow=True or a run id, or sinks=[...]), got none")
+        self.explanations.group = resolve_group(distributed)
+        writes = self.explanations.group is None or self.explanations.group.is_zero
         self.sinks: dict[str, Sink] = {}
         self._save_dirs: list[str] = []
         self._mlflow_targets: list[tuple[str, Any]] = []  # (sink name, MLflowSink)
-        if logdir is not None:
+        if logdir is not None and writes:  # only rank zero writes: no event files elsewhere
             self._add_tensorboard(logdir)
-        if mlflow:
+        if mlflow and writes:  # other ranks have no MLflow run
             self._add_mlflow(mlflow, tracking_uri)
         for i, s in enumerate(sinks or ()):
             self.sinks[f"{type(s).__name__}[{i}]"] = s
@@ -212,7 +226,8 @@ class DeepVIDCallback:
 
     def prepare(self) -> bool:
         """Prepare every explainer now (fit or load the VAE) rather than at the first
-        explanation; optional."""
+        explanation; optional. Under DDP every rank must call it (rank zero fits, the others
+        load its state)."""
         return self.explanations.prepare(self._explained, module_device_dtype(self.model)[0],
                                          self.artifacts)
 
@@ -221,7 +236,8 @@ class DeepVIDCallback:
         ``step_offset``) and log.
 
         Returns the records written, of every kind that ran (empty when none is due, or when
-        no sink took them after failures that ``on_error='warn'`` let pass).
+        no sink took them after failures that ``on_error='warn'`` let pass; under DDP, empty on
+        ranks other than zero).
         """
         epoch = checks.integer("epoch", epoch, 0)
         if self._closed:
@@ -256,6 +272,11 @@ class DeepVIDCallback:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.explanations.load_state_dict(state)
+
+
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    parallel = torch.nn.parallel.DistributedDataParallel
+    return model.module if isinstance(model, parallel) else model
 
 
 __all__ = ["DeepVIDCallback"]

@@ -14,6 +14,27 @@ explain such instances; and ``check_model(model, x)``: fail early with the model
 the layers, run one forward on a tracked instance, check a generator's shape), called by the
 callbacks with the model on its device and the tracked instances, before anything is fitted.
 
+**Under DDP** (an initialised ``torch.distributed`` run with several ranks) every rank runs the
+callback, and each explainer's optional ``sharding`` says how its work divides (the default
+follows the kind's registered subject, see :func:`sharding_of`):
+
+- ``"instances"`` (default for kinds whose subject is an instance): the context holds only this
+  rank's share of the tracked instances (``x``, ``ids``, ``labels``), the explainer explains
+  those as it would all of them, and the callback gathers the records on rank zero, which alone
+  writes. The explainer needs to know nothing about ranks; its records must not depend on which
+  other instances it explains (per-instance seeds and computations), so that any number of
+  ranks logs what one process logs.
+- ``"collective"``: the explainer shares its own work (probe images, per-class images) over
+  ``context.group`` (a :class:`~deepvid_plugin.core.collective.Group`) and returns the complete
+  records on rank zero (other ranks may return ``[]``). Every rank calls ``explain``, so its
+  collectives must go through ``Group.exchange``/``Group.check`` (a failure on one rank is then
+  raised on all of them instead of leaving them waiting).
+- ``"rank_zero"`` (default for other kinds): only rank zero explains.
+
+Rank zero is prepared first; its ``state_dict()`` is then loaded on every other rank before
+those prepare, so a generator fitted in ``prepare`` (DeepVID's VAE) is fitted once and reaches
+every rank.
+
 An *engine* (the method itself, e.g. ``DeepVID``, ``GradCAM``) may offer
 ``as_explainer(every_n_epochs) -> Explainer``; a callback given a bare engine wraps it that way,
 so every kind is built the same way and the callback names none of them.
@@ -37,7 +58,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Artifacts", "ExplainContext", "Explainer", "NoArtifacts", "is_explainer"]
+from deepvid_plugin.core.collective import Group
+
+__all__ = ["SHARDING", "Artifacts", "ExplainContext", "Explainer", "NoArtifacts", "is_explainer",
+           "sharding_of"]
+
+#: how an explainer's work divides over DDP ranks (see the module docstring).
+SHARDING = ("instances", "collective", "rank_zero")
 
 
 @runtime_checkable
@@ -78,6 +105,8 @@ class ExplainContext:
         device: where the model lives (explainers put their own modules there).
         artifacts: where files that must outlive the run are kept.
         progress: whether long preparations (fitting a VAE) may show a progress bar.
+        group: under DDP, for explainers with ``sharding = "collective"``: the ranks to share
+            the work with (None in one process, and for other explainers).
     """
 
     x: torch.Tensor
@@ -88,6 +117,7 @@ class ExplainContext:
     artifacts: Artifacts = dataclasses.field(default_factory=NoArtifacts)
     progress: bool = True
     label_sets: tuple[tuple[int, ...], ...] | None = None
+    group: Group | None = None
 
     def names_for(self, n_classes: int) -> list[str]:
         """The class names, or ``"0".."n_classes-1"`` when none were given."""
@@ -117,3 +147,22 @@ def is_explainer(obj: Any) -> bool:
     ``every_n_epochs`` and the four methods)."""
     return (isinstance(obj, Explainer) and isinstance(getattr(obj, "kind", None), str)
             and isinstance(getattr(obj, "every_n_epochs", None), int))
+
+
+def sharding_of(explainer: Any) -> str:
+    """How ``explainer``'s work divides over DDP ranks: its own ``sharding`` if it declares one,
+    else ``"instances"`` for kinds registered with an instance subject and ``"rank_zero"`` for
+    any other (a kind that is not registered explains on rank zero only)."""
+    declared = getattr(explainer, "sharding", None)
+    if declared is not None:
+        if declared not in SHARDING:
+            raise ValueError(f"{type(explainer).__name__}.sharding: expected one of "
+                             f"{list(SHARDING)}, got {declared!r}")
+        return declared
+    from deepvid_plugin.core import kinds
+
+    try:
+        subject = kinds.get(explainer.kind).subject
+    except (KeyError, ValueError):
+        return "rank_zero"
+    return "instances" if subject == "instance" else "rank_zero"

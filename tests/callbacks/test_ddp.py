@@ -1,5 +1,6 @@
-"""DDP: 2 CPU processes (Lightning strategy="ddp", gloo) complete, only rank zero writes, and the
-records equal those of a 1-process run."""
+"""DDP: 2 CPU processes (Lightning strategy="ddp", gloo) share the explanations (each rank its
+share of the instances), complete, only rank zero writes, and the records equal those of a
+1-process run. Every kind under a plain torch.distributed loop: test_sharded.py."""
 
 from __future__ import annotations
 

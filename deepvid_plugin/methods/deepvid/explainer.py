@@ -158,6 +158,10 @@ class DeepVIDExplainer:
     def prepare(self, context: ExplainContext) -> None:
         """Obtain the generator (see the module docstring); a no-op once there is one."""
         self._context = context
+        if self.fitted_vae is not None and self.generator_source == "checkpoint":
+            # restored from a checkpoint or, under DDP, from rank zero's state: on the CPU until
+            # here; decode where the model lives, as a VAE fitted here does
+            self.fitted_vae.to(context.device)
         if self.generator is None:
             vae = self._obtain_vae(context)
             self.generator = self.fitted_vae = vae

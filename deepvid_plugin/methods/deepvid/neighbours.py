@@ -52,7 +52,9 @@ def sample_neighbours(generator: Generator, x: torch.Tensor, ids: Sequence[str],
     (0 = pure generator neighbours). Runs the generator under no_grad; the caller owns eval mode
     and RNG isolation.
     """
-    mu = generator.encode(x)
+    # One instance at a time: an encoder's output can differ in the last bits with the size of
+    # its batch, and the neighbours of an instance must not depend on what else is explained.
+    mu = torch.cat([generator.encode(x[k : k + 1]) for k in range(x.shape[0])])
     if mu.dim() != 2 or mu.shape[0] != x.shape[0]:
         raise ValueError(f"generator.encode: expected latent means of shape ({x.shape[0]}, L), "
                          f"got {tuple(mu.shape)}")

@@ -10,14 +10,21 @@ objective alone, from a cold start, needs hundreds of LBFGS iterations):
 2. **L2 strength** is picked per instance from a small grid (relative to the mean eigenvalue, so
    it is scale-free) by held-out KL on a validation part of the *fitting* rows. The fidelity
    hold-out is never seen here.
-3. **Refinement.** A few LBFGS steps on the distillation objective itself: KL(teacher_T ||
-   student_T) scaled by T^2 (Hinton et al.), plus the chosen L2 penalty, jointly for all K
-   instances (the objective is a sum of independent terms, so one LBFGS handles the batch).
-   It runs in the eigenbasis: W = B @ beta with B orthonormal (D x r, r <= min(D, M)), so the
-   student's logits are F @ beta with F = X_c @ B (M x r) and ||W|| = ||beta||. That is an
-   isometric change of coordinates (same objective and inner products, so the same LBFGS path
-   in exact arithmetic except torch's first trial step, scaled by the gradient's L1 norm), and in
-   dual form it costs M x M per evaluation instead of M x D.
+3. **Refinement.** A few L-BFGS steps on the distillation objective itself: KL(teacher_T ||
+   student_T) scaled by T^2 (Hinton et al.), plus the chosen L2 penalty, run independently per
+   instance but batched (:mod:`~deepvid_plugin.methods.deepvid.lbfgs`): each instance has its
+   own history, step length and stopping test, so its student is the same whether it is
+   explained alone, with others or on another DDP rank.
+   It runs in the eigenbasis: W = B @ beta with B orthonormal (D x r, r = min(D, M), null
+   directions kept as zero columns), so the student's logits are F @ beta with F = X_c @ B
+   (M x r) and ||W|| = ||beta||. That is an isometric change of coordinates (same objective and
+   inner products), and in dual form it costs M x M per evaluation instead of M x D.
+
+**Independent of the batch.** Every step above is per instance: batched matrix products and
+eigendecompositions act on each instance's own matrices, r is fixed by (M, D), the L2 pick is
+an argmin per instance, and the refinement's reductions never mix instances. So an instance's
+student does not depend on which instances share its batch or in what order (pinned by
+``tests/methods/deepvid/test_batch_independence.py``).
 
 **Reuse across epochs.** Everything above that depends only on the rows ``x`` (centring, the Gram
 matrix and its eigendecomposition, the validation split and its matrices) lives in a
@@ -50,7 +57,8 @@ import dataclasses
 from collections.abc import Sequence
 
 import torch
-from torch.nn import functional as F
+
+from deepvid_plugin.methods.deepvid.lbfgs import instance_mm, log_softmax_classes, refine
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 #: eigenvalues below this fraction of the largest are the numerical null space of the dual Gram:
@@ -68,7 +76,7 @@ class Student:
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(K, N, D) inputs -> (K, N, C) student logits."""
-        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight)
+        return instance_mm(x, self.weight) + self.bias.unsqueeze(1)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # tensors have no truth value: compare by identity
@@ -136,14 +144,9 @@ class SolverState:
                     f"validation split; state {i} has (M, D)={s.shape[1:]}, l2={s.l2}, "
                     f"val_fraction={s.val_fraction}, state 0 has (M, D)={first.shape[1:]}, "
                     f"l2={first.l2}, val_fraction={first.val_fraction} (or the splits differ)")
-        # States prepared separately may keep different numbers r of dual eigen-directions (the
-        # numerical null space is dropped per batch): pad with null directions (zero features,
-        # eigenvalue 0), whose ridge and LBFGS coefficients stay exactly 0.
-        r = max(s.feats.shape[-1] for s in states)
+        # Every state of one (M, D) has the same number r of eigen-directions (null ones are
+        # kept as zeros), so states prepared separately join without padding.
         parts = [s._tensors(per_instance=True) for s in states]
-        for part in parts:
-            for name in ("feats", "basis", "evals"):
-                part[name] = F.pad(part[name], (r - part[name].shape[-1], 0))
         joined = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
         k = sum(s.shape[0] for s in states)
         return dataclasses.replace(first, shape=(k, *first.shape[1:]), **joined)
@@ -203,7 +206,7 @@ def prepare_solver(x: torch.Tensor, l2: float | None = None, val_fraction: float
     primal = d <= m
     # Dual form: the (K, M, M) Gram of all rows is the dominant cost, so form it once and derive
     # the validation Grams from it.
-    gram = None if primal else (xc @ xc.transpose(1, 2)).double()
+    gram = None if primal else instance_mm(xc, xc.transpose(1, 2)).double()
     feats, evals, scale, basis = _spectral_fit(xc, gram)
 
     fields: dict = dict(train_idx=None, val_idx=None, val_proj=None, val_pred=None,
@@ -218,22 +221,26 @@ def prepare_solver(x: torch.Tensor, l2: float | None = None, val_fraction: float
         if d <= len(tr):
             xtr_m = x[:, tr].mean(1, keepdim=True)
             xtrc = (x[:, tr] - xtr_m).double()
-            vals, vecs = torch.linalg.eigh(xtrc.transpose(1, 2) @ xtrc)
-            proj = xtrc @ vecs  # train rows in the eigenbasis: R^T ytr = V^T X_tr^T ytr
-            pred = (x[:, va] - xtr_m).double() @ vecs
+            vals, vecs = torch.linalg.eigh(instance_mm(xtrc.transpose(1, 2), xtrc))
+            proj = instance_mm(xtrc, vecs)  # train rows in the eigenbasis: R^T ytr = V^T X_tr^T ytr
+            pred = instance_mm((x[:, va] - xtr_m).double(), vecs)
         else:
             if gram is None:  # d <= m but d > len(tr): the grid alone is in dual form
-                gram = (xc @ xc.transpose(1, 2)).double()
+                gram = instance_mm(xc, xc.transpose(1, 2)).double()
             g_tr, g_va = _split_grams(gram, tr, va)
             vals, proj = torch.linalg.eigh(g_tr)  # dual: R = U, logits = G_va U diag() U^T y
-            pred = g_va @ proj
+            pred = instance_mm(g_va, proj)
         vals = vals.clamp_min(0.0)
         fields.update(train_idx=tr, val_idx=va, val_proj=proj, val_pred=pred, val_evals=vals,
                       val_scale=vals.sum(-1) / d)  # trace / D, as for the final fit
+    # Row-major copies: eigh returns column-major eigenvectors, and a matrix product takes
+    # another BLAS path (other rounding) for another memory layout, so a state must hold the
+    # same layout however it was made (prepared in a batch, selected, joined).
+    tensors = {name: v.contiguous() if isinstance(v, torch.Tensor) else v
+               for name, v in dict(fingerprint=_fingerprint(x), x_mean=x_mean, feats=feats,
+                                   evals=evals, scale=scale, basis=basis, **fields).items()}
     return SolverState(shape=(k, m, d), l2=None if l2 is None else float(l2),
-                       val_fraction=float(val_fraction), primal=primal,
-                       fingerprint=_fingerprint(x), x_mean=x_mean, feats=feats, evals=evals,
-                       scale=scale, basis=basis, **fields)
+                       val_fraction=float(val_fraction), primal=primal, **tensors)
 
 
 def _spectral_fit(xc: torch.Tensor, gram: torch.Tensor | None):
@@ -242,9 +249,9 @@ def _spectral_fit(xc: torch.Tensor, gram: torch.Tensor | None):
     d = xc.shape[-1]
     if gram is None:  # primal: X_c^T X_c = V diag(ev) V^T, B = V, F = X_c V
         xcd = xc.double()
-        evals, vecs = torch.linalg.eigh(xcd.transpose(1, 2) @ xcd)
+        evals, vecs = torch.linalg.eigh(instance_mm(xcd.transpose(1, 2), xcd))
         evals = evals.clamp_min(0.0)
-        return (xcd @ vecs).float(), evals, evals.sum(-1) / d, vecs.float()
+        return instance_mm(xcd, vecs).float(), evals, evals.sum(-1) / d, vecs.float()
     # dual: X_c X_c^T = U diag(ev) U^T, so X_c = U diag(sqrt ev) B^T with B = X_c^T U diag(ev^-1/2)
     # orthonormal; F = U diag(sqrt ev), and W = B beta = X_c^T (U diag(ev^-1/2) beta).
     evals, vecs = torch.linalg.eigh(gram)
@@ -252,12 +259,13 @@ def _spectral_fit(xc: torch.Tensor, gram: torch.Tensor | None):
     keep = evals > _NULL_RTOL * evals.amax(-1, keepdim=True)
     root = torch.where(keep, evals.sqrt(), torch.zeros_like(evals))
     inv_root = torch.where(keep, 1.0 / root.clamp_min(1e-300), torch.zeros_like(evals))
-    # eigh sorts ascending, so the null space is the leading columns: drop those that are null
-    # for every instance (at least one, the all-ones direction that centring removes).
-    lead = int((~keep).sum(-1).min())
-    feats = (vecs * root.unsqueeze(1))[..., lead:]
-    basis = (vecs * inv_root.unsqueeze(1))[..., lead:]
-    kept = torch.where(keep, evals, 0.0)[..., lead:]
+    # The null directions stay, as exact zeros (feature and basis columns 0): r = M for every
+    # instance whatever else is in the batch, so an instance's solve has the same shapes, and so
+    # the same arithmetic, alone or with others (dropping the directions null for the whole
+    # batch made r, and the rounding of every sum over it, depend on the batch).
+    feats = vecs * root.unsqueeze(1)
+    basis = vecs * inv_root.unsqueeze(1)
+    kept = torch.where(keep, evals, 0.0)
     return feats.float(), kept, evals.sum(-1) / d, basis.float()
 
 
@@ -276,7 +284,7 @@ def _split_grams(gram: torch.Tensor, tr: torch.Tensor, va: torch.Tensor):
 
 def _kl_t(teacher_logp_t: torch.Tensor, student_logits: torch.Tensor, t: float) -> torch.Tensor:
     """Mean over rows of KL(teacher_T || student_T) * T^2, per instance: (..., K, N, C) -> (..., K)."""
-    s_logp = F.log_softmax(student_logits / t, dim=-1)
+    s_logp = log_softmax_classes(student_logits / t)
     kl = (teacher_logp_t.exp() * (teacher_logp_t - s_logp)).sum(-1)
     return kl.mean(-1) * t * t
 
@@ -314,7 +322,7 @@ def fit_students(x: torch.Tensor, teacher_logits: torch.Tensor, temperature: flo
     k = x.shape[0]
     target = t_logits - t_logits.mean(-1, keepdim=True)  # softmax ignores a per-row shift
     tm = target.mean(1, keepdim=True)
-    t_logp = F.log_softmax(t_logits / temperature, dim=-1)
+    t_logp = log_softmax_classes(t_logits / temperature)
 
     if state.l2 is None:
         rel = _pick_l2(state, target, t_logp, temperature)
@@ -324,18 +332,18 @@ def fit_students(x: torch.Tensor, teacher_logits: torch.Tensor, temperature: flo
     # Final ridge on all fitting rows, each instance with its own strength: in the eigenbasis
     # beta = F^T y / (ev + lam), with F^T F = diag(ev).
     lam = rel * state.scale  # (K,) absolute ridge strength
-    rhs = (state.feats.transpose(1, 2) @ (target - tm)).double()
+    rhs = instance_mm(state.feats.transpose(1, 2), target - tm).double()
     beta = (rhs / (state.evals + lam.unsqueeze(-1)).unsqueeze(-1)).float()
     b = tm.squeeze(1)  # (K, C) bias in centred coordinates
 
     if refine_steps > 0:
-        beta, b = _refine(state.feats, t_logp, beta, b, lam.float(), temperature, refine_steps)
+        beta, b = refine(state.feats, t_logp, beta, b, lam.float(), temperature, refine_steps)
     if state.primal:
-        w = state.basis @ beta
+        w = instance_mm(state.basis, beta)
     else:  # W = X_c^T a = X^T a - mean (1^T a), without materialising X_c
-        a = state.basis @ beta  # (K, M, C)
-        w = x.transpose(1, 2) @ a - state.x_mean.transpose(1, 2) * a.sum(1, keepdim=True)
-    bias = b - (state.x_mean @ w).squeeze(1)  # back to uncentred inputs
+        a = instance_mm(state.basis, beta)  # (K, M, C)
+        w = instance_mm(x.transpose(1, 2), a) - state.x_mean.transpose(1, 2) * a.sum(1, keepdim=True)
+    bias = b - instance_mm(state.x_mean, w).squeeze(1)  # back to uncentred inputs
     return Student(weight=w.float(), bias=bias.float(), l2=rel.float())
 
 
@@ -367,42 +375,12 @@ def _pick_l2(state: SolverState, target: torch.Tensor, t_logp: torch.Tensor,
     """Relative L2 per instance (K,) float64: the grid value with the lowest validation KL."""
     tr, va = state.train_idx, state.val_idx
     ytr_m = target[:, tr].mean(1, keepdim=True)
-    coef = state.val_proj.transpose(1, 2) @ (target[:, tr] - ytr_m).double()  # (K, r, C)
+    coef = instance_mm(state.val_proj.transpose(1, 2), (target[:, tr] - ytr_m).double())  # (K, r, C)
     grid = torch.tensor(L2_GRID, dtype=torch.float64)
     lam = grid.view(-1, 1, 1) * state.val_scale.view(1, -1, 1)  # (G, K, 1)
     shrunk = coef.unsqueeze(0) / (state.val_evals.unsqueeze(0) + lam).unsqueeze(-1)
-    val_logits = (state.val_pred.unsqueeze(0) @ shrunk).float() + ytr_m.unsqueeze(0)
+    # (G, K, M_va, C): one product per instance over the whole grid (see instance_mm)
+    val_logits = torch.stack([state.val_pred[i] @ shrunk[:, i] for i in range(len(state.val_pred))],
+                             1).float() + ytr_m.unsqueeze(0)
     val_kl = _kl_t(t_logp[:, va].unsqueeze(0), val_logits, temperature)  # (G, K)
     return grid[val_kl.argmin(0)]
-
-
-def _refine(feats, t_logp, beta, b, lam, temperature, steps):
-    """LBFGS on T^2 KL + L2, all instances jointly, in the eigenbasis (see the module
-    docstring). ``lam`` is rescaled from the ridge objective (sum of squared logit errors) to the
-    KL objective (mean over rows, ~ 1/(2C) per squared logit error at high T), so both pick the
-    same trade-off.
-
-    The gradient is written out rather than taken by autograd (it is two lines for a softmax
-    model: dL/dz = T (p_student - p_teacher) / M), which halves the per-evaluation kernel count;
-    at D=64 the evaluations are small enough that this overhead is most of the cost."""
-    k, m, _ = feats.shape
-    c = beta.shape[-1]
-    t = float(temperature)
-    lam_kl = (lam / (2.0 * c * m)).view(k, 1, 1)
-    p_t = t_logp.exp()
-    neg_entropy = (p_t * t_logp).sum()  # constant part of the KL
-    beta, b = beta.clone(), b.clone()
-    opt = torch.optim.LBFGS([beta, b], lr=1.0, max_iter=steps, history_size=10,
-                            line_search_fn="strong_wolfe")
-
-    def closure():
-        s_logp = F.log_softmax(torch.baddbmm(b.unsqueeze(1), feats, beta) / t, dim=-1)
-        loss = (neg_entropy - (p_t * s_logp).sum()) * (t * t / m) + (lam_kl * beta.square()).sum()
-        g_z = (s_logp.exp() - p_t) * (t / m)  # (K, M, C)
-        beta.grad = torch.baddbmm(beta * (2.0 * lam_kl), feats.transpose(1, 2), g_z)
-        b.grad = g_z.sum(1)
-        return loss
-
-    with torch.no_grad():
-        opt.step(closure)
-    return beta, b

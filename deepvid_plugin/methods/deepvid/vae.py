@@ -116,8 +116,12 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images (N, C, H, W), in the same space as the data given to :meth:`fit`."""
         h = self.from_z(z).view(-1, self._ch0, self._h0, self._w0)
+        # channels-last: the transposed convolutions run ~2x faster on CPU (measured at 3x32x32,
+        # 512 latents: 0.98 s -> 0.49 s, one thread; outputs within 4e-8), and decoding is
+        # most of DeepVID's first call
+        h = h.contiguous(memory_format=torch.channels_last)
         out = self.decoder(h)[:, :, : self.config.height, : self.config.width]
-        return out * self.data_std + self.data_mean
+        return (out * self.data_std + self.data_mean).contiguous()
 
     # ---- internals ---------------------------------------------------------------------------
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from deepvid_plugin.core.collective import Group
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
 from deepvid_plugin.core.layers import grid_of
 from deepvid_plugin.core.outputs import check_transform
@@ -183,40 +184,40 @@ class NetDissect:
 
         return NetDissectExplainer(self, every_n_epochs=every_n_epochs)
 
-    def dissect(self, model: torch.nn.Module, distributed: bool | None = None
-                ) -> list[LayerDissection]:
+    def dissect(self, model: torch.nn.Module, distributed: bool | None = None,
+                group: Group | None = None) -> list[LayerDissection]:
         """One :class:`LayerDissection` per layer, in the order of ``layers``.
 
-        Under ``torch.distributed`` (auto-detected when ``distributed`` is None) each rank takes
-        every ``world_size``-th probe image, and the ranks exchange their top activations and
-        integer tallies (``all_gather_object``, so any backend works); every rank returns the same
-        result, equal to a one-process run.
+        Under ``torch.distributed`` (``group``, or the default group when ``distributed`` is
+        True or, when None, detected) each rank takes every ``world_size``-th probe image, and
+        the ranks exchange their top activations and integer tallies (``all_gather_object``, so
+        any backend works); every rank returns the same result, equal to a one-process run. A
+        failure on one rank raises on every rank (``Group.exchange``): none is left waiting.
         """
-        if distributed is None:
-            distributed = (torch.distributed.is_available() and torch.distributed.is_initialized()
-                           and torch.distributed.get_world_size() > 1)
-        if not distributed:
+        if group is None and distributed is not False:
+            group = Group.current()
+            dist = torch.distributed
+            if distributed and not (dist.is_available() and dist.is_initialized()):
+                raise ValueError("distributed: expected an initialised torch.distributed "
+                                 "process group for distributed=True, got none")
+        if group is None:
             replay: list[dict[str, torch.Tensor]] = []
             thresholds = self.thresholds([self.top_activations(model, _replay=replay)])
             return self.finish([self.tally(model, thresholds, _replay=replay)], thresholds)
-        dist = torch.distributed
-        rank, world = dist.get_rank(), dist.get_world_size()
-        shard = np.arange(rank, len(self.concepts), world)
-        tops: list = [None] * world
-        dist.all_gather_object(tops, self.top_activations(model, shard))
-        thresholds = self.thresholds(tops)
-        tallies: list = [None] * world
-        dist.all_gather_object(tallies, self.tally(model, thresholds, shard))
+        shard = np.arange(group.rank, len(self.concepts), group.world_size)
+        thresholds = self.thresholds(group.exchange(self.top_activations, model, shard))
+        tallies = group.exchange(self.tally, model, thresholds, shard)
         return self.finish(tallies, thresholds)
 
     def baseline(self, model_or_factory: torch.nn.Module | Callable[[], torch.nn.Module],
-                 seed: int = 0) -> list[LayerDissection]:
+                 seed: int = 0, group: Group | None = None) -> list[LayerDissection]:
         """The same layers at random initialisation: chance level for the detector counts.
 
         Given a module, a deep copy with every ``reset_parameters()`` re-run (seeded; the user's
         model and the RNGs are untouched); given a factory, ``factory()`` under ``seed``. Computed
         once: later calls with the same architecture (parameter names and shapes) return the
-        stored result, so a callback can ask every epoch at no cost.
+        stored result, so a callback can ask every epoch at no cost. With ``group``, every
+        rank of it must call this alike, and the dissection is sharded as :meth:`dissect`'s.
         """
         def signature(m: torch.nn.Module) -> tuple:
             return seed, tuple((n, tuple(p.shape)) for n, p in m.named_parameters())
@@ -242,9 +243,9 @@ class NetDissect:
         else:
             raise TypeError(f"model_or_factory: expected a Module or a callable, got "
                             f"{type(model_or_factory).__name__}")
-        # not sharded under DDP even there: a rank may call this alone, and a collective would
-        # then wait forever; it runs once per run, so the duplicated work is small
-        result = self.dissect(fresh, distributed=False)
+        # sharded only when asked (group): a rank may call this alone, and a collective would
+        # then wait forever
+        result = self.dissect(fresh, distributed=False, group=group)
         self._baseline = (key, result)
         return result
 

@@ -12,10 +12,10 @@ fixed, evenly spaced subset of ``n_thumbnails`` probe images is stored once per 
 epoch stores, per unit, which of *them* it responds to most and its mask on them (bytes, not
 pictures). The engine's own strongest images over the whole probe set are kept as indices too.
 
-DDP: the callbacks run explainers on global rank zero only (the other ranks wait at a barrier),
-so a collective here would wait forever. The dissection therefore runs unsharded on rank zero
-(``NetDissect.dissect(model, distributed=False)``); call the engine directly on every rank to
-shard it.
+DDP (``sharding = "collective"``): every rank explains, with the callback's ``context.group``;
+the dissection (and the baseline) shard the probe images over the ranks
+(:meth:`NetDissect.dissect`), every rank gets the whole result, and rank zero alone builds the
+records (the thumbnails' forward pass included).
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class NetDissectExplainer:
     """
 
     kind = "netdissect"
+    sharding = "collective"  # probe images over the ranks (see the module docstring)
 
     def __init__(self, netdissect: NetDissect, *, every_n_epochs: int = 5, baseline: bool = True,
                  baseline_seed: int = 0, n_thumbnails: int = 64, top_k: int = 4):
@@ -105,11 +106,15 @@ class NetDissectExplainer:
     def explain(self, model: torch.nn.Module, step: int) -> list[Record]:
         step = checks.integer("step", step)
         nd = self.netdissect
+        group = None if self._context is None else self._context.group
         if self.baseline and self._baseline is None:
             # a deep copy with fresh weights: the user's model and the RNGs stay as they were
-            self._baseline = {r.layer: _units(r)
-                              for r in nd.baseline(model, seed=self.baseline_seed)}
-        results = nd.dissect(model, distributed=False)  # rank zero only: see the module doc
+            self._baseline = {r.layer: _units(r) for r in nd.baseline(
+                model, seed=self.baseline_seed, group=group)}
+        # sharded over the callback's ranks, or all here (never an unasked-for collective)
+        results = nd.dissect(model, distributed=False, group=group)
+        if group is not None and not group.is_zero:
+            return []  # rank zero holds the same result and writes
         tops = self._thumbnail_tops(model, results)
         class_names = [] if self._context is None or self._context.class_names is None \
             else list(self._context.class_names)

@@ -156,17 +156,18 @@ def _max_into(y, dest, c_in, outs, m, positions):
     return dest
 
 
-def head_influence(z: torch.Tensor, weight: torch.Tensor, channels: int) -> torch.Tensor:
-    """Each channel's total contribution to each logit through the classifier: (N, classes, C).
-
-    For a pooled head (``in_features == C``) that is ``W[c, k] * z[k]``; for a flattened head
-    the matching slice of the weights, summed over the channel's positions (a logit is a sum, so
-    there is no spatial max to take).
-    """
+def own_class_influence(z: torch.Tensor, weight: torch.Tensor, groups: torch.Tensor,
+                        channels: int) -> torch.Tensor:
+    """Each channel's total contribution to the image's own class's logit through the
+    classifier, (N, C): the only logit in that class's graph. For a pooled head
+    (``in_features == C``) that is ``W[g, k] * z[k]``; for a flattened head the matching slice
+    of the weights, summed over the channel's positions (a logit is a sum, so there is no
+    spatial max to take). Every logit's, (N, classes, C), counted per class, grew with the
+    square of the classes: 4 GB of counts at 1000 classes and 512 channels."""
     n = z.shape[0]
     positions = weight.shape[1] // channels
-    return torch.einsum("nks,cks->nck", z.reshape(n, channels, positions),
-                        weight.reshape(weight.shape[0], channels, positions))
+    return torch.einsum("nks,nks->nk", z.reshape(n, channels, positions),
+                        weight[groups].reshape(n, channels, positions))
 
 
 def candidates(term: Term, channels: int) -> int:

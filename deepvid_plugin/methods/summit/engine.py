@@ -7,6 +7,7 @@ successive epochs describe the same images and differ only because the model did
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from deepvid_plugin.core import checks
+from deepvid_plugin.core.collective import Group
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
 from deepvid_plugin.core.outputs import (
     check_outputs,
@@ -29,14 +31,16 @@ from deepvid_plugin.methods.summit.aggregate import (
     channel_max,
     check_shapes,
     count_top_inputs,
-    head_influence,
     hop_top_inputs,
+    own_class_influence,
     top_share_mask,
 )
 from deepvid_plugin.methods.summit.result import Influence, SummitResult
 from deepvid_plugin.methods.summit.topology import Plan, build_plan
 
 GROUP_BY = ("label", "prediction")
+#: probe images per class by default (see ``per_class`` in :class:`Summit`).
+DEFAULT_PER_CLASS = 16
 
 
 def _positive_int(name: str, value: object, minimum: int = 1) -> int:
@@ -66,7 +70,12 @@ class Summit:
             order, with nothing but channel-preserving modules between consecutive ones and up
             to the final ``nn.Linear`` (see ``topology``'s docstring for the exact rules).
         class_names: one per logit; default ``"0"``, ``"1"``, ...
-        per_class: images drawn per class (fewer if a class has fewer), with ``seed``.
+        per_class: images drawn per class (fewer if a class has fewer), with ``seed``. The
+            default, 16, keeps Summit within 2% of a ResNet-18 training epoch at every 5 epochs
+            (every block, 32x32, one CPU thread); graphs drawn from 16 images agree with those
+            from 50 nearly as well as two draws of 50 agree with each other (node-set Jaccard
+            in ``benchmarks/RESULTS.md``, section Summit). Raise it when explanations are rare
+            or the device is fast.
         top_share: activation aggregation keeps the fewest top channels of an image whose share
             of the channel-max mass reaches this (0.03 in the paper).
         top_inputs: influence aggregation counts this many top inputs per output channel.
@@ -99,7 +108,7 @@ class Summit:
     """
 
     def __init__(self, data: torch.Tensor, labels: torch.Tensor, layers: Sequence[str],
-                 class_names: Sequence[str] | None = None, per_class: int = 50,
+                 class_names: Sequence[str] | None = None, per_class: int = DEFAULT_PER_CLASS,
                  top_share: float = 0.03, top_inputs: int = 5, nodes_per_layer: int = 6,
                  examples_per_node: int = 4, group_by: str = "label", batch_size: int = 64,
                  alpha: float = 0.85, min_edge_weight: float = 0.1, seed: int = 0,
@@ -213,20 +222,48 @@ class Summit:
         return (torch.tensor(rows, dtype=torch.long, device=device),
                 torch.tensor(cls, dtype=torch.long, device=device))
 
-    def aggregate(self, model: nn.Module) -> SummitResult:
+    def aggregate(self, model: nn.Module, group: Group | None = None) -> SummitResult | None:
         """Run the probe set through ``model`` once and aggregate; the model is left as found
-        (modes, parameters, gradients, hooks) and so are the RNGs."""
+        (modes, parameters, gradients, hooks) and so are the RNGs.
+
+        With ``group`` (a :class:`~deepvid_plugin.core.collective.Group`; every rank of it
+        calls this alike) the probe batches are shared round-robin over the ranks, each batch
+        exactly as one process forms it, so the integer counts summed on rank zero and the
+        per-image maxima gathered there are those of a one-process run, bit for bit. Rank zero
+        returns the result, the other ranks None.
+        """
         if not isinstance(model, nn.Module):
             raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         device, dtype = module_device_dtype(model)
         with preserved_rng(), frozen_eval(model):
             plan = build_plan(model, self.layers)  # in eval mode: BatchNorm as it will run
             names = self._names(plan.head.weight.shape[0])
-            return self._run(model, plan, names, device, dtype)
+            batches = list(self.indices.split(self.batch_size))
+            if group is None:
+                part = self._pass(model, plan, len(names), batches, device, dtype)
+                return self._result(plan, names, part)
+            mine = list(range(group.rank, len(batches), group.world_size))
+            # the failure-prone part under a check: every rank reaches the collectives below
+            part = group.check(self._pass, model, plan, len(names),
+                               [batches[i] for i in mine], device, dtype)
+            # int32 on the wire: half of int64's bytes (132 MB per rank for ResNet-18's every
+            # block), and a count never exceeds the probe images
+            acts_names = list(part.acts)
+            sums = [t.to(torch.int32) for t in (*part.acts.values(), *part.counts,
+                                                 part.head_counts)]
+            group.reduce_sum_(sums)
+            floats = group.gather((mine, part.maxima, part.logits, part.groups))
+            if not group.is_zero:
+                return None
+            summed = [t.long() for t in sums]
+            part.acts = dict(zip(acts_names, summed[:len(acts_names)], strict=True))
+            part.counts, part.head_counts = summed[len(acts_names):-1], summed[-1]
+            return self._result(plan, names, _Partial.merged(part, floats, len(batches)))
 
-    def _run(self, model: nn.Module, plan: Plan, names: tuple[str, ...], device: torch.device,
-             dtype: torch.dtype) -> SummitResult:
-        n_cls = len(names)
+    def _pass(self, model: nn.Module, plan: Plan, n_cls: int, batches: Sequence[torch.Tensor],
+              device: torch.device, dtype: torch.dtype) -> _Partial:
+        """Counts over ``batches`` of probe indices, and each batch's per-image maxima,
+        logits and groups (CPU)."""
         sizes = {g.name: g.channels for g in plan.layers}
         acts = {g.name: torch.zeros(n_cls, g.channels, dtype=torch.long, device=device)
                 for g in plan.layers}
@@ -235,36 +272,42 @@ class Summit:
         head_k = min(self.top_inputs, sizes[plan.head.source])
         counts = [torch.zeros(n_cls, sizes[h.target], sum(sizes[t.source] for t in h.terms),
                               dtype=torch.long, device=device) for h in plan.hops]
-        head_counts = torch.zeros(n_cls, n_cls, sizes[plan.head.source], dtype=torch.long,
+        # the classifier: per class, its own logit's top inputs only (see own_class_influence)
+        head_counts = torch.zeros(n_cls, 1, sizes[plan.head.source], dtype=torch.long,
                                   device=device)
-        maxima: dict[str, list[torch.Tensor]] = {g.name: [] for g in plan.layers}
-        logits_all, groups_all = [], []
+        part = _Partial(acts, counts, head_counts, ks, head_k)
         with captured(model, plan.taps) as store:
-            for batch in self.indices.split(self.batch_size):
+            for batch in batches:
                 store.clear()
                 logits = logits_of(model(self.data[batch].to(device=device, dtype=dtype)),
                                    self.output_transform, n=len(batch))
                 check_shapes(plan, store, logits)
                 rows, groups = self._groups(batch, logits)
+                maxima = {}
                 for g in plan.layers:
                     m = channel_max(store[g.tap.key])
                     mask = top_share_mask(m, self.top_share).long()
                     acts[g.name].index_add_(0, groups, mask[rows])
-                    maxima[g.name].append(m.float().cpu())
+                    maxima[g.name] = m.float().cpu()
                 for hop, k, total in zip(plan.hops, ks, counts, strict=True):
                     top = hop_top_inputs(hop, store, k)
                     total += count_top_inputs(top[rows], groups, total.shape[2], n_cls)
                 z = store[plan.head.tap.key]
-                infl = head_influence(z, plan.head.weight.to(z.dtype), sizes[plan.head.source])
-                top = infl.topk(head_k, dim=2).indices
-                head_counts += count_top_inputs(top[rows], groups, head_counts.shape[2], n_cls)
-                logits_all.append(logits.float().cpu())
-                groups_all.append(groups.cpu())
-        return self._result(plan, names, acts, counts, ks, head_counts, head_k, maxima,
-                            torch.cat(logits_all), torch.cat(groups_all))
+                # a multi-label image counts once per class: its rows repeat it per class
+                infl = own_class_influence(z[rows], plan.head.weight.to(z.dtype), groups,
+                                           sizes[plan.head.source])
+                top = infl.topk(head_k, dim=1).indices.unsqueeze(1)  # (rows, 1, k)
+                head_counts += count_top_inputs(top, groups, head_counts.shape[2], n_cls)
+                part.maxima.append(maxima)
+                part.logits.append(logits.float().cpu())
+                part.groups.append(groups.cpu())
+        return part
 
-    def _result(self, plan, names, acts, counts, ks, head_counts, head_k, maxima, logits,
-                groups) -> SummitResult:
+    def _result(self, plan: Plan, names: tuple[str, ...], part: _Partial) -> SummitResult:
+        acts, counts, ks, head_counts, head_k = (part.acts, part.counts, part.ks,
+                                                 part.head_counts, part.head_k)
+        logits, groups = torch.cat(part.logits), torch.cat(part.groups)
+        maxima = {g.name: [m[g.name] for m in part.maxima] for g in plan.layers}
         sizes = {g.name: g.channels for g in plan.layers}
         influence = []
         for hop, k, total in zip(plan.hops, ks, counts, strict=True):
@@ -298,3 +341,31 @@ class Summit:
         top = values.topk(k, dim=0).indices if k else values.new_zeros((0, values.shape[1]),
                                                                        dtype=torch.long)
         return self.indices[top].T.numpy().copy()
+
+
+@dataclasses.dataclass
+class _Partial:
+    """What a pass over some probe batches adds up: the counts (summed over batches, on the
+    model's device) and, per batch in order, the per-image channel maxima, logits and groups."""
+
+    acts: dict[str, torch.Tensor]
+    counts: list[torch.Tensor]
+    head_counts: torch.Tensor
+    ks: list[int]
+    head_k: int
+    maxima: list[dict[str, torch.Tensor]] = dataclasses.field(default_factory=list)
+    logits: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    groups: list[torch.Tensor] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def merged(cls, summed: _Partial, gathered: Sequence[tuple], n_batches: int) -> _Partial:
+        """Rank zero's summed counts with every rank's per-batch values, back in batch order."""
+        order: list[tuple | None] = [None] * n_batches
+        for mine, maxima, logits, groups in gathered:
+            for j, b in enumerate(mine):
+                order[b] = (maxima[j], logits[j], groups[j])
+        if any(o is None for o in order):
+            raise RuntimeError(f"gather: expected every one of the {n_batches} probe batches "
+                               f"from some rank, got {sum(o is not None for o in order)}")
+        return dataclasses.replace(summed, maxima=[o[0] for o in order],
+                                   logits=[o[1] for o in order], groups=[o[2] for o in order])

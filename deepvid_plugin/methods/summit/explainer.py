@@ -6,6 +6,10 @@ epoch (the Jaccard index of the two node sets, classifier node left out).
 The probe set is the :class:`Summit`'s own (drawn once, seeded), not the callback's tracked
 instances: Summit summarises whole classes. The probe images are stored once per class as
 thumbnails (the records reference them), so a record holds only the graph and the counts.
+
+DDP (``sharding = "collective"``): every rank explains, with the callback's ``context.group``;
+the probe batches (the per-class images) are shared over the ranks and their counts summed on
+rank zero (:meth:`Summit.aggregate`), which alone builds the records.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from deepvid_plugin.core import checks
+from deepvid_plugin.core.collective import Group
 from deepvid_plugin.core.explainer import ExplainContext
 from deepvid_plugin.core.record import Record
 from deepvid_plugin.methods.summit.engine import Summit
@@ -57,6 +62,7 @@ class SummitExplainer:
     """
 
     kind = "summit"
+    sharding = "collective"  # probe images over the ranks (see the module docstring)
 
     def __init__(self, summit: Summit, *, every_n_epochs: int = 5):
         if not isinstance(summit, Summit):
@@ -68,14 +74,17 @@ class SummitExplainer:
         # class name -> {"nodes": sorted node ids, "step": epoch} of its last logged graph
         self._previous: dict[str, dict[str, Any]] = {}
         self._probe: _Probe | None = None
+        self._group: Group | None = None
 
     def prepare(self, context: ExplainContext) -> None:
         self._context_names = context.class_names
+        self._group = context.group
 
     def explain(self, model: nn.Module, step: int) -> list[Record]:
-
         step = checks.integer("step", step)
-        result = self.summit.aggregate(model)
+        result = self.summit.aggregate(model, group=self._group)
+        if result is None:  # another rank than zero: rank zero holds the counts and writes
+            return []
         names = self._class_names(result)
         if self._probe is None or self._probe.counts_len != len(names):
             self._probe = _Probe(self.summit, len(names), THUMB_SIDE)

@@ -16,7 +16,9 @@ class Influence:
 
     ``counts[c, o, i]``: in how many images of class ``c`` input ``i`` was among the ``top_k``
     inputs of output channel ``o``. The input axis is the concatenation of ``sources``, each
-    ``(layer, start, stop)`` (a residual block has its branch and its shortcut).
+    ``(layer, start, stop)`` (a residual block has its branch and its shortcut). For the
+    classifier (``target`` is the head) the one output is the class's own logit, the only
+    logit in its graph: ``counts`` is ``(classes, 1, channels)``.
     """
 
     target: str
@@ -109,8 +111,7 @@ class SummitResult:
         src, dst, cnt = [], [], []
         for inf in self.influence:
             counts = inf.counts[ci]
-            if inf.target == self.head:
-                counts = counts[ci:ci + 1]  # only this class's logit is in its graph
+            # (for the head, counts hold only this class's logit: the only one in its graph)
             outs, ins = np.nonzero(counts)
             for layer, start, stop in inf.sources:
                 sel = (ins >= start) & (ins < stop)

@@ -98,6 +98,6 @@ def test_solver_state_is_cached_per_instance_without_changing_results(digits, di
     fresh = DeepVID(digits_vae, n_neighbours=64).explain(digits_cnn, x[[2, 0]], ids=["c", "a"])
     for r, f in zip(again, fresh, strict=True):
         assert r.encode() == f.encode()
-    # (not compared with `first`: the LBFGS refinement runs jointly over the batch, so a batch
-    # of other instances may stop it at a slightly different point)
+    # and the same explanations as the first call, which had "b" in the batch too
     assert len(first) == 3
+    assert again[0] == first[2] and again[1] == first[0]
