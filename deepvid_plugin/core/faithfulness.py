@@ -27,7 +27,8 @@ an epoch's teacher forwards at 512 neighbours, i.e. ``<= 51.2`` images. ``steps 
 of them (9.8%); ``steps = 12`` uses 46 (9.0%) and leaves room for the caller's own extra forwards
 (such as the instance itself). The benchmark passes ``steps=16`` (66 images) to compare with the
 published table. All images of all instances, maps and steps go through the model in chunks of
-``batch_size``, built lazily so memory stays at one chunk.
+``batch_size`` (fewer for large images, :mod:`~deepvid_plugin.core.batching`), built lazily so
+memory stays at one chunk.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 
 from deepvid_plugin.core import checks
+from deepvid_plugin.core.batching import rows_per_chunk
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
 from deepvid_plugin.core.seeds import instance_seed
 
@@ -189,9 +191,10 @@ def _curves(model: object, x: torch.Tensor, maps: list[torch.Tensor], target: to
 
     device, dtype = module_device_dtype(model)
     probs = torch.empty(len(rows_t), dtype=torch.float64)
+    chunk = rows_per_chunk(batch_size, x[0].numel())  # large images: fewer per chunk
     with preserved_rng(), frozen_eval(model):
-        for start in range(0, len(rows_t), batch_size):
-            r = rows_t[start:start + batch_size]
+        for start in range(0, len(rows_t), chunk):
+            r = rows_t[start:start + chunk]
             kk, mm, is_ins, cnt = (r[:, j].to(x.device) for j in range(4))
             keep = (pos[mm, kk] >= cnt[:, None]) != is_ins.bool()[:, None]
             imgs = torch.where(keep.view(-1, 1, h, w), x[kk], torch.full((), baseline,

@@ -84,23 +84,44 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
 from deepvid_plugin.core import checks
-from deepvid_plugin.core.faithfulness import OUTPUTS, evidence
+from deepvid_plugin.core.batching import rows_per_chunk
+from deepvid_plugin.core.faithfulness import OUTPUTS
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
 from deepvid_plugin.core.seeds import instance_seed
-from deepvid_plugin.methods.deepvid.fidelity import apply_trust_rule, fidelity_metrics
+from deepvid_plugin.methods.deepvid.distil import distil_pixels, distil_regions
 from deepvid_plugin.methods.deepvid.generator import Generator
 from deepvid_plugin.methods.deepvid.neighbours import sample_neighbours
 from deepvid_plugin.methods.deepvid.record import ExplanationRecord
-from deepvid_plugin.methods.deepvid.student import SolverState, fit_students, prepare_solver
+from deepvid_plugin.methods.deepvid.regions import BASELINES, Regions, sample_regions
+from deepvid_plugin.methods.deepvid.student import SolverState, prepare_solver
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
-NEIGHBOURHOODS = ("vae+jitter", "vae")
+NEIGHBOURHOODS = ("vae+jitter", "vae", "masks", "vae+masks")
+PIXEL_NEIGHBOURHOODS = ("vae+jitter", "vae")
+FEATURES = ("auto", "pixels", "superpixels", "grid")
 DEFAULT_JITTER = 0.05  # pixel noise std, in the images' own units (see the class docstring)
 DEFAULT_N_NEIGHBOURS = 512
+#: ``features="auto"`` explains images of at most this many pixels (16 x 16) over pixels, with the
+#: paper's neighbourhood, when there is a generator; larger ones over superpixels.
+PAPER_MAX_PIXELS = 256
+#: the student over pixels keeps a weight per pixel and class: refused above 64 pixels a side.
+PIXELS_MAX_SIDE = 64
+DEFAULT_BASELINE = "zero"
+DEFAULT_KEEP = 0.5
+#: classes whose maps a record keeps: the teacher's top 10 (every class of a 10-class model),
+#: plus the true class; a 1000-class model at 224 px stays far below 200 KB per instance-step.
+DEFAULT_STORE_CLASSES = 10
+#: superpixels per image: one per ~21 pixels (49 at 32 x 32), at least 16 and at most 64.
+PIXELS_PER_FEATURE = 21
+MIN_FEATURES, MAX_FEATURES = 16, 64
+
+
+def default_n_features(height: int, width: int) -> int:
+    """How many regions ``features="auto"``/``"superpixels"`` aims for at this image size."""
+    return int(min(MAX_FEATURES, max(MIN_FEATURES, round(height * width / PIXELS_PER_FEATURE))))
 
 
 class DeepVID:
@@ -108,39 +129,71 @@ class DeepVID:
 
     Args:
         generator: anything with ``encode``/``decode`` (see :class:`Generator`), usually a fitted
-            :class:`~deepvid_plugin.explain.VAE`.
-        n_neighbours: neighbours per instance (>= 10), the reconstruction included.
+            :class:`~deepvid_plugin.explain.VAE`; ``None`` for region features without the
+            generator's variation (``neighbourhood="masks"``, the default above 16 x 16).
+        n_neighbours: neighbours per instance (>= 10), the reconstruction (pixels) or the
+            instance itself (regions) included.
         radius: latent radius, a scalar or one value per latent dimension.
         temperature: distillation temperature T (> 0). Higher T transfers more of the teacher's
             "dark knowledge" about second choices.
         seed: seeds the neighbours (per instance id) and the hold-out split.
         holdout: fraction of neighbours kept for fidelity, never used for fitting.
         l2: relative L2 strength of the student; ``None`` picks it by held-out KL.
-        batch_size: teacher/generator chunk size.
-        n_shown: neighbours kept in each record for display (taken from the hold-out).
+        batch_size: teacher/generator chunk size (at most; large images go in smaller chunks,
+            see :mod:`~deepvid_plugin.core.batching`).
+        n_shown: neighbours kept in each record for display (taken from the hold-out; at most
+            64 pixels a side, larger ones are downsampled).
         refine_steps: LBFGS steps on the KL objective after the closed-form warm start.
-        neighbourhood: ``"vae+jitter"`` (default: decoded neighbours plus pixel jitter) or
-            ``"vae"`` (decoded neighbours only, the paper's); see the module docstring for the
-            measurements behind the default.
+        neighbourhood: with pixel features, ``"vae+jitter"`` (decoded neighbours plus pixel
+            jitter) or ``"vae"`` (decoded neighbours only, the paper's); with region features,
+            ``"masks"`` (regions switched off towards ``baseline``) or ``"vae+masks"`` (plus the
+            generator's decoded variation). ``None``: ``"vae+jitter"`` for pixels, ``"masks"``
+            for regions. See the module docstring for the measurements behind the defaults.
         jitter: std of the pixel jitter in the images' own units; ``None`` means
             :data:`DEFAULT_JITTER` (0.05, chosen for images in [0, 1]; scale it with your
             normalisation, e.g. about 0.2 for ImageNet-normalised inputs) for ``"vae+jitter"``
-            and none for ``"vae"``.
+            and none otherwise.
         outputs: ``"logits"`` (default) or ``"probs"`` for a model that ends in a softmax
             (its log is distilled). With ``"logits"``, outputs that look like probabilities
             (every row in [0, 1] summing to 1) are refused: distilling them as logits gives a
             near-flat teacher.
+        features: what the student reads: ``"pixels"`` (the paper: a weight per pixel),
+            ``"superpixels"`` (SLIC regions that follow the image's edges) or ``"grid"``
+            (square patches); ``"auto"`` (default): pixels up to 16 x 16 when there is a
+            generator, superpixels above.
+        n_features: regions per image for ``"superpixels"``/``"grid"`` (about; SLIC adapts it
+            to the image); ``None``: one per 21 pixels, between 16 and 64.
+        baseline: what a switched-off region becomes: ``"zero"`` (default; 0 in your input
+            units, the deletion evidence's baseline), ``"mean"``, ``"blur"`` or
+            ``"reconstruction"`` (the generator's).
+        keep: probability that a region stays on in a neighbour (0 < keep < 1).
+        store_classes: records keep the weight maps of the teacher's top ``store_classes``
+            classes and of the true class (every class when the model has no more); ``None``
+            keeps every class.
 
     The model must return logits (unnormalised scores) of shape ``(N, n_classes)``, or
-    probabilities with ``outputs="probs"``. All settings go into every record's ``settings``.
+    probabilities with ``outputs="probs"``. All settings, resolved for the images' size, go into
+    every record's ``settings``.
+
+    Example::
+
+        >>> import torch
+        >>> from deepvid_plugin.explain import DeepVID
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 4))
+        >>> (rec,) = DeepVID(None, n_neighbours=64).explain(model, torch.randn(1, 3, 32, 32))
+        >>> rec.settings["features"], rec.weight_map(rec.predicted).shape
+        ('superpixels', (32, 32))
     """
 
-    def __init__(self, generator: Generator, n_neighbours: int = DEFAULT_N_NEIGHBOURS,
+    def __init__(self, generator: Generator | None, n_neighbours: int = DEFAULT_N_NEIGHBOURS,
                  radius: Any = 0.5, temperature: float = 2.0, seed: int = 0, holdout: float = 0.2,
                  l2: float | None = None, batch_size: int = 512, n_shown: int = 32,
-                 refine_steps: int = 10, neighbourhood: str = "vae+jitter",
-                 jitter: float | None = None, outputs: str = "logits"):
-        self.generator = checks.generator(generator)
+                 refine_steps: int = 10, neighbourhood: str | None = None,
+                 jitter: float | None = None, outputs: str = "logits", *,
+                 features: str = "auto", n_features: int | None = None,
+                 baseline: str = DEFAULT_BASELINE, keep: float = DEFAULT_KEEP,
+                 store_classes: int | None = DEFAULT_STORE_CLASSES):
+        self.generator = None if generator is None else checks.generator(generator)
         self.n_neighbours = checks.integer("n_neighbours", n_neighbours, 10)
         self.radius = checks.radius(radius)
         self.temperature = checks.positive("temperature", temperature)
@@ -150,10 +203,23 @@ class DeepVID:
         self.batch_size = checks.integer("batch_size", batch_size, 1)
         self.n_shown = checks.integer("n_shown", n_shown, 0)
         self.refine_steps = checks.integer("refine_steps", refine_steps, 0)
-        self.neighbourhood = checks.choice("neighbourhood", neighbourhood, NEIGHBOURHOODS)
-        self.jitter = _check_jitter(neighbourhood, jitter)
+        self.features = checks.choice("features", features, FEATURES)
+        self.neighbourhood = None if neighbourhood is None else checks.choice(
+            "neighbourhood", neighbourhood, NEIGHBOURHOODS)
+        _check_pairing(self.features, self.neighbourhood, self.generator)
+        self.jitter = _check_jitter(self.neighbourhood, jitter)
         self.outputs = checks.choice("outputs", outputs, OUTPUTS)
+        self.n_features = None if n_features is None else checks.integer("n_features",
+                                                                         n_features, 2)
+        self.baseline = checks.choice("baseline", baseline, BASELINES)
+        if self.baseline == "reconstruction" and self.generator is None:
+            raise ValueError("baseline: 'reconstruction' needs a generator, got generator=None "
+                             "(pass a fitted VAE, or baseline='zero')")
+        self.keep = checks.fraction("keep", keep, 0.05, 0.95)
+        self.store_classes = None if store_classes is None else checks.integer(
+            "store_classes", store_classes, 1)
         self._neighbours: dict[str, torch.Tensor] = {}  # instance id -> (M, C, H, W), on CPU
+        self._regions: dict[str, Regions] = {}  # instance id -> its region neighbourhood
         self._solver: dict[str, SolverState] = {}  # instance id -> its student solver state
 
     # ---- public API ----------------------------------------------------------------------------
@@ -163,15 +229,47 @@ class DeepVID:
 
         return DeepVIDExplainer(self, every_n_epochs=every_n_epochs)
 
-    def settings(self) -> dict[str, Any]:
-        return {"method": "deepvid", "n_neighbours": self.n_neighbours,
-                "radius": self.radius.tolist(), "temperature": self.temperature,
-                "seed": self.seed, "holdout": self.holdout, "l2": self.l2,
-                "refine_steps": self.refine_steps, "neighbourhood": self.neighbourhood,
-                "jitter": self.jitter, "outputs": self.outputs}
+    def settings(self, shape: Sequence[int] | None = None) -> dict[str, Any]:
+        """The settings as given, or resolved for images of ``shape`` (C, H, W): what every
+        record of such images carries."""
+        out = {"method": "deepvid", "n_neighbours": self.n_neighbours,
+               "radius": self.radius.tolist(), "temperature": self.temperature,
+               "seed": self.seed, "holdout": self.holdout, "l2": self.l2,
+               "refine_steps": self.refine_steps, "neighbourhood": self.neighbourhood,
+               "jitter": self.jitter, "outputs": self.outputs, "features": self.features,
+               "n_features": self.n_features, "baseline": self.baseline, "keep": self.keep,
+               "store_classes": self.store_classes}
+        if shape is None:
+            return out
+        features, neighbourhood = self._resolve(tuple(shape))
+        out.update(features=features, neighbourhood=neighbourhood,
+                   jitter=_effective_jitter(neighbourhood, self.jitter))
+        if features == "pixels":
+            for key in ("n_features", "baseline", "keep"):
+                out.pop(key)
+        else:
+            out["n_features"] = self.n_features or default_n_features(*shape[1:])
+        return out
+
+    def needs_generator(self, shape: Sequence[int]) -> bool:
+        """Whether explaining images of ``shape`` (C, H, W) with these settings uses a
+        generator (DeepVID's explainer fits a VAE only then)."""
+        features, neighbourhood = self._resolve(tuple(shape), assume_generator=True)
+        return (features == "pixels" or neighbourhood == "vae+masks"
+                or self.baseline == "reconstruction")
 
     def neighbours(self, x: torch.Tensor, ids: Sequence[str]) -> torch.Tensor:
-        """(K, M, C, H, W) cached neighbours of ``x``; sampled on first use of each id."""
+        """(K, M, C, H, W) cached neighbours of ``x``; sampled on first use of each id.
+
+        With region features they are composed from the cached masks on every call: K * M
+        full-size images (for 224-px images, prefer :meth:`explain`, which never holds them all).
+        """
+        x = checks.images("x", x).to("cpu", torch.float32)
+        ids = checks.ids(ids, x.shape[0])
+        features, neighbourhood = self._resolve(tuple(x.shape[1:]))
+        if features != "pixels":
+            return torch.stack([r.images(torch.arange(self.n_neighbours))
+                                for r in self._region_cache(x, ids)])
         missing = [i for i, iid in enumerate(ids) if iid not in self._neighbours]
         if missing:
             with preserved_rng(), frozen_eval(self.generator):
@@ -179,7 +277,8 @@ class DeepVID:
                 xs = x[missing].to(dev, torch.float32)
                 new = sample_neighbours(self.generator, xs, [ids[i] for i in missing],
                                         self.n_neighbours, self.radius.to(dev), self.seed,
-                                        self.batch_size, jitter=self.jitter)
+                                        self.batch_size,
+                                        jitter=_effective_jitter(neighbourhood, self.jitter))
             for j, i in enumerate(missing):
                 self._neighbours[ids[i]] = new[j].detach().to("cpu", torch.float32)
         return torch.stack([self._neighbours[iid] for iid in ids])
@@ -189,34 +288,68 @@ class DeepVID:
                 class_names: Sequence[str] | None = None, step: int = 0) -> list[ExplanationRecord]:
         """One :class:`ExplanationRecord` per instance of ``x`` (K, C, H, W).
 
-        The model is run in eval mode under no_grad, in chunks of ``batch_size``, on its own
-        device; every module's ``training`` flag and every RNG state are restored afterwards.
-        Teacher forwards per instance: the instance and its ``n_neighbours`` neighbours, then
-        the faithfulness evidence's deletion/insertion images (46 at its default 12 steps).
+        The model is run in eval mode under no_grad, in chunks of ``batch_size`` (fewer for
+        large images), on its own device; every module's ``training`` flag and every RNG state
+        are restored afterwards. Teacher forwards per instance: the instance and its
+        ``n_neighbours`` neighbours (pixels) or its ``n_neighbours`` neighbours, the instance
+        among them (regions), then the faithfulness evidence's deletion/insertion images (46
+        at its default 12 steps).
         """
         x = checks.images("x", x).to("cpu", torch.float32)
-        _check_generator_shape(self.generator, x)
+        shape = tuple(x.shape[1:])
+        features, neighbourhood = self._resolve(shape)
+        if features == "pixels" or neighbourhood == "vae+masks" or self.baseline == \
+                "reconstruction" and self.generator is not None:
+            _check_generator_shape(self.generator, x)
         k = x.shape[0]
         ids = checks.ids(ids, k)
         labels_list = checks.labels(labels, k)
+        settings = self.settings(shape)
         with preserved_rng():
-            nb = self.neighbours(x, ids)  # (K, M, C, H, W)
-            with frozen_eval(model):
-                device, dtype = module_device_dtype(model)
-                flat = torch.cat([x.unsqueeze(1).to(nb.dtype), nb], 1).flatten(0, 1)
-                logits = torch.cat([_run(model, chunk.to(device, dtype), chunk.shape[0],
-                                         self.outputs)
-                                    for chunk in flat.split(self.batch_size)]).float().cpu()
-            logits = logits.view(k, self.n_neighbours + 1, -1)
+            if features == "pixels":
+                nb = self.neighbours(x, ids)  # (K, M, C, H, W)
+                rows = torch.cat([x.unsqueeze(1).to(nb.dtype), nb], 1).flatten(0, 1)
+                logits = self._teacher(model, rows, k).view(k, self.n_neighbours + 1, -1)
+            else:
+                regions = self._region_cache(x, ids)
+                logits = self._teacher_regions(model, regions)
             n_classes = logits.shape[-1]
             class_names = (checks.class_names(class_names, n_classes)
                            or [str(i) for i in range(n_classes)])
             labels_list = checks.labels(labels_list, k, n_classes)  # now the range is known
-            return self._distil(x, nb, logits, ids, labels_list, class_names, step, model)
+            common = dict(ids=ids, labels=labels_list, class_names=class_names, step=step,
+                          model=model, settings=settings)
+            if features == "pixels":
+                return distil_pixels(self, x, nb, logits, **common)
+            return distil_regions(self, x, regions, logits, **common)
 
     # ---- internals -----------------------------------------------------------------------------
+    def _resolve(self, shape: tuple[int, ...], assume_generator: bool = False
+                 ) -> tuple[str, str]:
+        """(features, neighbourhood) for images of ``shape`` (C, H, W)."""
+        _, h, w = shape
+        has_generator = assume_generator or self.generator is not None
+        features = self.features
+        if features == "auto":
+            small = h * w <= PAPER_MAX_PIXELS and has_generator
+            features = "pixels" if small or self.neighbourhood in PIXEL_NEIGHBOURHOODS \
+                else "superpixels"
+        if features == "pixels":
+            if max(h, w) > PIXELS_MAX_SIDE:
+                raise ValueError(
+                    f"features: 'pixels' keeps a weight per pixel and class and works up to "
+                    f"{PIXELS_MAX_SIDE} pixels a side, got images of {h}x{w}: use "
+                    f"features='superpixels' (the default above 16x16) or 'grid'")
+            if not has_generator:
+                raise ValueError("generator: features='pixels' samples neighbours from a "
+                                 "generator, got None: pass a fitted VAE, or use "
+                                 "features='superpixels'")
+            return features, self.neighbourhood or "vae+jitter"
+        return features, self.neighbourhood or "masks"
+
     def _split(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fit / hold-out neighbour indices. Row 0 (the reconstruction) is always fitted on.
+        """Fit / hold-out neighbour indices. Row 0 (the reconstruction, or with regions the
+        instance itself) is always fitted on.
 
         Same permutation for every instance (so the batched solve sees equal shapes), seeded by
         ``seed`` only, so it is stable across epochs."""
@@ -237,57 +370,58 @@ class DeepVID:
         missing = [i for i, iid in enumerate(ids)
                    if iid not in self._solver or not self._solver[iid].matches(fit_x[i : i + 1])]
         if missing:
-            gen = torch.Generator().manual_seed(instance_seed(self.seed, "\0val"))
-            new = prepare_solver(fit_x[missing], l2=self.l2, generator=gen)
+            new = prepare_solver(fit_x[missing], l2=self.l2, generator=self._val_generator())
             for j, i in enumerate(missing):
                 self._solver[ids[i]] = new.select([j])
         return SolverState.concat([self._solver[iid] for iid in ids])
 
-    def _distil(self, x, nb, logits, ids, labels, class_names, step, model
-                ) -> list[ExplanationRecord]:
-        k, m = nb.shape[:2]
-        fit_idx, hold_idx = self._split(ids)
-        inst_logits, nb_logits = logits[:, 0], logits[:, 1:]
-        flat = nb.flatten(2)  # (K, M, D)
-        # The instance itself is a fitting row too: VAE neighbours are smoother than real images,
-        # and without this anchor a linear student can extrapolate wrongly to the crisp instance
-        # (measured on 48 digits at default settings: instance agreement 45/48 -> 48/48,
-        # trustworthy 45/48 -> 47/48).
-        fit_x = torch.cat([x.flatten(1).unsqueeze(1), flat[:, fit_idx]], 1)
-        fit_logits = torch.cat([inst_logits.unsqueeze(1), nb_logits[:, fit_idx]], 1)
-        student = fit_students(fit_x, fit_logits, self.temperature, l2=self.l2,
-                               refine_steps=self.refine_steps,
-                               state=self._solver_state(fit_x, ids))
-        t_hold = F.softmax(nb_logits[:, hold_idx].double(), -1)
-        s_hold = F.softmax(student.logits(flat[:, hold_idx]).double(), -1)
-        t_inst = F.softmax(inst_logits.double(), -1)
-        s_inst = F.softmax(student.logits(x.flatten(1).unsqueeze(1).float()).squeeze(1).double(), -1)
-        top = t_inst.argmax(-1)
-        fid = fidelity_metrics(t_hold, s_hold, top, top == s_inst.argmax(-1))
-        c, h, w = x.shape[1:]
-        weights = student.weight.transpose(1, 2).reshape(k, -1, c, h, w)  # (K, classes, C, H, W)
-        # The map the UI draws and the evidence scores: the linear contribution w[pred] * x.
-        contribution = (weights[torch.arange(k), top] * x).sum(1)  # (K, H, W)
-        ev = evidence(model, x, contribution, top, ids, seed=self.seed,
-                      batch_size=self.batch_size, outputs=self.outputs)
-        fid = [apply_trust_rule({**f, **e}) for f, e in zip(fid, ev, strict=True)]
-        # Shown neighbours are exactly the images the teacher labelled (jitter included): the
-        # labels next to them are the teacher's and the student's on those very images.
-        shown = hold_idx[: self.n_shown]
-        records = []
-        for i in range(k):
-            records.append(ExplanationRecord(
-                instance_id=ids[i], step=int(step), class_names=tuple(class_names),
-                image=x[i].numpy(), teacher_probs=t_inst[i].float().numpy(),
-                student_probs=s_inst[i].float().numpy(),
-                weights=weights[i].numpy(),
-                bias=student.bias[i].numpy(), fidelity=fid[i],
-                neighbours=nb[i, shown].numpy(),
-                neighbour_teacher=t_hold[i, : len(shown)].argmax(-1).numpy(),
-                neighbour_student=s_hold[i, : len(shown)].argmax(-1).numpy(),
-                settings={**self.settings(), "l2": float(student.l2[i])},
-                label=None if labels is None else labels[i]))
-        return records
+    def _val_generator(self) -> torch.Generator:
+        """The generator of the student's L2 validation split (the same for every instance)."""
+        return torch.Generator().manual_seed(instance_seed(self.seed, "\0val"))
+
+    def _teacher(self, model: Model, rows: torch.Tensor, k: int) -> torch.Tensor:
+        """Logits of ``rows`` (N, C, H, W), chunked, on the model's device, as float32 CPU."""
+        with frozen_eval(model):
+            device, dtype = module_device_dtype(model)
+            chunk = rows_per_chunk(self.batch_size, rows[0].numel())
+            return torch.cat([_run(model, part.to(device, dtype), part.shape[0], self.outputs)
+                              for part in rows.split(chunk)]).float().cpu()
+
+    def _teacher_regions(self, model: Model, regions: Sequence[Regions]) -> torch.Tensor:
+        """(K, M, n_classes) logits of every instance's neighbours, composed chunk by chunk so
+        memory holds one chunk of images, never all of them."""
+        k, m = len(regions), self.n_neighbours
+        chunk = rows_per_chunk(self.batch_size, regions[0].image.numel())
+        out = []
+        with frozen_eval(model):
+            device, dtype = module_device_dtype(model)
+            for start in range(0, k * m, chunk):
+                idx = torch.arange(start, min(start + chunk, k * m))
+                inst, row = idx // m, idx % m
+                imgs = torch.cat([regions[i].images(row[inst == i])
+                                  for i in inst.unique().tolist()])
+                out.append(_run(model, imgs.to(device, dtype), imgs.shape[0],
+                                self.outputs).float().cpu())
+        return torch.cat(out).view(k, m, -1)
+
+    def _region_cache(self, x: torch.Tensor, ids: Sequence[str]) -> list[Regions]:
+        """Each instance's region neighbourhood, built on first use of its id."""
+        missing = [i for i, iid in enumerate(ids) if iid not in self._regions]
+        if missing:
+            _, neighbourhood = self._resolve(tuple(x.shape[1:]))
+            use_generator = neighbourhood == "vae+masks" or self.baseline == "reconstruction"
+            gen = self.generator if use_generator else None
+            with preserved_rng(), frozen_eval(gen):
+                new = sample_regions(
+                    x[missing], [ids[i] for i in missing], self.n_neighbours, self.seed,
+                    features="grid" if self.features == "grid" else "superpixels",
+                    n_features=self.n_features or default_n_features(*x.shape[2:]),
+                    baseline=self.baseline, keep=self.keep, generator=gen,
+                    radius=self.radius if neighbourhood == "vae+masks" else None,
+                    batch_size=self.batch_size)
+            for j, i in enumerate(missing):
+                self._regions[ids[i]] = new[j]
+        return [self._regions[iid] for iid in ids]
 
 
 def _run(model: Model, xb: torch.Tensor, n: int, outputs: str = "logits") -> torch.Tensor:
@@ -328,16 +462,42 @@ def _as_logits(out: torch.Tensor, outputs: str) -> torch.Tensor:
     return out.clamp_min(torch.finfo(out.dtype).tiny).log()
 
 
-def _check_jitter(neighbourhood: str, jitter: Any) -> float:
-    """The effective jitter: the default for "vae+jitter", 0.0 for "vae"."""
+def _check_pairing(features: str, neighbourhood: str | None, generator: object) -> None:
+    """Pixel features go with the generator's neighbourhoods, regions with masks."""
+    if neighbourhood is None:
+        return
+    pixel = neighbourhood in PIXEL_NEIGHBOURHOODS
+    if features in ("superpixels", "grid") and pixel:
+        raise ValueError(f"neighbourhood: features={features!r} switches regions off, so "
+                         f"expected 'masks' or 'vae+masks', got {neighbourhood!r}")
+    if features == "pixels" and not pixel:
+        raise ValueError(f"neighbourhood: features='pixels' samples the generator, so expected "
+                         f"'vae+jitter' or 'vae', got {neighbourhood!r}")
+    if neighbourhood != "masks" and generator is None:
+        raise ValueError(f"generator: neighbourhood={neighbourhood!r} samples a generator, got "
+                         f"None (pass a fitted VAE, or neighbourhood='masks')")
+
+
+def _effective_jitter(neighbourhood: str, jitter: float | None) -> float:
+    """The jitter used: the given one, else the default for "vae+jitter", else 0."""
+    if neighbourhood != "vae+jitter":
+        return 0.0
+    return DEFAULT_JITTER if jitter is None else jitter
+
+
+def _check_jitter(neighbourhood: str | None, jitter: Any) -> float | None:
+    """The given jitter, checked against the neighbourhood (None: the default of whichever
+    neighbourhood the images' size picks)."""
     if jitter is None:
+        if neighbourhood is None:
+            return None
         return DEFAULT_JITTER if neighbourhood == "vae+jitter" else 0.0
     if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not math.isfinite(jitter):
         raise ValueError(f"jitter: expected None (the default) or a finite number, got {jitter!r}")
-    if neighbourhood == "vae" and jitter != 0:
-        raise ValueError(f"jitter: neighbourhood='vae' adds no pixel jitter, so expected None or "
-                         f"0, got {jitter!r} (use neighbourhood='vae+jitter')")
-    if neighbourhood == "vae+jitter" and not jitter > 0:
+    if neighbourhood not in (None, "vae+jitter") and jitter != 0:
+        raise ValueError(f"jitter: neighbourhood={neighbourhood!r} adds no pixel jitter, so "
+                         f"expected None or 0, got {jitter!r} (use neighbourhood='vae+jitter')")
+    if neighbourhood in (None, "vae+jitter") and not jitter > 0:
         raise ValueError(f"jitter: expected a number > 0 with neighbourhood='vae+jitter', got "
                          f"{jitter!r} (use neighbourhood='vae' for none)")
     return float(jitter)
