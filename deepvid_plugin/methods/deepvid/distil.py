@@ -118,8 +118,10 @@ def _records(engine: DeepVID, x, t_hold, s_hold, t_inst, s_inst, maps, weights, 
     k = x.shape[0]
     top = t_inst.argmax(-1)
     fid = fidelity_metrics(t_hold, s_hold, top, top == s_inst.argmax(-1))
+    # Region maps are scored against random maps over the same regions (like for like).
     ev = evidence(model, x, maps, top, ids, seed=engine.seed, batch_size=engine.batch_size,
-                  outputs=engine.outputs)
+                  outputs=engine.outputs,
+                  segments=None if segments is None else torch.stack(list(segments)))
     # How much the neighbourhood moves the teacher: the spread of its top-class probability
     # over the held-out neighbours (near 0: the student had nothing to learn from).
     spread = t_hold.gather(-1, top.view(-1, 1, 1).expand(-1, t_hold.shape[1], 1)).squeeze(-1)

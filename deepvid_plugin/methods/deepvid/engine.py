@@ -110,7 +110,7 @@ PAPER_MAX_PIXELS = 256
 #: the student over pixels keeps a weight per pixel and class: refused above 64 pixels a side.
 PIXELS_MAX_SIDE = 64
 DEFAULT_BASELINE = "zero"
-DEFAULT_KEEP = 0.5
+DEFAULT_KEEP = 0.7
 #: classes whose maps a record keeps: the teacher's top 10 (every class of a 10-class model),
 #: plus the true class; a 1000-class model at 224 px stays far below 200 KB per instance-step.
 DEFAULT_STORE_CLASSES = 10
