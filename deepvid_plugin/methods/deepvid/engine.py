@@ -79,7 +79,6 @@ of its contribution map against the model on the instance, next to a random map'
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -93,35 +92,27 @@ from deepvid_plugin.core.seeds import instance_seed
 from deepvid_plugin.methods.deepvid.distil import distil_pixels, distil_regions
 from deepvid_plugin.methods.deepvid.generator import Generator
 from deepvid_plugin.methods.deepvid.neighbours import sample_neighbours
+from deepvid_plugin.methods.deepvid.options import (
+    DEFAULT_BASELINE,
+    DEFAULT_JITTER,
+    DEFAULT_KEEP,
+    DEFAULT_N_NEIGHBOURS,
+    DEFAULT_STORE_CLASSES,
+    FEATURES,
+    NEIGHBOURHOODS,
+    PAPER_MAX_PIXELS,
+    PIXEL_NEIGHBOURHOODS,
+    PIXELS_MAX_SIDE,
+    check_jitter,
+    check_pairing,
+    default_n_features,
+    effective_jitter,
+)
 from deepvid_plugin.methods.deepvid.record import ExplanationRecord
 from deepvid_plugin.methods.deepvid.regions import BASELINES, Regions, sample_regions
 from deepvid_plugin.methods.deepvid.student import SolverState, prepare_solver
 
 Model = Callable[[torch.Tensor], torch.Tensor]
-
-NEIGHBOURHOODS = ("vae+jitter", "vae", "masks", "vae+masks")
-PIXEL_NEIGHBOURHOODS = ("vae+jitter", "vae")
-FEATURES = ("auto", "pixels", "superpixels", "grid")
-DEFAULT_JITTER = 0.05  # pixel noise std, in the images' own units (see the class docstring)
-DEFAULT_N_NEIGHBOURS = 512
-#: ``features="auto"`` explains images of at most this many pixels (16 x 16) over pixels, with the
-#: paper's neighbourhood, when there is a generator; larger ones over superpixels.
-PAPER_MAX_PIXELS = 256
-#: the student over pixels keeps a weight per pixel and class: refused above 64 pixels a side.
-PIXELS_MAX_SIDE = 64
-DEFAULT_BASELINE = "zero"
-DEFAULT_KEEP = 0.7
-#: classes whose maps a record keeps: the teacher's top 10 (every class of a 10-class model),
-#: plus the true class; a 1000-class model at 224 px stays far below 200 KB per instance-step.
-DEFAULT_STORE_CLASSES = 10
-#: superpixels per image: one per ~21 pixels (49 at 32 x 32), at least 16 and at most 64.
-PIXELS_PER_FEATURE = 21
-MIN_FEATURES, MAX_FEATURES = 16, 64
-
-
-def default_n_features(height: int, width: int) -> int:
-    """How many regions ``features="auto"``/``"superpixels"`` aims for at this image size."""
-    return int(min(MAX_FEATURES, max(MIN_FEATURES, round(height * width / PIXELS_PER_FEATURE))))
 
 
 class DeepVID:
@@ -206,8 +197,8 @@ class DeepVID:
         self.features = checks.choice("features", features, FEATURES)
         self.neighbourhood = None if neighbourhood is None else checks.choice(
             "neighbourhood", neighbourhood, NEIGHBOURHOODS)
-        _check_pairing(self.features, self.neighbourhood, self.generator)
-        self.jitter = _check_jitter(self.neighbourhood, jitter)
+        check_pairing(self.features, self.neighbourhood, self.generator)
+        self.jitter = check_jitter(self.neighbourhood, jitter)
         self.outputs = checks.choice("outputs", outputs, OUTPUTS)
         self.n_features = None if n_features is None else checks.integer("n_features",
                                                                          n_features, 2)
@@ -243,7 +234,7 @@ class DeepVID:
             return out
         features, neighbourhood = self._resolve(tuple(shape))
         out.update(features=features, neighbourhood=neighbourhood,
-                   jitter=_effective_jitter(neighbourhood, self.jitter))
+                   jitter=effective_jitter(neighbourhood, self.jitter))
         if features == "pixels":
             for key in ("n_features", "baseline", "keep"):
                 out.pop(key)
@@ -278,7 +269,7 @@ class DeepVID:
                 new = sample_neighbours(self.generator, xs, [ids[i] for i in missing],
                                         self.n_neighbours, self.radius.to(dev), self.seed,
                                         self.batch_size,
-                                        jitter=_effective_jitter(neighbourhood, self.jitter))
+                                        jitter=effective_jitter(neighbourhood, self.jitter))
             for j, i in enumerate(missing):
                 self._neighbours[ids[i]] = new[j].detach().to("cpu", torch.float32)
         return torch.stack([self._neighbours[iid] for iid in ids])
@@ -462,47 +453,6 @@ def _as_logits(out: torch.Tensor, outputs: str) -> torch.Tensor:
     return out.clamp_min(torch.finfo(out.dtype).tiny).log()
 
 
-def _check_pairing(features: str, neighbourhood: str | None, generator: object) -> None:
-    """Pixel features go with the generator's neighbourhoods, regions with masks."""
-    if neighbourhood is None:
-        return
-    pixel = neighbourhood in PIXEL_NEIGHBOURHOODS
-    if features in ("superpixels", "grid") and pixel:
-        raise ValueError(f"neighbourhood: features={features!r} switches regions off, so "
-                         f"expected 'masks' or 'vae+masks', got {neighbourhood!r}")
-    if features == "pixels" and not pixel:
-        raise ValueError(f"neighbourhood: features='pixels' samples the generator, so expected "
-                         f"'vae+jitter' or 'vae', got {neighbourhood!r}")
-    if neighbourhood != "masks" and generator is None:
-        raise ValueError(f"generator: neighbourhood={neighbourhood!r} samples a generator, got "
-                         f"None (pass a fitted VAE, or neighbourhood='masks')")
-
-
-def _effective_jitter(neighbourhood: str, jitter: float | None) -> float:
-    """The jitter used: the given one, else the default for "vae+jitter", else 0."""
-    if neighbourhood != "vae+jitter":
-        return 0.0
-    return DEFAULT_JITTER if jitter is None else jitter
-
-
-def _check_jitter(neighbourhood: str | None, jitter: Any) -> float | None:
-    """The given jitter, checked against the neighbourhood (None: the default of whichever
-    neighbourhood the images' size picks)."""
-    if jitter is None:
-        if neighbourhood is None:
-            return None
-        return DEFAULT_JITTER if neighbourhood == "vae+jitter" else 0.0
-    if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not math.isfinite(jitter):
-        raise ValueError(f"jitter: expected None (the default) or a finite number, got {jitter!r}")
-    if neighbourhood not in (None, "vae+jitter") and jitter != 0:
-        raise ValueError(f"jitter: neighbourhood={neighbourhood!r} adds no pixel jitter, so "
-                         f"expected None or 0, got {jitter!r} (use neighbourhood='vae+jitter')")
-    if neighbourhood in (None, "vae+jitter") and not jitter > 0:
-        raise ValueError(f"jitter: expected a number > 0 with neighbourhood='vae+jitter', got "
-                         f"{jitter!r} (use neighbourhood='vae' for none)")
-    return float(jitter)
-
-
 def _generator_device(generator: object) -> torch.device:
     return module_device_dtype(generator)[0]
 
@@ -516,3 +466,6 @@ def _check_generator_shape(generator: object, x: torch.Tensor) -> None:
     if want is not None and tuple(x.shape[1:]) != tuple(want):
         raise ValueError(f"x: expected images of shape (K, {want[0]}, {want[1]}, {want[2]}) to "
                          f"match the generator, got {tuple(x.shape)}")
+
+
+__all__ = ["DEFAULT_JITTER", "DEFAULT_N_NEIGHBOURS", "DeepVID", "default_n_features"]

@@ -23,7 +23,7 @@ from tests.methods.deepvid.photo_models import photo_cnn
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "deepvid_photos" / "cnns.pt"
 MASS_THRESHOLD = 0.3
-POINT_THRESHOLD = 0.6
+POINT_THRESHOLD = 0.5
 K = {32: 8, 96: 6}
 
 
