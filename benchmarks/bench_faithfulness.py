@@ -272,9 +272,9 @@ def run() -> dict[str, Any]:
         described[f"workload: {w.name}"] = f"{len(w.x)} held-out instances; {w.note}"
     # 224 px: DeepVID runs in fresh processes, which also measure its time and peak memory.
     w = photos224_workload(k224)
-    big = _memory.measure(w.model, w.x, [1, len(w.x)])
+    big = _memory.measure(w.model, w.x, sorted({1, len(w.x)}))
     mine = big["runs"][-1]
-    dv = Maps(torch.tensor(mine["maps"]), mine["seconds"], agreement=mine["agreement"],
+    dv = Maps(mine["maps"].float(), mine["seconds"], agreement=mine["agreement"],
               trusted=mine["trusted"])
     r, summary = bench_workload(w, deepvid_default=dv)
     rows += r
