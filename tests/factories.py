@@ -12,6 +12,7 @@ changes now and then.
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import numpy as np
 
@@ -131,7 +132,7 @@ def make_run(instance_ids=("a", "b"), steps=range(3), **kwargs) -> list[Explanat
 def make_gradcam_record(instance_id: str = "a", step: int = 0, n_classes: int = 10,
                         size: int = 28, channels: int = 1, seed: int = 0, label=_DEFAULT,
                         schema_version: int = SCHEMA_VERSION, class_names=None,
-                        evidence: bool = True, cam_true: bool = True, kind_version: int = 1,
+                        evidence: bool = True, cam_true: bool = True, kind_version: int = 2,
                         **_ignored) -> Record:
     """A ``gradcam`` record of ``instance_id`` at ``step``; equal arguments give equal records.
 
@@ -380,3 +381,13 @@ def make_attribution_record(instance_id: str = "a", step: int = 0, n_classes: in
 
 
 FACTORIES["attribution"] = make_attribution_record
+
+
+def step_part(record: Any) -> Record:
+    """What a step file holds of ``record``: its envelope without the arrays stored once per
+    subject (for deepvid kind version 2, the instance image and the neighbour images), so a
+    record read back from a step file compares with the one written."""
+    from deepvid_plugin.core import kinds
+
+    env = record.to_record() if hasattr(record, "to_record") else record
+    return env.without(kinds.get(env.kind).per_subject)

@@ -68,6 +68,17 @@ def encode_image(arr: Any) -> dict[str, Any]:
     return {"shape": list(a.shape), "data": base64.b64encode(q.tobytes()).decode("ascii")}
 
 
+def encode_index_map(arr: Any) -> dict[str, Any]:
+    """An ``(H, W)`` map of small non-negative ints (region indices) as ``{"shape", "data"}``:
+    little-endian uint16, base64."""
+    a = np.asarray(arr)
+    if a.ndim != 2 or (a.size and (int(a.min()) < 0 or int(a.max()) > 0xFFFF)):
+        raise ValueError(f"arr: expected an (H, W) map of ints in [0, 65535], got shape "
+                         f"{tuple(a.shape)}")
+    return {"shape": list(a.shape),
+            "data": base64.b64encode(a.astype("<u2").tobytes()).decode("ascii")}
+
+
 def block_mean(a: np.ndarray, size: int) -> np.ndarray:
     """Area-average a 2-d map down to at most ``size`` pixels per side (last block may be short)."""
     out = a

@@ -209,8 +209,7 @@ def _train_and_explain(args: argparse.Namespace, sizes: Sizes, st: Any, name: st
             r = wrong[0]
             shared["telling"] = r.instance_id
             k = int(r.instance_id.rsplit("-", 1)[1])
-            contrib = np.abs((np.asarray(r.weights[r.predicted], np.float64)
-                              * np.asarray(r.image, np.float64)).sum(0))
+            contrib = np.abs(r.contribution_map(r.predicted))
             share = _share([(contrib, data.test_cue_masks[picked][k])])
             shared["telling_text"] = (
                 f"{r.instance_id}, a {r.class_names[r.label]} the shortcut model calls "
@@ -242,6 +241,13 @@ def _kind(record: Any) -> str:
     return getattr(record, "kind", "deepvid")
 
 
+def _abs_weights(r: Any) -> np.ndarray:
+    """(H, W) |weights| of the predicted class: summed over channels (pixels) or per region."""
+    if r.regions:
+        return np.abs(r.weight_map(r.predicted))
+    return np.abs(np.asarray(r.class_weights(r.predicted), np.float64)).sum(0)
+
+
 def measure(name: str, records: list[Any], cue: np.ndarray, test_acc: float, train_acc: float,
             st: Any) -> Measured:
     """The numbers that show a shortcut, from one run's last records of every kind; ``cue``:
@@ -255,8 +261,7 @@ def measure(name: str, records: list[Any], cue: np.ndarray, test_acc: float, tra
         raise RuntimeError(f"run {name!r}: expected records of every kind, missing {missing}")
     cams = [(np.maximum(np.asarray(r.arrays["cam_pred"], np.float64), 0), _cue_of(r, cue))
             for r in by_kind["gradcam"]]
-    weights = [(np.abs(np.asarray(r.weights[r.predicted], np.float64)).sum(0), _cue_of(r, cue))
-               for r in by_kind["deepvid"]]
+    weights = [(_abs_weights(r), _cue_of(r, cue)) for r in by_kind["deepvid"]]
     layer = max(by_kind["netdissect"], key=lambda r: st.layers.index(r.meta["layer"]))
     cats = np.asarray(layer.meta["label_category"])
     det = np.asarray(layer.arrays["detector"]).astype(bool)

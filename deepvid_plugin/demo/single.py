@@ -194,7 +194,7 @@ def draw_png(records: list[Any], path: str, n_neighbours: int = 4) -> None:
     fig, axes = plt.subplots(len(records), cols, figsize=(1.5 * cols, 1.5 * len(records)),
                              squeeze=False)
     for row, r in zip(axes, records, strict=True):
-        w = np.asarray(r.weights[r.predicted], np.float32).mean(0)
+        w = r.weight_map(r.predicted)
         scale = float(np.abs(w).max()) or 1.0
         label = "?" if r.label is None else r.class_names[r.label]
         row[0].imshow(np.asarray(r.image, np.float32).mean(0), cmap="gray_r")

@@ -196,6 +196,32 @@ def test_evidence_forward_count_fits_the_budget():
     assert len(calls) == 1  # one batched pass at the default batch size
 
 
+def test_region_maps_are_scored_against_random_regions():
+    """With ``segments`` the random baseline is random per region (like for like): constant on
+    each region, fixed per id, and the evidence equals deletion/insertion of that map."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    x = torch.rand(2, 1, 8, 8)
+    seg = torch.stack([(torch.arange(64) // 16).view(8, 8),  # 4 row bands
+                       (torch.arange(64) % 8 // 2).view(8, 8)])  # 4 column bands
+    sal = torch.randn(2, 4)[torch.arange(2)[:, None, None], seg]
+    ids, target = ["a", "b"], torch.tensor([1, 2])
+    rand = F.random_region_saliency(ids, seg, seed=5)
+    for k in range(2):  # one value per region
+        for r in range(4):
+            assert rand[k][seg[k] == r].unique().numel() == 1
+    assert torch.equal(F.random_region_saliency(["b"], seg[1:], 5)[0], rand[1])  # per id
+    ev = F.evidence(model, x, sal, target, ids, seed=5, steps=6, segments=seg)
+    want = F.deletion_insertion(model, x, rand, target, steps=6)
+    for k, e in enumerate(ev):
+        assert e["random_map"] == "regions"
+        assert e["random_deletion_auc"] == pytest.approx(want.deletion_auc[k], rel=1e-9)
+        assert e["random_insertion_auc"] == pytest.approx(want.insertion_auc[k], rel=1e-9)
+    assert "random_map" not in F.evidence(model, x, sal, target, ids, seed=5, steps=6)[0]
+    with pytest.raises(ValueError, match=r"segments: expected \(2, 8, 8\) integer region indices"):
+        F.evidence(model, x, sal, target, ids, segments=seg.float())
+
+
 def test_random_saliency_is_fixed_per_id():
     a = F.random_saliency(["x1", "x2"], (5, 7), seed=0)
     b = F.random_saliency(["x2", "x1", "x3"], (5, 7), seed=0)

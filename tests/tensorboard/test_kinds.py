@@ -36,7 +36,7 @@ def mixed(tmp_path):
         for s in range(3):
             sink.write(make_record("a", s), s)
             # step 1 stands for a newer gradcam writer: its summary says kind_version 3
-            gc = make_gradcam_record("a", s, kind_version=3 if s == 1 else 1)
+            gc = make_gradcam_record("a", s, kind_version=3 if s == 1 else 2)
             if s == 1:
                 _raw_summary(sink, s, "gradcam", "a", {"kind_version": 3, "headline": 0.1})
             else:

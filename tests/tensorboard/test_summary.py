@@ -54,9 +54,13 @@ def test_sink_writes_the_documented_layout(tmp_path):
     for s, v in values:
         by_tag.setdefault(v.tag, []).append((s, v))
     assert {t.rsplit("/", 1)[0] for t in by_tag} == {"deepvid/deepvid/a"}  # deepvid/<kind>/<id>
-    # record blob: the record without neighbour images, decodable
+    # record blob: the record without the images stored once per subject (kind version 2: the
+    # instance image and the neighbour images), decodable, and whole with them put back
     blob = by_tag["deepvid/deepvid/a/record"][1][1].tensor.string_val[0]
-    assert ExplanationRecord.decode(blob) == records[1].without_neighbour_images()
+    subject = decode_arrays(by_tag["deepvid/deepvid/a/subject"][0][1].tensor.string_val[0])
+    assert np.isnan(ExplanationRecord.decode(blob).image.astype(np.float32)).all()
+    whole = Record.decode(blob).with_arrays({"image": subject["image"]})
+    assert ExplanationRecord.from_record(whole) == records[1].without_neighbour_images()
     # summary: JSON step summary with `changed` relative to the previous step
     import json
     summ = json.loads(by_tag["deepvid/deepvid/a/summary"][2][1].tensor.string_val[0])
@@ -69,7 +73,7 @@ def test_sink_writes_the_documented_layout(tmp_path):
     # once per subject: the neighbour images (float16), framed without pickle
     arrays = decode_arrays(by_tag["deepvid/deepvid/a/subject"][0][1].tensor.string_val[0])
     arr = arrays["neighbours"]
-    assert list(arrays) == ["neighbours"]
+    assert sorted(arrays) == ["image", "neighbours"]
     assert arr.dtype == np.float16 and np.array_equal(arr, records[0].neighbours)
 
 

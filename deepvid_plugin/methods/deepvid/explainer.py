@@ -1,7 +1,9 @@
 """DeepVID as an explainer of kind ``deepvid`` (:mod:`deepvid_plugin.core.explainer`).
 
 It wraps a :class:`~deepvid_plugin.explain.DeepVID` engine and owns everything DeepVID needs
-before its first explanation: a generator. That is the one given, one restored from a checkpoint
+before its first explanation: a generator, when the engine uses one for the instances' size
+(the paper's pixel mode up to 16 x 16; above, the default region student switches regions off
+and needs none, so ``train_data`` fits nothing there). That is the one given, one restored from a checkpoint
 (:meth:`DeepVIDExplainer.load_state_dict`), a VAE an earlier run saved next to the logs (found
 through ``context.artifacts``), or a VAE fitted in :meth:`~DeepVIDExplainer.prepare` on
 ``train_data`` and then saved through ``context.artifacts`` (next to the TensorBoard logs and as
@@ -61,7 +63,8 @@ class DeepVIDExplainer:
 
     Attributes:
         generator_source: ``"given"``, ``"checkpoint"``, ``"logdir"`` (a VAE an earlier run
-            saved), ``"fitted"``, or None before :meth:`prepare`.
+            saved), ``"fitted"``, or None before :meth:`prepare` and when the engine needs no
+            generator for the instances' size (region features, the default above 16 x 16).
         fitted_vae: the VAE this explainer fitted or restored (None for a given generator).
 
     Example::
@@ -126,11 +129,12 @@ class DeepVIDExplainer:
     def check(self, x: torch.Tensor) -> None:
         """Fail now if the built-in VAE cannot model these instances or ``train_data`` does not
         match them (rather than at the first explained epoch)."""
-        if self.train_data is None:
+        if self.train_data is None or not self._engine_for_settings().needs_generator(
+                tuple(x.shape[1:])):
             return
         c, h, w = x.shape[1:]
         try:
-            VAEConfig(c, h, w)  # the default VAE handles 1 or 3 channels, 8..64 pixels
+            VAEConfig(c, h, w)  # the default VAE handles 1 or 3 channels, 8 pixels and more
         except ValueError as e:
             raise ValueError(f"train_data: the built-in VAE cannot model instances of shape "
                              f"{(c, h, w)} ({e}); pass generator=... instead") from e
@@ -162,15 +166,22 @@ class DeepVIDExplainer:
             # restored from a checkpoint or, under DDP, from rank zero's state: on the CPU until
             # here; decode where the model lives, as a VAE fitted here does
             self.fitted_vae.to(context.device)
-        if self.generator is None:
+        shape = tuple(context.x.shape[1:])
+        if self.generator is None and self._engine_for_settings().needs_generator(shape):
             vae = self._obtain_vae(context)
             self.generator = self.fitted_vae = vae
             if self.generator_source == "fitted":
                 context.artifacts.save(VAE_FILE, vae.save, VAE_ARTIFACT_DIR)
         if self.engine is None or self.engine.generator is not self.generator:
-            self.engine = DeepVID(self.generator, n_neighbours=self.n_neighbours,
-                                  radius=self.radius, temperature=self.temperature,
-                                  seed=self.seed, batch_size=self.batch_size)
+            self.engine = self._engine_for_settings(self.generator)
+
+    def _engine_for_settings(self, generator: Any = None) -> DeepVID:
+        """The given engine, or one built from this explainer's settings."""
+        if self.engine is not None and generator is None:
+            return self.engine
+        return DeepVID(generator, n_neighbours=self.n_neighbours, radius=self.radius,
+                       temperature=self.temperature, seed=self.seed,
+                       batch_size=self.batch_size)
 
     def explain(self, model: torch.nn.Module, step: int) -> list[ExplanationRecord]:
         ctx = self._context

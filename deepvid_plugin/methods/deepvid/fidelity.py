@@ -13,8 +13,12 @@ Metrics (all at temperature 1, on the held-out neighbours unless noted):
 - Faithfulness evidence, merged in by :class:`~deepvid_plugin.explain.DeepVID` from
   :func:`deepvid_plugin.core.faithfulness.evidence`: ``deletion_auc``/``insertion_auc`` of the
   map's ranking of pixels against the model on the instance, the same for a random map
-  (``random_deletion_auc``/``random_insertion_auc``), and ``better_than_random`` (deletion lower
-  *and* insertion higher than the random map's).
+  (``random_deletion_auc``/``random_insertion_auc``; random per region for a student over
+  regions, ``random_map: "regions"``), and ``better_than_random`` (deletion lower *and*
+  insertion higher than the random map's).
+- ``spread``: the standard deviation of the teacher's top-class probability over the held-out
+  neighbours: how much the neighbourhood moved the model (near 0, the student had nothing to
+  learn from).
 
 **Trust rule** (``trustworthy``), checked in this order; ``trust_reason`` names the first
 condition that fails (``None`` when trustworthy):

@@ -2,9 +2,11 @@
 
 Arrays and metadata are :class:`~deepvid_plugin.methods.deepvid.record.ExplanationRecord`'s (its
 typed view): ``image``, ``teacher_probs``, ``student_probs``, ``weights``, ``bias``,
-``neighbours``, ``neighbour_teacher``, ``neighbour_student``; ``meta`` holds ``class_names``,
-``label`` and ``fidelity``. The neighbour images are fixed per instance (sampled once, reused
-every epoch), so they are stored once per subject.
+``neighbours``, ``neighbour_teacher``, ``neighbour_student``, and since kind version 2
+``classes`` (which classes ``weights`` holds) and, for a student over regions, ``segments``;
+``meta`` holds ``class_names``, ``label``, ``fidelity`` and ``image_shape``. The instance and its
+neighbour images are fixed per instance (sampled once, reused every epoch), so they are stored
+once per subject (version-1 records carry the image in every record, and still read).
 
 Headline: the student's **held-out top-1 agreement** with the teacher (``fidelity
 .top1_agreement``, higher is better). It is DeepVID's own trust number and every DeepVID record
@@ -26,7 +28,7 @@ import numpy as np
 from deepvid_plugin.api import hooks as api_hooks
 from deepvid_plugin.core import encode, kinds
 from deepvid_plugin.core.record import Record
-from deepvid_plugin.methods.deepvid.record import ARRAYS, ExplanationRecord
+from deepvid_plugin.methods.deepvid.record import ARRAYS, OPTIONAL, ExplanationRecord
 from deepvid_plugin.mlflow import hooks as mlflow_hooks
 
 HEADLINE_KEY = "top1_agreement"
@@ -57,9 +59,16 @@ def _summarize(record: Record, previous: Mapping[str, Any] | None) -> dict[str, 
         "fidelity": fidelity,
         "trustworthy": rec.trustworthy,
         "changed": previous_predicted is not None and predicted != int(previous_predicted),
-        "thumb": encode.thumb(encode.channel_mean(rec.weights[predicted])),
+        "thumb": encode.thumb(_map_or_zeros(rec, predicted)),
         "headline": _headline(fidelity),
     }
+
+
+def _map_or_zeros(rec: ExplanationRecord, cls: int) -> np.ndarray:
+    # The predicted class is always kept (it is the teacher's top class); zeros only for a
+    # hand-made record that leaves it out.
+    found = rec.weight_map(cls)
+    return found if found is not None else np.zeros(rec.image.shape[1:])
 
 
 def _upgrade_summary(summary: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +84,8 @@ KIND = kinds.register(kinds.Kind(
     version=ExplanationRecord.KIND_VERSION,
     subject="instance",
     arrays=dict(ARRAYS),
-    per_subject=("neighbours",),
+    optional=frozenset(OPTIONAL),
+    per_subject=("image", "neighbours"),
     summarize=_summarize,
     validate=_validate,
     headline="fidelity (held-out top-1 agreement)",
@@ -114,24 +124,34 @@ def _step_image(record: Record) -> np.ndarray:
 
 
 def _record_json(rec: ExplanationRecord, run: str, instance: str) -> dict[str, Any]:
-    """The ``record`` route's answer for DeepVID (the shape the ``deepvid`` view reads)."""
+    """The ``record`` route's answer for DeepVID (the shape the ``deepvid`` view reads).
+
+    ``weights[i]`` is the map of class ``classes[i]``: a pixel student's ``(C, H, W)`` weights,
+    or a region student's ``(F,)`` weights with ``segments`` (each pixel's region) to draw them
+    back onto the image."""
     warns = []
     if not rec.has_neighbour_images:
         warns.append(f"neighbour images of instance {instance!r} in run {run!r} are missing "
                      "or unreadable; their labels are still shown")
-        for w in warns:
-            warnings.warn(w, stacklevel=3)
+    if not rec.has_image:
+        warns.append(f"the image of instance {instance!r} in run {run!r} is missing or "
+                     "unreadable; its maps are drawn without it")
+    for w in warns:
+        warnings.warn(w, stacklevel=3)
     return {
         "run": run, "kind": KIND.name, "instance": instance, "step": rec.step,
         "schema_version": rec.schema_version,
         "class_names": list(rec.class_names), "label": rec.label, "predicted": rec.predicted,
         "image": encode.encode_image(rec.image),
         # The instance in the model's own input space, signed: the frontend multiplies it with
-        # the weights to draw contributions (weight x input), per channel and summed.
-        "input": encode.encode_map(rec.image),
+        # a pixel student's weights to draw contributions (weight x input), per channel and
+        # summed. A region's weight is its contribution already.
+        "input": encode.encode_map(rec.image) if rec.has_image and not rec.regions else None,
         "teacher_probs": encode.round_list(rec.teacher_probs),
         "student_probs": encode.round_list(rec.student_probs),
+        "classes": [int(c) for c in rec.classes],
         "weights": [encode.encode_map(w) for w in rec.weights],
+        "segments": encode.encode_index_map(rec.segments) if rec.regions else None,
         "bias": encode.round_list(rec.bias),
         "fidelity": dict(rec.fidelity), "trustworthy": rec.trustworthy,
         "neighbours": [encode.encode_image(n) for n in rec.neighbours],
@@ -143,9 +163,10 @@ def _record_json(rec: ExplanationRecord, run: str, instance: str) -> dict[str, A
 
 
 def _class_map(record: Record, cls: int) -> np.ndarray | None:
-    # The student has a weight image for every class: compare can show any of them.
-    weights = record.arrays["weights"]
-    return encode.channel_mean(weights[cls]) if 0 <= cls < len(weights) else None
+    # The weights of every kept class (every class in version-1 records, the teacher's top
+    # classes and the true class since version 2), channel-averaged or drawn back from regions;
+    # None for a class the record did not keep.
+    return _view(record).weight_map(cls)
 
 
 mlflow_hooks.register(KIND.name, mlflow_hooks.MLflowHooks(

@@ -14,31 +14,38 @@ MIN_IMAGE_SIDE = 224
 def render_weight_map(record: ExplanationRecord, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
     """The predicted class's maps as one RGB ``uint8`` image for ``log_image``.
 
-    MLflow's image slider shows this image alone, so it carries everything needed to read it:
-    two panels, the **weight** map (channel-averaged) and the **contribution** ``weight x input``
-    (summed over channels: what each pixel of this instance adds to the class score), each drawn
-    over the instance in grey (opacity grows with |value|, as in the TensorBoard tab), each with a
-    colour bar from ``-max|value|`` (blue, against the class) through 0 (white) to
-    ``+max|value|`` (red, for it), plus a header naming the predicted class and, when the record
-    carries them, its trust and deletion/insertion evidence. Pixels are upscaled by an integer
-    factor (nearest neighbour) so they stay crisp.
+    MLflow's image slider shows this image alone, so it carries everything needed to read it: for
+    a pixel student two panels, the **weight** map (channel-averaged) and the **contribution**
+    ``weight x input`` (summed over channels: what each pixel of this instance adds to the class
+    score); for a region student one panel, each **region's weight** (what switching the region
+    on adds to the class score) drawn onto its pixels, with the regions' outlines. Each is drawn
+    over the instance in grey (opacity grows with |value|, as in the TensorBoard tab), with a
+    colour bar from ``-max|value|`` (blue, against the class) through 0 (white) to ``+max|value|``
+    (red, for it), under a header naming the predicted class and, when the record carries them,
+    its trust and deletion/insertion evidence. Small images are upscaled by an integer factor
+    (nearest neighbour) so they stay crisp.
     """
     from PIL import Image, ImageDraw, ImageFont
 
     k = record.predicted
-    weights = np.asarray(record.weights[k], dtype=np.float64)
     image = np.asarray(record.image, dtype=np.float64)
     grey = render.grey(image)
-    panels = [("weight", *render.overlay(weights.mean(axis=0), grey)),
-              ("contribution = weight x input",
-               *render.overlay((weights * np.where(np.isfinite(image), image, 0.0)).sum(axis=0), grey))]
+    if record.regions:
+        rgb, scale = render.overlay(record.weight_map(k), grey)
+        edges = _edges(np.asarray(record.segments))
+        rgb[edges] = 0.55 * rgb[edges] + 0.45 * 255.0  # faint outlines: where the regions are
+        panels = [("region weight (what switching the region on adds)", rgb, scale)]
+    else:
+        panels = [("weight", *render.overlay(record.weight_map(k), grey)),
+                  ("contribution = weight x input", *render.overlay(record.contribution_map(k),
+                                                                    grey))]
     h, w = grey.shape
     factor = render.upscale_factor(h, w, min_side)
     ph, pw = h * factor, w * factor
     font = ImageFont.load_default(size=13)
     small = ImageFont.load_default(size=11)
     head = 36
-    width = render.PAD + len(panels) * (pw + render.PAD)
+    width = max(render.PAD + len(panels) * (pw + render.PAD), 420)
     height = head + 16 + ph + 6 + render.BAR + 16 + render.PAD
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
@@ -71,3 +78,11 @@ def render_weight_map(record: ExplanationRecord, min_side: int = MIN_IMAGE_SIDE)
                   fill=(178, 24, 43), font=small)
         draw.text((x0 + pw // 2 - 3, y + render.BAR + 2), "0", fill=(107, 114, 128), font=small)
     return np.asarray(canvas, dtype=np.uint8)
+
+
+def _edges(segments: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels whose right or lower neighbour is in another region."""
+    out = np.zeros(segments.shape, dtype=bool)
+    out[:, :-1] |= segments[:, :-1] != segments[:, 1:]
+    out[:-1, :] |= segments[:-1, :] != segments[1:, :]
+    return out

@@ -25,7 +25,7 @@ class RandomizationResult:
 
     @property
     def mean(self) -> float:
-        return float(np.mean(self.spearman))
+        return float(np.nanmean(self.spearman))  # NaN: a class the record did not keep
 
     def __str__(self) -> str:
         return (f"randomization check: mean Spearman {self.mean:.3f} between explanations of the "
@@ -43,10 +43,14 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def map_similarity(a: list[ExplanationRecord], b: list[ExplanationRecord]) -> tuple[float, ...]:
-    """Spearman between |weight map| of ``a``'s predicted class in ``a`` and in ``b``."""
-    return tuple(spearman(np.abs(ra.weights[ra.predicted].astype(np.float32)),
-                          np.abs(rb.weights[ra.predicted].astype(np.float32)))
-                 for ra, rb in zip(a, b, strict=True))
+    """Spearman between the |weights| of ``a``'s predicted class in ``a`` and in ``b`` (per
+    pixel and channel, or per region); NaN where ``b`` did not keep that class."""
+    out = []
+    for ra, rb in zip(a, b, strict=True):
+        wa, wb = ra.class_weights(ra.predicted), rb.class_weights(ra.predicted)
+        out.append(float("nan") if wa is None or wb is None else
+                   spearman(np.abs(wa.astype(np.float32)), np.abs(wb.astype(np.float32))))
+    return tuple(out)
 
 
 def randomization_check(explainer, model: torch.nn.Module, x: torch.Tensor, ids=None,

@@ -28,7 +28,23 @@ def good_model(x):
         ({"batch_size": 2.0}, ValueError, r"batch_size: expected an int >= 1, got 2.0"),
         ({"l2": 0}, ValueError, r"l2: expected None"),
         ({"neighbourhood": "pixels"}, ValueError,
-         r"neighbourhood: expected one of \['vae\+jitter', 'vae'\], got 'pixels'"),
+         r"neighbourhood: expected one of \['vae\+jitter', 'vae', 'masks', 'vae\+masks'\], "
+         r"got 'pixels'"),
+        ({"features": "patches"}, ValueError,
+         r"features: expected one of \['auto', 'pixels', 'superpixels', 'grid'\], got 'patches'"),
+        ({"features": "superpixels", "neighbourhood": "vae"}, ValueError,
+         r"neighbourhood: features='superpixels' switches regions off, so expected 'masks' or "
+         r"'vae\+masks', got 'vae'"),
+        ({"features": "pixels", "neighbourhood": "masks"}, ValueError,
+         r"neighbourhood: features='pixels' samples the generator, so expected 'vae\+jitter' or "
+         r"'vae', got 'masks'"),
+        ({"neighbourhood": "masks", "jitter": 0.05}, ValueError,
+         r"jitter: neighbourhood='masks' adds no pixel jitter"),
+        ({"baseline": "grey"}, ValueError,
+         r"baseline: expected one of \['zero', 'mean', 'blur', 'reconstruction'\], got 'grey'"),
+        ({"keep": 1.0}, ValueError, r"keep: expected a number in \[0.05, 0.95\], got 1.0"),
+        ({"n_features": 1}, ValueError, r"n_features: expected an int >= 2, got 1"),
+        ({"store_classes": 0}, ValueError, r"store_classes: expected an int >= 1, got 0"),
         ({"jitter": -0.1}, ValueError, r"jitter: expected a number > 0 with neighbourhood='vae\+jitter', got -0.1"),
         ({"jitter": float("nan")}, ValueError, r"jitter: expected None \(the default\) or a finite number, got nan"),
         ({"neighbourhood": "vae", "jitter": 0.05}, ValueError, r"jitter: neighbourhood='vae' adds no pixel jitter"),
@@ -43,6 +59,20 @@ def test_bad_settings(kwargs, exc, pattern):
 def test_bad_generator():
     with pytest.raises(TypeError, match=r"generator: expected an object with encode\(\) and decode\(\).*got int"):
         DeepVID(3)
+    with pytest.raises(ValueError, match=r"generator: neighbourhood='vae\+masks' samples a generator, got None"):
+        DeepVID(None, neighbourhood="vae+masks")
+    with pytest.raises(ValueError, match=r"baseline: 'reconstruction' needs a generator, got generator=None"):
+        DeepVID(None, baseline="reconstruction")
+
+
+def test_pixels_need_a_generator_and_small_images():
+    with pytest.raises(ValueError, match=r"generator: features='pixels' samples neighbours from a "
+                                         r"generator, got None: pass a fitted VAE, or use features='superpixels'"):
+        DeepVID(None, features="pixels").explain(good_model, X)
+    big = PixelGenerator((1, 96, 96))
+    with pytest.raises(ValueError, match=r"features: 'pixels' keeps a weight per pixel and class and works up "
+                                         r"to 64 pixels a side, got images of 96x96: use features='superpixels'"):
+        DeepVID(big, features="pixels").explain(good_model, torch.rand(1, 1, 96, 96))
 
 
 @pytest.mark.parametrize(
@@ -97,13 +127,16 @@ def test_mismatched_lengths():
 def test_vae_bad_config():
     with pytest.raises(ValueError, match=r"channels: expected 1 or 3, got 2"):
         VAE(2, 8, 8)
-    with pytest.raises(ValueError, match=r"height: expected an image size between 8 and 64, got 128"):
-        VAE(1, 128, 8)
+    with pytest.raises(ValueError, match=r"height: expected an image size of at least 8 pixels, got 4"):
+        VAE(1, 4, 8)
+    with pytest.raises(ValueError, match=r"resolution: expected None or a side between 8 and 64 "
+                                         r"pixels, got 128"):
+        VAE(3, 224, 224, resolution=128)
     with pytest.raises(ValueError, match=r"data: expected images of shape \(N, 1, 8, 8\), got \(4, 1, 9, 9\)"):
         VAE(1, 8, 8).fit(torch.rand(4, 1, 9, 9), epochs=1, progress=False)
     with pytest.raises(ValueError, match=r"latent_dim: expected an int >= 1, got 0"):
         VAE(1, 8, 8, latent_dim=0)
-    with pytest.raises(ValueError, match=r"width: expected an image size between 8 and 64, got 8.5"):
+    with pytest.raises(ValueError, match=r"width: expected an image size of at least 8 pixels, got 8.5"):
         VAE(1, 8, 8.5)
 
 

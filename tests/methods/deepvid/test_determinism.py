@@ -101,3 +101,15 @@ def test_solver_state_is_cached_per_instance_without_changing_results(digits, di
     # and the same explanations as the first call, which had "b" in the batch too
     assert len(first) == 3
     assert again[0] == first[2] and again[1] == first[0]
+
+
+def test_superpixels_are_the_same_at_every_call():
+    """SLIC's fragment merging once kept an unspecified one of several neighbours (index_put_
+    with repeated indices): the same 224-px image got 146 regions, then 124. The regions are
+    part of the neighbourhood, so they must not change between epochs."""
+    from deepvid_plugin.methods.deepvid.features import segments_for
+
+    x = torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(0))
+    first = segments_for(x, "superpixels", 32)
+    assert all(torch.equal(first, segments_for(x, "superpixels", 32)) for _ in range(3))
+    assert int(first.max()) + 1 > 4  # several regions, not one

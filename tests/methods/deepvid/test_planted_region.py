@@ -73,10 +73,11 @@ def teachers(digits):
 @pytest.mark.parametrize("arch", ["cnn", "mlp"])
 @pytest.mark.parametrize("region", ["quadrant", "stripe"])
 def test_default_explanations_sit_in_the_planted_region(digits, digits_vae, teachers, arch, region):
-    explainer = DeepVID(digits_vae)  # the defaults: VAE neighbours plus pixel jitter
-    assert explainer.neighbourhood == "vae+jitter"
+    explainer = DeepVID(digits_vae)  # the defaults at 8x8: VAE neighbours plus pixel jitter
     records = explainer.explain(teachers[arch, region], digits.x_test[:K])
     assert len(records) == K
+    assert records[0].settings["features"] == "pixels"
+    assert records[0].settings["neighbourhood"] == "vae+jitter"
     mass = _region_mass(records, _mask(region))
     assert mass >= MASS_THRESHOLD, (arch, region, mass)
     agreement = np.mean([r.fidelity["top1_agreement"] for r in records])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-import deepvid_plugin.methods.deepvid.engine as deepvid_module
+import deepvid_plugin.methods.deepvid.distil as distil_module
 from deepvid_plugin.explain import DeepVID, fidelity_metrics
 from deepvid_plugin.methods.deepvid.fidelity import apply_trust_rule, trust_verdict
 
@@ -43,12 +43,12 @@ def test_garbage_map_is_not_trustworthy_whatever_the_agreement(digits, digits_cn
                                                                monkeypatch):
     """Same student, same agreement, but the map handed to the evidence is replaced by its
     negation (least important pixels first): it must lose trust, for the random-map reason."""
-    real = deepvid_module.evidence
+    real = distil_module.evidence
 
     def garbage(model, x, saliency, *args, **kwargs):
         return real(model, x, -saliency, *args, **kwargs)
 
-    monkeypatch.setattr(deepvid_module, "evidence", garbage)
+    monkeypatch.setattr(distil_module, "evidence", garbage)
     bad = DeepVID(digits_vae).explain(digits_cnn, digits.x_test[:K])
     agreeing = [r for r in bad if r.fidelity["top1_agreement"] >= 0.9
                 and r.fidelity["instance_agreement"]]
