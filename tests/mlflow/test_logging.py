@@ -50,7 +50,7 @@ def check_run(client, run_id, ids, seed, tmp_path):
         # neighbour images: once per instance, framed arrays (no pickle)
         arrays = decode_arrays(_download(
             client, run_id, f"{layout.SUBJECTS_DIR}/{key}.dvia", tmp_path))
-        assert list(arrays) == ["neighbours"]
+        assert list(arrays) == ["image", "neighbours"]  # kind version 2: both once
         np.testing.assert_array_equal(arrays["neighbours"], record(iid, 0, seed).neighbours)
         # metric history: one point per step, the fidelity we wrote
         hist = sorted(client.get_metric_history(run_id, layout.fidelity_metric(key)),
