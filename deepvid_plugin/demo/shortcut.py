@@ -188,7 +188,9 @@ def _train_and_explain(args: argparse.Namespace, sizes: Sizes, st: Any, name: st
                 else:
                     loss = distill_epoch(kd, model, opt, data.x_train, data.y_train, gen)
                 acc = accuracy(model, data.x_test, data.y_test)
-                mlflow.log_metrics({"train_loss": loss, "test_accuracy": acc}, step=epoch)
+                # TensorBoard scalars and MLflow metrics alike: the DeepVID tab shows the test
+                # accuracy above its grid (the first clue), and the Scalars dashboard charts both
+                cb.log_metrics({"train_loss": loss, "test_accuracy": acc}, step=epoch)
                 records = cb.on_epoch_end(epoch)
                 # Network Dissection and Summit run every `every` epochs: keep their latest
                 kinds = {_kind(r) for r in records}

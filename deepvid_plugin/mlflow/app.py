@@ -103,6 +103,9 @@ class _ExperimentView:
     def record(self, run: str, instance: str, step: int, *, kind: str):
         return self._store.record(run, instance, step, kind=kind)
 
+    def metrics(self, run: str):
+        return self._store.metrics(run)
+
 
 # ---- the API's work -------------------------------------------------------------------------
 def runs_impl(store, experiment: str | None) -> dict[str, Any]:

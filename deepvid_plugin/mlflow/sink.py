@@ -39,6 +39,7 @@ import numpy as np
 from deepvid_plugin.core import kinds
 from deepvid_plugin.core.encode import encode_image
 from deepvid_plugin.core.record import Record, encode_arrays
+from deepvid_plugin.core.sink import scalar_metrics
 from deepvid_plugin.mlflow import bundle, hooks, layout
 from deepvid_plugin.mlflow.written import WrittenStore
 
@@ -188,6 +189,22 @@ class MLflowSink:
         once = {n: env.arrays[n] for n in kind.per_subject
                 if n in env.arrays and env.arrays[n].size > 0}
         self._store.add(env, summary, env.without(kind.per_subject).encode(), once)
+
+    def log_metrics(self, values: dict[str, float], step: int) -> None:
+        """The run's own scalar metrics (test accuracy, loss), in one ``log_batch``; the viewer
+        keeps them too, to show beside the explanations."""
+        from mlflow.entities import Metric
+
+        values = scalar_metrics(values)
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+            raise TypeError(f"step: expected an int, got {type(step).__name__} {step!r}")
+        self._resolve()
+        if self._disabled:
+            return
+        now = int(time.time() * 1000)
+        self._client.log_batch(self._run_id, metrics=[Metric(k, v, now, int(step))
+                                                      for k, v in values.items()])
+        self._store.add_metrics(values, int(step))
 
     def flush(self) -> None:
         """Upload the buffered step, so readers see everything written so far (the weight-map

@@ -30,7 +30,7 @@ import numpy as np
 
 from deepvid_plugin.core import kinds
 from deepvid_plugin.core.record import Record, RecordDecodeError
-from deepvid_plugin.core.store import InstanceOverview, NoDataError, RunOverview
+from deepvid_plugin.core.store import InstanceOverview, MetricSeries, NoDataError, RunOverview
 from deepvid_plugin.mlflow import layout
 from deepvid_plugin.mlflow.records import RecordFetcher
 from deepvid_plugin.mlflow.runstate import RunState
@@ -38,6 +38,8 @@ from deepvid_plugin.mlflow.runstate import RunState
 logger = logging.getLogger(__name__)
 
 _FINISHED = ("FINISHED", "FAILED", "KILLED")
+#: metrics read per run at most (one history request each; the API shows the first by name).
+MAX_METRICS = 64
 
 
 class NoDeepVIDDataError(NoDataError):
@@ -146,6 +148,24 @@ class MLflowStore:
             rows.append(InstanceOverview(iid, inst["label"], image,
                                          [s for _, s in sorted(inst["steps"].items())]))
         return RunOverview(list(state.class_names), rows, list(state.warnings))
+
+    def metrics(self, run: str) -> list[MetricSeries]:
+        """The run's own metrics (``mlflow.log_metric``, the callback's ``log_metrics``), without
+        DeepVID's (``deepvid/...``), each with its full history."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            data = self.client.get_run(run).data
+        except MlflowException:
+            raise RunNotFoundError(f"MLflow run {run!r} not found") from None
+        names = sorted(k for k in data.metrics if not k.startswith(layout.ROOT + "/"))
+        out = []
+        for name in names[:MAX_METRICS]:
+            history = sorted(self.client.get_metric_history(run, name),
+                             key=lambda m: (m.step, m.timestamp))
+            out.append(MetricSeries(name, [int(m.step) for m in history],
+                                    [float(m.value) for m in history]))
+        return out
 
     def record(self, run: str, instance: str, step: int, *, kind: str) -> Any:
         """The record of ``kind`` (its typed view), with its once-per-subject arrays put back

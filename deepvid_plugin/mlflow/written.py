@@ -9,7 +9,7 @@ import numpy as np
 
 from deepvid_plugin.core import kinds
 from deepvid_plugin.core.record import Record
-from deepvid_plugin.core.store import InstanceOverview, RunOverview
+from deepvid_plugin.core.store import InstanceOverview, MetricSeries, RunOverview
 
 
 class KindData:
@@ -36,6 +36,17 @@ class WrittenStore:
     def __init__(self, run: str, name: str):
         self.run, self.name = run, name
         self.by_kind: dict[str, KindData] = {}
+        self.scalars: dict[str, dict[int, float]] = {}  # the run's own metrics, name -> step
+
+    def add_metrics(self, values: dict[str, float], step: int) -> None:
+        for name, value in values.items():
+            self.scalars.setdefault(name, {})[int(step)] = float(value)
+
+    def metrics(self, run: str) -> list[MetricSeries]:
+        if run != self.run:
+            raise KeyError(run)
+        return [MetricSeries(n, sorted(v), [v[s] for s in sorted(v)])
+                for n, v in sorted(self.scalars.items())]
 
     def add(self, env: Record, summary: dict, blob: bytes,
             once: dict[str, np.ndarray]) -> None:

@@ -38,11 +38,15 @@ def check_round_trip(get, steps):
     assert [s["predicted"] for s in a["steps"]] == preds
     assert [s["changed"] for s in a["steps"]] == [False] + [
         x != y for x, y in zip(preds, preds[1:], strict=False)]
-    assert a["steps"][0]["thumb"]["shape"] == [14, 14]
+    # the overview leaves the maps and probabilities to each row's timeline
+    assert not {"thumb", "probs"} & set(a["steps"][0])
 
     status, tl = get(q("timeline", run="r1", instance=HOSTILE))
     assert status == 200 and tl["instance"] == HOSTILE
     assert [s["step"] for s in tl["steps"]] == list(range(steps))
+    status, tl = get(q("timeline", run="r1", instance="a"))
+    assert status == 200 and tl["steps"][0]["thumb"]["shape"] == [14, 14]
+    assert len(tl["steps"][0]["probs"]) == 10
 
     last = steps - 1
     status, rec = get(q("record", run="r1", instance="a", step=last))
