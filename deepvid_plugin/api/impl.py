@@ -93,6 +93,7 @@ def runs_impl(store: RecordStore) -> dict[str, Any]:
     """Every run with data of a registered kind; ``instances`` and ``steps`` count the data of
     the first kind the run holds."""
     out, warns = [], []
+    started = getattr(store, "started", None)  # optional: when each run began
     for run, name in store.runs():
         try:
             held = held_kinds(store, run, warns)
@@ -104,8 +105,12 @@ def runs_impl(store: RecordStore) -> dict[str, Any]:
         warns.extend(ov.warnings)
         steps = {s["step"] for inst in ov.instances for s in inst.steps}
         # the kinds too, so a client knows what each run holds without a kinds request per run
-        out.append({"run": run, "name": name, "instances": len(ov.instances),
-                    "steps": len(steps), "kinds": list(held)})
+        entry = {"run": run, "name": name, "instances": len(ov.instances),
+                 "steps": len(steps), "kinds": list(held)}
+        began = started(run) if started is not None else None
+        if began is not None:  # the frontend compares the two oldest runs first
+            entry["started"] = began
+        out.append(entry)
     return {"runs": out, "warnings": dedupe(warns)}
 
 

@@ -10,13 +10,14 @@ One write path for every kind: what differs between kinds (arrays stored once pe
 step summary, metrics, step image) is declared in the kind registry (:mod:`deepvid_plugin.core.kinds`).
 
 Per step it costs one ``log_artifacts`` upload (every kind's records, per-subject arrays the first
-time, the step's summaries, under ``deepvid/<kind>/``) and one ``log_batch`` (each kind's metrics
-per subject, e.g. DeepVID's ``deepvid/fidelity/<key>`` and, for records with faithfulness
-evidence, ``deepvid/deletion_auc/<key>`` and ``deepvid/insertion_auc/<key>``; plus the mean
-headline, ``deepvid/fidelity_mean`` for DeepVID); one ``log_image`` per subject of a kind that
-draws one (DeepVID's ``render_weight_map``: weight and contribution over the instance, with
-colour bars, so MLflow's own image slider shows a readable timeline with no extra code) goes out
-on a background thread. Writes are buffered per step: a record of a new step, ``flush()`` or
+time, the step's summaries, under ``deepvid/<kind>/``) and one ``log_batch`` of the step's metrics;
+what is logged is chosen in :mod:`.selection`: by default a few run-level summaries per kind
+(``deepvid/fidelity_mean``, ``deepvid/trusted_share``, ``deepvid/gradcam/deletion_auc_mean``,
+...), and a subject's step card (DeepVID's ``render_weight_map``: weight and contribution over the
+instance, its labels and trust, readable in MLflow's thumbnail) at its first step, where its
+prediction changes and at its last, on a background thread. Per-subject metrics are opt-in
+(``subject_metrics=True``). The run is tagged and described with its address in the DeepVID app
+(:mod:`.links`). Writes are buffered per step: a record of a new step, ``flush()`` or
 ``close()`` uploads the buffered one. Every ``viewer_every`` uploaded steps, and on ``close()``,
 ``deepvid/viewer.html`` (self-contained; DeepVID data) and ``deepvid/<kind>/index.json`` are
 rewritten; ``close()`` also writes one bundle per subject (:mod:`.bundle`), so readers of the
@@ -40,7 +41,7 @@ from deepvid_plugin.core import kinds
 from deepvid_plugin.core.encode import encode_image
 from deepvid_plugin.core.record import Record, encode_arrays
 from deepvid_plugin.core.sink import scalar_metrics
-from deepvid_plugin.mlflow import bundle, hooks, layout
+from deepvid_plugin.mlflow import bundle, hooks, layout, links, selection
 from deepvid_plugin.mlflow.written import WrittenStore
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,12 @@ class MLflowSink:
         tracking_uri: used only to build the default client.
         viewer_every: rewrite ``deepvid/viewer.html`` every this many uploaded steps
             (``0``: only on ``close()``).
-        log_images: also ``log_image`` each weight map (MLflow's native step slider).
+        log_images: ``log_image`` each subject's step picture (MLflow's native step slider): at
+            its first step, where its prediction changes and at its last (``True``, the
+            default, or ``"changes"``), at every step (``"all"``), or never (``False``).
+        subject_metrics: also log each subject's numbers as metrics
+            (``deepvid/fidelity/<key>``, ...); by default only run-level summaries are logged
+            (:mod:`.selection`), which keeps a run's page and charts readable.
         title: title of the viewer page (default: the run name).
         viewer_record_budget: bytes of full records (the detail panel) the viewer may carry;
             the newest steps of every instance that fit are kept (see :mod:`.pages`).
@@ -83,7 +89,8 @@ class MLflowSink:
 
     def __init__(self, run_id: str | None = None, *, client: Any = None, logger: Any = None,
                  tracking_uri: str | None = None, viewer_every: int = 10,
-                 log_images: bool = True, title: str | None = None,
+                 log_images: bool | str = True, subject_metrics: bool = False,
+                 title: str | None = None,
                  viewer_record_budget: int = 3_000_000):
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
             raise TypeError(f"run_id: expected a non-empty str or None, got {run_id!r}")
@@ -101,7 +108,13 @@ class MLflowSink:
         self._logger = logger
         self._tracking_uri = tracking_uri
         self.viewer_every = viewer_every
-        self.log_images = bool(log_images)
+        if log_images not in (True, False, *selection.IMAGE_MODES):
+            raise ValueError(f"log_images: expected True, False or one of "
+                             f"{selection.IMAGE_MODES}, got {log_images!r}")
+        self.log_images = log_images
+        self._images = None if log_images is False else selection.ImagePlan(
+            "changes" if log_images is True else log_images)
+        self.subject_metrics = bool(subject_metrics)
         if isinstance(viewer_record_budget, bool) or not isinstance(viewer_record_budget, int) \
                 or viewer_record_budget < 0:
             raise ValueError(f"viewer_record_budget: expected an int >= 0 (bytes), got "
@@ -156,6 +169,7 @@ class MLflowSink:
             run = self._client.get_run(self._run_id)  # fails early, naming the run, if unknown
             self._store = WrittenStore(self._run_id, run.info.run_name or self._run_id)
             self._client.set_tag(self._run_id, layout.LAYOUT_TAG, str(layout.LAYOUT_VERSION))
+            links.link_run(self._client, run)  # MLflow's run page -> the DeepVID app
         self._resolved = True
 
     # ---- Sink protocol -----------------------------------------------------------------------
@@ -250,6 +264,8 @@ class MLflowSink:
         if buffered:
             self._upload_step(step, buffered)
             self._steps_uploaded += 1
+        if final and self._images is not None:
+            self._submit_last_images()
         due = (self.viewer_every and buffered and self._steps_uploaded % self.viewer_every == 0)
         if (final and self._store.by_kind) or due:
             self._upload_viewer(final=final)
@@ -258,7 +274,7 @@ class MLflowSink:
         from mlflow.entities import Metric
 
         started = time.perf_counter()
-        metrics, images = [], []
+        selected, images = [], []
         now = int(time.time() * 1000)
         by_kind: dict[str, list[tuple[Any, Record, dict]]] = {}
         for item in buffered:
@@ -267,7 +283,7 @@ class MLflowSink:
             for name, items in by_kind.items():
                 kind, where = items[0][0], os.path.join(tmp, name)
                 data = self._store.by_kind[name]
-                entries, headlines = [], []
+                entries = []
                 for _, env, summary in items:
                     subject, key = env.subject, self._keys[(name, env.subject)]
                     path = os.path.join(where, "records", layout.record_file(key, step))
@@ -289,18 +305,12 @@ class MLflowSink:
                                 f.write(encode_arrays(data.once[subject]))
                         self._subject_sent.add((name, subject))
                     entries.append(entry)
+                    selected.append((kind, env, summary, key))
                     backend = hooks.of(kind)
-                    for metric_name, value in hooks.metrics(kind, env, summary).items():
-                        metrics.append(Metric(layout.metric(name, metric_name, key,
-                                                            backend.subject_first_metrics),
-                                              value, now, step))
-                        if metric_name == backend.headline_metric:
-                            headlines.append(value)
-                    if self.log_images and backend.step_image is not None:
+                    # which steps get an image, and which metrics: .selection
+                    if self._images is not None and backend.step_image is not None and \
+                            self._images.due(name, subject, step, env, summary):
                         images.append((layout.image_key(key, name), env, backend.step_image))
-                if headlines:
-                    metrics.append(Metric(layout.mean_metric(name), float(np.mean(headlines)),
-                                          now, step))
                 os.makedirs(os.path.join(where, "steps"))
                 with open(os.path.join(where, "steps", layout.step_file(step)), "w",
                           encoding="utf-8") as f:
@@ -310,6 +320,8 @@ class MLflowSink:
             # One upload for the whole step; steps/ last in the listing order does not matter
             # because readers treat a summary whose record is missing as a skipped record.
             self._client.log_artifacts(self._run_id, tmp, artifact_path=layout.ROOT)
+        metrics = [Metric(k, v, now, step) for k, v in selection.step_metrics(
+            selected, subject_metrics=self.subject_metrics).items()]
         for start in range(0, len(metrics), _MAX_BATCH_METRICS):
             self._client.log_batch(self._run_id,
                                    metrics=metrics[start:start + _MAX_BATCH_METRICS])
@@ -320,6 +332,16 @@ class MLflowSink:
             self._submit_images(step, images)
         logger.debug("deepvid: step %d (%d records) logged to MLflow run %s in %.3fs", step,
                      len(buffered), self._run_id, time.perf_counter() - started)
+
+    def _submit_last_images(self) -> None:
+        """Each subject's last step, when its image was not drawn then (:mod:`.selection`)."""
+        by_step: dict[int, list[tuple[str, Record, Any]]] = {}
+        for name, subject, step, env in self._images.at_close():
+            draw = hooks.of(kinds.get(name)).step_image
+            key = layout.image_key(self._keys[(name, subject)], name)
+            by_step.setdefault(step, []).append((key, env, draw))
+        for step, images in sorted(by_step.items()):
+            self._submit_images(step, images)
 
     def _submit_images(self, step: int, images: list[tuple[str, Record, Any]]) -> None:
         if self._image_pool is None:

@@ -87,6 +87,7 @@ class MLflowStore:
         self._states: dict[tuple[str, str], RunState] = {}  # (run, kind) -> what was read
         self._listings: dict[tuple[str, ...] | None, tuple[float, list]] = {}
         self._repos: dict[str, Any] = {}
+        self._starts: dict[str, int | None] = {}  # run id -> start time (ms), from listings
         self._lock = threading.RLock()  # the app serves from threads; one state per run
         self._fetch = RecordFetcher(self._download, self._lock)
 
@@ -120,8 +121,20 @@ class MLflowStore:
             max_results=self.max_runs, order_by=["attributes.start_time DESC"])
         listing = [(r.info.run_id, r.info.run_name or r.info.run_id) for r in found]
         with self._lock:
+            self._starts.update({r.info.run_id: r.info.start_time for r in found})
             self._listings[cache_key] = (time.monotonic(), listing)
         return list(listing)
+
+    def started(self, run: str) -> float | None:
+        """When ``run`` began (seconds since the epoch), or ``None``."""
+        with self._lock:
+            ms = self._starts.get(run)
+        if ms is None:
+            try:
+                ms = self._run_info(run).start_time
+            except KeyError:
+                return None
+        return None if ms is None else ms / 1000.0
 
     # ---- RecordStore -------------------------------------------------------------------------
     def kinds(self, run: str) -> list[str]:

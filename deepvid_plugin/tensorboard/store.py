@@ -91,6 +91,7 @@ class DataProviderStore:
         self._listings: dict[tuple[str, ...] | None, dict] = {}
         self._seqs: dict[tuple[str, tuple[str, ...]], dict] = {}
         self._once: dict[tuple[str, str, str], dict] = {}
+        self._run_starts: dict[str, float | None] | None = None
 
     def _list(self, runs: list[str] | None = None) -> dict:
         everything = self._listings.get(None)
@@ -119,6 +120,14 @@ class DataProviderStore:
         listing = self._list()
         return [(r, r) for r in sorted(listing, key=_natural_key)
                 if self._summary_tags(listing[r])]
+
+    def started(self, run: str) -> float | None:
+        """When ``run`` began (its first event's wall time, seconds), or ``None``."""
+        if self._run_starts is None:
+            self._run_starts = {r.run_name: r.start_time for r in self._dp.list_runs(
+                self._ctx, experiment_id=self._eid)}
+        began = self._run_starts.get(run)
+        return round(float(began), 3) if began is not None else None
 
     def kinds(self, run: str) -> list[str]:
         """The kinds ``run`` holds summaries of (known or not), in registry order first."""
