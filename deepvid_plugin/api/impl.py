@@ -173,7 +173,10 @@ def _instance_json(inst: InstanceOverview, grid: bool = False) -> dict[str, Any]
 def instances_impl(store: RecordStore, run: str, kind: str | None = None) -> dict[str, Any]:
     kind = resolve_kind(store, [run], kind)
     ov = overview(store, run, kind)
-    return {"run": run, "kind": kind, "class_names": list(ov.class_names),
+    # the maps the summaries hold (each row's timeline serves them), so the grid can offer them
+    maps = sorted({k for i in ov.instances for s in i.steps[:1] for k, v in s.items()
+                   if _is_encoded(v)})
+    return {"run": run, "kind": kind, "class_names": list(ov.class_names), "maps": maps,
             "instances": [_instance_json(i, grid=True) for i in ov.instances],
             "warnings": list(ov.warnings)}
 

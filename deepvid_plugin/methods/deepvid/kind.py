@@ -46,6 +46,12 @@ def _headline(fidelity: Mapping[str, Any]) -> float | None:
         else None
 
 
+def _contribution(rec: ExplanationRecord, cls: int) -> np.ndarray:
+    image = np.asarray(rec.image, np.float64)
+    weights = np.asarray(rec.weights[cls], np.float64)
+    return (weights * np.where(np.isfinite(image), image, 0.0)).sum(axis=0)
+
+
 def _summarize(record: Record, previous: Mapping[str, Any] | None) -> dict[str, Any]:
     rec = _view(record)
     predicted = rec.predicted
@@ -58,6 +64,9 @@ def _summarize(record: Record, previous: Mapping[str, Any] | None) -> dict[str, 
         "trustworthy": rec.trustworthy,
         "changed": previous_predicted is not None and predicted != int(previous_predicted),
         "thumb": encode.thumb(encode.channel_mean(rec.weights[predicted])),
+        # weight x input summed over channels: what each pixel of this instance adds to the
+        # predicted class (where the model looks); the grid can show either
+        "thumb_contribution": encode.thumb(_contribution(rec, predicted)),
         "headline": _headline(fidelity),
     }
 
