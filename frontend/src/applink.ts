@@ -64,7 +64,11 @@ export function currentLink(app: Shell): Link {
   link.run = app.run ?? undefined;
   if (app.view !== "overview") return link;
   link.instance = app.instance?.id;
-  if (app.step !== null) link.step = String(app.step);
+  // the instance's last step is left out, so the link follows new steps as they come
+  const steps = app.instance?.steps ?? [];
+  if (app.step !== null && (app.step !== steps[steps.length - 1]?.step || app.detailKind !== null)) {
+    link.step = String(app.step);
+  }
   if (app.detailKind !== null) link.panel = app.detailKind;
   // the kind only when it is not the run's first (what a link without it opens)
   if (app.kind && app.kind !== app.gridKinds()[0]?.kind) link.kind = app.kind;

@@ -50,8 +50,11 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
   let step: number | null = null;
   let wantStep = want?.step ?? null;
   let kind = "";
+  // The last common step is left out of the link, so the link follows new steps as they come.
+  let lastStep: number | null = null;
   const changed = () => app.compareChanged({ a, b, instance: instance ?? undefined,
-    class: cls === CLASS_DEFAULT ? undefined : cls, step: step === null ? undefined : String(step),
+    class: cls === CLASS_DEFAULT ? undefined : cls,
+    step: step === null || step === lastStep ? undefined : String(step),
     ...(kind && kind !== commonKinds()[0] ? { kind } : {}) });
 
   const selA = runSelect("compare-run-a", "Run A", firsts);
@@ -248,6 +251,7 @@ export function renderCompare(app: ViewHost, parent: HTMLElement): void {
     }
     out.classList.remove("refreshing");
     out.replaceChildren();
+    lastStep = cmp.steps.length ? cmp.steps[cmp.steps.length - 1] : null;
     renderResult(out, cmp, {
       nameA: app.runName(a), nameB: app.runName(b), mode: cls, kind,
       info: kindsA?.kinds.find((k) => k.kind === kind) ?? null,

@@ -36,13 +36,19 @@ export function foldSections(elements: HTMLElement[], open = OPEN_SECTIONS): HTM
       "data-title": heading.textContent ?? "" });
     if (count++ < open) details.open = true;
     heading.remove();
-    details.append(h("summary", {}, h("h4", {}, ...Array.from(heading.childNodes))), ...Array.from(sec.childNodes));
+    // the section itself goes inside, so what marks it (its test id, its data) stays on it
+    sec.classList.replace("sec", "sec-body");
+    details.append(h("summary", {}, h("h4", {}, ...Array.from(heading.childNodes))), sec);
     return details;
   };
   return elements.map((el) => {
     if (el.classList.contains("sec")) return fold(el);
+    if (!el.querySelector(":scope > .sec")) return el;
     const inner = Array.from(el.querySelectorAll<HTMLElement>(":scope > .sec"));
-    inner.forEach((sec) => el.replaceChild(fold(sec), sec));
+    inner.forEach((sec) => {
+      const next = sec.nextSibling; // fold() moves `sec` into its <details>
+      el.insertBefore(fold(sec), next);
+    });
     return el;
   });
 }

@@ -118,3 +118,43 @@ def test_demo_in_the_mlflow_app(demo_out, page, artifacts_dir):
         assert not [e for e in page.dv_errors if "pageerror" in e], page.dv_errors
     finally:
         server.stop()
+
+
+def test_metric_strip_shows_the_demos_test_accuracy(demo_out, tensorboard_server, page):
+    # the demo logs its test accuracy with the callback: TensorBoard scalars, read back into
+    # the strip above the grid (the first clue: the shortcut run's accuracy is low)
+    import json
+
+    from tests.e2e.fixtures_tensorboard import wait_for_json
+
+    summary = json.loads((demo_out / "shortcut-summary.json").read_text())
+    accuracy = {r["run"]: r["test_accuracy"] for r in summary["runs"]}
+    base_url = tensorboard_server(demo_out / "runs", load_fast="true")
+    runs = wait_for_json(base_url + "/data/plugin/deepvid/runs",
+                         lambda b: len(b.get("runs", [])) == 3)["runs"]
+    for which in ("clean", "shortcut"):
+        run = next(r["run"] for r in runs if f"-{which}-" in r["run"])
+        page.goto(f"{base_url}/?deepvid_run={run}#deepvid")
+        frame = page.frame_locator("iframe[src*='plugin_entry.html?name=deepvid']")
+        frame.locator("[data-testid=metric-strip][data-metric=test_accuracy]").wait_for()
+        readout = frame.locator("[data-testid=metric-readout]").inner_text()
+        assert readout.startswith(f"{accuracy[which]:.4g} at step "), (which, readout)
+    assert not page.dv_errors, page.dv_errors
+
+
+def test_mlflow_runs_log_a_handful_of_deepvid_metrics_and_link_to_the_app(demo_out):
+    from mlflow import MlflowClient
+
+    from deepvid_plugin.mlflow import links
+
+    client = MlflowClient(f"sqlite:///{demo_out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("deepvid-demo")
+    found = client.search_runs([exp.experiment_id])
+    assert len(found) == 3
+    for run in found:
+        ours = sorted(k for k in run.data.metrics if k.startswith("deepvid/"))
+        assert 3 <= len(ours) <= 15, (run.info.run_name, ours)
+        assert "deepvid/trusted_share" in ours and "deepvid/gradcam/deletion_auc_mean" in ours
+        assert {"test_accuracy", "train_loss"} <= set(run.data.metrics)
+        link = links.app_link(exp.experiment_id, run.info.run_id)
+        assert run.data.tags[links.APP_TAG] == link and link in run.data.tags[links.NOTE_TAG]

@@ -138,7 +138,7 @@ def test_detail_keeps_the_cell_in_view_in_mlflows_artifact_frame(page, viewer_ht
     frame = page.frame_locator("iframe")
     frame.locator("[data-testid=overview-cell] canvas").first.wait_for()
     # the grid runs on under where the drawer will be: without moving, the cell would be hidden
-    width = frame.locator("[data-testid=overview-grid]").evaluate("g => g.getBoundingClientRect().right")
+    width = frame.locator("[data-testid=grid-scroll]").evaluate("s => s.scrollWidth")
     assert width > 946
     cell = _open_last_cell(frame)
     page.wait_for_timeout(400)

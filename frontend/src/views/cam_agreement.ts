@@ -1,7 +1,7 @@
 // The cam_agreement kind's views (Exp-KD, Pattern Recognition 2024): during a distillation run,
 // does the student look where its teacher looks? The overview cell shows the teacher's and the
 // student's top-1 CAMs side by side with their Pearson correlation; the detail column shows both
-// maps for each of the teacher's top classes, the agreement numbers, the agreement over epochs (the
+// maps for each of the teacher's top classes, the agreement numbers, the agreement over steps (the
 // record carries its instance's history) and the faithfulness evidence of the student's map.
 import { lineChart } from "../charts";
 import { decodeChannels, toMap2D, type Map2D } from "../codec";
@@ -148,7 +148,7 @@ function sections(rec: EnvelopeRecordResp, names: string[]): HTMLElement[] {
   const history = (Array.isArray(meta.history) ? meta.history : []) as HistoryEntry[];
   if (history.length > 0) {
     const steps = history.map((e) => e.step);
-    sec.push(h("div", { class: "sec" }, h("h4", {}, "Agreement over epochs"), lineChart({
+    sec.push(h("div", { class: "sec" }, h("h4", {}, "Agreement over steps"), lineChart({
       title: "Teacher vs student, top-1 class maps (higher: the student looks where the teacher looks)",
       testid: "agreement-chart",
       steps,
