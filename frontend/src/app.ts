@@ -5,15 +5,11 @@
 import { applyLink, currentLink } from "./applink";
 import { renderCompare } from "./compare";
 import { kindParams, type DataSource } from "./data";
-import { detailKinds, renderDetail } from "./detail";
 import { append, clear, h } from "./dom";
-import { drawer, type Drawer } from "./drawer";
-import { renderInspector, type Inspector } from "./inspector";
-import { legend } from "./legend";
-import { metricStrip, type MetricStrip } from "./metric_strip";
-import { renderOverview, type Overview } from "./overview";
 import type { AppOptions, Shell, View, Wanted } from "./shell";
+import { detailKinds } from "./detail";
 import { emptyState, errorBox, loadingState } from "./states";
+import { TimelinePage } from "./timeline_page";
 import { renderToolbar } from "./toolbar";
 import type { Instance, InstancesResp, KindInfo, KindsResp, MetricsResp, RunInfo, RunsResp, Timeline } from "./types";
 import { linkWarning, type CompareLink, type Link, type LinkKey } from "./url";
@@ -50,11 +46,8 @@ export class App implements Shell {
   /** What compare shows (for the address). */
   compareState: CompareLink = {};
   want: Wanted = { kind: null, instance: null, step: null, panel: null, metric: null, compare: null };
-  private overview: Overview | null = null;
-  private inspector: Inspector | null = null;
-  private strip: MetricStrip | null = null;
-  private drawer: Drawer | null = null;
-  private sidebar: HTMLElement | null = null;
+  /** The timeline page while it is shown. */
+  private page: TimelinePage | null = null;
   private warnings = new Set<string>();
   /** The link not yet applied: applied once, when the first runs listing arrives. */
   private pending: Link | null;
@@ -194,7 +187,7 @@ export class App implements Shell {
     const runChanged = run !== this.run || !this.kinds.length;
     this.run = run;
     this.view = "overview";
-    this.closeDrawer();
+    this.leaveTimeline();
     this.renderToolbar();
     this.loading(`Loading ${this.runName(run)}…`);
     let data: InstancesResp;
@@ -235,7 +228,8 @@ export class App implements Shell {
         "explanations. Check that the callback is attached to this run, or see the warnings above.");
     }
     this.pickSelection(data);
-    this.renderOverviewPage(metrics);
+    this.leaveTimeline();
+    this.page = new TimelinePage(this, this.body, data, metrics, () => this.toolbar.getBoundingClientRect().bottom);
     this.openLinkedPanel();
     this.syncStep(); // marks the selection (and writes the link)
   }
@@ -308,7 +302,7 @@ export class App implements Shell {
     this.instance = inst;
     const want = step ?? this.step;
     this.step = want !== null && steps.includes(want) ? want : steps[steps.length - 1];
-    if (changed) this.renderSidebar();
+    if (changed) this.page?.renderSidebar();
     this.syncStep();
   }
 
@@ -321,14 +315,13 @@ export class App implements Shell {
 
   openDetail(id: string, step: number, kind?: string): void {
     this.detailKind = kind ?? this.detailKind ?? this.kind;
-    this.drawer?.show(this.toolbar.getBoundingClientRect().bottom);
     this.selectInstance(id, step); // draws the panel and reveals the cell
   }
 
   closeDetail(): void {
     if (this.detailKind === null) return;
-    this.closeDrawer();
-    this.overview?.reveal(this.instance?.id ?? "", this.step ?? -1, window.innerWidth, 0);
+    this.detailKind = null;
+    this.page?.closeDetail();
     this.syncLink();
   }
 
@@ -337,135 +330,9 @@ export class App implements Shell {
     this.syncLink();
   }
 
-  private closeDrawer(): void {
-    this.detailKind = null;
-    this.drawer?.hide();
-  }
-
   private syncStep(): void {
-    const id = this.instance?.id ?? null;
-    this.overview?.highlight(id, this.step);
-    this.inspector?.select(this.step);
-    this.strip?.select(this.step);
-    this.refreshDetail();
+    this.page?.showSelection();
     this.syncLink();
-  }
-
-  private refreshDetail(): void {
-    const d = this.drawer;
-    if (!d || this.detailKind === null || !this.instance || this.step === null || !this.run || !this.data) return;
-    d.slot.replaceChildren();
-    renderDetail(this, d.slot, this.run, this.instance, this.step, this.data.class_names);
-    // The drawer covers the right of the page: keep the selected cell visible beside it.
-    const edge = d.edge();
-    this.overview?.reveal(this.instance.id, this.step, edge.left, edge.width);
-  }
-
-  // ---- the timeline page --------------------------------------------------------------------
-  private renderOverviewPage(metrics: Promise<MetricsResp>): void {
-    clear(this.body);
-    if (!this.data || !this.run) return;
-    const view = instanceView(this.kind);
-    const maps = (view?.cellMaps ?? []).filter((m) => this.hasMap(m.key));
-    if (this.gridMap !== null && maps.length && !maps.some((m) => m.key === this.gridMap)) {
-      this.warnLink("map", this.gridMap, `expected one of ${maps.map((m) => m.key).join(", ")}`, `“${maps[0].label}”`);
-      this.gridMap = null;
-    }
-    const map = maps.find((m) => m.key === this.gridMap) ?? maps[0] ?? null;
-    const main = h("section", { class: "dv-main" });
-    this.sidebar = h("aside", { class: "dv-side" });
-    const d = this.drawer = drawer(() => this.closeDetail());
-    append(this.body, h("div", { class: "dv-split" }, main, this.sidebar), d.el);
-    append(main, h("div", { class: "dv-grid-controls" }, this.kindSwitch(), this.mapPicker(maps, map?.key ?? null)),
-      legend(view, map?.legend));
-    const overview = this.overview = renderOverview(this, main, this.data, map?.key ?? null);
-    // the metric strip sits right on top of the grid, its step axis on the grid's columns
-    const stripSlot = h("div", { class: "metric-slot" });
-    overview.scroller.before(stripSlot);
-    this.renderSidebar();
-    const run = this.run;
-    metrics.then((resp) => {
-      if (this.overview !== overview || this.run !== run) return;
-      this.addWarnings(resp.warnings);
-      this.showStrip(stripSlot, resp, overview);
-    }, () => {
-      if (this.overview === overview) this.showStrip(stripSlot, { run, metrics: [], warnings: [] }, overview);
-    });
-  }
-
-  /** Whether the run's summaries have cell map `key` (the overview names them; older backends
-   * send whole summaries instead). */
-  private hasMap(key: string): boolean {
-    if (this.data?.maps) return this.data.maps.includes(key);
-    const s = this.data?.instances[0]?.steps[0];
-    return s !== undefined && key in s;
-  }
-
-  private showStrip(slot: HTMLElement, resp: MetricsResp, overview: Overview): void {
-    const want = this.want.metric;
-    this.want.metric = null;
-    if (want !== null && !resp.metrics.some((m) => m.name === want)) {
-      this.warnLink("metric", want, resp.metrics.length ? "the run logged no metric of that name"
-        : "the run logged no metrics", "the default");
-    }
-    const chosen = want !== null && resp.metrics.some((m) => m.name === want) ? want : this.metric;
-    if (chosen !== this.metric && want !== null) this.metric = chosen;
-    this.strip = metricStrip(resp.metrics, overview.steps, overview.scroller, chosen, (name) => {
-      this.metric = name;
-      this.showStrip(slot, resp, overview);
-      this.syncLink();
-    });
-    slot.replaceChildren(this.strip.el);
-    this.strip.select(this.step);
-  }
-
-  private renderSidebar(): void {
-    const side = this.sidebar;
-    const inst = this.instance;
-    if (!side || !this.data || !inst) return;
-    this.inspector = null;
-    side.replaceChildren(loadingState(`Loading ${inst.id}…`, true));
-    const names = this.data.class_names;
-    this.timeline(inst.id).then((tl) => {
-      if (this.instance !== inst || this.sidebar !== side) return;
-      this.addWarnings(tl.warnings);
-      side.replaceChildren();
-      this.inspector = renderInspector(this, side, inst, tl, names);
-      this.inspector.select(this.step);
-    }, (err) => {
-      if (this.instance === inst && this.sidebar === side) side.replaceChildren(errorBox(err, `the timeline of ${inst.id}`));
-    });
-  }
-
-  /** The grid's kind switch: one button per instance kind the run holds. */
-  private kindSwitch(): HTMLElement {
-    const grid = this.gridKinds();
-    const bar = h("div", { class: "dv-kind-switch", role: "radiogroup", "aria-label": "Explanation kind",
-      "data-testid": "kind-switch" }, h("span", { class: "muted" }, "Explanation"));
-    for (const k of grid.length ? grid : [{ kind: this.kind } as KindInfo]) {
-      const view = viewFor(k.kind);
-      const on = k.kind === this.kind;
-      append(bar, h("button", {
-        class: "dv-kind" + (on ? " active" : ""), role: "radio", "aria-checked": String(on),
-        "data-testid": `kind-${k.kind}`, title: view?.description ?? k.kind,
-        disabled: grid.length < 2,
-        onclick: () => { if (!on && this.run) void this.selectRun(this.run, k.kind); },
-      }, view?.label ?? k.kind));
-    }
-    return bar;
-  }
-
-  /** What the cells show, when the kind can show more than one map (DeepVID: contribution or
-   * weight). */
-  private mapPicker(maps: readonly { key: string; label: string }[], current: string | null): HTMLElement | null {
-    if (maps.length < 2) return null;
-    const sel = h("select", { "data-testid": "map-select", "aria-label": "Cells show" },
-      ...maps.map((m) => h("option", { value: m.key, selected: m.key === current }, m.label)));
-    sel.addEventListener("change", () => {
-      this.gridMap = sel.value;
-      if (this.run) void this.selectRun(this.run, this.kind);
-    });
-    return h("label", { class: "dv-field" }, h("span", {}, "Cells show"), sel);
   }
 
   // ---- pages --------------------------------------------------------------------------------
@@ -507,11 +374,9 @@ export class App implements Shell {
   }
 
   private leaveTimeline(): void {
-    this.overview = null;
-    this.inspector = null;
-    this.strip = null;
-    this.closeDrawer();
-    this.drawer = null;
+    this.detailKind = null;
+    this.page?.dispose();
+    this.page = null;
   }
 
   // ---- chrome -------------------------------------------------------------------------------

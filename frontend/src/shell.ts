@@ -48,6 +48,8 @@ export interface Shell extends ViewHost {
   compareState: CompareLink;
   want: Wanted;
   findRun(value: string | null | undefined): string | null;
+  /** Hand the link of what is on screen to the host page. */
+  syncLink(): void;
   gridKinds(): KindInfo[];
   selectRun(run: string, kind?: string): Promise<void>;
   showCompare(): void;
