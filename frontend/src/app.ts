@@ -191,7 +191,10 @@ export class App implements Shell {
     this.renderToolbar();
     this.loading(`Loading ${this.runName(run)}…`);
     let data: InstancesResp;
-    const want = kind ?? this.kind;
+    // before a kind is chosen, the run's first grid kind as the runs listing names it, so its
+    // overview can be asked for at once
+    const first = this.runs.find((r) => r.run === run)?.kinds?.find((k) => instanceView(k)) ?? "";
+    const want = kind ?? (this.kind || first);
     // Ask for the overview of the wanted kind while the kinds are listed (no extra round trip
     // before the grid), but only when the run is known to hold it: a request for a kind the run
     // lacks is answered 404, which the browser logs in TensorBoard's console.
