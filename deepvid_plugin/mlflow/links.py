@@ -33,8 +33,8 @@ def description(experiment_id: str, run_id: str) -> str:
     return (f"**DeepVID explanations** of this run: [open them in the DeepVID app]({link}) "
             "(served by `mlflow server --app-name deepvid`), or the saved viewer "
             "`deepvid/viewer.html` under Artifacts. The metrics `deepvid/...` summarise them "
-            "per step; the images `deepvid/...` show each instance where its prediction "
-            "changes and at the last step.")
+            "per step; the images `deepvid/...` show each instance at its first step, where its "
+            "prediction changes and at its last.")
 
 
 def link_run(client: Any, run: Any) -> None:

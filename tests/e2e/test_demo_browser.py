@@ -158,3 +158,32 @@ def test_mlflow_runs_log_a_handful_of_deepvid_metrics_and_link_to_the_app(demo_o
         assert {"test_accuracy", "train_loss"} <= set(run.data.metrics)
         link = links.app_link(exp.experiment_id, run.info.run_id)
         assert run.data.tags[links.APP_TAG] == link and link in run.data.tags[links.NOTE_TAG]
+
+
+def test_mlflow_run_page_links_to_the_app_and_back(demo_out, page):
+    # MLflow's own run page: its description links to the run in the DeepVID app, whose
+    # toolbar links back to MLflow's page of the run
+    from mlflow import MlflowClient
+
+    from tests.e2e.fixtures_mlflow import start_mlflow_server
+
+    client = MlflowClient(f"sqlite:///{demo_out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("deepvid-demo").experiment_id
+    run = next(r for r in client.search_runs([exp]) if "-shortcut-" in r.info.run_name)
+    server = start_mlflow_server(demo_out, app_name="deepvid")
+    try:
+        page.goto(f"{server.url}/#/experiments/{exp}/runs/{run.info.run_id}")
+        link = page.get_by_role("link", name="open them in the DeepVID app")
+        link.wait_for(timeout=60_000)
+        with page.context.expect_page() as opened:  # MLflow opens description links in a tab
+            link.click()
+        app = opened.value
+        app.locator("[data-testid=overview-cell] canvas").first.wait_for(timeout=60_000)
+        assert app.url.startswith(f"{server.url}/deepvid/?")
+        assert app.locator("[data-testid=run-select]").input_value() == run.info.run_id
+        back = app.locator("[data-testid=run-page-link]")
+        assert back.get_attribute("href") == f"/#/experiments/{exp}/runs/{run.info.run_id}"
+        back.click()
+        app.wait_for_url(f"{server.url}/#/experiments/{exp}/runs/{run.info.run_id}*")
+    finally:
+        server.stop()
