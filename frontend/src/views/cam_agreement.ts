@@ -158,8 +158,9 @@ function sections(rec: EnvelopeRecordResp, names: string[]): HTMLElement[] {
       ],
       yRange: [-1, 1],
       lowSteps: history.filter((e) => e.agree === false).map((e) => e.step),
+      lowLabel: "steps where teacher and student disagree on the top class",
       selected: rec.step,
-    }).el, h("p", { class: "hint" }, "Shaded steps: teacher and student disagree on the top class.")));
+    }).el));
   }
 
   // The student's map of the teacher's top class is what the evidence ranks pixels by.

@@ -75,7 +75,8 @@ const STYLE = `
 .nd-heat .nd-hc.sel { outline: 2px solid #111827; outline-offset: -1px; }
 .nd-heat .nd-hl { padding-right: 8px; white-space: nowrap; }
 .nd-heat .nd-hx { text-align: center; color: var(--muted); font-size: 11px; }
-.nd-dot { display: inline-block; width: 8px; height: 8px; border-radius: 50%; margin-right: 5px; }
+.nd-dot { display: inline-block; width: 9px; height: 9px; border-radius: 50%; margin-right: 5px;
+  box-shadow: 0 0 0 1px rgba(17, 24, 39, .35); }
 .nd-table { border-collapse: collapse; background: var(--card); font-size: 13px; }
 .nd-table th, .nd-table td { border-bottom: 1px solid var(--line); padding: 4px 8px; text-align: left;
   vertical-align: middle; }
@@ -125,8 +126,8 @@ function detectorChart(layer: NdLayer, selected: boolean, step: number, onPick: 
   const fig = h("figure", { class: "nd-chart" + (selected ? " selected" : ""), "data-testid": "nd-detectors-chart",
     "data-layer": layer.id },
   h("figcaption", {}, `${layer.id}`), box,
-  h("div", { class: "nd-note" }, base === null ? "no random-init baseline recorded"
-    : `grey band: random init (${base} unique detector${base === 1 ? "" : "s"})`));
+  h("div", { class: "nd-note" }, (base === null ? "no random-init baseline recorded"
+    : `grey band: random init (${base} unique detector${base === 1 ? "" : "s"})`) + " · dotted line: the selected step"));
   const band = (u: uPlot) => {
     const ctx = u.ctx;
     const { left, width, top, height } = u.bbox;
