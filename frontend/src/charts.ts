@@ -39,9 +39,12 @@ export function lineChart(spec: ChartSpec): Chart {
   const low = new Set(spec.lowSteps ?? []);
   const el = h("figure", { class: "chart-fig", "data-testid": spec.testid ?? "chart" },
     h("figcaption", {}, spec.title), box,
-    low.size ? h("div", { class: "chart-band-key", "data-testid": "chart-band-key" },
-      h("span", { class: "band-swatch", style: `background:${LOW_TRUST_BAND}` }), spec.lowLabel ?? "low-trust steps")
-      : null);
+    h("div", { class: "chart-band-key" },
+      spec.selected !== undefined ? h("span", { class: "sel-key" }, h("span", { class: "sel-swatch" }), "selected step")
+        : null,
+      low.size ? h("span", { class: "sel-key", "data-testid": "chart-band-key" },
+        h("span", { class: "band-swatch", style: `background:${LOW_TRUST_BAND}` }), spec.lowLabel ?? "low-trust steps")
+        : null));
   let selected = spec.selected ?? null;
   const xs = spec.steps;
   const half = xs.length > 1 ? (xs[xs.length - 1] - xs[0]) / (xs.length - 1) / 2 : 0.5;
