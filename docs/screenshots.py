@@ -146,6 +146,8 @@ def _shoot_mlflow(page, ml: str, out: Path, img: Path, instance: str) -> None:
     exp = client.get_experiment_by_name("deepvid-demo").experiment_id
     run = next(r for r in client.search_runs([exp]) if "-shortcut-" in r.info.run_name)
     for tab, name in (("", "demo_mlflow_run"), ("/model-metrics", "demo_mlflow_charts")):
+        # tall enough for the first row of step cards under the charts
+        page.set_viewport_size({"width": 1440, "height": 900 if tab == "" else 1180})
         page.goto(f"{ml}/#/experiments/{exp}/runs/{run.info.run_id}{tab}")
         page.wait_for_timeout(6000)
         close = page.locator("button[aria-label*='lose' i]").last  # MLflow's assistant panel
@@ -156,6 +158,7 @@ def _shoot_mlflow(page, ml: str, out: Path, img: Path, instance: str) -> None:
             page.get_by_text("Description", exact=True).first.scroll_into_view_if_needed()
             page.wait_for_timeout(500)
         page.screenshot(path=str(img / f"{name}.png"))
+    page.set_viewport_size({"width": 1440, "height": 900})
     viewer = Path(client.download_artifacts(run.info.run_id, "deepvid/viewer.html", str(out)))
     page.set_content("<!doctype html><body style='margin:0;background:#fff'></body>")
     page.evaluate("""html => {
