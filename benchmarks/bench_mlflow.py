@@ -5,11 +5,14 @@ are logged through ``MLflowSink`` into ``mlflow server --app-name deepvid`` (sql
 artifacts). Measured:
 
 - the size of the run's ``deepvid/viewer.html`` (target <= 5 MB);
-- request -> rendered compare view (difference map painted) in headless Chromium on
+- request -> rendered compare view (run B's map painted) in headless Chromium on
   ``/deepvid/?view=compare``, first load (server cache cold) and a reload (target <= 2 s);
 - ``deepvid compare`` (CLI, self-contained page) wall time and page size;
 - per-step sink cost (records + metrics upload; the step images are measured separately because
-  they go out on a background thread).
+  they go out on a background thread);
+- on the runs of ``deepvid demo`` (benchmarks/story_views.py; ``DEEPVID_BENCH_DEMO_OUT`` reuses a
+  demo's output) served by the app: the ``deepvid/*`` metric keys per run (target <= 15), the
+  ``compare`` route, and each view of the story drawn, with compare's "Map of" and kind changes.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ def _log_run(client, experiment: str, name: str, seed: int, log_images: bool,
     from tests.factories import make_record
 
     run_id = client.create_run(experiment, run_name=name).info.run_id
-    sink = MLflowSink(run_id, client=client, viewer_every=10, log_images=log_images)
+    # every step's image, to measure what drawing and uploading one costs
+    sink = MLflowSink(run_id, client=client, viewer_every=10,
+                      log_images="all" if log_images else False)
     per_step = []
     for step in range(steps):
         records = [make_record(f"test-{i}", step, n_classes=CLASSES, size=SIZE, n_shown=SHOWN,
@@ -64,12 +69,99 @@ def _render_compare(url: str, reloads: int = 2) -> list[float]:
             for _ in range(1 + reloads):
                 t = time.perf_counter()
                 page.goto(f"{url}/deepvid/?view=compare")
-                page.locator("[data-testid=diff-map] canvas").first.wait_for(
+                # B's map is drawn last (a difference map only where A and B show one class)
+                page.locator("[data-testid=compare-map-b] canvas").first.wait_for(
                     state="visible", timeout=120_000)
                 times.append(time.perf_counter() - t)
         finally:
             browser.close()
     return times
+
+
+def _get(url: str) -> tuple[int, float, bytes]:
+    import urllib.error
+    import urllib.request
+
+    t = time.perf_counter()
+    try:
+        with urllib.request.urlopen(url, timeout=120) as r:
+            body, status = r.read(), r.status
+    except urllib.error.HTTPError as e:
+        body, status = e.read(), e.code
+    return status, time.perf_counter() - t, body
+
+
+def _demo(tmp: Path) -> tuple[list[dict], list[dict], str]:
+    """The demo's runs in the app: metric keys, the compare route, the story's views."""
+    import urllib.parse
+
+    from playwright.sync_api import sync_playwright
+
+    from benchmarks.story_views import Site, demo_output, run_names, story_times
+    from tests.e2e.fixtures_browser import CHROMIUM_ARGS
+    from tests.e2e.fixtures_mlflow import start_mlflow_server
+
+    demo, how = demo_output(tmp)
+    server = start_mlflow_server(demo, app_name="deepvid")
+    rows: list[dict] = []
+    try:
+        client = server.client()
+        exp = client.get_experiment_by_name("deepvid-demo").experiment_id
+        found = client.search_runs([exp])
+        keys = {r.info.run_name: sorted(k for k in r.data.metrics if k.startswith("deepvid/"))
+                for r in found}
+        most = max(len(v) for v in keys.values())
+        rows.append({"measure": "demo: deepvid/* metric keys per run", "value": most,
+                     "unit": "keys (most)", "detail": "; ".join(
+                         f"{n.split('-')[2]}: {len(v)}" for n, v in sorted(keys.items()))})
+        names = run_names([r.info.run_name for r in found])
+        ids = {w: next(r.info.run_id for r in found if r.info.run_name == n) for w, n in names.items()}
+        pair = f"{ids['clean']},{ids['shortcut']}"
+        api = f"{server.url}/deepvid/api/compare?"
+        cold = []
+        for kind in ("deepvid", "gradcam"):
+            for cls in ("own", "a", "b", "label"):
+                status, took, body = _get(api + urllib.parse.urlencode(
+                    {"instance": "test-0", "runs": pair, "kind": kind, "class": cls}))
+                if status != 200:
+                    raise RuntimeError(f"compare answered {status}: {body[:300]!r}")
+                cold.append(took)
+        hot = sorted(_get(api + urllib.parse.urlencode(
+            {"instance": "test-0", "runs": pair, "kind": "deepvid", "class": "own"}))[1]
+            for _ in range(20))
+        p95 = hot[min(len(hot) - 1, round(0.95 * (len(hot) - 1)))]
+        rows.append({"measure": "demo: compare route (repeated)", "value": round(statistics.median(hot) * 1e3, 1),
+                     "unit": "ms p50", "detail": f"p95 {p95 * 1e3:.1f} ms; first request per kind and class: "
+                     f"median {statistics.median(cold) * 1e3:.0f} ms, slowest {max(cold) * 1e3:.0f} ms"})
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                views = story_times(browser, Site(server.url, "mlflow", exp), ids, "test-0")
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+    for view, v in views.items():
+        rows.append({"measure": f"demo: {view} drawn in the app", "value": round(v["in_frame"], 3),
+                     "unit": "s", "detail": f"median of loads; first load {v['first_total']:.3f} s"})
+    cmp = views["compare"]
+    rows.append({"measure": "demo: compare 'Map of' change", "value": round(cmp["class_change"], 3),
+                 "unit": "s", "detail": "own -> true label, until redrawn"})
+    rows.append({"measure": "demo: compare kind change", "value": round(cmp["kind_change"], 3),
+                 "unit": "s", "detail": "DeepVID -> Grad-CAM, until redrawn"})
+    targets = [
+        {"name": "demo: deepvid/* metric keys per run (most)", "value": most, "target": "<= 15",
+         "met": most <= 15, "note": "run-level summaries; per-instance metrics are opt-in"},
+        {"name": "demo: compare route p95 in the app, s", "value": round(p95, 4), "target": "<= 0.1",
+         "met": p95 <= 0.1, "note": "repeated requests"},
+        {"name": "demo: compare drawn in the app, s", "value": round(cmp["in_frame"], 3),
+         "target": "<= 1.0", "met": cmp["in_frame"] <= 1.0, "note": ""},
+        {"name": "demo: compare 'Map of' change in the app, s", "value": round(cmp["class_change"], 3),
+         "target": "<= 0.3", "met": cmp["class_change"] <= 0.3, "note": ""},
+        {"name": "demo: compare kind change in the app, s", "value": round(cmp["kind_change"], 3),
+         "target": "<= 0.3", "met": cmp["kind_change"] <= 0.3, "note": ""},
+    ]
+    return rows, targets, how
 
 
 def run() -> dict[str, Any]:
@@ -122,6 +214,9 @@ def run() -> dict[str, Any]:
         rows.append({"measure": "deepvid compare (CLI, incl. interpreter start)",
                      "value": round(time.perf_counter() - t, 1), "unit": "s",
                      "detail": f"page {out.stat().st_size / 1e6:.1f} MB"})
+        server.stop()
+        demo_rows, demo_targets, how = _demo(tmp)
+        rows.extend(demo_rows)
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -140,7 +235,9 @@ def run() -> dict[str, Any]:
                      "(index.json), one record bundle per run"},
             {"name": "compare view, reload (s)", "value": warm, "target": "<= 2",
              "met": warm <= 2, "note": ""},
+            *demo_targets,
         ],
+        "notes": [f"demo: {how}"],
     }
 
 

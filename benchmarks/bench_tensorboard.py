@@ -25,6 +25,11 @@ step of its own data), timed from ``page.goto(<tb>/#images)`` until every image 
 viewport shows its decoded image. Its cards show one step each (with a slider), the DeepVID grid
 shows every step; both load lazily what is off-screen.
 
+Then, on the runs of ``deepvid demo`` (benchmarks/story_views.py; ``DEEPVID_BENCH_DEMO_OUT``
+reuses a demo's output), under both loaders: the ``compare`` route (repeated, and the first
+request of each kind and class), and the time each view of the story takes to draw in the tab
+(timeline, compare, Dissection, Summit), with compare's "Map of" and kind changes.
+
 ``DEEPVID_BENCH_QUICK=1`` shrinks everything to a smoke run whose numbers mean nothing.
 """
 
@@ -44,6 +49,9 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import tb_story
+from benchmarks.story_views import demo_output
+
 QUICK = os.environ.get("DEEPVID_BENCH_QUICK") == "1"
 INSTANCES, STEPS = (8, 12) if QUICK else (64, 200)
 CLASSES, SIZE, N_SHOWN = 10, 28, 32
@@ -52,6 +60,7 @@ RUN = "bench"
 TARGET_BYTES = 20 * 1024  # per instance-step, <=
 TARGET_TIMELINE_P95 = 0.100  # s, <=
 TARGET_DRAWN = 1.5  # s, <=
+TARGET_OVERVIEW_KB = 2048  # the overview (instances) answer at 64 x 200, KiB of JSON, <=
 LOAD_TIMEOUT = 60.0 if QUICK else 300.0  # s for a server to have read the whole logdir
 
 FRAME = "iframe[src*='plugin_entry.html?name=deepvid']"
@@ -279,6 +288,7 @@ def run() -> dict[str, Any]:
         expected = {"run": RUN, "instances": INSTANCES, "steps": STEPS}
         api = "/data/plugin/deepvid/"
         timeline_p95: dict[str, float] = {}
+        overview_kb: dict[str, float] = {}
         drawn: dict[str, float] = {}
         in_frame: dict[str, float] = {}
         with sync_playwright() as p:
@@ -303,6 +313,7 @@ def run() -> dict[str, Any]:
                         tl = latency(base + api + "timeline?" + q({"run": RUN,
                                                                     "instance": "test-7"}))
                         ov = latency(base + api + "instances?" + q({"run": RUN}))
+                        overview_kb[load_fast] = ov["kb"]
                         timeline_p95[load_fast] = tl["p95"]
                         for name, m in (("timeline (1 instance)", tl),
                                         ("overview (instances)", ov)):
@@ -325,6 +336,9 @@ def run() -> dict[str, Any]:
                                                "visible cells drawn"})
                     finally:
                         server.stop()
+                demo, how = demo_output(tmp)
+                story = {lf: tb_story.measure(browser, demo / "runs", lf, start_server, latency, _get)
+                         for lf in ("false", "true")}
                 # images=N, not 0: the images plugin passes its hint on as read_blob_sequences'
                 # downsample, and downsample=0 returns no image at all.
                 server = start_server(img_root, "true",
@@ -360,6 +374,9 @@ def run() -> dict[str, Any]:
                  "so it includes TensorBoard's own page and the tab's iframe, as the anchor's "
                  "does")
 
+    story_rows, story_targets = tb_story.rows_and_targets(story, how)
+    rows.extend(story_rows)
+    worst_kb = max(overview_kb.values())
     worst_tl = max(timeline_p95.values())
     targets = [
         {"name": "bytes on disk per instance-step", "value": round(per_step), "target":
@@ -372,6 +389,10 @@ def run() -> dict[str, Any]:
          "note": ", ".join(f"load_fast={k}: {v:.3f} s ({in_frame[k]:.3f} s inside the tab's "
                            "iframe)" for k, v in drawn.items())
                  + f"; TensorBoard's images dashboard: {anchor['median']:.3f} s"},
+        {"name": "overview payload (instances answer), KiB", "value": round(worst_kb),
+         "target": f"<= {TARGET_OVERVIEW_KB}", "met": worst_kb <= TARGET_OVERVIEW_KB,
+         "note": f"{INSTANCES} x {STEPS}; the maps come with each row's timeline as it scrolls in"},
+        *story_targets,
     ]
     return {
         "title": "TensorBoard: the DeepVID tab at 64 instances x 200 steps",
@@ -386,6 +407,8 @@ def run() -> dict[str, Any]:
                        "contexts after 1 warm-up",
             "anchor": f"SummaryWriter.add_image, {INSTANCES} tags x {STEPS} steps, "
                       f"--load_fast=true --samples_per_plugin images={STEPS}",
+            "demo": "the demo's clean, shortcut and distilled runs (benchmarks/story_views.py), "
+                    f"compare of {tb_story.INSTANCE}, browser 1440x900",
             "quick": QUICK,
         },
         "rows": rows,

@@ -1,4 +1,6 @@
-"""Take the screenshots of docs/demo.md and the README from a demo's output: ``docs/img/demo_*.png``.
+"""Take the screenshots of docs/demo.md, docs/ui.md and the README from a demo's output:
+``docs/img/demo_*.png`` (TensorBoard's DeepVID tab, the MLflow app, MLflow's own run page and
+charts, and the saved viewer in MLflow's 946-px artifact frame).
 
     .venv/bin/deepvid demo --no-serve --out /tmp/demo   # or reuse ./runs, ./mlflow.db
     .venv/bin/python docs/screenshots.py --out /tmp/demo
@@ -68,29 +70,32 @@ def _select_run(frame, page, which: str) -> None:
 
 
 def _open_detail(frame, page, instance: str) -> None:
-    """Open the last step of ``instance`` in the detail panel."""
+    """Open the last step of ``instance`` in the detail drawer (the cell stays in view)."""
     row = frame.locator(f"[data-testid=instance-row][data-instance={instance}]")
     row.locator("[data-testid=overview-cell]").last.click()
-    panel = frame.locator("[data-testid=detail-panel]")
-    panel.wait_for()
-    page.wait_for_timeout(2000)
-    # the maps ("where the model looks") are the point of the shot: bring them to the top
-    panel.evaluate("el => el.scrollIntoView({block: 'start'})")
-    page.wait_for_timeout(500)
+    frame.locator("[data-testid=detail-panel][data-loaded=true]").wait_for()
+    page.wait_for_timeout(1200)
+
+
+def _close_detail(frame, page) -> None:
+    frame.locator("[data-testid=detail-close]").click()
+    page.wait_for_timeout(300)
 
 
 def _shoot_views(frame, page, prefix: str, img: Path, instance: str) -> None:
     """The shortcut run's timelines with ``instance``'s detail open, Compare runs (clean vs
-    shortcut), the shortcut run's Dissection and Summit pages, and the distilled run's
-    teacher-vs-student timeline."""
+    shortcut, DeepVID and Grad-CAM), the shortcut run's Dissection and Summit pages, and the
+    distilled run's teacher-vs-student timeline."""
     frame.locator("[data-testid=overview-cell][data-kind=deepvid]").first.wait_for()
     _select_run(frame, page, "shortcut")
     switch = frame.locator("[data-testid=kind-switch]")
     for kind in ("deepvid", "gradcam"):
         switch.locator(f"[data-testid=kind-{kind}]").click()
         frame.locator(f"[data-testid=overview-cell][data-kind={kind}] canvas").first.wait_for()
+        frame.locator("[data-testid=metric-strip]").wait_for()
         _open_detail(frame, page, instance)
         page.screenshot(path=str(img / f"demo_{prefix}_{kind}.png"))
+        _close_detail(frame, page)
     switch.locator("[data-testid=kind-deepvid]").click()
     frame.locator("[data-testid=tab-compare]").click()
     run_a = frame.locator("[data-testid=compare-run-a]")
@@ -102,6 +107,10 @@ def _shoot_views(frame, page, prefix: str, img: Path, instance: str) -> None:
     frame.locator("[data-testid=compare-strip]").wait_for()
     page.wait_for_timeout(1500)
     page.screenshot(path=str(img / f"demo_{prefix}_compare.png"))
+    frame.locator("[data-testid=compare-kind-gradcam]").click()
+    frame.locator("[data-testid=compare-title][data-kind=gradcam]").wait_for()
+    page.wait_for_timeout(1200)
+    page.screenshot(path=str(img / f"demo_{prefix}_compare_gradcam.png"))
     frame.locator("[data-testid=tab-overview]").click()
     _select_run(frame, page, "shortcut")
     for kind in ("netdissect", "summit"):
@@ -121,6 +130,50 @@ def _shoot_views(frame, page, prefix: str, img: Path, instance: str) -> None:
         frame.locator("[data-testid=overview-cell][data-kind=cam_agreement] canvas").first.wait_for()
         _open_detail(frame, page, instance)
         page.screenshot(path=str(img / f"demo_{prefix}_distilled.png"))
+
+
+def _shoot_mlflow(page, ml: str, out: Path, img: Path, instance: str) -> None:
+    """The MLflow app's compare view as it opens (clean vs shortcut), MLflow's own run page
+    (description with the app's link, a handful of metrics) and its charts (the step cards),
+    and the saved viewer in a 946-px frame, as MLflow's artifact browser shows it."""
+    from mlflow import MlflowClient
+
+    page.goto(ml + "/deepvid/?experiment=deepvid-demo&view=compare")
+    page.locator("[data-testid=compare-strip]").wait_for()
+    page.wait_for_timeout(1200)
+    page.screenshot(path=str(img / "demo_mlflow_compare.png"))
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("deepvid-demo").experiment_id
+    run = next(r for r in client.search_runs([exp]) if "-shortcut-" in r.info.run_name)
+    for tab, name in (("", "demo_mlflow_run"), ("/model-metrics", "demo_mlflow_charts")):
+        # tall enough for the first row of step cards under the charts
+        page.set_viewport_size({"width": 1440, "height": 900 if tab == "" else 1180})
+        page.goto(f"{ml}/#/experiments/{exp}/runs/{run.info.run_id}{tab}")
+        page.wait_for_timeout(6000)
+        close = page.locator("button[aria-label*='lose' i]").last  # MLflow's assistant panel
+        if close.count():
+            close.click()
+            page.wait_for_timeout(800)
+        if tab == "":
+            page.get_by_text("Description", exact=True).first.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+        page.screenshot(path=str(img / f"{name}.png"))
+    page.set_viewport_size({"width": 1440, "height": 900})
+    viewer = Path(client.download_artifacts(run.info.run_id, "deepvid/viewer.html", str(out)))
+    page.set_content("<!doctype html><body style='margin:0;background:#fff'></body>")
+    page.evaluate("""html => {
+        const url = URL.createObjectURL(new Blob([html], {type: 'text/html'}));
+        const f = document.createElement('iframe');
+        f.setAttribute('sandbox', 'allow-scripts');
+        f.style.cssText = 'border:1px solid #ddd;width:946px;height:860px';
+        f.src = url;
+        document.body.appendChild(f);
+    }""", viewer.read_text(encoding="utf-8"))
+    frame = page.frame_locator("iframe")
+    frame.locator("[data-testid=overview-cell] canvas").first.wait_for()
+    _open_detail(frame, page, instance)
+    page.screenshot(path=str(img / "demo_mlflow_viewer_946.png"), clip={"x": 0, "y": 0, "width": 950,
+                                                                         "height": 864})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,24 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 page.goto(tb + "/#deepvid")
                 frame = page.frame_locator("iframe[src*='plugin_entry.html?name=deepvid']")
                 _shoot_views(frame, page, "tensorboard", img, args.instance)
-                page.goto(ml + "/deepvid/")
-                experiment = page.locator("[data-testid=experiment-select]")
-                experiment.wait_for()
-                demo = next(o for o in experiment.locator("option").all()
-                            if "deepvid-demo" in o.inner_text())
-                experiment.select_option(demo.get_attribute("value"))
-                frame = page
-                frame.locator("[data-testid=tab-compare]").wait_for()
-                run_a = page.locator("[data-testid=compare-run-a]")
-                page.locator("[data-testid=tab-compare]").click()
-                run_a.wait_for()
-                names = run_a.locator("option").all_inner_texts()
-                run_a.select_option(label=next(n for n in names if "clean" in n))
-                page.locator("[data-testid=compare-run-b]").select_option(
-                    label=next(n for n in names if "shortcut" in n))
-                page.locator("[data-testid=compare-strip]").wait_for()
-                page.wait_for_timeout(800)
-                page.screenshot(path=str(img / "demo_mlflow_compare.png"))
+                _shoot_mlflow(page, ml, out, img, args.instance)
             finally:
                 browser.close()
     finally:

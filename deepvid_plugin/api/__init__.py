@@ -9,6 +9,7 @@ parts:
 - :mod:`.params`: request parsing and :class:`ApiError`;
 - :mod:`.impl`: the routes' work (``*_impl``), generic over kinds;
 - :mod:`.compare`: the compare route;
+- :mod:`.metrics`: the metrics route (the run's own scalars, beside the explanations);
 - :mod:`.hooks`: what a kind adds to the generic answers (its record JSON, its class maps);
 - :mod:`.routes`: :data:`ROUTES` and :func:`respond`;
 - :mod:`.snapshot`: every response at once, for the self-contained viewer (:mod:`.viewer`).
@@ -28,6 +29,7 @@ from deepvid_plugin.api.impl import (
     runs_impl,
     timeline_impl,
 )
+from deepvid_plugin.api.metrics import metrics_impl
 from deepvid_plugin.api.params import (
     ApiError,
     parse_instance,
@@ -54,6 +56,7 @@ from deepvid_plugin.core.record import SCHEMA_VERSION
 from deepvid_plugin.core.store import (
     InstanceOverview,
     MemoryStore,
+    MetricSeries,
     NoDataError,
     RecordStore,
     RunOverview,
@@ -61,9 +64,9 @@ from deepvid_plugin.core.store import (
 
 __all__ = [
     "EVIDENCE_KEYS", "ROUTES", "SCHEMA_VERSION", "THUMB_SIZE", "ApiError", "Catalog",
-    "InstanceOverview", "MemoryStore", "NoDataError", "RecordStore", "Route", "RunOverview",
+    "InstanceOverview", "MemoryStore", "MetricSeries", "NoDataError", "RecordStore", "Route", "RunOverview",
     "channel_mean", "compare_impl", "decode_map", "encode_image", "encode_map", "has_evidence",
-    "held_kinds", "instances_impl", "json_loads_object", "kinds_impl", "parse_instance", "parse_kind",
+    "held_kinds", "instances_impl", "json_loads_object", "kinds_impl", "metrics_impl", "parse_instance", "parse_kind",
     "parse_run", "parse_runs", "parse_step", "record_impl", "resolve_kind", "respond",
     "runs_impl", "snapshot", "snapshot_key", "summary_fidelity", "timeline_impl", "with_changed",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from deepvid_plugin.api import hooks
-from deepvid_plugin.api.impl import find, overview, read, resolve_kind, warn
+from deepvid_plugin.api.impl import find, overview, read_many, resolve_kind, warn
 from deepvid_plugin.api.params import CLASS_MODES, ApiError
 from deepvid_plugin.core import kinds
 from deepvid_plugin.core.encode import encode_image, encode_map
@@ -99,19 +99,26 @@ def compare_impl(store: RecordStore, instance: str, runs: Sequence[str],
     # Steps with no maps entry that could be read, and why (the frontend says it per step).
     missing: list[dict[str, Any]] = []
     image = None
+    wanted = []  # the steps whose classes are known, with the classes each side shows
     for step in steps:
         pred = [by_step[r][step].get("predicted") for r in runs]
         ca, cb, why = _sides(cls, *(None if p is None else int(p) for p in pred), label)
         if ca is None or cb is None:
             missing.append({"step": step, "reason": why})
+        else:
+            wanted.append((step, ca, cb))
+    # every record in one go: a store that can overlaps its reads (TensorBoard's RustBoard)
+    got = read_many(store, [(r, instance, step) for step, _, _ in wanted for r in (a_run, b_run)],
+                    kind)
+    for i, (step, ca, cb) in enumerate(wanted):
+        got_a, got_b = got[2 * i], got[2 * i + 1]
+        failed = [g for g in (got_a, got_b) if isinstance(g, ApiError)]
+        if failed:  # one unreadable step must not hide the others
+            warns.extend(e.message for e in failed)
             continue
-        try:
-            rec_a = kinds.as_record(read(store, a_run, instance, step, kind))
-            a = class_map(rec_a, ca)
-            b = class_map(kinds.as_record(read(store, b_run, instance, step, kind)), cb)
-        except ApiError as e:  # one unreadable step must not hide the others
-            warns.append(e.message)
-            continue
+        rec_a = kinds.as_record(got_a)
+        a = class_map(rec_a, ca)
+        b = class_map(kinds.as_record(got_b), cb)
         if a is None or b is None:
             # e.g. Grad-CAM keeps only the maps of its prediction and the true label
             why = _no_map("A", ca, kind, class_names) if a is None else _no_map(

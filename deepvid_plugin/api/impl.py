@@ -93,6 +93,7 @@ def runs_impl(store: RecordStore) -> dict[str, Any]:
     """Every run with data of a registered kind; ``instances`` and ``steps`` count the data of
     the first kind the run holds."""
     out, warns = [], []
+    started = getattr(store, "started", None)  # optional: when each run began
     for run, name in store.runs():
         try:
             held = held_kinds(store, run, warns)
@@ -104,8 +105,12 @@ def runs_impl(store: RecordStore) -> dict[str, Any]:
         warns.extend(ov.warnings)
         steps = {s["step"] for inst in ov.instances for s in inst.steps}
         # the kinds too, so a client knows what each run holds without a kinds request per run
-        out.append({"run": run, "name": name, "instances": len(ov.instances),
-                    "steps": len(steps), "kinds": list(held)})
+        entry = {"run": run, "name": name, "instances": len(ov.instances),
+                 "steps": len(steps), "kinds": list(held)}
+        began = started(run) if started is not None else None
+        if began is not None:  # the frontend compares the two oldest runs first
+            entry["started"] = began
+        out.append(entry)
     return {"runs": out, "warnings": dedupe(warns)}
 
 
@@ -132,16 +137,47 @@ def kinds_impl(store: RecordStore, run: str) -> dict[str, Any]:
     return {"run": run, "kinds": out, "warnings": dedupe(warns)}
 
 
-def _instance_json(inst: InstanceOverview) -> dict[str, Any]:
+#: the step summary keys the overview (``instances``) leaves out: per-class probabilities, and
+#: maps (``thumb``, ``thumb_teacher``, any encoded map) below. The grid draws them only for the
+#: rows in view, from each row's ``timeline``; all of them for 64 instances x 200 steps would
+#: be ~8 MB of JSON that a page mostly never shows.
+GRID_LEFT_OUT = frozenset({"probs"})
+#: of ``fidelity``, the overview keeps the verdict only (the grid's low-trust marks).
+GRID_FIDELITY = ("better_than_random",)
+
+
+def _is_encoded(value: Any) -> bool:
+    return isinstance(value, dict) and "data" in value and "shape" in value
+
+
+def grid_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the overview grid needs of a step summary before its row is in view: everything but
+    the maps, the per-class probabilities and the evidence beyond its verdict (``timeline``
+    serves the whole summary). A kind's own scalars and lists (Dissection's detector counts,
+    Summit's stability) are kept: the pages of those kinds chart every step at once."""
+    out = {}
+    for key, value in summary.items():
+        if key in GRID_LEFT_OUT or _is_encoded(value):
+            continue
+        if key == "fidelity" and isinstance(value, dict):
+            value = {k: value[k] for k in GRID_FIDELITY if k in value}
+        out[key] = value
+    return out
+
+
+def _instance_json(inst: InstanceOverview, grid: bool = False) -> dict[str, Any]:
     return {"id": inst.id, "label": inst.label, "image": encode_image(inst.image),
-            "steps": inst.steps}
+            "steps": [grid_summary(s) for s in inst.steps] if grid else inst.steps}
 
 
 def instances_impl(store: RecordStore, run: str, kind: str | None = None) -> dict[str, Any]:
     kind = resolve_kind(store, [run], kind)
     ov = overview(store, run, kind)
-    return {"run": run, "kind": kind, "class_names": list(ov.class_names),
-            "instances": [_instance_json(i) for i in ov.instances],
+    # the maps the summaries hold (each row's timeline serves them), so the grid can offer them
+    maps = sorted({k for i in ov.instances for s in i.steps[:1] for k, v in s.items()
+                   if _is_encoded(v)})
+    return {"run": run, "kind": kind, "class_names": list(ov.class_names), "maps": maps,
+            "instances": [_instance_json(i, grid=True) for i in ov.instances],
             "warnings": list(ov.warnings)}
 
 
@@ -155,20 +191,49 @@ def timeline_impl(store: RecordStore, run: str, instance: str,
             "warnings": list(ov.warnings)}
 
 
+def _read_error(e: Exception, run: str, instance: str, step: int, kind: str) -> ApiError:
+    """What a store's failure to read a record means to the API (a skipped record is a 404);
+    anything else is a real fault and is raised as it is."""
+    if isinstance(e, ApiError):  # the store already said what it means (RustBoard's keys)
+        return e
+    what = f"{kind} record"
+    if isinstance(e, (NewerSchemaError, UnsupportedKindError)):
+        return ApiError(404, f"{what} {instance!r} at step {step} in run {run!r} was skipped: "
+                        f"{e}")
+    if isinstance(e, RecordDecodeError):
+        return ApiError(404, f"{what} {instance!r} at step {step} in run {run!r} is corrupt "
+                        f"and was skipped: {e}")
+    if isinstance(e, KeyError):
+        return ApiError(404, f"no {what} for instance {instance!r} at step {step} in run "
+                        f"{run!r}")
+    raise e
+
+
 def read(store: RecordStore, run: str, instance: str, step: int, kind: str) -> Any:
     """store.record with its failures turned into API errors (a skipped record is a 404)."""
-    what = f"{kind} record"
     try:
         return store.record(run, instance, step, kind=kind)
-    except (NewerSchemaError, UnsupportedKindError) as e:
-        raise ApiError(404, f"{what} {instance!r} at step {step} in run {run!r} was skipped: "
-                       f"{e}") from None
-    except RecordDecodeError as e:
-        raise ApiError(404, f"{what} {instance!r} at step {step} in run {run!r} is corrupt "
-                       f"and was skipped: {e}") from None
-    except KeyError:
-        raise ApiError(404, f"no {what} for instance {instance!r} at step {step} in run "
-                       f"{run!r}") from None
+    except (NewerSchemaError, UnsupportedKindError, RecordDecodeError, KeyError) as e:
+        raise _read_error(e, run, instance, step, kind) from None
+
+
+def read_many(store: RecordStore, wanted: Sequence[tuple[str, str, int]],
+              kind: str) -> list[Any]:
+    """:func:`read` of each ``(run, instance, step)``: the record, or the :class:`ApiError`
+    saying why it cannot be served. A store with a ``records`` method reads them in one go
+    (the TensorBoard store overlaps its reads); others are asked one record at a time."""
+    batch = getattr(store, "records", None)
+    if batch is None:
+        out: list[Any] = []
+        for run, instance, step in wanted:
+            try:
+                out.append(read(store, run, instance, step, kind))
+            except ApiError as e:
+                out.append(e)
+        return out
+    got = batch(list(wanted), kind=kind)
+    return [_read_error(g, *w, kind) if isinstance(g, Exception) else g
+            for g, w in zip(got, wanted, strict=True)]
 
 
 #: meta keys the generic record JSON lifts to the top level (the rest stays under ``meta``).

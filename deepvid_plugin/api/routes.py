@@ -21,6 +21,7 @@ from deepvid_plugin.api.impl import (
     runs_impl,
     timeline_impl,
 )
+from deepvid_plugin.api.metrics import metrics_impl
 from deepvid_plugin.api.params import (
     ApiError,
     param,
@@ -47,6 +48,11 @@ class Catalog:
     include_record: Callable[[str, str, str, int], bool] | None = None
 
 
+def parse_run_list(args: Mapping[str, Any]) -> list[str]:
+    """The ``run`` parameter as a one-run list (:attr:`Route.cache_runs`'s default)."""
+    return [parse_run(args)]
+
+
 @dataclasses.dataclass(frozen=True)
 class Route:
     """One route of ``http_api.md``.
@@ -54,10 +60,11 @@ class Route:
     Attributes:
         name: the path after the API base (``"instances"``).
         handle: ``(store, query args) -> body``; raises :class:`ApiError` for bad input.
-        cache_name: for answers that depend only on one run's step summaries of one kind
-            (``run``, ``kind``): ``args -> name`` the answer may be cached under, next to that
-            run's overview (the TensorBoard plugin keeps their gzipped bytes). ``None``: not
-            cacheable that way.
+        cache_name: for answers that depend only on the data of one kind in the runs that
+            ``cache_runs`` names: ``args -> name`` the answer may be cached under while those
+            runs' data is unchanged (the TensorBoard plugin keeps their gzipped bytes, next to a
+            single run's overview). ``None``: not cacheable that way.
+        cache_runs: ``args -> runs`` the answer depends on (default: the ``run`` parameter).
         requests: ``catalog -> query params`` of every request a self-contained viewer's
             snapshot answers (``None``: the route is not in snapshots).
     """
@@ -65,6 +72,7 @@ class Route:
     name: str
     handle: Callable[[RecordStore, Mapping[str, Any]], dict[str, Any]]
     cache_name: Callable[[Mapping[str, Any]], str] | None = None
+    cache_runs: Callable[[Mapping[str, Any]], list[str]] = parse_run_list
     requests: Callable[[Catalog], Iterable[dict[str, str]]] | None = None
 
 
@@ -103,9 +111,11 @@ def _compare_requests(c: Catalog) -> Iterable[dict[str, str]]:
                     yield {**base, "class": "own"}
 
 
-def _cache_name(route: str, *params: str) -> Callable[[Mapping[str, Any]], str]:
+def _cache_name(route: str, *params: str,
+                optional: tuple[str, ...] = ()) -> Callable[[Mapping[str, Any]], str]:
     def name(args: Mapping[str, Any]) -> str:
-        return "\0".join([route, *(param(args, p) for p in params)])
+        return "\0".join([route, *(param(args, p) for p in params),
+                          *(str(args.get(p) or "") for p in optional)])
     return name
 
 
@@ -123,9 +133,15 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
     Route("record", lambda s, a: record_impl(s, parse_run(a), parse_instance(a), parse_step(a),
                                              parse_kind(a)),
           requests=_record_requests),
+    # The run's own scalars (not DeepVID's data): read fresh each time, they are small.
+    Route("metrics", lambda s, a: metrics_impl(s, parse_run(a)),
+          requests=lambda c: ({"run": r} for r in c.runs)),
+    # Compare reads one record per step in each run: its answer is kept while both runs'
+    # data is unchanged, so going back to a class or a kind seen before costs nothing.
     Route("compare", lambda s, a: compare_impl(s, parse_instance(a), parse_runs(a),
                                                parse_kind(a), parse_class(a)),
-          requests=_compare_requests),
+          cache_name=_cache_name("compare", "instance", optional=("class",)),
+          cache_runs=parse_runs, requests=_compare_requests),
 )}
 
 

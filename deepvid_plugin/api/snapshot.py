@@ -47,8 +47,9 @@ def snapshot(store: RecordStore, runs: Sequence[str] | None = None, *,
     Size controls (a full record is ~10-45 KB of JSON, so 16 instances x 100 steps of them do not
     fit a viewer artifact): ``include_record(run, kind, instance, step)`` picks the full records to keep
     (default: all; a left-out one answers 404 in the viewer), ``timelines=False`` drops the
-    timeline responses (the frontend draws from ``instances``), and ``pairs`` lists the ordered
-    ``(A, B)`` run pairs to compare (default: all).
+    timeline responses (the grid then has no maps: it draws them from each row's timeline, the
+    overview's grid summaries leave them out), and ``pairs`` lists the ordered ``(A, B)`` run
+    pairs to compare (default: all).
     """
     listing = runs_impl(store)
     wanted = [r["run"] for r in listing["runs"]] if runs is None else list(runs)

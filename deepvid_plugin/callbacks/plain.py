@@ -37,7 +37,7 @@ from deepvid_plugin.callbacks.targets import TargetArtifacts, check_sinks, check
 from deepvid_plugin.core import checks
 from deepvid_plugin.core.guard import module_device_dtype
 from deepvid_plugin.core.outputs import ModelView
-from deepvid_plugin.core.sink import Sink
+from deepvid_plugin.core.sink import Sink, logs_metrics, scalar_metrics
 from deepvid_plugin.methods.deepvid.explainer import DEFAULT_VAE_EPOCHS, DEFAULTS
 
 
@@ -100,7 +100,8 @@ class DeepVIDCallback:
     checks the output, the labels, ``class_names`` and every explainer's layer and generator
     there, before any VAE is fitted, so a mistake fails now, not at the end of the first epoch.
 
-    Use :meth:`on_epoch_end` after each epoch; use the callback as a context manager (or call
+    Use :meth:`on_epoch_end` after each epoch (and :meth:`log_metrics` for your test accuracy or
+    loss, shown above the explanations); use the callback as a context manager (or call
     :meth:`close`) so every sink is flushed and closed.
 
     Example::
@@ -249,6 +250,24 @@ class DeepVIDCallback:
                                         module_device_dtype(self.model)[0], self.artifacts, due)
         self._last_records = records
         return records
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Log the run's own scalar metrics (test accuracy, loss) at ``step`` to every sink that
+        takes them: TensorBoard scalars (the Scalars dashboard charts them) and MLflow metrics.
+        The DeepVID tab shows the chosen one above its grid, on the explanations' steps. A
+        failing sink is handled like a failing write (``on_error``): training goes on.
+
+        Metrics logged some other way (your own ``SummaryWriter.add_scalar`` into the same
+        logdir, ``mlflow.log_metric`` into the same run) are shown as well.
+        """
+        values = scalar_metrics(metrics)
+        step = checks.integer("step", step, 0)
+        if self._closed:
+            raise RuntimeError("DeepVIDCallback.log_metrics: the callback is closed")
+        for name, sink in self.sinks.items():
+            if logs_metrics(sink):
+                self.explanations.policy.call(f"{name}.log_metrics", sink.log_metrics, values,
+                                              step, owner=name)
 
     def flush(self) -> None:
         for name, sink in self.sinks.items():

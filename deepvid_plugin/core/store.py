@@ -36,6 +36,16 @@ class InstanceOverview:
 
 
 @dataclasses.dataclass
+class MetricSeries:
+    """One of a run's own scalar metrics (test accuracy, loss): what the user logged beside the
+    explanations, not DeepVID's numbers. ``steps`` ascending, ``values`` finite."""
+
+    name: str
+    steps: list[int]
+    values: list[float]
+
+
+@dataclasses.dataclass
 class RunOverview:
     class_names: list[str]
     instances: list[InstanceOverview]
@@ -67,6 +77,12 @@ class RecordStore(Protocol):
             NoDataError: ``run`` exists but holds no data of ``kind``.
             KeyError: ``run`` is unknown.
         """
+        ...
+
+    def metrics(self, run: str) -> list[MetricSeries]:
+        """The run's own scalar metrics (TensorBoard scalars, MLflow metrics), without DeepVID's
+        own (``deepvid/...``), each series in step order. ``KeyError``: unknown run. A store
+        that predates metrics may lack this method: the API then serves none."""
         ...
 
     def record(self, run: str, instance: str, step: int, *, kind: str) -> Any:
@@ -104,7 +120,8 @@ class MemoryStore:
     """
 
     def __init__(self, runs: Mapping[str, Iterable[Any]],
-                 names: Mapping[str, str] | None = None):
+                 names: Mapping[str, str] | None = None,
+                 metrics: Mapping[str, Iterable[MetricSeries]] | None = None):
         # run -> kind -> (subject, step) -> envelope
         self._records: dict[str, dict[str, dict[tuple[str, int], Record]]] = {}
         for run, records in runs.items():
@@ -118,6 +135,10 @@ class MemoryStore:
                 by_kind.setdefault(env.kind, {})[(env.subject, env.step)] = env
             self._records[str(run)] = by_kind
         self._names = dict(names or {})
+        self._metrics = {str(r): list(m) for r, m in (metrics or {}).items()}
+        for run in self._metrics:
+            if run not in self._records:
+                raise ValueError(f"metrics: run {run!r} is not one of the runs {sorted(self._records)}")
 
     def runs(self) -> list[tuple[str, str]]:
         return [(r, self._names.get(r, r)) for r in self._records]
@@ -145,6 +166,11 @@ class MemoryStore:
             row.steps.append(summary)
             previous[iid] = summary
         return RunOverview(class_names, list(rows.values()), [])
+
+    def metrics(self, run: str) -> list[MetricSeries]:
+        if run not in self._records:
+            raise KeyError(run)
+        return list(self._metrics.get(run, []))
 
     def record(self, run: str, instance: str, step: int, *, kind: str) -> Any:
         """The typed view of the record (its kind's ``view``)."""

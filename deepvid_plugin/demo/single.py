@@ -84,7 +84,7 @@ def run_digits(args: argparse.Namespace) -> int:
             for epoch in bar:
                 loss = train_epoch(model, opt, digits.x_train, digits.y_train, generator=gen)
                 acc = accuracy(model, digits.x_test, digits.y_test)
-                mlflow.log_metrics({"train_loss": loss, "test_accuracy": acc}, step=epoch)
+                cb.log_metrics({"train_loss": loss, "test_accuracy": acc}, step=epoch)
                 t0 = time.perf_counter()
                 records = cb.on_epoch_end(epoch)
                 history.append(records)

@@ -103,13 +103,19 @@ class _ExperimentView:
     def record(self, run: str, instance: str, step: int, *, kind: str):
         return self._store.record(run, instance, step, kind=kind)
 
+    def metrics(self, run: str):
+        return self._store.metrics(run)
+
+    def started(self, run: str):
+        return self._store.started(run)
+
 
 # ---- the API's work -------------------------------------------------------------------------
 def runs_impl(store, experiment: str | None) -> dict[str, Any]:
     """``runs`` plus the experiments to pick from; the default experiment is the one of the
     newest run with DeepVID data."""
     from deepvid_plugin import api
-    from deepvid_plugin.mlflow import layout
+    from deepvid_plugin.mlflow import layout, links
 
     client = store.client
     experiments = [{"id": e.experiment_id, "name": e.name} for e in client.search_experiments()]
@@ -126,6 +132,8 @@ def runs_impl(store, experiment: str | None) -> dict[str, Any]:
         raise api.ApiError(404, f"experiment {experiment!r} not found")
     body = (api.runs_impl(_ExperimentView(store, experiment)) if experiment is not None
             else {"runs": [], "warnings": []})
+    for run in body["runs"]:  # a link back to each run's page in MLflow's own UI
+        run["url"] = links.run_page(experiment, run["run"], _prefix())
     body["experiments"] = experiments
     body["experiment"] = experiment
     return body

@@ -21,14 +21,17 @@ Each subject entry of a step file, and each subject of the index (one per summar
 CRC-32 of the record written (``record_crc32``), so a reader can tell a bundle that still matches
 the per-step files from one a later writer made stale.
 
-Metrics, with step: each kind's numbers per subject (:func:`metric`) and the mean of its
-headline (:func:`mean_metric`). DeepVID keeps its layout-1 names (``deepvid/fidelity/<key>``,
-``deepvid/deletion_auc/<key>``, ``deepvid/insertion_auc/<key>``, ``deepvid/fidelity_mean``);
+Metrics, with step (which ones: :mod:`.selection`): by default each kind's run-level summaries
+(:func:`run_metric`: the mean of its headline, ``deepvid/fidelity_mean``,
+``deepvid/gradcam/deletion_auc_mean``; ``deepvid/<kind>/trusted_share``), and opt-in each
+subject's numbers (:func:`metric`). DeepVID keeps its layout-1 names (``deepvid/fidelity_mean``,
+``deepvid/fidelity/<key>``, ``deepvid/deletion_auc/<key>``, ``deepvid/insertion_auc/<key>``);
 other kinds' live under ``deepvid/<kind>/``: ``deepvid/<kind>/<name>/<key>`` for instance kinds
-(Grad-CAM's ``deepvid/gradcam/headline/<key>``), ``deepvid/<kind>/<key>/<name>`` for kinds whose
-``subject_first_metrics`` is set (layer and class kinds by default, e.g.
+(Grad-CAM's ``deepvid/gradcam/deletion_auc/<key>``), ``deepvid/<kind>/<key>/<name>`` for kinds
+whose ``subject_first_metrics`` is set (layer and class kinds by default, e.g.
 ``deepvid/netdissect/<layer>/unique_detectors``, ``deepvid/summit/<class>/stability``).
-Step images: ``log_image(key=image_key(kind, key), step=step)`` for kinds that draw one.
+Step images: ``log_image(key=image_key(kind, key), step=step)`` for kinds that draw one, at the
+steps :class:`.selection.ImagePlan` picks.
 Run tag ``deepvid.layout`` marks runs with DeepVID data (the app lists runs by it); the writer
 also keeps ``deepvid.writer``, ``deepvid.writer_seen`` and ``deepvid.revision`` (see below).
 
@@ -143,9 +146,17 @@ def metric(kind: str, name: str, key: str, subject_first: bool = False) -> str:
     return f"{ROOT}/{kind}/{key}/{name}" if subject_first else f"{ROOT}/{kind}/{name}/{key}"
 
 
-def mean_metric(kind: str) -> str:
-    """MLflow metric of the mean headline over subjects, per step."""
-    return MEAN_FIDELITY_METRIC if kind == LEGACY_KIND else f"{ROOT}/{kind}/headline_mean"
+def run_metric(kind: str, name: str) -> str:
+    """MLflow metric of one of a kind's run-level summaries (:mod:`.selection`), e.g.
+    ``deepvid/gradcam/trusted_share``; DeepVID's sit at the top, as its layout-1 names do
+    (``deepvid/fidelity_mean``)."""
+    return f"{ROOT}/{name}" if kind == LEGACY_KIND else f"{ROOT}/{kind}/{name}"
+
+
+def mean_metric(kind: str, headline_metric: str) -> str:
+    """MLflow metric of the mean headline over subjects, per step (``headline_metric``: the
+    kind's ``MLflowHooks.headline_metric``)."""
+    return run_metric(kind, f"{headline_metric}_mean")
 
 
 def fidelity_metric(key: str) -> str:

@@ -43,7 +43,7 @@ def budgeted_snapshot(store, runs: Sequence[str], record_budget: int = DEFAULT_R
         per_subject = max(1, share // max(1, size * len(of_kind)))
         for key, ss in of_kind.items():
             keep.update((*key, s) for s in ss[-per_subject:])
-    return api.snapshot(store, list(runs), timelines=False, pairs=pairs,
+    return api.snapshot(store, list(runs), pairs=pairs,
                         include_record=lambda run, kind, iid, step: (run, kind, iid, step) in keep)
 
 

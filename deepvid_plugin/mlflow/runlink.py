@@ -18,7 +18,7 @@ import numpy as np
 
 from deepvid_plugin.core import kinds, writers
 from deepvid_plugin.core.record import Record, decode_arrays
-from deepvid_plugin.mlflow import hooks, layout
+from deepvid_plugin.mlflow import hooks, layout, links
 from deepvid_plugin.mlflow.spool import Item
 from deepvid_plugin.mlflow.written import WrittenStore
 
@@ -47,6 +47,7 @@ class RunLink:
                 RunTag(layout.SEEN_TAG, str(time.time()))])
             # Two writers that started at once both found the run free: the tag's last value wins.
             self._check_writer(self.client.get_run(self.run_id).data.tags)
+            links.link_run(self.client, run)  # MLflow's run page -> the DeepVID app
             self._contacted = True
 
     def _check_writer(self, tags: dict[str, str]) -> None:
@@ -76,8 +77,13 @@ class RunLink:
         return tags
 
     def draw(self, spec: dict, item: Item) -> np.ndarray:
-        """A step image, drawn on the upload thread from the files of the upload."""
-        with open(os.path.join(item.artifacts, spec["record"]), "rb") as f:
+        """A step image, drawn on the upload thread from the files of the upload, or from the
+        sink's copy of the run (a subject's last card, drawn at close, whose record went up with
+        an earlier step)."""
+        path = os.path.join(item.artifacts, spec["record"])
+        if not os.path.exists(path):
+            path = self.store.path(spec["record"])
+        with open(path, "rb") as f:
             env = Record.decode(f.read())
         if spec.get("subject"):
             with open(self.store.path(spec["subject"]), "rb") as f:

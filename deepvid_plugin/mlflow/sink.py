@@ -13,13 +13,16 @@ index, viewer and bundles are :mod:`.finals`', the hold on the run (checking it,
 its tags) :mod:`.runlink`'s.
 
 What is sent per step: one ``log_artifacts`` (every kind's records, per-subject arrays the first
-time, the step's summaries, under ``deepvid/<kind>/``), one ``log_batch`` (each kind's metrics per
-subject, e.g. DeepVID's ``deepvid/fidelity/<key>`` and ``deepvid/deletion_auc/<key>``, plus the
-mean headline, ``deepvid/fidelity_mean``; and the run's ``deepvid.*`` tags), and one
-``log_image`` per subject of a kind that draws one (DeepVID's weight and contribution maps over
-the instance, so MLflow's own image slider shows a readable timeline). Every ``viewer_every``
-steps, and on ``close()``, ``deepvid/viewer.html`` and ``deepvid/<kind>/index.json`` are
-rewritten; ``close()`` also writes one bundle per subject (:mod:`.bundle`).
+time, the step's summaries, under ``deepvid/<kind>/``), one ``log_batch`` of the step's metrics
+and the run's ``deepvid.*`` tags, and step cards. Which metrics and which cards is chosen in
+:mod:`.selection`: by default a few run-level summaries per kind (``deepvid/fidelity_mean``,
+``deepvid/trusted_share``, ``deepvid/gradcam/deletion_auc_mean``, ...), and a subject's step card
+(DeepVID's ``render_weight_map``: its maps over the instance, its labels and trust, readable in
+MLflow's thumbnail) at its first step, where its prediction changes and at its last.
+Per-subject metrics are opt-in (``subject_metrics=True``). The run is tagged and described with
+its address in the DeepVID app (:mod:`.links`). Every ``viewer_every`` steps, and on
+``close()``, ``deepvid/viewer.html`` and ``deepvid/<kind>/index.json`` are rewritten;
+``close()`` also writes one bundle per subject (:mod:`.bundle`).
 
 Nothing written is lost while MLflow is away (``docs/reliability.md``). Records are kept on disk
 as they are written (:mod:`.written`); a record of a new step, ``flush()`` or ``close()`` turns
@@ -36,16 +39,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import time
 import weakref
 from typing import Any
 
 import numpy as np
 
 from deepvid_plugin.core import kinds, writers
-from deepvid_plugin.mlflow import finals, layout, reach
+from deepvid_plugin.core.sink import scalar_metrics
+from deepvid_plugin.mlflow import finals, layout, reach, selection
 from deepvid_plugin.mlflow.runlink import RunLink
 from deepvid_plugin.mlflow.spool import Item, Spool
-from deepvid_plugin.mlflow.steps import Written, step_upload
+from deepvid_plugin.mlflow.steps import Written, image_spec, step_upload
 from deepvid_plugin.mlflow.uploader import MLflowUnavailableError, Uploader
 from deepvid_plugin.mlflow.written import WrittenStore
 
@@ -81,7 +86,12 @@ class MLflowSink:
         tracking_uri: used only to build the default client.
         viewer_every: rewrite ``deepvid/viewer.html`` every this many steps
             (``0``: only on ``close()``).
-        log_images: also ``log_image`` each weight map (MLflow's native step slider).
+        log_images: ``log_image`` each subject's step card (MLflow's native step slider): at
+            its first step, where its prediction changes and at its last (``True``, the
+            default, or ``"changes"``), at every step (``"all"``), or never (``False``).
+        subject_metrics: also log each subject's numbers as metrics
+            (``deepvid/fidelity/<key>``, ...); by default only run-level summaries are logged
+            (:mod:`.selection`), which keeps a run's page and charts readable.
         title: title of the viewer page (default: the run name).
         viewer_record_budget: bytes of full records (the detail panel) the viewer may carry;
             the newest steps of every instance that fit are kept (see :mod:`.pages`).
@@ -95,7 +105,8 @@ class MLflowSink:
 
     def __init__(self, run_id: str | None = None, *, client: Any = None, logger: Any = None,
                  tracking_uri: str | None = None, viewer_every: int = 10,
-                 log_images: bool = True, title: str | None = None,
+                 log_images: bool | str = True, subject_metrics: bool = False,
+                 title: str | None = None,
                  viewer_record_budget: int = 3_000_000, spool_dir: str | None = None,
                  max_spool_bytes: int = DEFAULT_MAX_SPOOL_BYTES,
                  flush_timeout_s: float = 10.0, close_timeout_s: float = 60.0):
@@ -122,7 +133,13 @@ class MLflowSink:
         self._logger = logger
         self._tracking_uri = tracking_uri
         self.viewer_every = viewer_every
-        self.log_images = bool(log_images)
+        if log_images not in (True, False, *selection.IMAGE_MODES):
+            raise ValueError(f"log_images: expected True, False or one of "
+                             f"{selection.IMAGE_MODES}, got {log_images!r}")
+        self.log_images = log_images
+        self._images = None if log_images is False else selection.ImagePlan(
+            "changes" if log_images is True else log_images)
+        self.subject_metrics = bool(subject_metrics)
         self.viewer_record_budget = viewer_record_budget
         self.max_spool_bytes = int(_non_negative("max_spool_bytes", max_spool_bytes, "bytes"))
         self.flush_timeout_s = float(_non_negative("flush_timeout_s", flush_timeout_s, "s"))
@@ -240,6 +257,28 @@ class MLflowSink:
         self._buffer.append((kind, env, summary, first))
         self._buffer_step = step
 
+    def log_metrics(self, values: dict[str, float], step: int) -> None:
+        """The run's own scalar metrics (test accuracy, loss), sent through the same spool as
+        the records (kept while MLflow is away); the viewer keeps them too, to show beside the
+        explanations."""
+        values = scalar_metrics(values)
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+            raise TypeError(f"step: expected an int, got {type(step).__name__} {step!r}")
+        self._resolve()
+        if self._disabled or not values:
+            return
+        self._store.add_metrics(values, int(step))
+        now = int(time.time() * 1000)
+        builder = self._spool.begin()
+        try:
+            item = self._spool.commit(builder, {
+                "label": f"metrics at step {int(step)}", "artifact_path": layout.ROOT,
+                "metrics": [[k, v, now, int(step)] for k, v in values.items()]})
+        except BaseException:
+            self._spool.discard(builder)
+            raise
+        self._handed(item)
+
     def flush(self) -> None:
         """Hand the step being written to the uploader and wait until MLflow has everything
         written so far.
@@ -336,7 +375,7 @@ class MLflowSink:
         builder = self._spool.begin()
         try:
             metrics, images = step_upload(step, buffered, builder, self._store, self._imaged,
-                                          self.log_images)
+                                          self._images, self.subject_metrics)
             self._steps_sealed += 1
             if self.viewer_every and self._steps_sealed % self.viewer_every == 0:
                 finals.add_index_and_viewer(builder, self._store, self._title,
@@ -365,8 +404,13 @@ class MLflowSink:
         try:
             finals.add_index_and_viewer(builder, self._store, self._title,
                                         self.viewer_record_budget)
+            # each subject's last step card, when its step did not draw one (.selection)
+            now = int(time.time() * 1000)
+            last = [] if self._images is None else [
+                image_spec(self._store, name, subject, step, now)
+                for name, subject, step, _ in self._images.at_close()]
             item = self._spool.commit(builder, {"label": "index and viewer", "final": True,
-                                                "artifact_path": layout.ROOT})
+                                                "artifact_path": layout.ROOT, "images": last})
         except BaseException:
             self._spool.discard(builder)
             raise

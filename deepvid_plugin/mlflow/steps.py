@@ -1,9 +1,9 @@
 """What the MLflow sink sends of one step: its artifacts (records, the per-subject arrays the
 first time, the step file of summaries), its metrics and its step images.
 
-The one place that decides what MLflow gets of each kind besides the records: metrics from the
-kind's hooks (:func:`.hooks.metrics`, plus the mean of the headline), step images from its
-``step_image`` hook. The sink only hands the result to its spool (:mod:`.spool`).
+What MLflow gets of each kind besides the records: metrics and step images as
+:mod:`.selection` picks them from the kind's hooks (:mod:`.hooks`). The sink only hands the
+result to its spool (:mod:`.spool`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from deepvid_plugin.core.encode import encode_image
 from deepvid_plugin.core.record import Record
-from deepvid_plugin.mlflow import hooks, layout
+from deepvid_plugin.mlflow import hooks, layout, selection
 from deepvid_plugin.mlflow.spool import Builder
 from deepvid_plugin.mlflow.written import WrittenStore, record_relpath, subject_relpath
 
@@ -26,13 +24,25 @@ from deepvid_plugin.mlflow.written import WrittenStore, record_relpath, subject_
 Written = tuple[Any, Record, dict, bool]
 
 
+def image_spec(store: WrittenStore, name: str, subject: str, step: int, now: int) -> dict:
+    """What the upload thread needs to draw ``subject``'s step card at ``step``."""
+    data = store.by_kind[name]
+    key = data.keys[subject]
+    return {"key": layout.image_key(key, name), "kind": name,
+            "record": record_relpath(name, key, step),
+            "subject": subject_relpath(name, key) if subject in data.with_subject else None,
+            "step": step, "timestamp": now}
+
+
 def step_upload(step: int, buffered: Sequence[Written], builder: Builder, store: WrittenStore,
-                imaged: set[tuple[str, str]], log_images: bool) -> tuple[list, list]:
+                imaged: set[tuple[str, str]], images_plan: selection.ImagePlan | None,
+                subject_metrics: bool = False) -> tuple[list, list]:
     """Put ``step``'s artifacts into ``builder``; return its metrics (``[name, value,
     timestamp, step]``) and step images (specs the upload thread draws). ``imaged``: the
-    ``(kind, subject)`` whose row picture was already handed over (updated)."""
+    ``(kind, subject)`` whose row picture was already handed over (updated);
+    ``images_plan``: which steps get a step card (None: none)."""
     now = int(time.time() * 1000)
-    metrics: list[list] = []
+    selected: list[tuple[Any, Record, dict, str]] = []
     images: list[dict] = []
     by_kind: dict[str, list[Written]] = {}
     for entry in buffered:
@@ -40,7 +50,7 @@ def step_upload(step: int, buffered: Sequence[Written], builder: Builder, store:
     for name, items in by_kind.items():
         kind, data = items[0][0], store.by_kind[name]
         backend = hooks.of(kind)
-        entries, headlines = [], []
+        entries = []
         for _, env, summary, first in items:
             subject = env.subject
             key = data.keys[subject]
@@ -56,24 +66,17 @@ def step_upload(step: int, buffered: Sequence[Written], builder: Builder, store:
                 builder.add_file(subject_relpath(name, key),
                                  store.path(subject_relpath(name, key)))
             entries.append(entry)
-            for metric_name, value in hooks.metrics(kind, env, summary).items():
-                metrics.append([layout.metric(name, metric_name, key,
-                                              backend.subject_first_metrics), value, now, step])
-                if metric_name == backend.headline_metric:
-                    headlines.append(value)
-            if log_images and backend.step_image is not None:
-                images.append({"key": layout.image_key(key, name), "kind": name,
-                               "record": record_relpath(name, key, step),
-                               "subject": subject_relpath(name, key)
-                               if subject in data.with_subject else None,
-                               "step": step, "timestamp": now})
-        if headlines:
-            metrics.append([layout.mean_metric(name), float(np.mean(headlines)), now, step])
+            selected.append((kind, env, summary, key))
+            if images_plan is not None and backend.step_image is not None and \
+                    images_plan.due(name, subject, step, env, summary):
+                images.append(image_spec(store, name, subject, step, now))
         builder.write_bytes(f"{name}/steps/{layout.step_file(step)}", json.dumps(
             {"layout": layout.LAYOUT_VERSION, "kind": name, "step": step,
              "class_names": list(data.class_names), "instances": entries},
             separators=(",", ":"), allow_nan=False).encode("utf-8"))
+    metrics = [[k, v, now, step] for k, v in selection.step_metrics(
+        selected, subject_metrics=subject_metrics).items()]
     return metrics, images
 
 
-__all__ = ["Written", "step_upload"]
+__all__ = ["Written", "image_spec", "step_upload"]

@@ -30,7 +30,7 @@ import numpy as np
 
 from deepvid_plugin.core import kinds
 from deepvid_plugin.core.record import Record, RecordDecodeError
-from deepvid_plugin.core.store import InstanceOverview, NoDataError, RunOverview
+from deepvid_plugin.core.store import InstanceOverview, MetricSeries, NoDataError, RunOverview
 from deepvid_plugin.mlflow import bundle, layout
 from deepvid_plugin.mlflow.records import RecordFetcher
 from deepvid_plugin.mlflow.runstate import RunState
@@ -38,6 +38,8 @@ from deepvid_plugin.mlflow.runstate import RunState
 logger = logging.getLogger(__name__)
 
 _FINISHED = ("FINISHED", "FAILED", "KILLED")
+#: metrics read per run at most (one history request each; the API shows the first by name).
+MAX_METRICS = 64
 
 
 class NoDeepVIDDataError(NoDataError):
@@ -85,6 +87,7 @@ class MLflowStore:
         self._states: dict[tuple[str, str], RunState] = {}  # (run, kind) -> what was read
         self._listings: dict[tuple[str, ...] | None, tuple[float, list]] = {}
         self._repos: dict[str, Any] = {}
+        self._starts: dict[str, int | None] = {}  # run id -> start time (ms), from listings
         self._lock = threading.RLock()  # the app serves from threads; one state per run
         self._fetch = RecordFetcher(self._download, self._lock)
 
@@ -118,8 +121,20 @@ class MLflowStore:
             max_results=self.max_runs, order_by=["attributes.start_time DESC"])
         listing = [(r.info.run_id, r.info.run_name or r.info.run_id) for r in found]
         with self._lock:
+            self._starts.update({r.info.run_id: r.info.start_time for r in found})
             self._listings[cache_key] = (time.monotonic(), listing)
         return list(listing)
+
+    def started(self, run: str) -> float | None:
+        """When ``run`` began (seconds since the epoch), or ``None``."""
+        with self._lock:
+            ms = self._starts.get(run)
+        if ms is None:
+            try:
+                ms = self._run_info(run).start_time
+            except KeyError:
+                return None
+        return None if ms is None else ms / 1000.0
 
     # ---- RecordStore -------------------------------------------------------------------------
     def kinds(self, run: str) -> list[str]:
@@ -146,6 +161,24 @@ class MLflowStore:
             rows.append(InstanceOverview(iid, inst["label"], image,
                                          [s for _, s in sorted(inst["steps"].items())]))
         return RunOverview(list(state.class_names), rows, list(state.warnings))
+
+    def metrics(self, run: str) -> list[MetricSeries]:
+        """The run's own metrics (``mlflow.log_metric``, the callback's ``log_metrics``), without
+        DeepVID's (``deepvid/...``), each with its full history."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            data = self.client.get_run(run).data
+        except MlflowException:
+            raise RunNotFoundError(f"MLflow run {run!r} not found") from None
+        names = sorted(k for k in data.metrics if not k.startswith(layout.ROOT + "/"))
+        out = []
+        for name in names[:MAX_METRICS]:
+            history = sorted(self.client.get_metric_history(run, name),
+                             key=lambda m: (m.step, m.timestamp))
+            out.append(MetricSeries(name, [int(m.step) for m in history],
+                                    [float(m.value) for m in history]))
+        return out
 
     def record(self, run: str, instance: str, step: int, *, kind: str) -> Any:
         """The record of ``kind`` (its typed view), with its once-per-subject arrays put back

@@ -17,7 +17,7 @@ import numpy as np
 
 from deepvid_plugin.core import kinds
 from deepvid_plugin.core.record import Record, decode_arrays, encode_arrays
-from deepvid_plugin.core.store import InstanceOverview, RunOverview
+from deepvid_plugin.core.store import InstanceOverview, MetricSeries, RunOverview
 from deepvid_plugin.mlflow import bundle, layout
 
 
@@ -51,6 +51,17 @@ class WrittenStore:
     def __init__(self, run: str, name: str, root: str):
         self.run, self.name, self.root = run, name, root
         self.by_kind: dict[str, KindData] = {}
+        self.scalars: dict[str, dict[int, float]] = {}  # the run's own metrics, name -> step
+
+    def add_metrics(self, values: dict[str, float], step: int) -> None:
+        for name, value in values.items():
+            self.scalars.setdefault(name, {})[int(step)] = float(value)
+
+    def metrics(self, run: str) -> list[MetricSeries]:
+        if run != self.run:
+            raise KeyError(run)
+        return [MetricSeries(n, sorted(v), [v[s] for s in sorted(v)])
+                for n, v in sorted(self.scalars.items())]
 
     def path(self, relpath: str) -> str:
         return os.path.join(self.root, relpath)

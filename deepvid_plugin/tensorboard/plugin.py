@@ -26,7 +26,7 @@ from deepvid_plugin.tensorboard import metadata
 
 # DataProviderStore and OverviewCache live in .store; imported here also so that
 # ``from deepvid_plugin.tensorboard.plugin import DataProviderStore`` keeps working.
-from deepvid_plugin.tensorboard.store import DataProviderStore, OverviewCache
+from deepvid_plugin.tensorboard.store import DataProviderStore, OverviewCache, RecordCache
 
 # The built frontend, shared with the MLflow app and the viewer: deepvid_plugin/static.
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
@@ -70,6 +70,9 @@ class DeepVIDPlugin(base_plugin.TBPlugin):
         # Only to read the writers' manifests beside local event files (.manifest): the data
         # itself is read through the data provider alone.
         self._logdir = getattr(context, "logdir", None) or None
+        # answers that depend on several runs (compare): small, keyed by the runs and the kind
+        self._answers = OverviewCache(max_runs=64)
+        self._records = RecordCache()
 
     def get_plugin_apps(self):
         # One WSGI app per entry of the shared route table: a new route needs no edit here.
@@ -89,7 +92,7 @@ class DeepVIDPlugin(base_plugin.TBPlugin):
     def _store(self, request) -> DataProviderStore:
         return DataProviderStore(self._data_provider, plugin_util.context(request.environ),
                                  plugin_util.experiment_id(request.environ), self._cache,
-                                 logdir=self._logdir)
+                                 logdir=self._logdir, records=self._records)
 
     def _answer(self, request, work: Callable[[DataProviderStore], dict]):
         try:
@@ -108,28 +111,36 @@ class DeepVIDPlugin(base_plugin.TBPlugin):
         return app
 
     def _answer_run(self, request, route: api.Route):
-        """Like :meth:`_answer`, for an answer that depends on one run's summaries of one kind
-        only (``route.cache_name`` names it).
+        """Like :meth:`_answer`, for an answer that depends only on the data of one kind in the
+        runs ``route.cache_runs`` names (``route.cache_name`` names the answer).
 
-        Its gzipped bytes are kept in the cache with the run's overview, so asking again while
-        the run is unchanged costs one listing: the overview is ~9 MB of JSON at 64 x 200, and
-        encoding it costs more than reading it.
+        Its gzipped bytes are kept while those runs are unchanged, so asking again costs one
+        listing per run: the overview is megabytes of JSON at 64 x 200, and encoding it costs
+        more than reading it; a compare reads one record per step in each run. Answers of one
+        run sit with its overview (:class:`OverviewCache`), answers of several in their own
+        cache, so a burst of compares never evicts the overviews.
         """
         store = self._store(request)
         try:
-            run = api.parse_run(request.args)
-            kind = api.resolve_kind(store, [run], api.parse_kind(request.args))
+            runs = list(route.cache_runs(request.args))
+            if len(runs) > 1:
+                store.runs()  # one listing of every run, which the fingerprints reuse
+            kind = api.resolve_kind(store, runs, api.parse_kind(request.args))
             what = route.cache_name(request.args)
             try:
-                fingerprint = store.fingerprint(run, kind)
+                prints = [store.fingerprint(r, kind) for r in runs]
+                fingerprint = prints[0] if len(prints) == 1 else tuple(prints)
             except KeyError:
                 fingerprint = None  # the route answers the 404
-            key = store.cache_key(run, kind)
-            gz = None if fingerprint is None else self._cache.get(key, fingerprint, what)
+            if len(runs) == 1:
+                cache, key = self._cache, store.cache_key(runs[0], kind)
+            else:
+                cache, key = self._answers, (store.cache_key(runs[0], kind), *runs[1:])
+            gz = None if fingerprint is None else cache.get(key, fingerprint, what)
             if gz is None:
                 gz = _gzip_json(route.handle(store, request.args))
                 if fingerprint is not None:
-                    self._cache.put(key, fingerprint, what, gz)
+                    cache.put(key, fingerprint, what, gz)
         except api.ApiError as e:
             return http_util.Respond(request, _json_bytes(e.to_json()), "application/json",
                                      code=e.status)

@@ -10,13 +10,13 @@ The HTTP half (routes, static files) is :mod:`.plugin`.
 from __future__ import annotations
 
 import base64
-import collections
 import io
 import logging
 import os
 import re
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -28,8 +28,9 @@ from deepvid_plugin import api
 from deepvid_plugin.core import kinds
 from deepvid_plugin.core.record import Record, RecordDecodeError, decode_arrays
 from deepvid_plugin.tensorboard import losses, manifest, metadata
+from deepvid_plugin.tensorboard.cache import OverviewCache, RecordCache
 
-__all__ = ["DataProviderStore", "OverviewCache", "blob_key_hint"]
+__all__ = ["DataProviderStore", "OverviewCache", "RecordCache", "blob_key_hint"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,24 @@ def blob_key_hint(run: str, error: object) -> str:
             f"name holding a double quote or a backslash breaks RustBoard's blob keys "
             f"({error}). Start TensorBoard with --load_fast=false, or rename the run's "
             f"directory without those characters; its overview still reads")
+#: TensorBoard's scalars plugin, where the run's own metrics live (tf.summary.scalar,
+#: SummaryWriter.add_scalar and simple_value summaries alike).
+SCALARS_PLUGIN = "scalars"
+#: points read per metric series (the API thins them to the same number).
+METRIC_POINTS = 1000
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads for the data provider's reads (each a blocking RPC under RustBoard)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="deepvid-read")
+        return _POOL
 
 
 def _natural_key(s: str) -> list[Any]:
@@ -56,48 +75,6 @@ def _decode_image(obj: Any) -> np.ndarray:
     return np.frombuffer(base64.b64decode(obj["data"]), np.uint8).reshape(shape)
 
 
-class OverviewCache:
-    """Recently read run overviews, each valid while the run's summary series are unchanged.
-
-    An overview decodes one JSON summary per instance-step (12,800 for 64 instances x 200 steps)
-    and a page load asks for it twice (``runs`` counts, ``instances`` draws), as does every
-    ``compare``. An entry is keyed by ``(experiment, run, kind)`` and stamped with the run's
-    *fingerprint*: every summary tag with its last step and wall time, as the data provider lists
-    them. New or re-written data changes the fingerprint, so a stale entry is never served. The
-    entry also keeps the gzipped ``instances`` and ``timeline`` answers, so serving them again
-    costs no encoding.
-    Entries are only ever read, never mutated, by the API.
-    """
-
-    def __init__(self, max_runs: int = 8):
-        if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
-            raise ValueError(f"max_runs: expected a positive int, got {max_runs!r}")
-        self._max = max_runs
-        self._entries: collections.OrderedDict[tuple, dict[str, Any]] = \
-            collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple, fingerprint: tuple, what: str) -> Any:
-        """The cached ``what`` ("overview" or an encoded answer's name), or ``None``."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or entry["fingerprint"] != fingerprint:
-                return None
-            self._entries.move_to_end(key)
-            return entry.get(what)
-
-    def put(self, key: tuple, fingerprint: tuple, what: str, value: Any) -> None:
-        # ``value`` was read after ``fingerprint`` was listed, so it is at least that fresh.
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or entry["fingerprint"] != fingerprint:
-                entry = self._entries[key] = {"fingerprint": fingerprint}
-            entry[what] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
-
-
 class DataProviderStore:
     """:class:`deepvid_plugin.api.RecordStore` over a TensorBoard ``DataProvider``.
 
@@ -109,17 +86,36 @@ class DataProviderStore:
 
     def __init__(self, data_provider: provider.DataProvider, ctx: Any = None,
                  experiment_id: str = "", cache: OverviewCache | None = None,
-                 logdir: str | None = None):
+                 logdir: str | None = None, records: RecordCache | None = None):
         self._dp = data_provider
         self._logdir = logdir  # where run directories are, to read writers' manifests
         self._ctx = ctx if ctx is not None else tb_context.RequestContext()
         self._eid = experiment_id
         self._cache = cache
+        self._records = records
+        # One store serves one request, which asks for its runs' listing several times
+        # (fingerprint, overview, run names) and reads a record per step of one subject (a
+        # compare): each listing, each subject's blob listing and its once-per-subject arrays
+        # are read once. Under RustBoard every call is a round trip to the data server (~45 ms
+        # back to back, measured on the 2-core development machine).
+        self._listings: dict[tuple[str, ...] | None, dict] = {}
+        self._seqs: dict[tuple[str, tuple[str, ...]], dict] = {}
+        self._once: dict[tuple[str, str, str], dict] = {}
+        self._run_starts: dict[str, float | None] | None = None
 
-    def _list(self, runs=None, tags=None) -> dict:
-        flt = None if runs is None else provider.RunTagFilter(runs=runs, tags=tags)
-        return self._dp.list_tensors(self._ctx, experiment_id=self._eid,
-                                     plugin_name=metadata.PLUGIN_NAME, run_tag_filter=flt)
+    def _list(self, runs: list[str] | None = None) -> dict:
+        everything = self._listings.get(None)
+        if everything is not None:
+            return everything if runs is None else {r: everything[r] for r in runs
+                                                    if r in everything}
+        key = None if runs is None else tuple(runs)
+        hit = self._listings.get(key)
+        if hit is None:
+            flt = None if runs is None else provider.RunTagFilter(runs=runs)
+            hit = self._listings[key] = self._dp.list_tensors(
+                self._ctx, experiment_id=self._eid, plugin_name=metadata.PLUGIN_NAME,
+                run_tag_filter=flt)
+        return hit
 
     @staticmethod
     def _summary_tags(tags, kind: str | None = None) -> dict[str, metadata.TagInfo]:
@@ -134,6 +130,14 @@ class DataProviderStore:
         listing = self._list()
         return [(r, r) for r in sorted(listing, key=_natural_key)
                 if self._summary_tags(listing[r])]
+
+    def started(self, run: str) -> float | None:
+        """When ``run`` began (its first event's wall time, seconds), or ``None``."""
+        if self._run_starts is None:
+            self._run_starts = {r.run_name: r.start_time for r in self._dp.list_runs(
+                self._ctx, experiment_id=self._eid)}
+        began = self._run_starts.get(run)
+        return round(float(began), 3) if began is not None else None
 
     def kinds(self, run: str) -> list[str]:
         """The kinds ``run`` holds summaries of (known or not), in registry order first."""
@@ -300,20 +304,56 @@ class DataProviderStore:
             by_step[int(datum.step)] = summary  # a re-written step (resumed run): last one wins
         return api.with_changed([by_step[s] for s in sorted(by_step)])
 
+    def metrics(self, run: str) -> list[api.MetricSeries]:
+        """The run's scalars (TensorBoard's scalars plugin: the callback's ``log_metrics`` or the
+        user's own ``SummaryWriter.add_scalar``), without DeepVID's own tags."""
+        flt = provider.RunTagFilter(runs=[run])
+        listed = self._dp.list_scalars(self._ctx, experiment_id=self._eid,
+                                       plugin_name=SCALARS_PLUGIN, run_tag_filter=flt).get(run)
+        if not listed and not self._list([run]).get(run):
+            raise KeyError(run)
+        tags = sorted(t for t in (listed or {}) if not t.startswith(metadata.PLUGIN_NAME + "/"))
+        if not tags:
+            return []
+        data = self._dp.read_scalars(
+            self._ctx, experiment_id=self._eid, plugin_name=SCALARS_PLUGIN,
+            downsample=METRIC_POINTS, run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
+        ).get(run, {})
+        return [api.MetricSeries(t, [int(d.step) for d in data.get(t, [])],
+                                 [float(d.value) for d in data.get(t, [])]) for t in tags]
+
+    @staticmethod
+    def _record_tags(instance: str, kind: str) -> list[str]:
+        """The record and subject tags of ``instance`` (then version 1's, for DeepVID)."""
+        tags = [metadata.tag(instance, metadata.ROLE_RECORD, kind),
+                metadata.tag(instance, metadata.ROLE_SUBJECT, kind)]
+        if kind == metadata.LEGACY_KIND:  # version-1 series
+            tags += [metadata.legacy_tag(instance, metadata.ROLE_RECORD),
+                     metadata.legacy_tag(instance, metadata.KIND_NEIGHBOURS)]
+        return tags
+
+    def _sequences(self, run: str, tags: list[str]) -> dict:
+        seqs = self._seqs.get((run, tuple(tags)))
+        if seqs is None:
+            seqs = self._seqs[(run, tuple(tags))] = self._dp.read_blob_sequences(
+                self._ctx, experiment_id=self._eid, plugin_name=metadata.PLUGIN_NAME,
+                downsample=_ALL, run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
+            ).get(run, {})
+        return seqs
+
+    def _once_arrays(self, run: str, instance: str, kind: str, seqs, tags: list[str]) -> dict:
+        once = self._once.get((run, kind, instance))
+        if once is None:
+            once = self._once[(run, kind, instance)] = self._subject_arrays(run, instance, seqs,
+                                                                           tags)
+        return once
+
     def record(self, run: str, instance: str, step: int, *, kind: str) -> Any:
         """The record of ``kind`` (its typed view), with its once-per-subject arrays put back
         when they are readable."""
         spec = kinds.get(kind)  # UnsupportedKindError: the API answers 404 naming it
-        rtag, stag = (metadata.tag(instance, metadata.ROLE_RECORD, kind),
-                      metadata.tag(instance, metadata.ROLE_SUBJECT, kind))
-        tags = [rtag, stag]
-        if kind == metadata.LEGACY_KIND:  # version-1 series
-            tags += [metadata.legacy_tag(instance, metadata.ROLE_RECORD),
-                     metadata.legacy_tag(instance, metadata.KIND_NEIGHBOURS)]
-        seqs = self._dp.read_blob_sequences(
-            self._ctx, experiment_id=self._eid, plugin_name=metadata.PLUGIN_NAME,
-            downsample=_ALL, run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
-        ).get(run, {})
+        tags = self._record_tags(instance, kind)
+        seqs = self._sequences(run, tags)
         # The current series wins over version 1's; within one, a re-written step's last value.
         matching = next((m for m in ([d for d in seqs.get(t, []) if d.step == step]
                                      for t in tags[::2]) if m), None)
@@ -323,8 +363,17 @@ class DataProviderStore:
                     "its summary is there but TensorBoard has no readable record of it: the "
                     "run's event file is damaged at that step")
             raise KeyError((run, instance, step))
-        env = kinds.validated(Record.decode(self._blob(matching[-1], run)))
-        once = self._subject_arrays(run, instance, seqs, tags)
+        datum = matching[-1]
+        key = None
+        if self._records is not None and datum.values:
+            subject = next((seqs[t][-1] for t in tags[1::2] if seqs.get(t)), None)
+            key = (self._eid, run, kind, instance, int(step), datum.values[0].blob_key,
+                   subject.values[0].blob_key if subject is not None and subject.values else None)
+            hit = self._records.get(key)
+            if hit is not None:
+                return hit
+        env = kinds.validated(Record.decode(self._blob(datum, run)))
+        once = self._once_arrays(run, instance, kind, seqs, tags)
         if once:
             try:
                 env = kinds.prepare(env.with_arrays(once))[1]
@@ -333,7 +382,39 @@ class DataProviderStore:
                        f"{instance!r} in run {run!r} do not fit its record at step {step}: {e}")
                 logger.warning(msg)
                 warnings.warn(msg, stacklevel=2)
-        return kinds.view(env)
+        view = kinds.view(env)
+        if key is not None:
+            self._records.put(key, view)
+        return view
+
+    def records(self, wanted: list[tuple[str, str, int]], *, kind: str) -> list[Any]:
+        """Several records of ``kind`` at once, ``[(run, instance, step), ...]``: each one's
+        record, or the exception reading it raised (compare reads a step of each run at every
+        common step). Each subject's blob listing is read once, then the blobs in parallel:
+        under RustBoard each read is a round trip of its own, and they overlap."""
+        kinds.get(kind)
+        pool = _pool()
+        subjects = sorted({(run, inst) for run, inst, _ in wanted})
+
+        def prime(subject: tuple[str, str]) -> None:
+            tags = self._record_tags(subject[1], kind)
+            try:
+                self._once_arrays(subject[0], subject[1], kind,
+                                  self._sequences(subject[0], tags), tags)
+            except (KeyError, tb_errors.NotFoundError, api.ApiError):
+                # record() raises it again, per step, where the API can name it (an ApiError:
+                # RustBoard cannot key this run's blobs, and compare warns about that run)
+                pass
+
+        list(pool.map(prime, subjects))
+
+        def one(w: tuple[str, str, int]) -> Any:
+            try:
+                return self.record(w[0], w[1], w[2], kind=kind)
+            except Exception as e:  # handed back: the API decides what each failure means
+                return e
+
+        return list(pool.map(one, wanted))
 
     def _subject_arrays(self, run: str, subject: str, seqs, tags: list[str]) -> dict:
         """The subject's once-per-subject arrays (current layout, else version-1 neighbours)."""

@@ -35,6 +35,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_
 from deepvid_plugin.core import kinds
 from deepvid_plugin.core.encode import encode_image
 from deepvid_plugin.core.record import Record, encode_arrays
+from deepvid_plugin.core.sink import scalar_metrics
 from deepvid_plugin.tensorboard import metadata
 from deepvid_plugin.tensorboard.eventfile import EventFile
 from deepvid_plugin.tensorboard.lock import RunLock, check_run_dir
@@ -175,6 +176,21 @@ class TensorBoardSink:
             self._manifest.add(kind.name, env.subject, step)
             self._started.add(key)
             self._previous[key] = step_summary
+
+    def log_metrics(self, values: dict[str, float], step: int) -> None:
+        """Write the run's own scalar metrics (test accuracy, loss) as ordinary TensorBoard
+        scalars: the Scalars dashboard charts them, and the DeepVID tab shows the chosen one
+        above its grid, on the same steps as the explanations."""
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+            raise TypeError(f"step: expected an int, got {type(step).__name__} {step!r}")
+        summary = summary_pb2.Summary()
+        for name, value in scalar_metrics(values).items():
+            summary.value.add(tag=name, simple_value=value)
+        with self._lock:
+            if self._closed:
+                raise ValueError("TensorBoardSink: log_metrics() after close()")
+            if summary.value:
+                self._writer.add(summary, int(step))
 
     @staticmethod
     def _subject_content(env: Record) -> dict[str, Any]:

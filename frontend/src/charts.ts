@@ -1,8 +1,10 @@
-// Small line charts over steps (uPlot): a marker for the selected step, shaded low-fidelity steps,
-// and a click anywhere selects the nearest step.
+// Small line charts over steps (uPlot): a marker for the selected step, shaded low-trust steps
+// (with their legend), the values under the cursor in the legend, and a click anywhere selects
+// the nearest step.
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
-import { h } from "./dom";
+import { LOW_TRUST_BAND } from "./colors";
+import { fmtNumber, h } from "./dom";
 
 export interface Series {
   label: string;
@@ -16,8 +18,10 @@ export interface ChartSpec {
   steps: number[];
   series: Series[];
   yRange?: [number, number];
-  /** Steps to shade as untrustworthy (low fidelity). */
+  /** Steps to shade as untrustworthy (low trust). */
   lowSteps?: number[];
+  /** What the shaded steps are, for the legend (default "low-trust steps"). */
+  lowLabel?: string;
   selected?: number | null;
   onPick?: (step: number) => void;
   testid?: string;
@@ -32,10 +36,16 @@ export interface Chart {
 
 export function lineChart(spec: ChartSpec): Chart {
   const box = h("div", { class: "chart" });
-  const el = h("figure", { class: "chart-fig", "data-testid": spec.testid ?? "chart" },
-    h("figcaption", {}, spec.title), box);
-  let selected = spec.selected ?? null;
   const low = new Set(spec.lowSteps ?? []);
+  const el = h("figure", { class: "chart-fig", "data-testid": spec.testid ?? "chart" },
+    h("figcaption", {}, spec.title), box,
+    h("div", { class: "chart-band-key" },
+      spec.selected !== undefined ? h("span", { class: "sel-key" }, h("span", { class: "sel-swatch" }), "selected step")
+        : null,
+      low.size ? h("span", { class: "sel-key", "data-testid": "chart-band-key" },
+        h("span", { class: "band-swatch", style: `background:${LOW_TRUST_BAND}` }), spec.lowLabel ?? "low-trust steps")
+        : null));
+  let selected = spec.selected ?? null;
   const xs = spec.steps;
   const half = xs.length > 1 ? (xs[xs.length - 1] - xs[0]) / (xs.length - 1) / 2 : 0.5;
 
@@ -44,7 +54,7 @@ export function lineChart(spec: ChartSpec): Chart {
     const { top, height } = u.bbox;
     ctx.save();
     if (low.size) {
-      ctx.fillStyle = "rgba(220, 38, 38, 0.10)";
+      ctx.fillStyle = LOW_TRUST_BAND;
       for (const s of xs) {
         if (!low.has(s)) continue;
         const x0 = u.valToPos(s - half, "x", true);
@@ -68,7 +78,8 @@ export function lineChart(spec: ChartSpec): Chart {
   const opts: uPlot.Options = {
     width: 360,
     height: 150,
-    legend: { show: true, live: false },
+    // hovering reads the values at a step out in the legend
+    legend: { show: true, live: true },
     cursor: { drag: { x: false, y: false }, points: { size: 6 } },
     scales: {
       x: { time: false, range: xs.length > 1 ? undefined : [xs[0] - 1, xs[0] + 1] },
@@ -80,7 +91,7 @@ export function lineChart(spec: ChartSpec): Chart {
       { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { show: false }, size: 36 },
     ],
     series: [
-      { label: "step" },
+      { label: "step", value: (_u, v) => (v === null || v === undefined ? "–" : String(v)) },
       ...spec.series.map((s) => ({
         label: s.label,
         stroke: s.color,
@@ -88,6 +99,7 @@ export function lineChart(spec: ChartSpec): Chart {
         dash: s.dash,
         points: { show: xs.length <= 40, size: 5, fill: s.color },
         spanGaps: true,
+        value: (_u: uPlot, v: number | null) => (v === null || v === undefined ? "–" : fmtNumber(v)),
       })),
     ],
     hooks: {
@@ -138,7 +150,7 @@ export function curveChart(spec: CurveSpec): HTMLElement {
   const opts: uPlot.Options = {
     width: 360,
     height: 150,
-    legend: { show: true, live: false },
+    legend: { show: true, live: true },
     cursor: { drag: { x: false, y: false }, points: { size: 6 } },
     scales: { x: { time: false, range: [0, 1] }, y: { range: [0, 1] } },
     axes: [
@@ -149,10 +161,11 @@ export function curveChart(spec: CurveSpec): HTMLElement {
         font: "11px system-ui, sans-serif" },
     ],
     series: [
-      { label: spec.xLabel },
+      { label: spec.xLabel, value: (_u, v) => (v === null || v === undefined ? "–" : `${Math.round(v * 100)}%`) },
       ...spec.series.map((s) => ({
         label: s.label, stroke: s.color, width: 2, dash: s.dash,
         points: { show: spec.xs.length <= 24, size: 4, fill: s.color },
+        value: (_u: uPlot, v: number | null) => (v === null || v === undefined ? "–" : fmtNumber(v)),
       })),
     ],
   };

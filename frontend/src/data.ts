@@ -22,6 +22,8 @@ export class ApiError extends Error {
 }
 
 export interface DataSource {
+  /** True for a saved page (viewer.html): it holds the runs it was saved with, nothing more. */
+  readonly saved: boolean;
   get<T>(route: string, params?: Params): Promise<T>;
   /** Forget cached answers (the Reload button), so new steps written meanwhile show up. */
   clear(): void;
@@ -37,9 +39,10 @@ export function snapshotKey(route: string, params: Params = {}): string {
   return route + "?" + new URLSearchParams(keys.map((k) => [k, params[k]])).toString();
 }
 
-function memo(fetcher: <T>(route: string, params: Params) => Promise<T>): DataSource {
+function memo(fetcher: <T>(route: string, params: Params) => Promise<T>, saved: boolean): DataSource {
   const cache = new Map<string, Promise<unknown>>();
   return {
+    saved,
     get<T>(route: string, params: Params = {}): Promise<T> {
       const key = snapshotKey(route, params);
       let hit = cache.get(key) as Promise<T> | undefined;
@@ -84,7 +87,7 @@ export function httpSource(apiBase: string | URL): DataSource {
       throw new ApiError(response.status, typeof msg === "string" ? msg : `HTTP ${response.status}`, route);
     }
     return body as T;
-  });
+  }, false);
 }
 
 /** Answer from an inline snapshot: `{ snapshotKey: response }` (deepvid_plugin.api.snapshot). */
@@ -102,5 +105,5 @@ export function snapshotSource(snapshot: Record<string, unknown>): DataSource {
       throw new ApiError(typeof body.status === "number" ? body.status : 404, body.error, route);
     }
     return body as T;
-  });
+  }, true);
 }

@@ -55,3 +55,10 @@ export function className(names: string[], k: number | null | undefined): string
   if (k === null || k === undefined) return "unknown";
   return names[k] ?? `class ${k}`;
 }
+
+/** A number with at most 4 significant digits, without trailing zeros. */
+export function fmtNumber(v: number): string {
+  if (!Number.isFinite(v)) return String(v);
+  if (Number.isInteger(v)) return String(v);
+  return String(Number(v.toPrecision(4)));
+}

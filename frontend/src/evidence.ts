@@ -44,7 +44,7 @@ export function lowTrust(trustworthy: boolean | null, f: Fidelity | undefined | 
   return trustworthy === false || f?.better_than_random === false;
 }
 
-export function stepLowTrust(s: StepSummary): boolean {
+export function stepLowTrust(s: Pick<StepSummary, "trustworthy" | "fidelity">): boolean {
   return lowTrust(s.trustworthy, s.fidelity);
 }
 

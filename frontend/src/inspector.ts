@@ -7,16 +7,19 @@ import { SERIES } from "./colors";
 import { className, fmt, h, pct } from "./dom";
 import { imageCanvas } from "./draw";
 import { NO_EVIDENCE, stepLowTrust, trustReason } from "./evidence";
-import type { Instance } from "./types";
+import type { Instance, Timeline } from "./types";
 
 export interface Inspector {
   select(step: number | null): void;
 }
 
-export function renderInspector(app: ViewHost, parent: HTMLElement, inst: Instance, names: string[]): Inspector {
-  const steps = inst.steps.map((s) => s.step);
-  const low = inst.steps.filter(stepLowTrust).map((s) => s.step);
-  const last = inst.steps[inst.steps.length - 1];
+/** The instance panel of `inst`, from its whole step summaries (`tl`, its timeline). */
+export function renderInspector(app: ViewHost, parent: HTMLElement, inst: Instance, tl: Timeline,
+  names: string[]): Inspector {
+  const all = tl.steps;
+  const steps = all.map((s) => s.step);
+  const low = all.filter(stepLowTrust).map((s) => s.step);
+  const last = all[all.length - 1];
 
   const slider = h("input", {
     type: "range", min: 0, max: steps.length - 1, step: 1,
@@ -28,14 +31,14 @@ export function renderInspector(app: ViewHost, parent: HTMLElement, inst: Instan
   slider.addEventListener("input", () => app.selectStep(steps[Number(slider.value)]));
 
   // Only DeepVID's students have a fidelity; other kinds (Grad-CAM) show their evidence instead.
-  const hasFidelity = inst.steps.some((s) => num(s.fidelity?.top1_agreement) !== null);
+  const hasFidelity = all.some((s) => num(s.fidelity?.top1_agreement) !== null);
   const fidelity = !hasFidelity ? null : lineChart({
     title: "Fidelity over steps (student agrees with the model)",
     testid: "fidelity-chart",
     steps,
     series: [
-      { label: "top-1 agreement", values: inst.steps.map((s) => num(s.fidelity?.top1_agreement)), color: SERIES.fidelity },
-      { label: "R² (top class)", values: inst.steps.map((s) => num(s.fidelity?.r2_top)), color: SERIES.r2, dash: [5, 4] },
+      { label: "top-1 agreement", values: all.map((s) => num(s.fidelity?.top1_agreement)), color: SERIES.fidelity },
+      { label: "R² (top class)", values: all.map((s) => num(s.fidelity?.r2_top)), color: SERIES.r2, dash: [5, 4] },
     ],
     yRange: [0, 1],
     lowSteps: low,
@@ -46,12 +49,12 @@ export function renderInspector(app: ViewHost, parent: HTMLElement, inst: Instan
   const truth = inst.label;
   const probSeries: Series[] = [
     // dashed, so the true-class line stays visible where the two coincide
-    { label: "p(predicted)", values: inst.steps.map((s) => num(s.probs[s.predicted])), color: SERIES.predicted,
+    { label: "p(predicted)", values: all.map((s) => num(s.probs[s.predicted])), color: SERIES.predicted,
       dash: [6, 4] },
   ];
   if (truth !== null) {
     probSeries.unshift({ label: `p(true: ${className(names, truth)})`,
-      values: inst.steps.map((s) => num(s.probs[truth])), color: SERIES.truth });
+      values: all.map((s) => num(s.probs[truth])), color: SERIES.truth });
   }
   const probs = lineChart({
     title: truth !== null ? "Probability of the true and the predicted class" : "Probability of the predicted class",
@@ -65,7 +68,7 @@ export function renderInspector(app: ViewHost, parent: HTMLElement, inst: Instan
   });
 
   // Faithfulness over steps: the map's deletion AUC (lower is better) against a random map's.
-  const del = inst.steps.map((s) => num(s.fidelity?.deletion_auc));
+  const del = all.map((s) => num(s.fidelity?.deletion_auc));
   const faith = del.some((v) => v !== null)
     ? lineChart({
       title: "Deletion AUC over steps (lower: the map finds what the model uses)",
@@ -73,7 +76,7 @@ export function renderInspector(app: ViewHost, parent: HTMLElement, inst: Instan
       steps,
       series: [
         { label: "this map", values: del, color: SERIES.deletion },
-        { label: "random map", values: inst.steps.map((s) => num(s.fidelity?.random_deletion_auc)),
+        { label: "random map", values: all.map((s) => num(s.fidelity?.random_deletion_auc)),
           color: SERIES.random, dash: [5, 4] },
       ],
       yRange: [0, 1],
@@ -100,7 +103,7 @@ export function renderInspector(app: ViewHost, parent: HTMLElement, inst: Instan
   const select = (step: number | null) => {
     const i = step === null ? -1 : steps.indexOf(step);
     if (i < 0) return;
-    const s = inst.steps[i];
+    const s = all[i];
     slider.value = String(i);
     stepOut.textContent = `${s.step}  (${i + 1}/${steps.length})`;
     status.textContent = "";

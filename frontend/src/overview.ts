@@ -1,23 +1,38 @@
 // The overview: rows are tracked instances, columns are steps. Each cell is drawn by the view of
-// the kind the grid shows (views/<kind>.ts; DeepVID's and Grad-CAM's: the predicted class's map
-// over the instance). Cells are painted lazily when they scroll into view, so a
-// 64 x 200 grid appears at once.
+// the kind the grid shows (views/<kind>.ts; DeepVID's and Grad-CAM's: a map of the predicted
+// class over the instance). The overview answer carries what every cell's marks need (prediction,
+// trust, change); a row asks for its maps (its `timeline`) when it comes near the visible part of
+// the grid, and a cell paints when it does, so a 64 x 200 grid appears at once and moves little.
 import type { ViewHost } from "./host";
 import { className, h, fmt } from "./dom";
 import { imageCanvas } from "./draw";
 import { stepLowTrust, trustReason } from "./evidence";
-import type { Instance, InstancesResp, StepSummary } from "./types";
+import type { GridStep, Instance, InstancesResp, StepSummary } from "./types";
 import { instanceView, type InstanceView } from "./views";
 
 export interface Overview {
+  /** Mark the selected row and cell, and scroll the cell into view. */
   highlight(instance: string | null, step: number | null): void;
+  /** Scroll so the cell is visible left of `rightEdge` (a viewport x: a panel's left edge) and
+   * inside the window; `inset` px of room are added after the last step for that. */
+  reveal(instance: string, step: number, rightEdge: number, inset: number): void;
+  /** The scroll box, and the steps of the columns (the metric strip lines up with them). */
+  readonly scroller: HTMLElement;
+  readonly steps: readonly number[];
 }
 
-const CELL = 56; // map size in px
-const CELL_W = 68; // cell width incl. padding (style.css .cell)
-const ROW_HEAD = 190; // style.css .row-head
+export const CELL = 56; // map size in px
+export const CELL_W = 68; // cell width incl. padding (style.css .cell)
+export const ROW_HEAD = 190; // style.css .row-head
 
-export function renderOverview(app: ViewHost, parent: HTMLElement, data: InstancesResp): Overview {
+/** `s` with `thumb` replaced by the cell map `key` when the summary has it. */
+function withMap(s: StepSummary, key: string | null): StepSummary {
+  if (!key || key === "thumb" || !s[key]) return s;
+  return { ...s, thumb: s[key] as StepSummary["thumb"] };
+}
+
+export function renderOverview(app: ViewHost, parent: HTMLElement, data: InstancesResp,
+  mapKey: string | null): Overview {
   const names = data.class_names;
   const view = instanceView(app.kind);
   if (!view) throw new Error(`kind: no grid view is registered for ${JSON.stringify(app.kind)}`);
@@ -25,19 +40,20 @@ export function renderOverview(app: ViewHost, parent: HTMLElement, data: Instanc
   const cells = new Map<string, HTMLElement>();
   const rows = new Map<string, HTMLElement>();
   const key = (id: string, step: number) => `${step}\u0000${id}`;
+  const width = ROW_HEAD + steps.length * CELL_W;
 
   // A div grid, not a <table>: rows of fixed-size cells lay out in O(visible) with
   // content-visibility, where a 64 x 200 table took seconds of layout.
   const head = h("div", { class: "grid-row grid-head", role: "row" },
     h("div", { class: "corner", role: "columnheader" }, "instance \\ step"),
-    ...steps.map((s) => h("div", { class: "step-head", role: "columnheader" }, String(s))));
+    ...steps.map((s) => h("div", { class: "step-head", role: "columnheader", "data-step": s }, String(s))));
   const tbody = h("div", { class: "grid-body", role: "rowgroup" });
   const table = h("div", { class: "grid", role: "grid", "data-testid": "overview-grid",
-    style: `width:${ROW_HEAD + steps.length * CELL_W}px` }, head, tbody);
-  const scroller = h("div", { class: "grid-scroll", tabindex: 0, "aria-label":
+    style: `width:${width}px` }, head, tbody);
+  const scroller = h("div", { class: "grid-scroll", tabindex: 0, "data-testid": "grid-scroll", "aria-label":
     "Overview grid. Arrow keys move the selection, Enter opens the detail panel, Escape closes it." }, table);
-  // Two levels of laziness keep a 64 x 200 overview instant: a row gets its cells only when it
-  // comes near the visible part of the grid, and a cell paints its canvas only when it does.
+  // Two levels of laziness: a row gets its cells (and asks for its maps) only when it comes near
+  // the visible part of the grid, and a cell paints its canvas only when it does.
   const painters = new WeakMap<Element, () => void>();
   const builders = new WeakMap<Element, () => void>();
   const observer = new IntersectionObserver((entries) => {
@@ -50,7 +66,8 @@ export function renderOverview(app: ViewHost, parent: HTMLElement, data: Instanc
       work?.();
     }
   }, { root: scroller, rootMargin: "300px" });
-  const summaries = new Map<Element, [Instance, StepSummary]>();
+  const summaries = new Map<Element, [Instance, GridStep]>();
+  const full = new Map<string, Map<number, StepSummary>>(); // rows whose timeline has arrived
 
   for (const inst of data.instances) {
     const label = inst.label;
@@ -65,6 +82,13 @@ export function renderOverview(app: ViewHost, parent: HTMLElement, data: Instanc
       rowHead);
     const build = () => {
       const byStep = new Map(inst.steps.map((s) => [s.step, s]));
+      const maps = app.timeline(inst.id).then((tl) => {
+        const got = new Map(tl.steps.map((s) => [s.step, s]));
+        full.set(inst.id, got);
+        tr.dataset.maps = "true";
+        return got;
+      });
+      maps.catch(() => { tr.dataset.maps = "failed"; });
       const frag = document.createDocumentFragment();
       for (const step of steps) {
         const s = byStep.get(step);
@@ -72,9 +96,16 @@ export function renderOverview(app: ViewHost, parent: HTMLElement, data: Instanc
           frag.appendChild(h("div", { class: "cell missing", role: "gridcell", title: `no record at step ${step}` }, "·"));
           continue;
         }
-        const [td, paint] = cellFor(view, inst, s, names);
+        const [td, art] = cellFor(view, inst, s, names);
         cells.set(key(inst.id, step), td);
-        painters.set(td, paint);
+        painters.set(td, () => {
+          maps.then((got) => {
+            const whole = got.get(step);
+            if (whole?.thumb) art.appendChild(view.cellArt(inst, withMap(whole, mapKey), CELL));
+            else art.appendChild(h("span", { class: "cell-nomap", title: "no map in this step's summary" }, "–"));
+            td.dataset.painted = "true";
+          }, () => art.appendChild(h("span", { class: "cell-nomap", title: "the maps of this row could not be read" }, "!")));
+        });
         summaries.set(td, [inst, s]);
         frag.appendChild(td);
         observer.observe(td);
@@ -102,7 +133,13 @@ export function renderOverview(app: ViewHost, parent: HTMLElement, data: Instanc
   tbody.addEventListener("mouseover", (ev) => {
     const td = cellOf(ev) as HTMLElement | null;
     const hit = td && summaries.get(td);
-    if (hit && !td.title) td.title = tooltip(view, hit[0], hit[1], names);
+    if (!hit) return;
+    const whole = full.get(hit[0].id)?.get(hit[1].step);
+    // the whole summary once the row's maps are in (its evidence numbers), the grid's before
+    if (!td.title || (whole && td.dataset.titled !== "full")) {
+      td.title = tooltip(view, hit[0], whole ?? hit[1], names);
+      td.dataset.titled = whole ? "full" : "grid";
+    }
   });
   parent.appendChild(h("div", { class: "dv-caption" },
     `${data.instances.length} instances × ${steps.length} steps · click a cell for details, ` +
@@ -133,7 +170,10 @@ export function renderOverview(app: ViewHost, parent: HTMLElement, data: Instanc
   });
 
   let current: HTMLElement[] = [];
+  let inset = 0;
   return {
+    scroller,
+    steps,
     highlight(id, step) {
       current.forEach((el) => el.classList.remove("selected", "selected-row"));
       current = [];
@@ -146,26 +186,44 @@ export function renderOverview(app: ViewHost, parent: HTMLElement, data: Instanc
       if (cell) {
         cell.classList.add("selected");
         current.push(cell);
-        cell.scrollIntoView({ block: "nearest", inline: "nearest" });
+        if (inset === 0) cell.scrollIntoView({ block: "nearest", inline: "nearest" });
       }
+    },
+    reveal(id, step, rightEdge, room) {
+      // Room after the last step, so the last columns can scroll out from under the panel.
+      inset = room;
+      table.style.width = `${width + room}px`;
+      ensureRow(id);
+      const cell = cells.get(key(id, step));
+      if (!cell) return;
+      cell.scrollIntoView({ block: "nearest", inline: "nearest" }); // vertically, in every scroller
+      const box = scroller.getBoundingClientRect();
+      const c = cell.getBoundingClientRect();
+      const right = Math.min(box.right, rightEdge) - 8;
+      const left = box.left + ROW_HEAD + 4;
+      if (c.right > right) scroller.scrollLeft += c.right - right;
+      else if (c.left < left) scroller.scrollLeft -= left - c.left;
     },
   };
 }
 
-function tooltip(view: InstanceView, inst: Instance, s: StepSummary, names: string[]): string {
+function tooltip(view: InstanceView, inst: Instance, s: GridStep, names: string[]): string {
   const known = inst.label !== null;
   const why = trustReason(s.trustworthy, s.fidelity);
+  const p = s.probs?.[s.predicted];
   return [
     `${inst.id} · step ${s.step} · ${view.label}`,
-    `predicted: ${className(names, s.predicted)} (${fmt(s.probs[s.predicted], 2)})`,
+    `predicted: ${className(names, s.predicted)}` + (p === undefined ? "" : ` (${fmt(p, 2)})`),
     known ? `true: ${className(names, inst.label)}` : "true label unknown",
-    ...view.tooltip(s),
+    ...(s.thumb ? view.tooltip(s as StepSummary) : []),
     why ? `DON'T TRUST THIS EXPLANATION: ${why}` : "",
-    s.changed ? "prediction changed at this step" : "",
+    s.changed ? "◆ the prediction changed at this step" : "",
   ].filter(Boolean).join("\n");
 }
 
-function cellFor(view: InstanceView, inst: Instance, s: StepSummary, names: string[]): [HTMLElement, () => void] {
+/** A cell and the box its map is painted into. Its marks (changed, low trust) sit on the label
+ * line under the map, never on the map itself: the demo's marker is in the top-left corner. */
+function cellFor(view: InstanceView, inst: Instance, s: GridStep, names: string[]): [HTMLElement, HTMLElement] {
   const pred = className(names, s.predicted);
   const known = inst.label !== null;
   const correct = known && s.predicted === inst.label;
@@ -183,9 +241,10 @@ function cellFor(view: InstanceView, inst: Instance, s: StepSummary, names: stri
   },
   art,
   h("div", { class: "cell-label" + (known ? (correct ? " ok" : " bad") : "") },
-    known ? (correct ? "✓ " : "✗ ") : "", pred),
-  s.changed ? h("span", { class: "mark-changed", "aria-label": "prediction changed" }, "◆") : null,
-  low ? h("span", { class: "mark-lowfi", "aria-label": `low trust: ${trustReason(s.trustworthy, s.fidelity)}` }, "⚠")
-    : null);
-  return [td, () => art.appendChild(view.cellArt(inst, s, CELL))];
+    s.changed ? h("span", { class: "mark-changed", "aria-label": "prediction changed", "data-testid": "mark-changed" }, "◆")
+      : null,
+    h("span", { class: "cell-pred" }, known ? (correct ? "✓ " : "✗ ") : "", pred),
+    low ? h("span", { class: "mark-lowfi", "data-testid": "mark-lowfi",
+      "aria-label": `low trust: ${trustReason(s.trustworthy, s.fidelity)}` }, "⚠") : null));
+  return [td, art];
 }

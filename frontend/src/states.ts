@@ -1,5 +1,5 @@
-// Error state shared by the shell and the views: a readable error with the backend's message (as
-// text) and an optional retry button.
+// The states a view can be in besides showing data, shared by the shell and the views: loading,
+// empty (with what would fill it) and error (the backend's message, as text, and a retry).
 import { ApiError } from "./data";
 import { h } from "./dom";
 
@@ -16,4 +16,14 @@ export function errorBox(err: unknown, what: string, retry?: () => void): HTMLEl
     h("h2", {}, title),
     h("p", {}, `While loading ${what}${status ? ` (HTTP ${status})` : ""}: `, h("code", {}, detail)),
     retry ? h("button", { class: "dv-button", onclick: retry }, "Try again") : null);
+}
+
+export function loadingState(message: string, small = false): HTMLElement {
+  return h("div", { class: "dv-state loading" + (small ? " small" : ""), "data-testid": "loading" },
+    h("div", { class: "spinner" }), message);
+}
+
+export function emptyState(title: string, message: string | Node): HTMLElement {
+  return h("div", { class: "dv-state", "data-testid": "empty-state" },
+    h("div", { class: "dv-state-icon" }, "∅"), h("h2", {}, title), h("p", {}, message));
 }

@@ -37,17 +37,28 @@ export interface Fidelity {
   [key: string]: unknown;
 }
 
-export interface StepSummary {
+/** A step summary as the overview (`instances`) serves it: without the maps, the per-class
+ * probabilities and the evidence beyond its verdict, which each row's `timeline` carries. */
+export interface GridStep {
   step: number;
   predicted: number;
-  probs: number[];
+  /** Only `better_than_random` (and older backends' full evidence). */
   fidelity: Fidelity;
   /** null: the kind cannot say (e.g. a Grad-CAM map recorded without evidence). */
   trustworthy: boolean | null;
   changed: boolean;
-  thumb: EncodedMap;
   /** The number generic charts plot for every kind (see KindInfo.headline); null when unknown. */
   headline?: number | null;
+  /** Older backends send the whole summary here too. */
+  thumb?: EncodedMap;
+  probs?: number[];
+  [key: string]: unknown;
+}
+
+/** A whole step summary (`timeline`, `compare`). */
+export interface StepSummary extends GridStep {
+  probs: number[];
+  thumb: EncodedMap;
 }
 
 export interface RunInfo {
@@ -57,6 +68,10 @@ export interface RunInfo {
   steps: number;
   /** The kinds the run holds (optional: older backends and saved pages may not list them). */
   kinds?: string[];
+  /** When the run began (seconds since the epoch), where the backend knows. */
+  started?: number;
+  /** The run's page in its tracking server's own UI (MLflow app only). */
+  url?: string;
 }
 
 export interface Experiment {
@@ -74,11 +89,37 @@ export interface RunsResp {
   warnings: string[];
 }
 
+/** One row of the overview: its step summaries are grid summaries. */
 export interface Instance {
   id: string;
   label: number | null;
   image: EncodedImg;
+  steps: GridStep[];
+}
+
+/** One instance with its whole step summaries (`timeline`). */
+export interface Timeline {
+  run: string;
+  kind?: string;
+  instance: string;
+  class_names: string[];
+  label: number | null;
+  image: EncodedImg;
   steps: StepSummary[];
+  warnings: string[];
+}
+
+/** One of the run's own metrics (`metrics`): test accuracy, loss. */
+export interface MetricSeries {
+  name: string;
+  steps: number[];
+  values: number[];
+}
+
+export interface MetricsResp {
+  run: string;
+  metrics: MetricSeries[];
+  warnings: string[];
 }
 
 /** One kind a run holds (`kinds?run=R`). */
@@ -103,6 +144,8 @@ export interface InstancesResp {
   run: string;
   kind?: string;
   class_names: string[];
+  /** The maps the step summaries hold (`thumb`, ...), served by each row's timeline. */
+  maps?: string[];
   instances: Instance[];
   warnings: string[];
 }

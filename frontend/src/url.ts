@@ -4,6 +4,10 @@
 //
 //   view=overview|compare|<page kind>  run=R  a=R  b=R  instance=ID  kind=K  experiment=E
 //   class=own|a|b|label|<class index>   (compare's class picker; absent: each run's own)
+//   step=S          the selected step (timeline and compare)
+//   panel=K         the detail panel is open, on kind K's tab (timeline)
+//   map=KEY         what the grid's cells show (a kind's cell map, e.g. thumb for weights)
+//   metric=NAME     the run's metric above the grid
 //
 // The MLflow app's /deepvid/ page uses these names on its own address. TensorBoard's DeepVID tab
 // is an iframe whose address TensorBoard owns; it reads and writes the same parameters on the
@@ -11,7 +15,8 @@
 // which TensorBoard keeps (its own state lives in the hash). The self-contained viewer.html has
 // no link: its address is a file the user moved around.
 
-export const LINK_KEYS = ["view", "experiment", "run", "a", "b", "instance", "kind", "class"] as const;
+export const LINK_KEYS = ["view", "experiment", "run", "a", "b", "instance", "kind", "class", "step", "panel",
+  "map", "metric"] as const;
 export type LinkKey = (typeof LINK_KEYS)[number];
 export type Link = Partial<Record<LinkKey, string>>;
 
@@ -22,6 +27,10 @@ export interface CompareLink {
   instance?: string;
   /** The compare API's `class` parameter (own, a, b, label or a class index). */
   class?: string;
+  /** The step compare shows (absent: the last common one). */
+  step?: string;
+  /** The kind compare shows (absent: the first both runs hold). */
+  kind?: string;
 }
 
 /** Where the link lives: a window (this one, or TensorBoard's outer page) and a name prefix. */

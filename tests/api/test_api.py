@@ -224,9 +224,13 @@ def test_record_carries_curves_and_input_for_contributions():
 def test_old_and_new_records_side_by_side():
     old = make_record("old", 0)
     new = make_record("new", 0, evidence=True)
-    out = api.instances_impl(MemoryStore({"r": [old, new]}), "r")
-    by_id = {i["id"]: i["steps"][0]["fidelity"] for i in out["instances"]}
+    store = MemoryStore({"r": [old, new]})
+    by_id = {i: api.timeline_impl(store, "r", i)["steps"][0]["fidelity"] for i in ("old", "new")}
     assert "deletion_auc" not in by_id["old"] and "deletion_auc" in by_id["new"]
+    # the overview keeps the verdict only: the grid marks low trust before its rows are in view
+    grid = {i["id"]: i["steps"][0]["fidelity"]
+            for i in api.instances_impl(store, "r")["instances"]}
+    assert grid == {"old": {}, "new": {"better_than_random": by_id["new"]["better_than_random"]}}
     assert api.has_evidence(new.fidelity) and not api.has_evidence(old.fidelity)
     rec = api.record_impl(MemoryStore({"r": [old]}), "r", "old", 0)
     assert "deletion_curve" not in rec["fidelity"] and "input" in rec
@@ -469,7 +473,8 @@ def test_compare_takes_kind():
 
 
 def test_route_table_serves_every_route(mixed):
-    assert list(api.ROUTES) == ["runs", "kinds", "instances", "timeline", "record", "compare"]
+    assert list(api.ROUTES) == ["runs", "kinds", "instances", "timeline", "record", "metrics",
+                                "compare"]
     body, status = api.respond(mixed, "kinds", {"run": "r1"})
     assert status == 200 and body == api.kinds_impl(mixed, "r1")
     body, status = api.respond(mixed, "record", {"run": "r1", "instance": "a", "step": "1",

@@ -140,3 +140,38 @@ def test_warn_once_per_kind_then_switch_off(tmp_path, monkeypatch):
     assert cb.failures == {"_BrokenDisk[0].write": 3}
     assert disk.calls == 3  # one write per epoch was tried (not one per record), then none
     assert summary_steps(tmp_path) == {".": {str(i): list(range(5)) for i in range(4)}}
+
+
+class _BrokenMetrics(_BrokenDisk):
+    """A sink that also takes metrics, and fails at it as its disk is full."""
+
+    def __init__(self):
+        super().__init__()
+        self.metric_calls = 0
+
+    def log_metrics(self, values, step):
+        self.metric_calls += 1
+        raise OSError(28, "No space left on device")
+
+
+def test_log_metrics_reaches_tensorboard_and_a_failing_sink_never_stops_training(
+        tmp_path, monkeypatch):
+    from deepvid_plugin.explain import PixelGenerator
+    from tests.tensorboard.test_metrics import _store
+
+    monkeypatch.delenv("DEEPVID_TESTING", raising=False)
+    xi, _ = tracked()
+    broken = _BrokenMetrics()
+    cb = DeepVIDCallback(small_cnn(), xi, generator=PixelGenerator((1, 8, 8)), n_neighbours=16,
+                         sinks=[broken], logdir=tmp_path / "run", on_error="warn")
+    with pytest.warns(DeepVIDWarning, match="log_metrics failed"):
+        for epoch in range(2):
+            cb.log_metrics({"test_accuracy": 0.5 + epoch / 4}, epoch)
+    assert broken.metric_calls == 2 and cb.failures == {"_BrokenMetrics[0].log_metrics": 2}
+    with pytest.raises(TypeError, match=r"values\['acc'\]"):  # bad input: a clear error
+        cb.log_metrics({"acc": "high"}, 2)
+    cb.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        cb.log_metrics({"test_accuracy": 1.0}, 3)
+    [series] = _store(tmp_path).metrics("run")
+    assert (series.name, series.steps, series.values) == ("test_accuracy", [0, 1], [0.5, 0.75])

@@ -102,6 +102,10 @@ def _grid_and_detail(frame, page):
     assert "Pearson" in col.locator("[data-testid=agreement-numbers]").inner_text()
     col.locator("[data-testid=top1-agreement]").wait_for()
     col.locator("[data-testid=agreement-chart] canvas").first.wait_for()
+    # the evidence of the student's map: the third section, folded until asked for
+    evidence = col.locator("[data-testid=detail-section]:has([data-testid=evidence])")
+    assert evidence.evaluate("d => d.open") is False
+    evidence.locator("summary").click()
     col.locator("[data-testid=evidence-deletion]").wait_for()
     assert col.locator("[data-testid=evidence-insertion]").count() == 1
     assert not page.dv_errors, page.dv_errors

@@ -118,3 +118,72 @@ def test_demo_in_the_mlflow_app(demo_out, page, artifacts_dir):
         assert not [e for e in page.dv_errors if "pageerror" in e], page.dv_errors
     finally:
         server.stop()
+
+
+def test_metric_strip_shows_the_demos_test_accuracy(demo_out, tensorboard_server, page):
+    # the demo logs its test accuracy with the callback: TensorBoard scalars, read back into
+    # the strip above the grid (the first clue: the shortcut run's accuracy is low)
+    import json
+
+    from tests.e2e.fixtures_tensorboard import wait_for_json
+
+    summary = json.loads((demo_out / "shortcut-summary.json").read_text())
+    accuracy = {r["run"]: r["test_accuracy"] for r in summary["runs"]}
+    base_url = tensorboard_server(demo_out / "runs", load_fast="true")
+    runs = wait_for_json(base_url + "/data/plugin/deepvid/runs",
+                         lambda b: len(b.get("runs", [])) == 3)["runs"]
+    for which in ("clean", "shortcut"):
+        run = next(r["run"] for r in runs if f"-{which}-" in r["run"])
+        page.goto(f"{base_url}/?deepvid_run={run}#deepvid")
+        frame = page.frame_locator("iframe[src*='plugin_entry.html?name=deepvid']")
+        frame.locator("[data-testid=metric-strip][data-metric=test_accuracy]").wait_for()
+        readout = frame.locator("[data-testid=metric-readout]").inner_text()
+        assert readout.startswith(f"{accuracy[which]:.4g} at step "), (which, readout)
+    assert not page.dv_errors, page.dv_errors
+
+
+def test_mlflow_runs_log_a_handful_of_deepvid_metrics_and_link_to_the_app(demo_out):
+    from mlflow import MlflowClient
+
+    from deepvid_plugin.mlflow import links
+
+    client = MlflowClient(f"sqlite:///{demo_out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("deepvid-demo")
+    found = client.search_runs([exp.experiment_id])
+    assert len(found) == 3
+    for run in found:
+        ours = sorted(k for k in run.data.metrics if k.startswith("deepvid/"))
+        assert 3 <= len(ours) <= 15, (run.info.run_name, ours)
+        assert "deepvid/trusted_share" in ours and "deepvid/gradcam/deletion_auc_mean" in ours
+        assert {"test_accuracy", "train_loss"} <= set(run.data.metrics)
+        link = links.app_link(exp.experiment_id, run.info.run_id)
+        assert run.data.tags[links.APP_TAG] == link and link in run.data.tags[links.NOTE_TAG]
+
+
+def test_mlflow_run_page_links_to_the_app_and_back(demo_out, page):
+    # MLflow's own run page: its description links to the run in the DeepVID app, whose
+    # toolbar links back to MLflow's page of the run
+    from mlflow import MlflowClient
+
+    from tests.e2e.fixtures_mlflow import start_mlflow_server
+
+    client = MlflowClient(f"sqlite:///{demo_out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("deepvid-demo").experiment_id
+    run = next(r for r in client.search_runs([exp]) if "-shortcut-" in r.info.run_name)
+    server = start_mlflow_server(demo_out, app_name="deepvid")
+    try:
+        page.goto(f"{server.url}/#/experiments/{exp}/runs/{run.info.run_id}")
+        link = page.get_by_role("link", name="open them in the DeepVID app")
+        link.wait_for(timeout=60_000)
+        with page.context.expect_page() as opened:  # MLflow opens description links in a tab
+            link.click()
+        app = opened.value
+        app.locator("[data-testid=overview-cell] canvas").first.wait_for(timeout=60_000)
+        assert app.url.startswith(f"{server.url}/deepvid/?")
+        assert app.locator("[data-testid=run-select]").input_value() == run.info.run_id
+        back = app.locator("[data-testid=run-page-link]")
+        assert back.get_attribute("href") == f"/#/experiments/{exp}/runs/{run.info.run_id}"
+        back.click()
+        app.wait_for_url(f"{server.url}/#/experiments/{exp}/runs/{run.info.run_id}*")
+    finally:
+        server.stop()

@@ -1,5 +1,5 @@
-"""Explanation kinds in the browser: the kind switch of the instance grid, the side-by-side detail
-(DeepVID and Grad-CAM of the same instance at the same step, each with its evidence) and the
+"""Explanation kinds in the browser: the kind switch of the instance grid, the detail's tab per
+kind (DeepVID and Grad-CAM of the same instance at the same step, each with its evidence) and the
 top-level views of kinds that are not instance grids.
 
 Every host is checked: the self-contained viewer over a MemoryStore snapshot (in MLflow's
@@ -63,28 +63,26 @@ def _switch_and_open_side_by_side(frame, page, screenshot):
     assert switch.locator("[data-testid=kind-gradcam]").get_attribute("aria-checked") == "true"
     frame.locator("[data-testid=overview-cell][data-kind=gradcam] canvas").first.wait_for()
 
-    # Step 2 has both kinds: the detail shows them side by side, the grid's kind first.
+    # Step 2 has both kinds: the detail has a tab for each, the grid's kind first and open.
     frame.locator("[data-testid=overview-cell][data-instance=b][data-step='2']").click()
     panel = frame.locator("[data-testid=detail-panel][data-loaded=true][data-step='2']")
     panel.wait_for()
     assert panel.get_attribute("data-kinds") == "gradcam,deepvid"
-    cols = panel.locator("[data-testid=detail-kind]")
-    assert cols.count() == 2
-    cam, deep = cols.nth(0), cols.nth(1)
-    assert (cam.get_attribute("data-kind"), deep.get_attribute("data-kind")) == ("gradcam", "deepvid")
-    assert cam.get_attribute("data-loaded") == deep.get_attribute("data-loaded") == "true"
+    tabs = panel.locator(".detail-tab")
+    assert tabs.all_inner_texts() == ["Grad-CAM", "DeepVID"]
+    assert panel.locator("[data-testid=detail-tab-gradcam]").get_attribute("aria-selected") == "true"
+    cam = panel.locator("[data-testid=detail-kind][data-kind=gradcam][data-loaded=true]")
     # each with its own faithfulness evidence
-    for col in (cam, deep):
-        col.locator("[data-testid=evidence-deletion]").wait_for()
-        assert col.locator("[data-testid=evidence-insertion]").count() == 1
+    cam.locator("[data-testid=evidence-deletion]").wait_for()
+    assert cam.locator("[data-testid=evidence-insertion]").count() == 1
     assert cam.locator("[data-testid=cam-pred] canvas").count() == 1
     assert cam.locator("[data-testid=cam-true] canvas").count() == 1
-    assert deep.locator("[data-testid=class-map]").count() == 3
-    # side by side: same top, Grad-CAM's column left of DeepVID's
-    a, b = cam.bounding_box(), deep.bounding_box()
-    assert a is not None and b is not None
-    assert abs(a["y"] - b["y"]) < 2 and a["x"] + a["width"] <= b["x"] + 1
     page.screenshot(path=screenshot)
+    panel.locator("[data-testid=detail-tab-deepvid]").click()
+    deep = panel.locator("[data-testid=detail-kind][data-kind=deepvid][data-loaded=true]")
+    deep.locator("[data-testid=evidence-deletion]").wait_for()
+    assert deep.locator("[data-testid=class-map]").count() == 3
+    assert panel.get_attribute("data-kind") == "deepvid"
 
 
 def test_kind_switch_and_side_by_side_detail(page, html, artifacts_dir):
@@ -106,9 +104,10 @@ def test_detail_at_a_step_without_the_other_kind(page, html):
     panel = frame.locator("[data-testid=detail-panel][data-loaded=true][data-step='1']")
     panel.wait_for()
     assert panel.get_attribute("data-kinds") == "deepvid,gradcam"
-    missing = panel.locator("[data-kind=gradcam] [data-testid=detail-kind-missing]")
-    assert "No Grad-CAM explanation of this instance at step 1" in missing.inner_text()
     assert panel.locator("[data-kind=deepvid] [data-testid=evidence]").count() == 1
+    panel.locator("[data-testid=detail-tab-gradcam]").click()
+    missing = panel.locator("[data-testid=detail-kind-missing]")
+    assert "No Grad-CAM explanation of this instance at step 1" in missing.inner_text()
     assert not page.dv_errors, page.dv_errors
 
 

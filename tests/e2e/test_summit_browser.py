@@ -21,6 +21,9 @@ from deepvid_plugin.methods.summit import Summit, SummitExplainer
 from tests.e2e.test_viewer_browser import _show_in_sandbox
 from tests.factories import make_netdissect_record
 
+#: the fill of a node whose unit detects nothing (frontend/src/views/summit_graph.ts)
+PLAIN_FILL = "#e2e8f0"
+
 pytestmark = pytest.mark.timeout(180)
 
 EPOCHS = 5
@@ -95,7 +98,7 @@ def test_summit_page_slider_node_detail_and_strip(page, html, records, artifacts
     slider.focus()
     slider.press("Home")
     frame.locator("[data-testid=summit-graph][data-step='0']").wait_for()
-    assert frame.locator("[data-testid=summit-epoch-label]").inner_text() == "epoch 0"
+    assert frame.locator("[data-testid=summit-epoch-label]").inner_text() == "step 0"
     rec0 = next(r for r in summit_records if r.subject == "0" and r.step == 0)
     after = nodes.evaluate_all("els => els.map(e => e.dataset.node)")
     assert len(after) == len(rec0.arrays["node_layer"])
@@ -109,8 +112,9 @@ def test_summit_page_slider_node_detail_and_strip(page, html, records, artifacts
     frame.locator("[data-testid=summit-cell][data-class='3'][data-step='2']").click()
     frame.locator("[data-testid=summit-graph][data-class='3'][data-step='2']").wait_for()
 
-    # at a glance: every node of the dissected layer whose unit is a detector at that epoch is
-    # named by its concept and ringed in its category's colour; the other layer's nodes are not
+    # at a glance: every node of the dissected layer whose unit is a detector at that step is
+    # named by its concept and filled with its colour (a colour concept's own colour); the other
+    # nodes are light grey
     rec32 = next(r for r in summit_records if r.subject == "3" and r.step == 2)
     d2 = next(r for r in dissect if r.step == 2)
     cats = d2.meta["label_category"]
@@ -128,9 +132,12 @@ def test_summit_page_slider_node_detail_and_strip(page, html, records, artifacts
     for node_id, (concept, _) in want.items():
         node = frame.locator(f"[data-testid=summit-graph] [data-node='{node_id}']")
         assert node.locator("[data-testid=summit-node-concept]").text_content() == concept
-        assert node.locator("[data-testid=summit-concept-ring]").count() == 1
+        assert node.get_attribute("data-fill") != PLAIN_FILL
+    plain = frame.locator("[data-testid=summit-graph] [data-testid=summit-node]:not([data-concept])")
+    fills = set(plain.evaluate_all("els => els.map(e => e.dataset.fill)"))
+    assert fills <= {PLAIN_FILL}
     legend = frame.locator("[data-testid=summit-concept-legend]")
-    assert "epoch 2" in legend.inner_text()
+    assert "step 2" in legend.inner_text()
     assert sorted(legend.locator("[data-category]").evaluate_all(
         "els => els.map(e => e.dataset.category)")) == sorted({c for _, c in want.values()})
 
@@ -147,7 +154,7 @@ def test_summit_page_slider_node_detail_and_strip(page, html, records, artifacts
     label.wait_for()
     unit = int(node_id.split(":")[1])
     concept = d2.meta["labels"][int(d2.arrays["label"][unit])]
-    assert concept in label.inner_text() and "epoch 2" in label.inner_text()
+    assert concept in label.inner_text() and "step 2" in label.inner_text()
 
     # the strip: the class's activation counts, channel x epoch, of the chosen layer
     strip = frame.locator("[data-testid=summit-strip-cell]")

@@ -132,6 +132,9 @@ def test_colour_cue_the_channel_average_hides_is_shown_per_channel(page, artifac
     frame.locator("[data-testid=overview-cell]").first.click()
     panel = frame.locator("[data-testid=detail-panel][data-loaded=true]")
     panel.wait_for()
+    # colour images get a section of their own, folded under the first two
+    channels = panel.locator("[data-testid=detail-section][data-title='Per colour channel']")
+    channels.locator("summary").click()
     row = panel.locator("[data-testid=channel-weights] [data-testid=channel-map]")
     assert row.count() == 4  # the mean of R, G, B, then R, G and B
     assert row.locator("figcaption").all_inner_texts() == ["mean of R, G, B", "R", "G", "B"]

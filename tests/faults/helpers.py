@@ -23,7 +23,8 @@ def quick_callback(**kwargs):
 def check_mlflow_run(client, run_id, written: dict[int, list]) -> None:
     """Everything in ``written`` (step -> the records the callback returned) is in the MLflow
     run, exactly once: step summaries, records (byte for byte, through the real reader), one
-    metric point per step and one step image per record."""
+    point of the run-level metric per step, and each instance's step card at its first and last
+    step, never twice at one step (the sink draws cards where they matter: mlflow/selection.py)."""
     from deepvid_plugin.mlflow import layout
     from deepvid_plugin.mlflow.store import MLflowStore
 
@@ -37,12 +38,12 @@ def check_mlflow_run(client, run_id, written: dict[int, list]) -> None:
     for step, records in written.items():
         for rec in records:
             assert store.record(run_id, rec.instance_id, step, kind="deepvid") == rec, step
-    for iid in IDS:
-        history = client.get_metric_history(run_id, layout.fidelity_metric(iid))
-        assert sorted(m.step for m in history) == steps, iid  # no step missing, none twice
+    history = client.get_metric_history(run_id, layout.run_metric("deepvid", "fidelity_mean"))
+    assert sorted(m.step for m in history) == steps  # no step missing, none twice
     images = [os.path.basename(f.path) for f in client.list_artifacts(run_id, "images")]
     for step in steps:
         for iid in IDS:
             mine = [n for n in images if n.startswith(f"deepvid~{iid}+step+{step}+")
                     and n.endswith(".png")]
-            assert len(mine) == 1, (iid, step, mine)
+            assert len(mine) == (1 if step in (steps[0], steps[-1]) else len(mine)) <= 1, \
+                (iid, step, mine)

@@ -227,8 +227,12 @@ def test_two_writers_in_old_logs_are_not_mixed(tensorboard):
     loader, url = tensorboard
     status, body = ask(url, "instances", run="two-writers", kind="deepvid")
     assert status == 200
-    steps = body["instances"][0]["steps"]
-    assert steps
+    assert body["instances"][0]["steps"]
+    # the grid's summaries carry no probabilities: the row's timeline has the whole summaries
+    status, timeline = ask(url, "timeline", run="two-writers", instance="x", kind="deepvid")
+    assert status == 200
+    steps = timeline["steps"]
+    assert [s["step"] for s in steps] == [s["step"] for s in body["instances"][0]["steps"]]
     for s in steps:  # every summary shown belongs with the record served at its step
         status, rec = ask(url, "record", run="two-writers", instance="x", step=s["step"],
                           kind="deepvid")

@@ -62,10 +62,15 @@ def log_two_runs(server, viewer_every: int = 2) -> LoggedRuns:
             for i in IDS_A:
                 sink.write(record(i, step, seed=1), step)
             sink.flush()
+            # the run's own metrics: through the sink, and straight from MLflow's API
+            sink.log_metrics({"test_accuracy": 0.5 + step / 10}, step)
+            mlflow.log_metric("train_loss", 1.0 / (step + 1), step=step)
         sink.close()
         a = run.info.run_id
     b = client.create_run(exp, run_name="run B").info.run_id
-    with MLflowSink(b, client=client, viewer_every=viewer_every) as sink:
+    # run A logs what the sink logs by default, run B everything it can (opt-in)
+    with MLflowSink(b, client=client, viewer_every=viewer_every, subject_metrics=True,
+                    log_images="all") as sink:
         for step in STEPS:
             for i in IDS_B:
                 sink.write(record(i, step, seed=2), step)

@@ -56,6 +56,18 @@ def test_api_answers_like_the_tensorboard_plugin(mlflow_app_server, app_runs):
     assert {r["run"]: (r["name"], r["instances"], r["steps"]) for r in body["runs"]} == {
         app_runs.a: ("run A", 3, len(STEPS)), app_runs.b: ("run B", 4, len(STEPS))}
     assert app_runs.experiment_id in [e["id"] for e in body["experiments"]]
+    # each run links back to its page in MLflow's own UI, and says when it began
+    for r in body["runs"]:
+        assert r["url"] == f"/#/experiments/{app_runs.experiment_id}/runs/{r['run']}"
+    started = {r["run"]: r["started"] for r in body["runs"]}
+    assert started[app_runs.a] <= started[app_runs.b]  # run A was created first
+    status, body = get_json(s, "/deepvid/api/metrics?" + q(run=app_runs.a))
+    assert status == 200 and [m["name"] for m in body["metrics"]] == ["test_accuracy",
+                                                                      "train_loss"]
+    assert body["metrics"][0] == {"name": "test_accuracy", "steps": list(STEPS),
+                                  "values": [0.5 + s / 10 for s in STEPS]}
+    status, body = get_json(s, "/deepvid/api/metrics?" + q(run=app_runs.b))
+    assert status == 200 and body["metrics"] == []  # DeepVID's own metrics are left out
     status, body = get_json(s, "/deepvid/api/instances?" + q(run=app_runs.a))
     assert status == 200 and [i["id"] for i in body["instances"]] == ["a", "b", EVIL]
     status, body = get_json(s, "/deepvid/api/timeline?" + q(run=app_runs.a, instance=EVIL))
@@ -88,6 +100,8 @@ def test_api_answers_like_the_tensorboard_plugin(mlflow_app_server, app_runs):
     ("/deepvid/api/compare?" + q(instance="a", runs="{A},{B},nope"), 400),
     ("/deepvid/api/compare?" + q(instance="only-b", runs="{A},{B}"), 404),
     ("/deepvid/api/runs?" + q(experiment="999999"), 404),
+    ("/deepvid/api/metrics", 400),
+    ("/deepvid/api/metrics?" + q(run="nope"), 404),
     ("/deepvid/api/runs?" + q(experiment=EVIL), 404),
     ("/deepvid/api/" + urllib.parse.quote(EVIL), 404),
     ("/deepvid/static/..%2F..%2Fsetup.cfg", 404),

@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 
+from deepvid_plugin.core import card
 from deepvid_plugin.core.record import decode_arrays
 from deepvid_plugin.methods.deepvid.record import ExplanationRecord
 from deepvid_plugin.methods.deepvid.render import render_weight_map
@@ -25,10 +26,27 @@ def _download(client, run_id, path, tmp_path) -> bytes:
         return f.read()
 
 
-def check_run(client, run_id, ids, seed, tmp_path):
-    """Everything the sink promises, for one run, through MlflowClient only."""
+def image_steps(iid: str, seed: int, every: bool) -> list[int]:
+    """The steps with a step image: all, or the first, those where the prediction changed and
+    the last (the default)."""
+    if every:
+        return list(STEPS)
+    preds = [record(iid, s, seed).predicted for s in STEPS]
+    return [s for i, s in enumerate(STEPS)
+            if i in (0, len(STEPS) - 1) or preds[i] != preds[i - 1]]
+
+
+def check_run(client, run_id, ids, seed, tmp_path, everything: bool):
+    """Everything the sink promises, for one run, through MlflowClient only. ``everything``:
+    the run was logged with per-instance metrics and images at every step (opt-in)."""
+    from deepvid_plugin.mlflow import links
+
     run = client.get_run(run_id)
     assert run.data.tags[layout.LAYOUT_TAG] == str(layout.LAYOUT_VERSION)
+    # MLflow's run page links to the run in the DeepVID app (tag, and description)
+    link = links.app_link(run.info.experiment_id, run_id)
+    assert run.data.tags[links.APP_TAG] == link
+    assert f"]({link})" in run.data.tags[links.NOTE_TAG]
     top = {os.path.basename(f.path) for f in client.list_artifacts(run_id, layout.ROOT)}
     assert top == {"deepvid", "viewer.html"}  # deepvid/<kind>/... and the one viewer
     here = {os.path.basename(f.path) for f in client.list_artifacts(run_id, "deepvid/deepvid")}
@@ -37,6 +55,11 @@ def check_run(client, run_id, ids, seed, tmp_path):
         == {f"{s}.json" for s in STEPS}
     images = [os.path.basename(f.path) for f in client.list_artifacts(run_id, "images")]
     assert images, "no step images were logged"
+    ours = sorted(k for k in run.data.metrics if k.startswith(layout.ROOT + "/"))
+    if not everything:  # run-level summaries only (these records carry no evidence)
+        assert ours == [layout.MEAN_FIDELITY_METRIC, "deepvid/trusted_share"]
+    else:
+        assert len(ours) == 2 + len(ids)
     for iid in ids:
         key = layout.instance_key(iid)
         # records: one per step, without neighbour images, byte-exact to what was written
@@ -52,22 +75,29 @@ def check_run(client, run_id, ids, seed, tmp_path):
             client, run_id, f"{layout.SUBJECTS_DIR}/{key}.dvia", tmp_path))
         assert list(arrays) == ["image", "neighbours"]  # kind version 2: both once
         np.testing.assert_array_equal(arrays["neighbours"], record(iid, 0, seed).neighbours)
-        # metric history: one point per step, the fidelity we wrote
+        # metric history (opt-in): one point per step, the fidelity we wrote
         hist = sorted(client.get_metric_history(run_id, layout.fidelity_metric(key)),
                       key=lambda m: m.step)
-        assert [m.step for m in hist] == list(STEPS)
-        np.testing.assert_allclose([m.value for m in hist],
-                                   [record(iid, s, seed).fidelity["top1_agreement"] for s in STEPS])
-        # MLflow's step images: key deepvid/<key>, one per step (PNG + compressed WebP)
+        assert [m.step for m in hist] == (list(STEPS) if everything else [])
+        np.testing.assert_allclose([m.value for m in hist], [
+            record(iid, s, seed).fidelity["top1_agreement"] for s in STEPS] if everything else [])
+        # MLflow's step images: key deepvid/<key> (PNG + compressed WebP), at every step or at
+        # the first, the changed and the last
         for s in STEPS:
             mine = [n for n in images if n.startswith(f"deepvid~{key}+step+{s}+")]
-            assert len(mine) == 2 and any(n.endswith(".png") for n in mine), (iid, s, mine)
+            want = 2 if s in image_steps(iid, seed, everything) else 0
+            assert len(mine) == want and (not want or any(n.endswith(".png") for n in mine)), \
+                (iid, s, mine)
     mean = sorted(client.get_metric_history(run_id, layout.MEAN_FIDELITY_METRIC),
                   key=lambda m: m.step)
     assert [m.step for m in mean] == list(STEPS)
     np.testing.assert_allclose(
         mean[-1].value, np.mean([record(i, STEPS[-1], seed).fidelity["top1_agreement"]
                                  for i in ids]))
+    trusted = client.get_metric_history(run_id, "deepvid/trusted_share")
+    np.testing.assert_allclose(
+        max(trusted, key=lambda m: m.step).value,
+        np.mean([record(i, STEPS[-1], seed).trustworthy for i in ids]))
     html = _download(client, run_id, layout.VIEWER_PATH, tmp_path).decode("utf-8")
     check_self_contained(html)
 
@@ -83,13 +113,15 @@ def check_self_contained(html: str):
 def test_fluent_run(two_runs, tmp_path):
     from mlflow import MlflowClient
 
-    check_run(MlflowClient(two_runs.url), two_runs.a, two_runs.ids[two_runs.a], 1, tmp_path)
+    check_run(MlflowClient(two_runs.url), two_runs.a, two_runs.ids[two_runs.a], 1, tmp_path,
+              everything=False)
 
 
 def test_explicit_run_id_and_client(two_runs, tmp_path):
     from mlflow import MlflowClient
 
-    check_run(MlflowClient(two_runs.url), two_runs.b, two_runs.ids[two_runs.b], 2, tmp_path)
+    check_run(MlflowClient(two_runs.url), two_runs.b, two_runs.ids[two_runs.b], 2, tmp_path,
+              everything=True)
 
 
 def test_lightning_mlflow_logger(mlflow_server, tmp_path):
@@ -104,7 +136,7 @@ def test_lightning_mlflow_logger(mlflow_server, tmp_path):
     assert sink.run_id == logger.run_id
     client = mlflow_server.client()
     assert client.get_run(logger.run_id).info.run_name == "lightning"
-    hist = client.get_metric_history(logger.run_id, layout.fidelity_metric("a"))
+    hist = client.get_metric_history(logger.run_id, layout.MEAN_FIDELITY_METRIC)
     assert sorted(m.step for m in hist) == list(STEPS)
     got = ExplanationRecord.decode(_download(client, logger.run_id,
                                              f"{layout.RECORDS_DIR}/a/3.dvid", tmp_path))
@@ -206,17 +238,19 @@ def test_weight_map_image_overlays_the_instance_with_colour_bars():
     rec = dataclasses.replace(rec, weights=weights, image=image)
     img = render_weight_map(rec)
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
-    assert img.shape[0] > 224 and img.shape[1] > 2 * 224  # two 224 px panels, header, bars
-    # weight panel: the strongest weight saturates red over one 8x8 pixel block
-    assert _blocks(img, RED, 8) >= 1
+    # 2:1, so MLflow's 256-px thumbnail fits its square box whole; text column, then two maps
+    assert img.shape == (card.HEIGHT, card.WIDTH, 3) == (256, 512, 3)
+    maps = img[:, card.TEXT_W:]
+    # weight panel: the strongest weight saturates red over one map pixel (drawn as a square)
+    assert _blocks(maps, RED, 4) >= 1
     # contribution panel (weight x input): the -0.5 weight on an input of 1 is the strongest
     # contribution, so it saturates blue; the +1 weight on an input of 0 adds nothing
-    assert _blocks(img, BLUE, 8) >= 1
+    assert _blocks(maps, BLUE, 4) >= 1
     # Overlay, not the bare colour map: where the weight is 0 the instance shows through in grey
     # (dark on its left half); a bare map would be white (247) there.
     grey = img[..., 0].astype(int)
     dark = (img[..., 0] == img[..., 1]) & (img[..., 1] == img[..., 2]) & (grey < 100)
-    assert dark.sum() > 2 * 100 * 64  # >100 dark 8x8 instance pixels in each panel
+    assert dark.sum() > 2 * 100 * 16  # >100 dark 4x4 instance pixels in each panel
     # colour bars: a row running from blue through white to red, with many shades in between
     def near(row, colour):
         return bool((np.abs(row.astype(int) - colour).max(axis=-1) <= 6).any())
@@ -230,10 +264,11 @@ def test_weight_map_image_says_why_not_to_trust_it():
     plain = render_weight_map(make_record("a", 0, trustworthy=True))
     bad = render_weight_map(make_record("a", 0, evidence=True, better_than_random=False))
     assert plain.shape == bad.shape
-    # the header (first 36 rows) differs: the reason and LOW TRUST are written in orange
-    orange = np.all(np.abs(bad[:36].astype(int) - (180, 83, 9)) < 40, axis=-1)
-    assert orange.sum() > 20
-    assert not np.all(np.abs(plain[:36].astype(int) - (180, 83, 9)) < 40, axis=-1).any()
+    # the text column differs: LOW TRUST and why are written in orange
+    text = slice(0, card.TEXT_W)
+    orange = np.all(np.abs(bad[:, text].astype(int) - card.WARN) < 40, axis=-1)
+    assert orange.sum() > 200
+    assert not np.all(np.abs(plain[:, text].astype(int) - card.WARN) < 40, axis=-1).any()
 
 
 def test_faithfulness_metrics_per_instance(mlflow_tracking):
@@ -244,7 +279,7 @@ def test_faithfulness_metrics_per_instance(mlflow_tracking):
     client = mlflow_tracking.client()
     new = {s: make_record("new", s, evidence=True) for s in STEPS}
     with mlflow.start_run() as run:
-        sink = MLflowSink(viewer_every=0, log_images=False)
+        sink = MLflowSink(viewer_every=0, log_images=False, subject_metrics=True)
         for s in STEPS:
             sink.write(new[s], s)
             sink.write(make_record("old", s), s)  # a record of an older version: no evidence
@@ -260,6 +295,10 @@ def test_faithfulness_metrics_per_instance(mlflow_tracking):
     # fidelity still goes to its own metric in the same batch
     assert len(client.get_metric_history(run.info.run_id, layout.fidelity_metric("old"))) == \
         len(STEPS)
+    # the run-level mean deletion AUC averages the records that have one
+    mean = max(client.get_metric_history(run.info.run_id, "deepvid/deletion_auc_mean"),
+               key=lambda m: m.step)
+    np.testing.assert_allclose(mean.value, new[STEPS[-1]].fidelity["deletion_auc"])
 
 
 def test_lightning_nonzero_rank_writes_nothing():

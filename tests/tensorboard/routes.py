@@ -24,6 +24,8 @@ def check_round_trip(get, steps):
     assert status == 200, body
     runs = {r["run"]: r for r in body["runs"]}
     assert set(runs) == {"r1", "r2", "bad"}
+    started = runs["r1"].pop("started")  # the run's first event: compare opens the oldest
+    assert isinstance(started, float) and started > 1e9
     assert runs["r1"] == {"run": "r1", "name": "r1", "instances": 2, "steps": steps,
                           "kinds": ["deepvid"]}
 
@@ -38,11 +40,15 @@ def check_round_trip(get, steps):
     assert [s["predicted"] for s in a["steps"]] == preds
     assert [s["changed"] for s in a["steps"]] == [False] + [
         x != y for x, y in zip(preds, preds[1:], strict=False)]
-    assert a["steps"][0]["thumb"]["shape"] == [14, 14]
+    # the overview leaves the maps and probabilities to each row's timeline
+    assert not {"thumb", "probs"} & set(a["steps"][0])
 
     status, tl = get(q("timeline", run="r1", instance=HOSTILE))
     assert status == 200 and tl["instance"] == HOSTILE
     assert [s["step"] for s in tl["steps"]] == list(range(steps))
+    status, tl = get(q("timeline", run="r1", instance="a"))
+    assert status == 200 and tl["steps"][0]["thumb"]["shape"] == [14, 14]
+    assert len(tl["steps"][0]["probs"]) == 10
 
     last = steps - 1
     status, rec = get(q("record", run="r1", instance="a", step=last))

@@ -17,7 +17,7 @@ from werkzeug.test import Client
 
 from deepvid_plugin.tensorboard import TensorBoardSink
 from deepvid_plugin.tensorboard.plugin import DeepVIDPlugin, _json_bytes
-from deepvid_plugin.tensorboard.store import DataProviderStore, OverviewCache
+from deepvid_plugin.tensorboard.store import DataProviderStore, OverviewCache, RecordCache
 from tests.factories import make_record
 from tests.tensorboard.routes import q
 
@@ -101,3 +101,75 @@ def test_json_falls_back_to_cleanse_for_non_finite_values():
     assert json.loads(_json_bytes({"a": [1, 0.5, "x"]})) == {"a": [1, 0.5, "x"]}
     assert json.loads(_json_bytes({"a": float("nan"), "b": float("inf")})) == {
         "a": "NaN", "b": "Infinity"}
+
+
+def test_compare_is_cached_per_run_pair_and_follows_new_data(tmp_path):
+    # Compare reads a record per common step in both runs; its answer is kept while both runs
+    # are unchanged, and a step written to either run shows up at once.
+    sinks = {r: TensorBoardSink(tmp_path / r) for r in ("r1", "r2")}
+    for sink in sinks.values():
+        _write(sink, range(2))
+    mux = EventMultiplexer(size_guidance=data_ingester.DEFAULT_SIZE_GUIDANCE,
+                           tensor_size_guidance={"deepvid": 0})
+    mux.AddRunsFromDirectory(str(tmp_path))
+    mux.Reload()
+    dp = MultiplexerDataProvider(mux, str(tmp_path))
+    plugin = DeepVIDPlugin(base_plugin.TBContext(data_provider=dp, logdir=str(tmp_path)))
+    client = Client(application.TensorBoardWSGI([plugin], data_provider=dp))
+    path = q("compare", instance="a", runs="r1,r2", kind="deepvid")
+
+    first = client.get(path).get_json()
+    assert first["steps"] == [0, 1] and len(first["maps"]) == 2
+    store = DataProviderStore(dp)
+    prints = (store.fingerprint("r1", "deepvid"), store.fingerprint("r2", "deepvid"))
+    key = (("", "r1", "deepvid"), "r2")
+    cached = plugin._answers.get(key, prints, "compare\0a\0")
+    assert cached is not None and json.loads(gzip.decompress(cached)) == first
+    # another class is another answer, read from the records decoded for the first one
+    own = client.get(q("compare", instance="a", runs="r1,r2", kind="deepvid", **{"class": "own"}))
+    assert own.status_code == 200 and plugin._answers.get(key, prints, "compare\0a\0own")
+    # the reverse pair is its own answer
+    assert client.get(q("compare", instance="a", runs="r2,r1")).get_json()["runs"] == ["r2", "r1"]
+
+    _write(sinks["r2"], [2])
+    _write(sinks["r1"], [2])
+    mux.Reload()
+    assert client.get(path).get_json()["steps"] == [0, 1, 2]
+    for sink in sinks.values():
+        sink.close()
+    # bad input is never cached
+    r = client.get(q("compare", instance="zzz", runs="r1,r2"))
+    assert r.status_code == 404 and "'zzz'" in r.get_json()["error"]
+
+
+def test_record_cache_is_bounded_and_keyed_by_blob():
+    cache = RecordCache(max_records=2)
+    cache.put(("r", "a", 0, "blob-1"), "one")
+    cache.put(("r", "a", 1, "blob-2"), "two")
+    assert cache.get(("r", "a", 0, "blob-1")) == "one"
+    cache.put(("r", "a", 2, "blob-3"), "three")
+    assert cache.get(("r", "a", 1, "blob-2")) is None  # least recently used went first
+    assert cache.get(("r", "a", 0, "blob-9")) is None  # a re-written step is a new blob
+    for bad in (0, -2, True, "8"):
+        with pytest.raises(ValueError, match="max_records"):
+            RecordCache(max_records=bad)
+
+
+def test_records_reads_a_batch_like_one_record_at_a_time(tmp_path):
+    sink = TensorBoardSink(tmp_path / "r1")
+    _write(sink, range(3))
+    sink.close()
+    mux = EventMultiplexer(size_guidance=data_ingester.DEFAULT_SIZE_GUIDANCE,
+                           tensor_size_guidance={"deepvid": 0})
+    mux.AddRunsFromDirectory(str(tmp_path))
+    mux.Reload()
+    dp = MultiplexerDataProvider(mux, str(tmp_path))
+    cache = RecordCache()
+    store = DataProviderStore(dp, records=cache)
+    wanted = [("r1", "a", 0), ("r1", "b", 2), ("r1", "a", 7), ("nope", "a", 0)]
+    got = store.records(wanted, kind="deepvid")
+    assert got[0] == make_record("a", 0) and got[1] == make_record("b", 2)
+    assert isinstance(got[2], KeyError) and isinstance(got[3], KeyError)
+    # a second store (the next request) gets the very same decoded records from the cache
+    again = DataProviderStore(dp, records=cache).record("r1", "a", 0, kind="deepvid")
+    assert again is got[0]

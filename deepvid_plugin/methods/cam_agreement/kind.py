@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from deepvid_plugin.core import encode, kinds, render
+from deepvid_plugin.core import card, encode, kinds, render
 from deepvid_plugin.core.record import Record
 from deepvid_plugin.mlflow import hooks as mlflow_hooks
 
@@ -165,40 +165,30 @@ def _metrics(record: Record, summary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _step_image(record: Record) -> np.ndarray:
-    """Teacher's and student's top-1 maps side by side over the instance, with a header (class,
-    Pearson, IoU, agreement, trust): MLflow's image slider then shows the student converging
-    (or not) with no extra code."""
-    from PIL import Image, ImageDraw, ImageFont  # PIL only when drawing
-
+    """Teacher's and student's top-1 maps side by side over the instance, as a step card
+    (:mod:`deepvid_plugin.core.card`): the instance, its true label, the student's prediction,
+    the two maps' Pearson correlation, and the trust verdict of the student's map. MLflow's image
+    slider then shows the student converging (or not) with no extra code."""
     meta, arrays = record.meta, record.arrays
     cam_t, cam_s = (np.asarray(arrays[n][0], np.float64) for n in ("cam_teacher", "cam_student"))
     image = arrays.get("image")
     grey = render.grey(image) if image is not None else np.full(cam_t.shape, 60.0)
-    h, w = cam_t.shape
-    factor = render.upscale_factor(h, w, 160)
-    ph, pw, pad, head = h * factor, w * factor, 10, 40
-    canvas = Image.new("RGB", (pad + 2 * (pw + pad), head + 16 + ph + pad), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    font, small = ImageFont.load_default(size=13), ImageFont.load_default(size=11)
     names = meta["class_names"]
-    pearson, iou = meta["pearson"][0], meta["iou"][0]
+    pearson = meta["pearson"][0]
     evidence = meta.get("evidence") or {}
+    probs = arrays.get("student_probs")
+    pred = int(meta["pred"])
+    lines = card.label_lines(record.subject, names, meta.get("label"), pred,
+                             None if probs is None else float(probs[pred]), who="student")
+    teacher = names[meta["teacher_pred"]] if 0 <= meta["teacher_pred"] < len(names) else "?"
+    lines.append(card.Line(f"teacher {teacher} · r " + ("n/a" if pearson is None
+                                                         else f"{pearson:.2f}"),
+                           card.INK if meta["agree"] else card.BAD))
     trusted = evidence.get("better_than_random")
-    draw.text((pad, 4), f"teacher's top class {names[meta['teacher_pred']]!r}: Pearson "
-              f"{'n/a' if pearson is None else f'{pearson:.3f}'}, top-20% IoU {iou:.3f}",
-              fill=(17, 24, 39), font=font)
-    draw.text((pad, 22), ("same top class" if meta["agree"] else
-                          f"student predicts {names[meta['pred']]!r}")
-              + ("" if trusted is None else "; student's map better than random" if trusted
-                 else "; LOW TRUST: student's map no better than random"),
-              fill=(107, 114, 128) if trusted is not False else (180, 83, 9), font=small)
-    for i, (title, cam) in enumerate((("teacher", cam_t), ("student", cam_s))):
-        x0 = pad + i * (pw + pad)
-        draw.text((x0, head), title, fill=(17, 24, 39), font=small)
-        rgb, _ = render.overlay(cam, grey)
-        big = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
-        canvas.paste(Image.fromarray(np.rint(big).astype(np.uint8)), (x0, head + 16))
-    return np.asarray(canvas, dtype=np.uint8)
+    lines += card.trust_lines(trusted, None if trusted is not False else "random", None)
+    panels = [card.Panel(render.overlay(cam, grey)[0], title, key=("0", "max"), signed=False)
+              for title, cam in (("teacher", cam_t), ("student", cam_s))]
+    return card.draw(lines, panels)
 
 
 mlflow_hooks.register(NAME, mlflow_hooks.MLflowHooks(metrics=_metrics, headline_metric="pearson",

@@ -59,15 +59,18 @@ def _summarize(record: Record, previous: Mapping[str, Any] | None) -> dict[str, 
         "fidelity": fidelity,
         "trustworthy": rec.trustworthy,
         "changed": previous_predicted is not None and predicted != int(previous_predicted),
-        "thumb": encode.thumb(_map_or_zeros(rec, predicted)),
+        "thumb": encode.thumb(_map_or_zeros(rec.weight_map, rec, predicted)),
+        # weight x input summed over channels (a region's weight for a region student): what
+        # each pixel of this instance adds to the predicted class; the grid can show either
+        "thumb_contribution": encode.thumb(_map_or_zeros(rec.contribution_map, rec, predicted)),
         "headline": _headline(fidelity),
     }
 
 
-def _map_or_zeros(rec: ExplanationRecord, cls: int) -> np.ndarray:
+def _map_or_zeros(how: Any, rec: ExplanationRecord, cls: int) -> np.ndarray:
     # The predicted class is always kept (it is the teacher's top class); zeros only for a
     # hand-made record that leaves it out.
-    found = rec.weight_map(cls)
+    found = how(cls)
     return found if found is not None else np.zeros(rec.image.shape[1:])
 
 

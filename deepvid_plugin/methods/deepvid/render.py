@@ -4,80 +4,47 @@ from __future__ import annotations
 
 import numpy as np
 
-from deepvid_plugin.core import render
+from deepvid_plugin.core import card, render
 from deepvid_plugin.methods.deepvid.record import ExplanationRecord
 
-#: smallest side, in pixels, of the step images (28x28 -> 224x224).
-MIN_IMAGE_SIDE = 224
 
+def render_weight_map(record: ExplanationRecord) -> np.ndarray:
+    """The predicted class's maps as one RGB ``uint8`` step card (:mod:`deepvid_plugin.core
+    .card`: 512 x 256, readable in MLflow's 256-px thumbnail).
 
-def render_weight_map(record: ExplanationRecord, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
-    """The predicted class's maps as one RGB ``uint8`` image for ``log_image``.
-
-    MLflow's image slider shows this image alone, so it carries everything needed to read it: for
-    a pixel student two panels, the **weight** map (channel-averaged) and the **contribution**
-    ``weight x input`` (summed over channels: what each pixel of this instance adds to the class
-    score); for a region student one panel, each **region's weight** (what switching the region
-    on adds to the class score) drawn onto its pixels, with the regions' outlines. Each is drawn
-    over the instance in grey (opacity grows with |value|, as in the TensorBoard tab), with a
-    colour bar from ``-max|value|`` (blue, against the class) through 0 (white) to ``+max|value|``
-    (red, for it), under a header naming the predicted class and, when the record carries them,
-    its trust and deletion/insertion evidence. Small images are upscaled by an integer factor
-    (nearest neighbour) so they stay crisp.
+    MLflow's image slider shows this image alone, so it carries everything needed to read it: the
+    instance, its true label and the prediction (green when right, red when wrong), the trust
+    verdict (with the deletion AUC against a random map's, or why not to trust it), and the maps
+    drawn over the instance in grey (opacity grows with |value|, as in the DeepVID views), each
+    with its colour key (blue against the class, red for it): for a pixel student the **weight**
+    map (channel-averaged) and the **contribution** ``weight x input`` (summed over channels:
+    what each pixel of this instance adds to the class score); for a region student each
+    **region's weight** (what switching the region on adds to the class score) with the regions'
+    outlines. Pixels of small maps stay crisp squares.
     """
-    from PIL import Image, ImageDraw, ImageFont
-
     k = record.predicted
-    image = np.asarray(record.image, dtype=np.float64)
-    grey = render.grey(image)
+    grey = render.grey(np.asarray(record.image, dtype=np.float64))
+    fid = record.fidelity
+    lines = card.label_lines(record.instance_id, record.class_names, record.label, k,
+                             float(record.teacher_probs[k]))
+    lines += card.trust_lines(record.trustworthy, fid.get("trust_reason"),
+                              card.deletion_line(fid))
     if record.regions:
-        rgb, scale = render.overlay(record.weight_map(k), grey)
+        rgb = render.overlay(_or_zeros(record.weight_map(k), grey), grey)[0]
         edges = _edges(np.asarray(record.segments))
         rgb[edges] = 0.55 * rgb[edges] + 0.45 * 255.0  # faint outlines: where the regions are
-        panels = [("region weight (what switching the region on adds)", rgb, scale)]
+        panels = [card.Panel(rgb, "region weight")]
     else:
-        panels = [("weight", *render.overlay(record.weight_map(k), grey)),
-                  ("contribution = weight x input", *render.overlay(record.contribution_map(k),
-                                                                    grey))]
-    h, w = grey.shape
-    factor = render.upscale_factor(h, w, min_side)
-    ph, pw = h * factor, w * factor
-    font = ImageFont.load_default(size=13)
-    small = ImageFont.load_default(size=11)
-    head = 36
-    width = max(render.PAD + len(panels) * (pw + render.PAD), 420)
-    height = head + 16 + ph + 6 + render.BAR + 16 + render.PAD
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    name = record.class_names[k] if k < len(record.class_names) else str(k)
-    fid = record.fidelity
-    trust = "trustworthy" if record.trustworthy else "LOW TRUST"
-    reason = fid.get("trust_reason") if not record.trustworthy else None
-    draw.text((render.PAD, 4), f"predicted {name!r} (p={float(record.teacher_probs[k]):.2f}) - {trust}",
-              fill=(17, 24, 39) if record.trustworthy else (180, 83, 9), font=font)
-    line2 = (f"deletion AUC {fid['deletion_auc']:.3f} (random {fid['random_deletion_auc']:.3f}), "
-             f"insertion {fid['insertion_auc']:.3f} (random {fid['random_insertion_auc']:.3f})"
-             if all(isinstance(fid.get(key), (int, float)) for key in (
-                 "deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc"))
-             else "no faithfulness evidence (recorded by an older version)")
-    if isinstance(reason, str) and reason:
-        line2 = reason
-    draw.text((render.PAD, 20), line2, fill=(107, 114, 128), font=small)
-    bar = render.diverging(np.linspace(-1.0, 1.0, pw))[None].repeat(render.BAR, axis=0)
-    for i, (title, rgb, scale) in enumerate(panels):
-        x0 = render.PAD + i * (pw + render.PAD)
-        draw.text((x0, head), title, fill=(17, 24, 39), font=small)
-        big = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
-        canvas.paste(Image.fromarray(np.rint(big).astype(np.uint8)), (x0, head + 16))
-        y = head + 16 + ph + 6
-        canvas.paste(Image.fromarray(np.rint(bar).astype(np.uint8)), (x0, y))
-        draw.rectangle([x0, y, x0 + pw - 1, y + render.BAR - 1], outline=(209, 213, 219))
-        draw.text((x0, y + render.BAR + 2), f"-{scale:.3g} against", fill=(33, 102, 172), font=small)
-        right = f"for +{scale:.3g}"
-        draw.text((x0 + pw - draw.textlength(right, font=small), y + render.BAR + 2), right,
-                  fill=(178, 24, 43), font=small)
-        draw.text((x0 + pw // 2 - 3, y + render.BAR + 2), "0", fill=(107, 114, 128), font=small)
-    return np.asarray(canvas, dtype=np.uint8)
+        panels = [card.Panel(render.overlay(_or_zeros(record.weight_map(k), grey), grey)[0],
+                             "weight"),
+                  card.Panel(render.overlay(_or_zeros(record.contribution_map(k), grey),
+                                            grey)[0], "w × input")]
+    return card.draw(lines, panels)
+
+
+def _or_zeros(values: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+    # the predicted class is always kept; zeros only for a hand-made record without it
+    return np.zeros(like.shape) if values is None else values
 
 
 def _edges(segments: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 // The cam_agreement kind's views (Exp-KD, Pattern Recognition 2024): during a distillation run,
 // does the student look where its teacher looks? The overview cell shows the teacher's and the
 // student's top-1 CAMs side by side with their Pearson correlation; the detail column shows both
-// maps for each of the teacher's top classes, the agreement numbers, the agreement over epochs (the
+// maps for each of the teacher's top classes, the agreement numbers, the agreement over steps (the
 // record carries its instance's history) and the faithfulness evidence of the student's map.
 import { lineChart } from "../charts";
 import { decodeChannels, toMap2D, type Map2D } from "../codec";
@@ -36,17 +36,27 @@ registerView({
   label: "Teacher vs student",
   description: "Exp-KD: the teacher's and the distilled student's class activation maps, and how well they agree",
   layout: "instances",
-  cellLegend: "teacher's (left) and student's (right) CAM of the teacher's top class, with their Pearson r",
+  cellLegend: "teacher's (left) and student's (right) CAM of the teacher's top class",
+  mapSign: "positive",
+  headlineLabel: "Pearson r",
+  lowTrust: "the student's map is no better than a random one at deletion/insertion",
+  legendItems: () => [
+    h("span", { class: "lg-item" }, h("b", {}, "r"), "Pearson correlation of the two maps (1: they look alike)"),
+    h("span", { class: "lg-item", "data-testid": "legend-disagree" }, h("b", { class: "lab bad" }, "≠"),
+      "teacher and student disagree on the top class"),
+  ],
   cellArt(inst: Instance, s: StepSummary, size: number): HTMLElement {
     const a = s as AgreementSummary;
     const half = Math.floor(size / 2) - 1;
     const pair = h("div", { style: "display:flex;gap:2px;justify-content:center", "data-testid": "cam-pair" },
-      a.thumb_teacher ? mapCanvas(a.thumb_teacher, half, { image: inst.image }) : h("span", {}, "–"),
-      mapCanvas(a.thumb, half, { image: inst.image }));
+      a.thumb_teacher ? mapCanvas(a.thumb_teacher, half, { image: inst.image, sign: "positive" }) : h("span", {}, "–"),
+      mapCanvas(a.thumb, half, { image: inst.image, sign: "positive" }));
+    // "≠", not "✗": the cell's label already uses ✗ for a prediction that misses the true label
     return h("div", { style: `width:${size}px;height:${size}px;display:flex;flex-direction:column;justify-content:center` },
       pair,
       h("div", { style: "font-size:10px;line-height:14px", "data-testid": "cam-pearson" },
-        `r ${num(a.pearson) === null ? "–" : fmt(a.pearson, 2)}${a.agree === false ? " ✗" : ""}`));
+        `r ${num(a.pearson) === null ? "–" : fmt(a.pearson, 2)}`,
+        a.agree === false ? h("b", { class: "lab bad", title: "teacher and student disagree on the top class" }, " ≠") : ""));
   },
   tooltip(s: StepSummary): string[] {
     const a = s as AgreementSummary;
@@ -100,7 +110,7 @@ function sections(rec: EnvelopeRecordResp, names: string[]): HTMLElement[] {
     h("span", { class: "pill" }, `teacher ${className(names, teacherPred)}`),
     h("span", { class: "pill" }, `student ${className(names, rec.predicted)}`),
     h("span", { class: agree ? "pill good" : "pill warn", "data-testid": "top1-agreement" },
-      agree ? "✓ same top class" : "✗ different top class"),
+      agree ? "✓ same top class" : "≠ different top class"),
     h("span", { class: "pill", "data-testid": "agreement-numbers" },
       `Pearson ${fmt(pearson[0], 3)} · top-20% IoU ${fmt(iou[0], 3)}`),
     why === null
@@ -114,7 +124,7 @@ function sections(rec: EnvelopeRecordResp, names: string[]): HTMLElement[] {
 
   const fig = (map: Map2D | undefined, caption: string, testid: string, cls: number) => map
     ? h("figure", { class: "focus-fig", "data-testid": testid, "data-class": cls },
-      mapCanvas(map, 112, { image: rec.image ?? undefined, crisp: true }), h("figcaption", {}, caption))
+      mapCanvas(map, 112, { image: rec.image ?? undefined, sign: "positive" }), h("figcaption", {}, caption))
     : h("span", { class: "muted" }, "no map");
   const rows = classes.map((cls, j) =>
     h("div", { class: "focus-row", "data-testid": "cam-class-row", "data-class": cls },
@@ -127,8 +137,8 @@ function sections(rec: EnvelopeRecordResp, names: string[]): HTMLElement[] {
   const maps = h("div", { class: "focus", "data-testid": "cam-agreement-maps" }, ...rows,
     h("p", { class: "map-key muted" }, "Class activation maps (the classifier's weights applied to the layer's " +
       "features, kept where positive, upsampled to the input), each scaled to its own peak. Pearson compares the " +
-      "two maps pixel by pixel; the IoU compares the 20% of pixels each map ranks highest. Red is where the class " +
-      "draws its evidence."));
+      "two maps pixel by pixel; the IoU compares the 20% of pixels each map ranks highest. Never negative: white is 0, " +
+      "dark red where the class draws its evidence."));
 
   const sec: HTMLElement[] = [
     summary,
@@ -138,7 +148,7 @@ function sections(rec: EnvelopeRecordResp, names: string[]): HTMLElement[] {
   const history = (Array.isArray(meta.history) ? meta.history : []) as HistoryEntry[];
   if (history.length > 0) {
     const steps = history.map((e) => e.step);
-    sec.push(h("div", { class: "sec" }, h("h4", {}, "Agreement over epochs"), lineChart({
+    sec.push(h("div", { class: "sec" }, h("h4", {}, "Agreement over steps"), lineChart({
       title: "Teacher vs student, top-1 class maps (higher: the student looks where the teacher looks)",
       testid: "agreement-chart",
       steps,
@@ -148,8 +158,9 @@ function sections(rec: EnvelopeRecordResp, names: string[]): HTMLElement[] {
       ],
       yRange: [-1, 1],
       lowSteps: history.filter((e) => e.agree === false).map((e) => e.step),
+      lowLabel: "steps where teacher and student disagree on the top class",
       selected: rec.step,
-    }).el, h("p", { class: "hint" }, "Shaded steps: teacher and student disagree on the top class.")));
+    }).el));
   }
 
   // The student's map of the teacher's top class is what the evidence ranks pixels by.

@@ -10,6 +10,7 @@ import { clear, className, fmt, h, pct } from "../dom";
 import { colorbar, imageCanvas, mapCanvas } from "../draw";
 import { evidenceOf, NO_EVIDENCE, trustReason } from "../evidence";
 import { evidenceSection } from "../evidence_panel";
+import { settingsTable } from "../settings";
 import type { EncodedImg, EncodedMap, Instance, RecordResp, StepSummary } from "../types";
 import { registerView } from "./registry";
 
@@ -19,6 +20,15 @@ registerView({
   description: "local linear students (DeepVID): what each pixel or region adds to a class, with their fidelity",
   layout: "instances",
   cellLegend: "weight of the predicted class",
+  headlineLabel: "fidelity",
+  lowTrust: "the student disagrees with the model, or the map is no better than a random one",
+  // Contributions first: "where the model looks" on each instance, as the detail panel says;
+  // summaries of older versions have the weights only.
+  cellMaps: [
+    { key: "thumb_contribution", label: "contribution (weight × input)",
+      legend: "contribution (weight × input) of the predicted class" },
+    { key: "thumb", label: "weight", legend: "weight of the predicted class" },
+  ],
   cellArt: (inst: Instance, s: StepSummary, size: number) => mapCanvas(s.thumb, size, { image: inst.image }),
   tooltip(s: StepSummary): string[] {
     const ev = evidenceOf(s.fidelity);
@@ -62,9 +72,13 @@ function sections(rec: DeepVIDRecord, names: string[]): HTMLElement[] {
 
   const maps = classMaps(rec);
   const focusSlot = h("div", { class: "focus-slot" });
+  // colour images: R, G and B of the focused class, in a section of their own (tall)
+  const channelSlot = h("div", { class: "channel-slot" });
   const showFocus = (c: number) => {
     clear(focusSlot);
     focusSlot.append(focus(rec, names, maps, c));
+    clear(channelSlot);
+    if (maps.c === 3) channelSlot.append(channelTable(maps, c, maps.contributions?.[c]));
     grids.querySelectorAll<HTMLElement>("[data-class]").forEach((el) =>
       el.classList.toggle("focused", Number(el.dataset.class) === c));
   };
@@ -91,7 +105,7 @@ function sections(rec: DeepVIDRecord, names: string[]): HTMLElement[] {
         "data-testid": "neighbour",
         title: `teacher: ${className(names, t)} · student: ${className(names, ns[i])}`,
       }, imageCanvas(img, 44), h("figcaption", {}, className(names, t)));
-      if (off) fig.appendChild(h("span", { class: "nb-x", "aria-label": "student disagrees" }, "✗"));
+      if (off) fig.appendChild(h("span", { class: "nb-x", "aria-label": "student disagrees" }, "≠"));
       return fig;
     }))
     : h("p", { class: "muted" }, "No neighbour images were stored for this instance.");
@@ -99,24 +113,22 @@ function sections(rec: DeepVIDRecord, names: string[]): HTMLElement[] {
   const neighLegend = h("div", { class: "nb-legend" },
     ...usedLabels.map((c) => h("span", { class: "nb-key" },
       h("span", { class: "swatch", style: `background:${classColor(c, k)}` }), className(names, c))),
-    h("span", { class: "nb-key wide" }, h("span", { class: "nb-x static" }, "✗"), "student disagrees with the teacher"));
+    h("span", { class: "nb-key wide" }, h("span", { class: "nb-x static" }, "≠"), "student disagrees with the teacher"));
 
-  const settings = h("table", { class: "settings", "data-testid": "settings" },
-    h("tbody", {}, ...Object.entries(rec.settings ?? {}).map(([key, v]) =>
-      h("tr", {}, h("th", {}, key), h("td", {}, typeof v === "string" ? v : JSON.stringify(v))))),
-    h("tbody", {}, h("tr", {}, h("th", {}, "schema_version"), h("td", {}, String(rec.schema_version)))));
+  const settings = settingsTable({ ...rec.settings, schema_version: rec.schema_version });
 
   return [
     summary,
     h("div", { class: "sec" }, h("h4", {}, "Where the model looks"), focusSlot),
     evidenceSection(rec, why),
+    maps.c === 3 ? h("div", { class: "sec" }, h("h4", {}, "Per colour channel"), channelSlot) : null,
     grids,
     h("div", { class: "sec" }, h("h4", {}, "Teacher vs student"),
       h("div", { class: "pb-legend" }, h("span", { class: "swatch teacher" }), "teacher (your model)",
         h("span", { class: "swatch student" }), "student (linear explanation)"), bars),
     h("div", { class: "sec" }, h("h4", {}, `Neighbours (${nt.length}, ${disagree} disagreements)`), neighLegend, neigh),
     h("div", { class: "sec" }, h("h4", {}, "Settings"), settings),
-  ];
+  ].filter((e): e is HTMLElement => e !== null);
 }
 
 // ---- maps ---------------------------------------------------------------------------------------
@@ -276,7 +288,6 @@ function focus(rec: DeepVIDRecord, names: string[], maps: ClassMaps, cls: number
         : h("p", { class: "muted" }, "Contributions need the instance in the model's input units, which this backend does not send."),
       h("p", { class: "muted" }, "Both are drawn over the instance (dimmed grey); where the colour fades to grey, " +
         "the value is close to zero.")));
-  if (maps.c === 3) out.append(channelTable(maps, at, contrib));
   return out;
 }
 

@@ -7,6 +7,7 @@ import { className, fmt, h, pct } from "../dom";
 import { colorbar, imageCanvas, mapCanvas } from "../draw";
 import { evidenceOf, NO_EVIDENCE, trustReason } from "../evidence";
 import { evidenceSection } from "../evidence_panel";
+import { settingsTable } from "../settings";
 import type { EncodedMap, EnvelopeRecordResp, Instance, StepSummary } from "../types";
 import { registerView } from "./registry";
 
@@ -15,8 +16,11 @@ registerView({
   label: "Grad-CAM",
   description: "Grad-CAM: where the gradient of a class's score weights a layer's activations",
   layout: "instances",
-  cellLegend: "Grad-CAM of the predicted class (never negative)",
-  cellArt: (inst: Instance, s: StepSummary, size: number) => mapCanvas(s.thumb, size, { image: inst.image }),
+  cellLegend: "Grad-CAM of the predicted class",
+  mapSign: "positive",
+  headlineLabel: "deletion AUC",
+  cellArt: (inst: Instance, s: StepSummary, size: number) =>
+    mapCanvas(s.thumb, size, { image: inst.image, sign: "positive" }),
   tooltip(s: StepSummary): string[] {
     const ev = evidenceOf(s.fidelity);
     return [ev
@@ -51,7 +55,7 @@ function sections(rec: EnvelopeRecordResp, names: string[]): HTMLElement[] {
         ? "no faithfulness evidence" : "✓ better than a random map")
       : h("span", { class: "pill warn", "data-testid": "lowfi-warning" },
         "⚠ don't trust these maps: ", h("span", { "data-testid": "trust-reason" }, why)),
-    layer ? h("span", { class: "muted" }, `layer ${layer}`) : null);
+    layer ? h("span", { class: "muted", "data-testid": "gradcam-layer" }, `layer ${layer}`) : null);
 
   const figs: HTMLElement[] = [];
   if (rec.image) {
@@ -64,9 +68,9 @@ function sections(rec: EnvelopeRecordResp, names: string[]): HTMLElement[] {
     const map = decodeMap(m);
     return h("div", { class: "focus-col" },
       h("figure", { class: "focus-fig", "data-testid": testid, "data-class": cls ?? -1 },
-        mapCanvas(map, 128, { image: rec.image ?? undefined, crisp: true }),
+        mapCanvas(map, 128, { image: rec.image ?? undefined, sign: "positive" }),
         h("figcaption", {}, `${what}: ${className(names, cls)}`)),
-      colorbar(map.scale, "Grad-CAM"));
+      colorbar(map.scale, "Grad-CAM", "positive"));
   };
   const pred = camFig("cam_pred", rec.predicted, "cam-pred", "predicted");
   const truthFig = camFig("cam_true", rec.label, "cam-true", "true");
@@ -90,7 +94,8 @@ function sections(rec: EnvelopeRecordResp, names: string[]): HTMLElement[] {
     h("div", { class: "focus-row" }, ...figs),
     truthFig || trueSet ? null : h("p", { class: "muted" }, "No true-class map: the instance's label was not known."),
     h("p", { class: "map-key muted" }, "Grad-CAM: the layer's activations weighted by the gradient of the " +
-      "class's score, kept where positive and upsampled to the input. Red is where the class draws its evidence."));
+      "class's score, kept where positive and upsampled to the input: never negative, so white is 0 and dark red " +
+      "the strongest evidence for the class."));
 
   const bars = h("div", { class: "prob-bars", "data-testid": "prob-bars" },
     ...names.map((name, c) => h("div", { class: "pb-row" + (c === rec.predicted ? " predicted" : "") },
@@ -99,9 +104,8 @@ function sections(rec: EnvelopeRecordResp, names: string[]): HTMLElement[] {
         h("span", { class: "pb teacher", style: `width:${(probs[c] ?? 0) * 100}%` })),
       h("span", { class: "pb-val" }, pct(probs[c])))));
 
-  const settings = h("table", { class: "settings", "data-testid": "settings" },
-    h("tbody", {}, ...Object.entries(rec.settings ?? {}).map(([key, v]) =>
-      h("tr", {}, h("th", {}, key), h("td", {}, typeof v === "string" ? v : JSON.stringify(v))))));
+  // a layer left to Grad-CAM's default is shown as what it resolved to
+  const settings = settingsTable(rec.settings, { layer });
 
   return [
     summary,

@@ -1,17 +1,17 @@
-// Network Dissection (Bau et al., CVPR 2017): one record per layer and explained epoch, its units'
+// Network Dissection (Bau et al., CVPR 2017): one record per layer and explained step, its units'
 // concept labels (deepvid_plugin/kinds/netdissect.py). Served through the generic routes with
 // kind=netdissect: `instances` lists the layers (subjects are rows) with every step's summary,
 // which holds all the charts need (unique detectors per category, the random-init baseline, each
 // concept's detector count, each unit's label and IoU); `record` of one layer and step adds the
 // concept names and, per unit, its strongest probe thumbnails with its mask.
 //
-// The page: unique detectors against epoch per layer (the random-init baseline as a grey band),
-// a concept x epoch heat map of the selected layer, and its unit table (label, category, IoU, an
-// IoU sparkline over epochs with label switches marked, top probe images with the mask overlaid).
+// The page: unique detectors against step per layer (the random-init baseline as a grey band),
+// a concept x step heat map of the selected layer, and its unit table (label, category, IoU, an
+// IoU sparkline over steps with label switches marked, top probe images with the mask overlaid).
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { clear, fmt, h } from "../dom";
-import { catColor } from "../colors";
+import { catColor, conceptColor } from "../colors";
 import type { ViewHost } from "../host";
 import type { EncodedMap, EnvelopeRecordResp, KindInfo } from "../types";
 import { pageShell } from "./page";
@@ -75,7 +75,8 @@ const STYLE = `
 .nd-heat .nd-hc.sel { outline: 2px solid #111827; outline-offset: -1px; }
 .nd-heat .nd-hl { padding-right: 8px; white-space: nowrap; }
 .nd-heat .nd-hx { text-align: center; color: var(--muted); font-size: 11px; }
-.nd-dot { display: inline-block; width: 8px; height: 8px; border-radius: 50%; margin-right: 5px; }
+.nd-dot { display: inline-block; width: 9px; height: 9px; border-radius: 50%; margin-right: 5px;
+  box-shadow: 0 0 0 1px rgba(17, 24, 39, .35); }
 .nd-table { border-collapse: collapse; background: var(--card); font-size: 13px; }
 .nd-table th, .nd-table td { border-bottom: 1px solid var(--line); padding: 4px 8px; text-align: left;
   vertical-align: middle; }
@@ -84,8 +85,7 @@ const STYLE = `
 .nd-table td.nd-num { text-align: right; font-variant-numeric: tabular-nums; }
 .nd-switch { color: var(--changed); font-weight: 600; }
 .nd-tops { display: flex; gap: 4px; }
-.nd-tops canvas { width: 56px; height: 56px; image-rendering: pixelated; border-radius: 3px;
-  border: 1px solid var(--line); }
+.nd-tops canvas { width: 56px; height: 56px; border-radius: 3px; border: 1px solid var(--line); }
 .nd-spark { width: 140px; height: 30px; }
 .nd-legend { display: flex; gap: 14px; flex-wrap: wrap; font-size: 12px; color: var(--muted); margin: 4px 0; }
 .nd-band { display: inline-block; width: 18px; height: 10px; background: rgba(107,114,128,.25);
@@ -116,7 +116,7 @@ function total(counts: Record<string, number> | null): number | null {
   return counts === null ? null : Object.values(counts).reduce((a, b) => a + b, 0);
 }
 
-// ---- unique detectors against epoch, one chart per layer -------------------------------------
+// ---- unique detectors against step, one chart per layer -------------------------------------
 function detectorChart(layer: NdLayer, selected: boolean, step: number, onPick: (step: number) => void): HTMLElement {
   const xs = layer.steps.map((s) => s.step);
   const cats = Object.keys(layer.steps[0]?.unique ?? {});
@@ -126,8 +126,8 @@ function detectorChart(layer: NdLayer, selected: boolean, step: number, onPick: 
   const fig = h("figure", { class: "nd-chart" + (selected ? " selected" : ""), "data-testid": "nd-detectors-chart",
     "data-layer": layer.id },
   h("figcaption", {}, `${layer.id}`), box,
-  h("div", { class: "nd-note" }, base === null ? "no random-init baseline recorded"
-    : `grey band: random init (${base} unique detector${base === 1 ? "" : "s"})`));
+  h("div", { class: "nd-note" }, (base === null ? "no random-init baseline recorded"
+    : `grey band: random init (${base} unique detector${base === 1 ? "" : "s"})`) + " · dotted line: the selected step"));
   const band = (u: uPlot) => {
     const ctx = u.ctx;
     const { left, width, top, height } = u.bbox;
@@ -167,11 +167,11 @@ function detectorChart(layer: NdLayer, selected: boolean, step: number, onPick: 
       y: { range: [0, Math.ceil(ymax * 1.15) + 0.5] },
     },
     axes: [
-      { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { show: false }, size: 26, label: "epoch", labelSize: 14,
+      { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { show: false }, size: 26, label: "step", labelSize: 14,
         incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] },
       { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { show: false }, size: 30, incrs: [1, 2, 5, 10, 20, 50, 100] },
     ],
-    series: [{ label: "epoch" }, ...series.map((s) => ({
+    series: [{ label: "step" }, ...series.map((s) => ({
       label: s.label, stroke: s.color, width: s.width, points: { show: xs.length <= 40, size: 4, fill: s.color },
     }))],
     hooks: {
@@ -186,7 +186,7 @@ function detectorChart(layer: NdLayer, selected: boolean, step: number, onPick: 
   return fig;
 }
 
-// ---- concept x epoch heat map ---------------------------------------------------------------
+// ---- concept x step heat map ----------------------------------------------------------------
 function heatMap(layer: NdLayer, meta: NdMeta, step: number, onPick: (step: number) => void): HTMLElement {
   const steps = layer.steps;
   const rows = meta.labels.map((name, c) => ({ name, c, cat: meta.label_category[c],
@@ -198,24 +198,24 @@ function heatMap(layer: NdLayer, meta: NdMeta, step: number, onPick: (step: numb
     style: `grid-template-columns: auto repeat(${steps.length}, 26px)` });
   if (!rows.length) {
     return h("p", { class: "muted", "data-testid": "nd-heatmap", "data-rows": 0 },
-      "No unit of this layer is a detector at any epoch yet.");
+      "No unit of this layer is a detector at any step yet.");
   }
   for (const r of rows) {
     grid.appendChild(h("div", { class: "nd-hl", title: r.cat },
-      h("span", { class: "nd-dot", style: `background:${catColor(r.cat)}` }), r.name));
+      h("span", { class: "nd-dot", style: `background:${conceptColor(r.name, r.cat)}` }), r.name));
     for (const s of steps) {
       const n = s.concepts[r.c] ?? 0;
       const a = n / peak;
       grid.appendChild(h("div", {
         class: "nd-hc" + (s.step === step ? " sel" : ""), "data-testid": "nd-heat-cell",
         "data-concept": r.name, "data-step": s.step, "data-count": n,
-        title: `${r.name} (${r.cat}) at epoch ${s.step}: ${n} detector unit${n === 1 ? "" : "s"}`,
+        title: `${r.name} (${r.cat}) at step ${s.step}: ${n} detector unit${n === 1 ? "" : "s"}`,
         style: `background: rgba(37, 99, 235, ${n ? 0.15 + 0.85 * a : 0.04}); color: ${a > 0.5 ? "#fff" : "#1e3a8a"}`,
         onclick: () => onPick(s.step),
       }, n ? String(n) : ""));
     }
   }
-  grid.appendChild(h("div", { class: "nd-hl muted" }, "epoch"));
+  grid.appendChild(h("div", { class: "nd-hl muted" }, "step"));
   for (const s of steps) grid.appendChild(h("div", { class: "nd-hx" }, String(s.step)));
   return grid;
 }
@@ -259,34 +259,53 @@ function sparkline(values: (number | null)[], switches: boolean[], at: number, t
   return c;
 }
 
-/** A probe thumbnail with the unit's mask: inside at full colour with an outline, outside dimmed. */
+/** Pixels per probe pixel in the unit table's thumbnails (an 8 px probe becomes 56 px). */
+const THUMB_PX = 56;
+
+/** A probe thumbnail with the unit's mask: inside at full colour, outside dimmed, and the mask's
+ * border drawn *between* pixels (a dark line with a white halo), so the detected colour itself
+ * shows: a "white" detector's mask is white, not a yellow outline. */
 function maskedThumb(images: { shape: number[]; values: Float32Array }, p: number,
   masks: { shape: number[]; values: Float32Array }, u: number, t: number): HTMLCanvasElement {
   const [, , s] = images.shape;
   const T = masks.shape[1];
-  const c = h("canvas", { width: s, height: s });
+  const f = Math.max(1, Math.floor(THUMB_PX / s));
+  const c = h("canvas", { width: s * f, height: s * f, "data-testid": "nd-mask-thumb" });
   const ctx = c.getContext("2d")!;
-  const img = ctx.createImageData(s, s);
+  const src = document.createElement("canvas");
+  src.width = src.height = s;
+  const img = src.getContext("2d")!.createImageData(s, s);
   const base = p * 3 * s * s;
   const mbase = (u * T + t) * s * s;
-  const on = (i: number) => masks.values[mbase + i] > 0.5;
+  const on = (x: number, y: number) => x >= 0 && y >= 0 && x < s && y < s && masks.values[mbase + y * s + x] > 0.5;
   for (let i = 0; i < s * s; i++) {
-    const inside = on(i);
-    const yy = Math.floor(i / s), xx = i % s;
-    const edge = inside && (xx === 0 || yy === 0 || xx === s - 1 || yy === s - 1 ||
-      !on(i - 1) || !on(i + 1) || !on(i - s) || !on(i + s));
-    const k = inside ? 1 : 0.3;
+    const k = on(i % s, Math.floor(i / s)) ? 1 : 0.35;
     for (let ch = 0; ch < 3; ch++) {
       img.data[i * 4 + ch] = Math.round(Math.min(255, images.values[base + ch * s * s + i]) * k);
     }
-    if (edge) {
-      img.data[i * 4] = 255;
-      img.data[i * 4 + 1] = 230;
-      img.data[i * 4 + 2] = 0;
-    }
     img.data[i * 4 + 3] = 255;
   }
-  ctx.putImageData(img, 0, 0);
+  src.getContext("2d")!.putImageData(img, 0, 0);
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(src, 0, 0, s * f, s * f);
+  // every pixel edge with the mask on one side only
+  const path = new Path2D();
+  for (let y = 0; y < s; y++) {
+    for (let x = 0; x < s; x++) {
+      if (!on(x, y)) continue;
+      if (!on(x, y - 1)) { path.moveTo(x * f, y * f); path.lineTo((x + 1) * f, y * f); }
+      if (!on(x, y + 1)) { path.moveTo(x * f, (y + 1) * f); path.lineTo((x + 1) * f, (y + 1) * f); }
+      if (!on(x - 1, y)) { path.moveTo(x * f, y * f); path.lineTo(x * f, (y + 1) * f); }
+      if (!on(x + 1, y)) { path.moveTo((x + 1) * f, y * f); path.lineTo((x + 1) * f, (y + 1) * f); }
+    }
+  }
+  ctx.lineCap = "square";
+  ctx.strokeStyle = "#ffffff";
+  ctx.lineWidth = 3;
+  ctx.stroke(path);
+  ctx.strokeStyle = "#111827";
+  ctx.lineWidth = 1.5;
+  ctx.stroke(path);
   return c;
 }
 
@@ -308,7 +327,7 @@ function unitTable(layer: NdLayer, meta: NdMeta, rec: EnvelopeRecordResp, step: 
     const history = steps.map((s) => s.unit_label[u]);
     const switched = history.map((l, i) => i > 0 && l !== history[i - 1]);
     const nSwitch = switched.filter(Boolean).length;
-    const story = history.map((l, i) => (i === 0 || switched[i]) ? `${meta.labels[l]} (epoch ${steps[i].step})` : null)
+    const story = history.map((l, i) => (i === 0 || switched[i]) ? `${meta.labels[l]} (step ${steps[i].step})` : null)
       .filter((x) => x !== null).join(" → ");
     const det = iou > meta.iou_threshold;
     const tops = h("div", { class: "nd-tops", "data-testid": "nd-top-images" });
@@ -335,12 +354,12 @@ function unitTable(layer: NdLayer, meta: NdMeta, rec: EnvelopeRecordResp, step: 
   const n = cur.unit_iou.length;
   return h("div", {},
     h("div", { class: "nd-legend" },
-      h("span", {}, `${cur.detectors} of ${n} units are detectors (IoU > ${meta.iou_threshold}) at epoch ${cur.step}`),
+      h("span", {}, `${cur.detectors} of ${n} units are detectors (IoU > ${meta.iou_threshold}) at step ${cur.step}`),
       n > MAX_UNITS ? h("span", {}, `showing the ${MAX_UNITS} best units`) : null,
       h("span", {}, h("span", { class: "nd-dot", style: "background:#d97706" }), "label switch (sparkline; dashed: the IoU threshold)"),
-      h("span", {}, "top probe images: the unit's mask in colour, outlined in yellow")),
+      h("span", {}, "top probe images: the unit's mask in full colour inside the dark outline, the rest dimmed")),
     h("table", { class: "nd-table", "data-testid": "nd-unit-table" },
-      h("thead", {}, h("tr", {}, ...["unit", "label", "category", "IoU", "IoU over epochs", "switches",
+      h("thead", {}, h("tr", {}, ...["unit", "label", "category", "IoU", "IoU over steps", "switches",
         "random init", "top probe images"].map((t) => h("th", {}, t)))),
       body));
 }
@@ -373,7 +392,7 @@ async function draw(host: ViewHost, root: HTMLElement, run: string): Promise<voi
     const mine = ++token;
     const layer = layers[li];
     select.value = String(li);
-    stepLabel.textContent = `epoch ${step}`;
+    stepLabel.textContent = `step ${step}`;
     clear(charts);
     layers.forEach((l, i) => charts.appendChild(detectorChart(l, i === li, step, (s) => pick(i, s))));
     detail.setAttribute("data-loaded", "false");
@@ -383,7 +402,7 @@ async function draw(host: ViewHost, root: HTMLElement, run: string): Promise<voi
     } catch (err) {
       if (mine !== token) return;
       clear(detail);
-      detail.appendChild(h("p", { class: "muted" }, `The record of ${layer.id} at epoch ${step} could not be read: ${String(err)}`));
+      detail.appendChild(h("p", { class: "muted" }, `The record of ${layer.id} at step ${step} could not be read: ${String(err)}`));
       return;
     }
     if (mine !== token) return;
@@ -392,11 +411,11 @@ async function draw(host: ViewHost, root: HTMLElement, run: string): Promise<voi
     const [units, mh, mw] = meta.shape;
     clear(detail);
     detail.append(
-      h("h3", {}, `Concepts × epochs: ${layer.id}`),
+      h("h3", {}, `Concepts × steps: ${layer.id}`),
       h("p", { class: "nd-lead" }, "How many of the layer's units detect each concept (IoU above the threshold) at each " +
-        "explained epoch; concepts no unit ever detects are left out. Click a column to select that epoch."),
+        "explained step; concepts no unit ever detects are left out. Click a column to select that step."),
       heatMap(layer, meta, step, (s) => pick(li, s)),
-      h("h3", {}, `Units of ${layer.id} at epoch ${step}`),
+      h("h3", {}, `Units of ${layer.id} at step ${step}`),
       h("p", { class: "nd-lead" }, `${units} units, ${mh}×${mw} activation maps, probed with ${meta.n_probe} images; ` +
         "each unit's label is the concept its top activations overlap best."),
       unitTable(layer, meta, rec, step));
@@ -409,8 +428,8 @@ async function draw(host: ViewHost, root: HTMLElement, run: string): Promise<voi
   root.append(
     h("h3", {}, "Unique detectors per layer"),
     h("p", { class: "nd-lead" }, "Distinct concepts detected by a layer's units (unit IoU above the threshold), in total " +
-      "and per category, against epoch. The grey band is the same layer at random initialisation: what chance alone " +
-      "gives. Click a chart to inspect that layer and epoch."),
+      "and per category, step by step. The grey band is the same layer at random initialisation: what chance alone " +
+      "gives. Click a chart to inspect that layer and step."),
     charts,
     h("div", { class: "nd-controls" }, h("label", { class: "dv-field" }, "layer ", select), stepLabel),
     detail);
@@ -431,7 +450,7 @@ registerView({
     injectStyle();
     const root = h("div", { class: "nd", "data-testid": "page-view", "data-kind": KIND, "data-has-data": "true" },
       h("h2", {}, "Network Dissection"),
-      h("p", { class: "nd-lead" }, `${info.subjects} layer${info.subjects === 1 ? "" : "s"} × ${info.steps} epochs. ` +
+      h("p", { class: "nd-lead" }, `${info.subjects} layer${info.subjects === 1 ? "" : "s"} × ${info.steps} steps. ` +
         "Each unit is labelled with the concept its strongest activations overlap best (Bau et al., CVPR 2017)."));
     parent.appendChild(root);
     draw(host, root, run).catch((err) => {

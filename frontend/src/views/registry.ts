@@ -7,6 +7,7 @@
 //   steps grid (each cell drawn by `cell`) and the detail panel (its column drawn by `detail`);
 // - "page": the kind explains layers, classes or the model (Network Dissection, Summit), so it
 //   gets its own top-level view entry, drawn by `render`.
+import type { MapSign } from "../colors";
 import type { ViewHost } from "../host";
 import type { Instance, KindInfo, StepSummary } from "../types";
 
@@ -19,10 +20,33 @@ interface BaseView {
   readonly description: string;
 }
 
+/** A map a grid cell can show: the step summary key of an encoded map, and its words. */
+export interface CellMap {
+  readonly key: string;
+  /** The picker's label ("contribution (weight × input)"). */
+  readonly label: string;
+  /** What the cells show, for the legend. */
+  readonly legend: string;
+}
+
 export interface InstanceView extends BaseView {
   readonly layout: "instances";
   /** What the grid's cells show, for the legend (e.g. "weight of the predicted class"). */
   readonly cellLegend: string;
+  /** The sign of the kind's maps, which picks their colour scale everywhere (grid, compare,
+   * legend): "positive" for maps that are never negative (Grad-CAM). Default "signed". */
+  readonly mapSign?: MapSign;
+  /** What the low-trust mark means for this kind, for the legend (default: the map is no
+   * better than a random one at deletion/insertion). */
+  readonly lowTrust?: string;
+  /** The maps a cell can show when the summaries carry more than `thumb` (the first one present
+   * is the default); the grid swaps it in as `thumb` before calling `cellArt`. */
+  readonly cellMaps?: readonly CellMap[];
+  /** The headline number's short name ("fidelity", "deletion AUC"), for charts and read-outs
+   * (default: the kind's headline from the API). */
+  readonly headlineLabel?: string;
+  /** Legend items of marks the kind's own cells draw (beyond the shared ones). */
+  readonly legendItems?: () => HTMLElement[];
   /** The overview cell's picture of one step (painted lazily, when it scrolls into view). */
   cellArt(inst: Instance, s: StepSummary, size: number): HTMLElement;
   /** Lines of the cell's tooltip that are the kind's own (after instance, step, prediction). */

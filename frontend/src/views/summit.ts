@@ -1,28 +1,26 @@
-// Summit (Hohman et al., TVCG 2020): one record per class per explained epoch, the class's
-// attribution graph (deepvid_plugin/kinds/summit.py). The page shows
-// - an overview of classes x epochs, coloured by stability (Jaccard of the graph's node set with
-//   the previous explained epoch's);
-// - the selected class's graph, layered (layers are ranks, laid out by dagre), with an epoch
-//   slider: node size = activation count, edge width = influence (share of the class's images);
-// - the selected node: its top probe images and, where Network Dissection ran on the same layer of
-//   the same run, the unit's concept label; the graph names each detector unit's concept on its
-//   node and rings it in its concept category's colour, so a model built from colour detectors
-//   (a shortcut) shows at a glance;
-// - a channel x epoch strip of the class's activation counts in one layer.
-import dagre from "@dagrejs/dagre";
+// Summit (Hohman et al., TVCG 2020): one record per class per explained step, the class's
+// attribution graph (deepvid_plugin/methods/summit/kind.py). The page shows
+// - an overview of classes x steps, coloured by stability (Jaccard of the graph's node set with
+//   the previous explained step's);
+// - the selected class's graph (summit_graph.ts), with a step slider; each node filled with the
+//   concept its unit detects where Network Dissection ran on the same layer of the same run, so a
+//   model built from colour detectors (a shortcut) shows at a glance;
+// - the selected node: its top probe images and its Network Dissection label;
+// - a channel x step strip of the class's activation counts in one layer.
 import { interpolateBlues, interpolateRdYlGn } from "d3-scale-chromatic";
 import { kindParams } from "../data";
-import { catColor } from "../colors";
+import { inkOn } from "../colors";
 import { clear, fmt, h } from "../dom";
 import { imageCanvas } from "../draw";
 import type { ViewHost } from "../host";
 import { errorBox } from "../states";
 import type { EncodedMap, EnvelopeRecordResp, Instance, InstancesResp, StepSummary } from "../types";
+import { conceptOf, graphLegend, graphSvg, nums, toGraph, type Dissection, type Graph, type GNode,
+  type SummitMeta } from "./summit_graph";
 import { pageShell } from "./page";
 import { registerView } from "./registry";
 
 const KIND = "summit";
-const SVG = "http://www.w3.org/2000/svg";
 /** Channels the strip shows at most (the most active ones when a layer has more). */
 const STRIP_MAX = 48;
 
@@ -31,91 +29,6 @@ interface SummitStep extends StepSummary {
   nodes?: number;
   edges?: number;
   images?: number;
-}
-
-interface SummitMeta {
-  class: string;
-  layers: string[];
-  channels: number[];
-  head: string;
-  images: number;
-  examples_per_node: number;
-  probe_counts: number[];
-  stability: number | null;
-  previous_step: number | null;
-}
-
-interface Graph {
-  step: number;
-  meta: SummitMeta;
-  nodes: GNode[];
-  edges: GEdge[];
-  activation: number[];
-}
-
-interface GNode {
-  id: string;
-  layer: number;
-  channel: number;
-  activation: number;
-  pagerank: number;
-  examples: number[];
-}
-
-/** A layer's Network Dissection at the explained epoch nearest at or before a Summit epoch. */
-interface Dissection {
-  step: number;
-  labels: string[];
-  /** Category of each label (meta label_category), and the categories in the record's order. */
-  labelCategory: string[];
-  categories: string[];
-  /** Per unit: best label index, its IoU, and whether it is a detector (IoU over the threshold). */
-  label: number[];
-  iou: number[];
-  detector: number[];
-}
-
-/** What a graph node's unit detects, when it is a Network Dissection detector. */
-interface Concept {
-  name: string;
-  category: string;
-  iou: number;
-  step: number;
-}
-
-
-function conceptOf(d: Dissection | null | undefined, unit: number): Concept | null {
-  if (!d || !d.detector[unit]) return null;
-  const li = d.label[unit];
-  if (li === undefined || li < 0 || d.labels[li] === undefined) return null;
-  return { name: d.labels[li], category: d.labelCategory[li] ?? "", iou: d.iou[unit], step: d.step };
-}
-
-interface GEdge {
-  source: number;
-  target: number;
-  weight: number;
-  count: number;
-}
-
-function nums(v: unknown): number[] {
-  return Array.isArray(v) ? v.map(Number) : [];
-}
-
-/** The record route's generic JSON as a graph (kinds/summit.py documents the arrays). */
-function toGraph(rec: EnvelopeRecordResp): Graph {
-  const a = rec.arrays;
-  const meta = rec.meta as unknown as SummitMeta;
-  const layer = nums(a.node_layer), channel = nums(a.node_channel), act = nums(a.node_activation);
-  const pr = nums(a.node_pagerank), ex = nums(a.node_examples);
-  const e = meta.examples_per_node;
-  const nodes = layer.map((li, i) => ({
-    id: `${meta.layers[li]}:${channel[i]}`, layer: li, channel: channel[i], activation: act[i],
-    pagerank: pr[i], examples: ex.slice(i * e, (i + 1) * e).filter((r) => r >= 0),
-  }));
-  const src = nums(a.edge_source), dst = nums(a.edge_target), w = nums(a.edge_weight), c = nums(a.edge_count);
-  const edges = src.map((s, i) => ({ source: s, target: dst[i], weight: w[i], count: c[i] }));
-  return { step: rec.step, meta, nodes, edges, activation: nums(a.activation) };
 }
 
 function stabilityColor(v: number | null | undefined): string {
@@ -151,14 +64,6 @@ function probeCanvas(probe: EncodedMap, j: number, size: number): HTMLCanvasElem
   return out;
 }
 
-function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number>,
-  ...children: (SVGElement | string)[]): SVGElementTagNameMap[K] {
-  const el = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
-  for (const c of children) el.append(c);
-  return el;
-}
-
 class SummitPage {
   private readonly rows: Instance[];
   private readonly steps: number[];
@@ -170,13 +75,13 @@ class SummitPage {
   private readonly graphBox = h("div", { "data-testid": "summit-graph-box" });
   private readonly title = h("h3", { style: "margin:0" });
   private readonly slider = h("input", { type: "range", min: 0, step: 1, "data-testid": "summit-epoch",
-    "aria-label": "Epoch", style: "flex:1;min-width:160px" });
+    "aria-label": "Step", style: "flex:1;min-width:160px" });
   private readonly epochLabel = h("span", { class: "pill", "data-testid": "summit-epoch-label" });
   private readonly detail = h("div", { "data-testid": "summit-node-detail",
     style: "min-height:90px;border-top:1px solid #e5e7eb;padding-top:8px;margin-top:8px" });
   private readonly strip = h("div", { "data-testid": "summit-strip" });
   private draws = 0;
-  /** Network Dissection of (layer, Summit epoch), fetched once (null: not dissected). */
+  /** Network Dissection of (layer, Summit step), fetched once (null: not dissected). */
   private readonly dissections = new Map<string, Promise<Dissection | null>>();
 
   constructor(private readonly host: ViewHost, private readonly run: string,
@@ -196,7 +101,7 @@ class SummitPage {
       h("p", { class: "muted", style: "margin:0;max-width:920px" },
         "Per class, the channels that fire most for its images and the channels below that drive them, " +
         "aggregated over a fixed probe set (Hohman et al., TVCG 2020). Stability is the Jaccard index of " +
-        "a class's graph nodes with those of the previous explained epoch: 1 means the class relies on " +
+        "a class's graph nodes with those of the previous explained step: 1 means the class relies on " +
         "the same channels as before.")),
     h("div", { style: "display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap" },
       // left: the overview and, under it, the selected class's strip; right: its graph
@@ -210,10 +115,10 @@ class SummitPage {
     this.select(this.cls.id, this.step);
   }
 
-  // ---- classes x epochs ----------------------------------------------------------------------
+  // ---- classes x steps -----------------------------------------------------------------------
   private overview(): HTMLElement {
     const cellW = 46;
-    const head = h("tr", {}, h("th", { style: "text-align:left;padding:2px 6px" }, "class \\ epoch"),
+    const head = h("tr", {}, h("th", { style: "text-align:left;padding:2px 6px" }, "class \\ step"),
       ...this.steps.map((s) => h("th", { style: `width:${cellW}px;font-weight:500;color:#6b7280` }, String(s))));
     const body = this.rows.map((row) => {
       const byStep = new Map(row.steps.map((s) => [s.step, s as SummitStep]));
@@ -228,12 +133,12 @@ class SummitPage {
           const cell = h("td", {
             "data-testid": "summit-cell", "data-class": row.id, "data-step": step,
             "data-stability": v === null ? "" : String(v),
-            title: `class ${row.id} · epoch ${step}: ` + (v === null
-              ? "first explained epoch (nothing to compare with)"
-              : `stability ${fmt(v)} (Jaccard with the previous explained epoch)`) +
+            title: `class ${row.id} · step ${step}: ` + (v === null
+              ? "first explained step (nothing to compare with)"
+              : `stability ${fmt(v)} (Jaccard with the previous explained step)`) +
               ` · ${s.nodes ?? "?"} nodes, ${s.edges ?? "?"} edges, ${s.images ?? "?"} images`,
             style: `background:${stabilityColor(v)};text-align:center;cursor:pointer;font-size:12px;` +
-              `padding:5px 2px;border:2px solid #fff;color:${v !== null && v < 0.35 ? "#fff" : "#111827"}`,
+              `padding:5px 2px;border:2px solid #fff;color:${inkOn(stabilityColor(v))}`,
             onclick: () => this.select(row.id, step),
           }, v === null ? "–" : fmt(v));
           this.cells.set(`${row.id}\u0000${step}`, cell);
@@ -242,13 +147,13 @@ class SummitPage {
     });
     const stops = [0, 0.25, 0.5, 0.75, 1].map((v) => `${stabilityColor(v)} ${v * 100}%`).join(", ");
     return h("div", {},
-      h("h3", { style: "margin:0 0 6px" }, "Stability by class and epoch"),
+      h("h3", { style: "margin:0 0 6px" }, "Stability by class and step"),
       h("table", { "data-testid": "summit-overview", style: "border-collapse:collapse" },
         h("thead", {}, head), h("tbody", {}, ...body)),
       h("div", { class: "muted", style: "display:flex;gap:6px;align-items:center;font-size:12px;margin-top:6px" },
         "0 (all new channels)",
         h("span", { style: `width:120px;height:10px;border-radius:2px;background:linear-gradient(to right, ${stops})` }),
-        "1 (same channels) · – first epoch"));
+        "1 (same channels) · – first step"));
   }
 
   // ---- selection -----------------------------------------------------------------------------
@@ -268,7 +173,7 @@ class SummitPage {
     this.slider.value = String(steps.indexOf(this.step));
     this.slider.disabled = steps.length < 2;
     this.title.textContent = `Class ${row.id}`;
-    this.epochLabel.textContent = `epoch ${this.step}`;
+    this.epochLabel.textContent = `step ${this.step}`;
     void this.drawGraph();
     void this.drawStrip();
   }
@@ -292,7 +197,7 @@ class SummitPage {
     } catch (err) {
       if (ticket !== this.draws) return;
       clear(this.graphBox);
-      this.graphBox.appendChild(errorBox(err, `the Summit graph of class ${cls.id} at epoch ${step}`));
+      this.graphBox.appendChild(errorBox(err, `the Summit graph of class ${cls.id} at step ${step}`));
       return;
     }
     if (ticket !== this.draws) return; // the user moved on meanwhile
@@ -303,144 +208,12 @@ class SummitPage {
     if (ticket !== this.draws) return;
     const concepts = graph.nodes.map((n) => conceptOf(dissected[n.layer], n.channel));
     clear(this.graphBox);
-    this.graphBox.append(this.graphSvg(graph, rec, prev, concepts), this.conceptLegend(concepts),
-      h("p", { class: "muted", style: "margin:4px 0 0;font-size:12px" },
-        "Node size = activation count (images of the class where the channel carries the top share of its layer's " +
-        "activation) · edge width = influence (share of the class's images where the lower channel is among the " +
-        "upper one's top inputs)" + (prev ? ` · dashed amber ring: not in epoch ${prev.step}'s graph` : "")));
+    this.graphBox.append(
+      h("div", { class: "summit-graph-scroll" }, graphSvg({ graph, rec, prev, concepts, selected: this.node,
+        className: this.cls.id, onPick: (n: GNode) => { this.node = n.id; void this.drawGraph(); } })),
+      graphLegend(concepts, prev));
     const sel = graph.nodes.find((n) => n.id === this.node) ?? null;
     this.showNode(graph, rec, sel);
-  }
-
-  /** The legend of the concept rings: the categories the graph's detector units belong to. */
-  private conceptLegend(concepts: (Concept | null)[]): HTMLElement | string {
-    const found = concepts.filter((c): c is Concept => c !== null);
-    if (!found.length) return "";
-    const cats = [...new Set(found.map((c) => c.category))];
-    const epochs = [...new Set(found.map((c) => c.step))].sort((a, b) => a - b);
-    const count = (cat: string) => found.filter((c) => c.category === cat).length;
-    return h("div", { "data-testid": "summit-concept-legend", class: "summit-legend" },
-      h("span", {}, `Network Dissection concept (epoch ${epochs.join(", ")}):`),
-      ...cats.map((cat) => h("span", { class: "summit-legend-item", "data-category": cat },
-        h("span", { class: "summit-ring", style: `border-color:${catColor(cat)}` }),
-        `${cat} (${count(cat)})`)),
-      h("span", {}, "· no ring: not a detector, or its layer was not dissected"));
-  }
-
-  private graphSvg(graph: Graph, rec: EnvelopeRecordResp, prev: Graph | null,
-    concepts: (Concept | null)[]): SVGSVGElement {
-    const { meta, nodes, edges } = graph;
-    const g = new dagre.graphlib.Graph();
-    g.setGraph({ rankdir: "BT", nodesep: 16, ranksep: 58, marginx: 8, marginy: 14 });
-    g.setDefaultEdgeLabel(() => ({}));
-    const maxAct = Math.max(1, ...nodes.map((n) => (n.layer === meta.layers.length - 1 ? 0 : n.activation)));
-    const radius = (n: GNode) => (n.layer === meta.layers.length - 1 ? 0 : 5 + 13 * Math.sqrt(n.activation / maxAct));
-    // Layers are ranks: invisible anchors, one per layer and chained, hold every node between the
-    // anchors of the layers below and above it. With every edge at its minimum length (the only
-    // optimum of dagre's network-simplex ranking) a node sits exactly at its layer's rank.
-    const layers = meta.layers.length;
-    for (let li = 0; li < layers; li++) {
-      g.setNode(`@${li}`, { width: 0, height: 0 });
-      if (li > 0) g.setEdge(`@${li - 1}`, `@${li}`, { minlen: 1, weight: 1 });
-    }
-    // A channel's number sits right of its circle (as without concepts); its concept name sits
-    // centred under it, so a labelled node is hardly wider than an unlabelled one and the graph
-    // keeps its scale (a "22 · red" beside each circle doubled the graph's width, shrinking all
-    // text to half size at ~6 nodes per layer). Its box is as wide as the name.
-    nodes.forEach((n, i) => {
-      const isClass = n.layer === layers - 1;
-      const named = !isClass && concepts[i] ? 6.6 * concepts[i]!.name.length + 8 : 0;
-      g.setNode(`n${i}`, { width: isClass ? Math.max(60, 9 * (meta.class.length + 6)) : Math.max(36, named), height: isClass ? 26 : 36 });
-      if (n.layer > 0) g.setEdge(`@${n.layer - 1}`, `n${i}`, { minlen: 1, weight: 1 });
-      if (n.layer + 1 < layers) g.setEdge(`n${i}`, `@${n.layer + 1}`, { minlen: 1, weight: 1 });
-    });
-    for (const e of edges) {
-      const span = Math.max(1, nodes[e.target].layer - nodes[e.source].layer);
-      g.setEdge(`n${e.source}`, `n${e.target}`, { minlen: span, weight: 2 + 4 * e.weight });
-    }
-    dagre.layout(g);
-    const pos = nodes.map((_, i) => g.node(`n${i}`));
-    const xs = pos.map((p) => p.x), ys = pos.map((p) => p.y);
-    const labelW = 118;
-    const x0 = Math.min(...xs) - 30 - labelW, x1 = Math.max(...xs) + 40;
-    // room under the lowest layer for its concept names
-    const y0 = Math.min(...ys) - 26, y1 = Math.max(...ys) + (concepts.some((c) => c) ? 40 : 26);
-    const root = svg("svg", { viewBox: `${x0} ${y0} ${x1 - x0} ${y1 - y0}`, width: "100%",
-      "data-testid": "summit-graph", "data-class": this.cls.id, "data-step": graph.step,
-      "data-nodes": nodes.length, role: "img", "aria-label": `Attribution graph of class ${this.cls.id} at epoch ${graph.step}`,
-      style: `max-height:${Math.max(260, Math.min(620, 1.1 * (y1 - y0)))}px;font:11px system-ui,sans-serif;display:block` });
-    // layer names, at the height of their rank
-    for (let li = 0; li < layers; li++) {
-      const at = nodes.map((n, i) => (n.layer === li ? pos[i].y : NaN)).filter((y) => !Number.isNaN(y));
-      if (!at.length) continue;
-      root.append(svg("text", { x: x0 + 4, y: at[0] + 4, fill: "#6b7280" },
-        li === layers - 1 ? `${meta.layers[li]} (class)` : meta.layers[li]));
-    }
-    const previous = prev ? new Set(prev.nodes.map((n) => n.id)) : null;
-    const maxW = Math.max(...edges.map((e) => e.weight), 1e-9);
-    const rankYs = [...new Set(ys)];
-    for (const e of edges) {
-      // From centre to centre (the nodes cover the ends), through dagre's route where a long
-      // edge (a residual shortcut) crosses a layer, as vertical S-curves.
-      const via = (g.edge(`n${e.source}`, `n${e.target}`).points ?? []).slice(1, -1)
-        .filter((p: { x: number; y: number }) => rankYs.some((y) => Math.abs(p.y - y) < 1));
-      const pts = [pos[e.source], ...via, pos[e.target]];
-      let d = `M${pts[0].x},${pts[0].y}`;
-      for (let i = 1; i < pts.length; i++) {
-        const a = pts[i - 1], b = pts[i], my = (a.y + b.y) / 2;
-        d += ` C${a.x},${my} ${b.x},${my} ${b.x},${b.y}`;
-      }
-      const path = svg("path", { d, fill: "none", stroke: "#64748b", "stroke-opacity": 0.25 + 0.45 * (e.weight / maxW),
-        "stroke-width": 0.8 + 7 * e.weight, "stroke-linejoin": "round", "data-testid": "summit-edge" },
-      svg("title", {}, `${nodes[e.source].id} → ${nodes[e.target].id}: among the top inputs in ` +
-        `${Math.round(100 * e.weight)}% of the class's images (${e.count})`));
-      root.append(path);
-    }
-    nodes.forEach((n, i) => {
-      const p = pos[i];
-      const isClass = n.layer === layers - 1;
-      const isNew = previous !== null && !isClass && !previous.has(n.id);
-      const selected = n.id === this.node;
-      const concept = isClass ? null : concepts[i];
-      const title = svg("title", {}, isClass ? `class ${meta.class}` :
-        `${n.id}: top ${fmt(100 * (rec.settings.top_share as number ?? 0.03), 0)}% of its layer's activation in ` +
-        `${n.activation} of ${meta.images} images · PageRank ${fmt(n.pagerank, 4)}` + (isNew ? " · new in this epoch's graph" : "") +
-        (concept ? ` · Network Dissection (epoch ${concept.step}): a ${concept.category} detector, “${concept.name}”, IoU ${fmt(concept.iou, 3)}` : ""));
-      const group = svg("g", { "data-testid": "summit-node", "data-node": n.id, "data-new": String(isNew),
-        ...(concept ? { "data-concept": concept.name, "data-category": concept.category } : {}),
-        style: "cursor:pointer", tabindex: 0 }, title);
-      if (isClass) {
-        const w = g.node(`n${i}`).width;
-        group.append(svg("rect", { x: p.x - w / 2, y: p.y - 13, width: w, height: 26, rx: 6, fill: "#ea580c",
-          stroke: selected ? "#111827" : "none", "stroke-width": 2 }),
-        svg("text", { x: p.x, y: p.y + 4, "text-anchor": "middle", fill: "#fff", "font-weight": 600 }, meta.class));
-      } else {
-        const r = radius(n);
-        // The concept ring sits outside the node's own stroke (selection, new-in-epoch), so both show.
-        if (concept) {
-          group.append(svg("circle", { cx: p.x, cy: p.y, r: r + 4, fill: "#fff", stroke: catColor(concept.category),
-            "stroke-width": 3.5, "data-testid": "summit-concept-ring" }));
-        }
-        group.append(svg("circle", { cx: p.x, cy: p.y, r, fill: "#2563eb", "fill-opacity": 0.85,
-          stroke: selected ? "#111827" : isNew ? "#f59e0b" : "#fff", "stroke-width": selected || isNew ? 3 : 1.5,
-          "stroke-dasharray": isNew && !selected ? "3 2" : "none" }),
-        svg("text", { x: p.x + r + (concept ? 7 : 3), y: p.y + 4, fill: "#111827" }, String(n.channel)));
-        if (concept) {
-          // a white halo keeps the name legible over the edges that reach the node
-          group.append(svg("text", { x: p.x, y: p.y + r + 15, "text-anchor": "middle",
-            fill: catColor(concept.category), "font-weight": 600, stroke: "#fff", "stroke-width": 3,
-            "paint-order": "stroke", "stroke-linejoin": "round", "data-testid": "summit-node-concept" }, concept.name));
-        }
-      }
-      const pick = () => {
-        this.node = n.id;
-        void this.drawGraph(); // redraws with the selection ring (records are cached)
-      };
-      group.addEventListener("click", pick);
-      group.addEventListener("keydown", (ev) => { if ((ev as KeyboardEvent).key === "Enter") pick(); });
-      root.append(group);
-    });
-    return root;
   }
 
   // ---- node detail ---------------------------------------------------------------------------
@@ -485,7 +258,7 @@ class SummitPage {
     }
   }
 
-  /** The Network Dissection of `layer` at the explained epoch nearest at or before `step` (the
+  /** The Network Dissection of `layer` at the explained step nearest at or before `step` (the
    * first one when none is before), or null where that kind did not run on this layer. */
   private dissection(layer: string, step: number): Promise<Dissection | null> {
     const key = `${layer}\u0000${step}`;
@@ -523,11 +296,11 @@ class SummitPage {
     const li = d?.label[unit];
     if (!d || li === undefined) return;
     box.appendChild(h("p", { style: "margin:6px 0 0", "data-testid": "summit-dissection-label" },
-      "Network Dissection (epoch ", String(d.step), "): ", h("strong", {}, d.labels[li] ?? `label ${li}`),
+      "Network Dissection (step ", String(d.step), "): ", h("strong", {}, d.labels[li] ?? `label ${li}`),
       ` · IoU ${fmt(d.iou[unit], 3)}`, d.detector[unit] ? " · a detector" : " · below the detector threshold"));
   }
 
-  // ---- channel x epoch strip ------------------------------------------------------------------
+  // ---- channel x step strip -------------------------------------------------------------------
   private async drawStrip(): Promise<void> {
     const cls = this.cls;
     let graphs: Graph[];
@@ -559,7 +332,7 @@ class SummitPage {
     const cell = 26;
     const grid = h("div", { style: `display:grid;grid-template-columns:64px repeat(${graphs.length}, ${cell}px) 16px;` +
       "gap:1px;font-size:10px;align-items:center" },
-    h("span", { class: "muted" }, "ch \\ ep"),
+    h("span", { class: "muted" }, "ch \\ step"),
     ...graphs.map((g) => h("span", { class: "muted", style: "text-align:center" + (g.step === this.step ? ";font-weight:700;color:#111827" : "") }, String(g.step))),
     h("span", {}));
     for (const c of channels) {
@@ -567,10 +340,10 @@ class SummitPage {
       graphs.forEach((g, t) => {
         const v = counts[t][c] ?? 0;
         grid.append(h("span", { "data-testid": "summit-strip-cell", "data-channel": c, "data-step": g.step,
-          title: `${meta.layers[li]}:${c} at epoch ${g.step}: top activation in ${v} of ${g.meta.images} images`,
+          title: `${meta.layers[li]}:${c} at step ${g.step}: top activation in ${v} of ${g.meta.images} images`,
           style: `height:12px;background:${interpolateBlues(0.05 + 0.95 * Math.min(1, v / images))}` }));
       });
-      grid.append(h("span", { style: "color:#2563eb;text-align:center", title: inGraph.has(c) ? "in the graph at the selected epoch" : "" },
+      grid.append(h("span", { style: "color:#2563eb;text-align:center", title: inGraph.has(c) ? "in the graph at the selected step" : "" },
         inGraph.has(c) ? "●" : ""));
     }
     clear(this.strip);
@@ -580,9 +353,9 @@ class SummitPage {
       h("div", { style: "display:flex;gap:10px;align-items:center;margin-bottom:6px;flex-wrap:wrap" },
         h("h3", { style: "margin:0" }, `Activation counts of class ${cls.id}`), select),
       h("p", { class: "muted", style: "margin:0 0 6px;font-size:12px" }, (size > STRIP_MAX
-        ? `The ${STRIP_MAX} most active of ${size} channels, by epoch. ` : "Channel by epoch. ") +
+        ? `The ${STRIP_MAX} most active of ${size} channels, by step. ` : "Channel by step. ") +
         "Darker = more of the class's images carry the channel in the top share of the layer's " +
-        "activation; ● = in the selected epoch's graph."),
+        "activation; ● = in the selected step's graph."),
       grid);
   }
 }
@@ -590,7 +363,7 @@ class SummitPage {
 registerView({
   kind: "summit",
   label: "Summit",
-  description: "Summit: per class, the attribution graph of the channels that make it up, epoch by epoch",
+  description: "Summit: per class, the attribution graph of the channels that make it up, step by step",
   layout: "page",
   render(host, parent, run, info) {
     if (info === null || host.run === null) {
