@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from deepvid_plugin.api.compare import compare_impl
 from deepvid_plugin.api.impl import (
+    alerts_impl,
     held_kinds,
     instances_impl,
     kinds_impl,
@@ -60,7 +61,7 @@ from deepvid_plugin.core.store import (
 )
 
 __all__ = [
-    "EVIDENCE_KEYS", "ROUTES", "SCHEMA_VERSION", "THUMB_SIZE", "ApiError", "Catalog",
+    "EVIDENCE_KEYS", "ROUTES", "alerts_impl", "SCHEMA_VERSION", "THUMB_SIZE", "ApiError", "Catalog",
     "InstanceOverview", "MemoryStore", "NoDataError", "RecordStore", "Route", "RunOverview",
     "channel_mean", "compare_impl", "decode_map", "encode_image", "encode_map", "has_evidence",
     "held_kinds", "instances_impl", "json_loads_object", "kinds_impl", "parse_instance", "parse_kind",

@@ -39,7 +39,7 @@ schedule (which epochs are due) is decided identically on every rank, so the bar
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 try:
@@ -72,14 +72,15 @@ class DeepVIDLightningCallback(pl.Callback):
                  radius: Any = DEFAULTS["radius"], temperature: float = DEFAULTS["temperature"],
                  seed: int = DEFAULTS["seed"], batch_size: int = DEFAULTS["batch_size"],
                  sinks: Sequence[Sink] | None = None,
-                 on_error: str = "warn", progress: bool = True):
+                 on_error: str = "warn", progress: bool = True, alerts: Any = True,
+                 on_alert: Callable[[dict[str, Any]], Any] | None = None):
         super().__init__()
         self.explanations = Explanations(
             instances, ids=ids, labels=labels, class_names=class_names, explainers=explainers,
             generator=generator, train_data=train_data, vae_epochs=vae_epochs,
             every_n_epochs=every_n_epochs, n_neighbours=n_neighbours, radius=radius,
             temperature=temperature, seed=seed, batch_size=batch_size, on_error=on_error,
-            progress=progress)
+            progress=progress, alerts=alerts, on_alert=on_alert)
         check_sinks(sinks)
         self._extra_sinks = list(sinks or ())
         self.sinks: dict[str, Sink] = {}

@@ -26,7 +26,7 @@ their hooks in a ``finally``. Failures follow :mod:`.safety`, per kind.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -70,6 +70,14 @@ class DeepVIDCallback:
         sinks: more :class:`~deepvid_plugin.core.sink.Sink` objects (closed by :meth:`close`).
         on_error: ``'warn'`` (default: failures are warned about once per kind, counted in
             :attr:`failures`, and training goes on) or ``'raise'``.
+        alerts: the explanation-drift detectors run over every explained step's records
+            (``True``, the default: all of them; ``False``; a list of names among
+            ``hot_spot``, ``map_drift``, ``concept_shift``, ``graph_shift``; or an
+            :class:`~deepvid_plugin.methods.alert.monitor.AlertMonitor`). Their alerts are
+            written with the records (kind ``alert``).
+        on_alert: called with each alert (``{"step", "detector", "kind", "subject",
+            "message", "evidence"}``) once it is written: page someone, or raise to stop the
+            training.
 
     Use :meth:`on_epoch_end` after each epoch; use the callback as a context manager (or call
     :meth:`close`) so every sink is flushed and closed.
@@ -104,7 +112,8 @@ class DeepVIDCallback:
                  logdir: Any = None,
                  mlflow: bool | str | None = None, tracking_uri: str | None = None,
                  sinks: Sequence[Sink] | None = None, on_error: str = "warn",
-                 progress: bool = True):
+                 progress: bool = True, alerts: Any = True,
+                 on_alert: Callable[[dict[str, Any]], Any] | None = None):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module returning logits, got "
                             f"{type(model).__name__}")
@@ -114,7 +123,7 @@ class DeepVIDCallback:
             generator=generator, train_data=train_data, vae_epochs=vae_epochs,
             every_n_epochs=every_n_epochs, n_neighbours=n_neighbours, radius=radius,
             temperature=temperature, seed=seed, batch_size=batch_size, on_error=on_error,
-            progress=progress)
+            progress=progress, alerts=alerts, on_alert=on_alert)
         if mlflow is not None and not isinstance(mlflow, (bool, str)):
             raise TypeError(f"mlflow: expected True (the active run), a run id string or None, "
                             f"got {type(mlflow).__name__}")

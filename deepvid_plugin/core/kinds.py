@@ -47,6 +47,7 @@ BUILTIN = (
     "deepvid_plugin.methods.cam_agreement.kind",
     "deepvid_plugin.methods.netdissect.kind",
     "deepvid_plugin.methods.summit.kind",
+    "deepvid_plugin.methods.alert.kind",
 )
 SUBJECTS = ("instance", "layer", "class", "model")
 

@@ -136,6 +136,11 @@ def metric(kind: str, name: str, key: str, subject_first: bool = False) -> str:
     return f"{ROOT}/{kind}/{key}/{name}" if subject_first else f"{ROOT}/{kind}/{name}/{key}"
 
 
+def run_metric(name: str) -> str:
+    """MLflow metric of a number about the whole run (e.g. ``deepvid/alerts``)."""
+    return f"{ROOT}/{name}"
+
+
 def mean_metric(kind: str) -> str:
     """MLflow metric of the mean headline over subjects, per step."""
     return MEAN_FIDELITY_METRIC if kind == LEGACY_KIND else f"{ROOT}/{kind}/headline_mean"

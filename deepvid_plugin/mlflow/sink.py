@@ -241,7 +241,7 @@ class MLflowSink:
         from mlflow.entities import Metric
 
         started = time.perf_counter()
-        metrics, images = [], []
+        metrics, images, tags = [], [], {}
         now = int(time.time() * 1000)
         by_kind: dict[str, list[tuple[Any, Record, dict]]] = {}
         for item in buffered:
@@ -274,13 +274,16 @@ class MLflowSink:
                     entries.append(entry)
                     backend = hooks.of(kind)
                     for metric_name, value in hooks.metrics(kind, env, summary).items():
-                        metrics.append(Metric(layout.metric(name, metric_name, key,
-                                                            backend.subject_first_metrics),
-                                              value, now, step))
-                        if metric_name == backend.headline_metric:
+                        full = (layout.run_metric(metric_name) if backend.run_metrics
+                                else layout.metric(name, metric_name, key,
+                                                   backend.subject_first_metrics))
+                        metrics.append(Metric(full, value, now, step))
+                        if metric_name == backend.headline_metric and not backend.run_metrics:
                             headlines.append(value)
                     if self.log_images and backend.step_image is not None:
                         images.append((layout.image_key(key, name), env, backend.step_image))
+                    if backend.tags is not None:
+                        tags.update(backend.tags(env))
                 if headlines:
                     metrics.append(Metric(layout.mean_metric(name), float(np.mean(headlines)),
                                           now, step))
@@ -296,6 +299,8 @@ class MLflowSink:
         for start in range(0, len(metrics), _MAX_BATCH_METRICS):
             self._client.log_batch(self._run_id,
                                    metrics=metrics[start:start + _MAX_BATCH_METRICS])
+        for tag, value in tags.items():  # e.g. the alert kind's latest sentence
+            self._client.set_tag(self._run_id, tag, value)
         if images:
             # Each log_image costs three requests (PNG, WebP thumbnail, tag), about 10x the
             # rest of the step, and drawing one costs ~9 ms, so both happen on one background

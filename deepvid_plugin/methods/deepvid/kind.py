@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from deepvid_plugin.api import hooks as api_hooks
-from deepvid_plugin.core import encode, kinds
+from deepvid_plugin.core import encode, kinds, signals
 from deepvid_plugin.core.record import Record
 from deepvid_plugin.methods.deepvid.record import ARRAYS, ExplanationRecord
 from deepvid_plugin.mlflow import hooks as mlflow_hooks
@@ -148,6 +148,17 @@ def _class_map(record: Record, cls: int) -> np.ndarray | None:
     return encode.channel_mean(weights[cls]) if 0 <= cls < len(weights) else None
 
 
+def _signal(record: Record) -> signals.MapSignal:
+    # The contribution map w[pred] * x: what the UI draws and the evidence scores.
+    rec = _view(record)
+    k = rec.predicted
+    image = np.asarray(rec.image, np.float64)
+    contribution = (np.asarray(rec.weights[k], np.float64) * image).sum(0)
+    return signals.MapSignal(rec.instance_id, contribution, image, k, rec.label,
+                             bool(rec.trustworthy) if "trustworthy" in rec.fidelity else None)
+
+
+signals.register(KIND.name, _signal)
 mlflow_hooks.register(KIND.name, mlflow_hooks.MLflowHooks(
     metrics=_metrics, headline_metric="fidelity", step_image=_step_image))
 api_hooks.register(KIND.name, api_hooks.ApiHooks(record_json=_record_json,
