@@ -17,13 +17,13 @@ the kinds, and so this module).
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from deepvid_plugin.core import kinds
+from deepvid_plugin.core.hooks import HookTable
 from deepvid_plugin.core.record import Record
 
 
@@ -84,29 +84,31 @@ class GraphSignal:
 
 Signal = MapSignal | ConceptSignal | GraphSignal
 
-_extractors: dict[str, Callable[[Record], Signal | None]] = {}
-_lock = threading.Lock()
+class _Extractor:
+    """A kind's function record -> signal (the table's entries must have a type of their own)."""
+
+    def __init__(self, extract: Callable[[Record], Signal | None]):
+        if not callable(extract):
+            raise TypeError(f"extract: expected a callable record -> signal, got "
+                            f"{type(extract).__name__}")
+        self.extract = extract
+
+
+_table: HookTable[_Extractor] = HookTable("drift signals", _Extractor)
 
 
 def register(kind: str, extract: Callable[[Record], Signal | None]) -> None:
     """Set how records of ``kind`` are read by the drift detectors (its ``kind.py`` calls this
     once, at import); ``extract(record)`` returns a signal, or None when the record has none."""
-    if not callable(extract):
-        raise TypeError(f"extract: expected a callable record -> signal, got "
-                        f"{type(extract).__name__}")
-    with _lock:
-        if kind in _extractors and _extractors[kind] is not extract:
-            raise ValueError(f"kind: drift signals of {kind!r} are already registered")
-        _extractors[kind] = extract
+    _table.register(kind, _Extractor(extract))
 
 
 def of(record: Any) -> Signal | None:
     """The signal of ``record`` (a Record or a typed view), or None when its kind registered no
     extractor or the record carries nothing to watch."""
     env = kinds.as_record(record)
-    kinds.names()  # the built-in kinds register their extractors when they load
-    extract = _extractors.get(env.kind)
-    return None if extract is None else extract(env)
+    entry = _table.get(env.kind)
+    return None if entry is None else entry.extract(env)
 
 
 def trust_of(evidence: Any) -> bool | None:
