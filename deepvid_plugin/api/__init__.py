@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from deepvid_plugin.api.compare import compare_impl
 from deepvid_plugin.api.impl import (
+    alerts_impl,
     held_kinds,
     instances_impl,
     kinds_impl,
@@ -65,6 +66,7 @@ from deepvid_plugin.core.store import (
 __all__ = [
     "EVIDENCE_KEYS", "ROUTES", "SCHEMA_VERSION", "THUMB_SIZE", "ApiError", "Catalog",
     "InstanceOverview", "MemoryStore", "MetricSeries", "NoDataError", "RecordStore", "Route", "RunOverview",
+    "alerts_impl",
     "channel_mean", "compare_impl", "decode_map", "encode_image", "encode_map", "has_evidence",
     "held_kinds", "instances_impl", "json_loads_object", "kinds_impl", "metrics_impl", "parse_instance", "parse_kind",
     "parse_run", "parse_runs", "parse_step", "record_impl", "resolve_kind", "respond",

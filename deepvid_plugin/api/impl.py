@@ -286,5 +286,29 @@ def record_impl(store: RecordStore, run: str, instance: str, step: int,
     return envelope_json(kinds.as_record(rec), run, instance)
 
 
-__all__ = ["envelope_json", "instances_impl", "kinds_impl", "record_impl", "resolve_kind",
+def alerts_impl(store: RecordStore, run: str) -> dict[str, Any]:
+    """Every alert of ``run``, by step: the ``alerts`` lists of the step summaries of every kind
+    the run holds (the drift detectors' kind writes them; the route names no kind)."""
+    warns: list[str] = []
+    try:
+        held = held_kinds(store, run, warns)
+    except KeyError:
+        raise ApiError(404, f"run {run!r} not found") from None
+    out = []
+    for name in held:
+        try:
+            ov = store.overview(run, kind=name)
+        except KeyError:
+            continue
+        warns.extend(ov.warnings)
+        for inst in ov.instances:
+            for s in inst.steps:
+                for alert in s.get("alerts") or ():
+                    if isinstance(alert, dict):
+                        out.append({"step": s["step"], **alert})
+    out.sort(key=lambda a: a["step"])
+    return {"run": run, "alerts": out, "warnings": dedupe(warns)}
+
+
+__all__ = ["alerts_impl", "envelope_json", "instances_impl", "kinds_impl", "record_impl", "resolve_kind",
            "runs_impl", "timeline_impl"]

@@ -15,6 +15,7 @@ from typing import Any
 
 from deepvid_plugin.api.compare import compare_impl
 from deepvid_plugin.api.impl import (
+    alerts_impl,
     instances_impl,
     kinds_impl,
     record_impl,
@@ -123,6 +124,8 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
     Route("runs", lambda s, a: runs_impl(s),
           requests=lambda c: [{}]),
     Route("kinds", lambda s, a: kinds_impl(s, parse_run(a)),
+          requests=lambda c: ({"run": r} for r in c.runs)),
+    Route("alerts", lambda s, a: alerts_impl(s, parse_run(a)),
           requests=lambda c: ({"run": r} for r in c.runs)),
     Route("instances", lambda s, a: instances_impl(s, parse_run(a), parse_kind(a)),
           cache_name=_cache_name("instances"),

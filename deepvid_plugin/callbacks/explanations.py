@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ from deepvid_plugin.core.explainer import ExplainContext, Explainer, is_explaine
 from deepvid_plugin.core.guard import frozen_eval, module_device_dtype, preserved_rng
 from deepvid_plugin.core.outputs import logits_of
 from deepvid_plugin.core.sink import Sink
+from deepvid_plugin.methods.alert.monitor import AlertMonitor
 from deepvid_plugin.methods.deepvid.engine import DeepVID
 from deepvid_plugin.methods.deepvid.explainer import (
     DEFAULT_VAE_EPOCHS,
@@ -121,7 +122,8 @@ class Explanations:
                  every_n_epochs: int = 1, n_neighbours: int = DEFAULTS["n_neighbours"],
                  radius: Any = DEFAULTS["radius"], temperature: float = DEFAULTS["temperature"],
                  seed: int = DEFAULTS["seed"], batch_size: int = DEFAULTS["batch_size"],
-                 on_error: str = "warn", progress: bool = True, step_offset: int = 0):
+                 on_error: str = "warn", progress: bool = True, step_offset: int = 0,
+                 alerts: Any = True, on_alert: Callable[[dict[str, Any]], Any] | None = None):
         self.step_offset = checks.integer("step_offset", step_offset, 0)
         x, found_labels, default_ids = load_instances(instances)
         k = x.shape[0]
@@ -143,6 +145,11 @@ class Explanations:
             check = getattr(e, "check", None)
             if callable(check):
                 check(self.x)
+        self.monitor = _monitor(alerts)
+        if on_alert is not None and not callable(on_alert):
+            raise TypeError(f"on_alert: expected a callable taking an alert dict, got "
+                            f"{type(on_alert).__name__}")
+        self.on_alert = on_alert
         self.last_steps: dict[str, int | None] = {e.kind: None for e in self.explainers}
         self.written_steps: list[int] = []  # steps explained and handed to the sinks, this process
         self._prepared: set[str] = set()
@@ -302,11 +309,14 @@ class Explanations:
                     ran.append(e)
         if not ran:
             return []
+        alerts = self._alerts(records, step)
+        records.extend(alerts)
         taken = self.write(records, step, sinks)
         self.mark_done(epoch, ran)
         if not taken:
             return []
         self.written_steps.append(step)
+        self._tell(alerts, step)
         return records
 
     def _run_shared(self, model: Any, epoch: int, step: int, sinks: Mapping[str, Sink],
@@ -324,12 +334,30 @@ class Explanations:
 
         def write() -> list[Any]:  # rank zero only
             records = distributed.assemble(gathered, self.policy)
+            alerts = self._alerts(records, step)  # the monitor lives on rank zero
+            records.extend(alerts)
             if not self.write(records, step, sinks):
                 return []
             self.written_steps.append(step)
+            self._tell(alerts, step)  # raising here raises on every rank
             return records
 
         return distributed.on_rank_zero(group, write) or []
+
+    def _alerts(self, records: Sequence[Any], step: int) -> list[Any]:
+        """The drift detectors' alert record of this step (none when nothing fired)."""
+        if self.monitor is None:
+            return []
+        ok, got = self.policy.call("alert.observe", self.monitor.observe, records, step,
+                                   owner="alert")
+        return list(got) if ok else []
+
+    def _tell(self, alerts: Sequence[Any], step: int) -> None:
+        # After the write: an alert is stored before the user's hook can stop the training.
+        if self.on_alert is not None:
+            for rec in alerts:
+                for alert in rec.meta["alerts"]:
+                    self.on_alert({"step": step, **alert})
 
     def _buffering(self, name: str, sink: Sink) -> bool:
         """A sink that keeps what it is given until its backend takes it (``reachable()``):
@@ -371,7 +399,8 @@ class Explanations:
         return {"version": _STATE_VERSION, "last_step": self.last_step, "ids": list(self.ids),
                 "failures": dict(self.policy.failures),
                 "explainers": {e.kind: {"last_step": self.last_steps[e.kind],
-                                        "state": e.state_dict()} for e in self.explainers}}
+                                        "state": e.state_dict()} for e in self.explainers},
+                "alerts": None if self.monitor is None else self.monitor.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if not isinstance(state, Mapping) or "version" not in state:
@@ -398,7 +427,24 @@ class Explanations:
         if dropped:
             logger.info("deepvid: the checkpoint has state of kinds %s that this callback does "
                         "not run; ignored", dropped)
+        if self.monitor is not None and state.get("alerts"):
+            self.monitor.load_state_dict(state["alerts"])
         self.policy.failures.update(state.get("failures", {}))
+
+
+def _monitor(alerts: Any) -> AlertMonitor | None:
+    """``alerts``: True (every detector), False/None (none), a list of detector names, or an
+    :class:`AlertMonitor`."""
+    if alerts is True:
+        return AlertMonitor()
+    if alerts is False or alerts is None:
+        return None
+    if isinstance(alerts, AlertMonitor):
+        return alerts
+    if isinstance(alerts, (list, tuple)):
+        return AlertMonitor(alerts)
+    raise TypeError(f"alerts: expected True, False, a list of detector names or an "
+                    f"AlertMonitor, got {type(alerts).__name__}")
 
 
 __all__ = ["Explanations", "build_explainers", "untouched"]

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 try:
@@ -93,14 +93,15 @@ class DeepVIDLightningCallback(pl.Callback):
                  sinks: Sequence[Sink] | None = None,
                  on_error: str = "warn", progress: bool = True, logdir: Any = None,
                  output_transform: Any = None, forward_fn: Any = None,
-                 step_offset: int = 0):
+                 step_offset: int = 0, alerts: Any = True,
+                 on_alert: Callable[[dict[str, Any]], Any] | None = None):
         super().__init__()
         self.explanations = Explanations(
             instances, ids=ids, labels=labels, class_names=class_names, explainers=explainers,
             generator=generator, train_data=train_data, vae_epochs=vae_epochs,
             every_n_epochs=every_n_epochs, n_neighbours=n_neighbours, radius=radius,
             temperature=temperature, seed=seed, batch_size=batch_size, on_error=on_error,
-            progress=progress, step_offset=step_offset)
+            progress=progress, step_offset=step_offset, alerts=alerts, on_alert=on_alert)
         check_sinks(sinks)
         self.output_transform = check_transform("output_transform", output_transform)
         self.forward_fn = check_transform("forward_fn", forward_fn)

@@ -26,7 +26,7 @@ their hooks in a ``finally``. Failures follow :mod:`.safety`, per kind.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -91,6 +91,14 @@ class DeepVIDCallback:
             :meth:`on_epoch_end` at the same epochs: each explains its share (the tracked
             instances, the probe images), and rank zero gathers the records and alone writes
             (other ranks create no log files and save nothing). See ``docs/distributed.md``.
+        alerts: the explanation-drift detectors run over every explained step's records
+            (``True``, the default: all of them; ``False``; a list of names among
+            ``hot_spot``, ``map_drift``, ``concept_shift``, ``graph_shift``; or an
+            :class:`~deepvid_plugin.methods.alert.monitor.AlertMonitor`). Their alerts are
+            written with the records (kind ``alert``).
+        on_alert: called with each alert (``{"step", "detector", "kind", "subject",
+            "message", "evidence"}``) once it is written: page someone, or raise to stop the
+            training.
 
     A model wrapped in ``DistributedDataParallel`` is explained through its ``module``: the
     wrapper's forward would synchronise buffers with the other ranks, which explain other
@@ -135,7 +143,8 @@ class DeepVIDCallback:
                  mlflow: bool | str | None = None, tracking_uri: str | None = None,
                  sinks: Sequence[Sink] | None = None, on_error: str = "warn",
                  progress: bool = True, output_transform: Any = None, forward_fn: Any = None,
-                 step_offset: int = 0, distributed: Any = None):
+                 step_offset: int = 0, distributed: Any = None, alerts: Any = True,
+                 on_alert: Callable[[dict[str, Any]], Any] | None = None):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module returning logits, got "
                             f"{type(model).__name__}")
@@ -149,7 +158,7 @@ class DeepVIDCallback:
             generator=generator, train_data=train_data, vae_epochs=vae_epochs,
             every_n_epochs=every_n_epochs, n_neighbours=n_neighbours, radius=radius,
             temperature=temperature, seed=seed, batch_size=batch_size, on_error=on_error,
-            progress=progress, step_offset=step_offset)
+            progress=progress, step_offset=step_offset, alerts=alerts, on_alert=on_alert)
         self.explanations.check_model(self._explained)
         if mlflow is not None and not isinstance(mlflow, (bool, str)):
             raise TypeError(f"mlflow: expected True (the active run), a run id string or None, "

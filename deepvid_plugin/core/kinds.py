@@ -56,6 +56,7 @@ BUILTIN = (
     "deepvid_plugin.methods.netdissect.kind",
     "deepvid_plugin.methods.summit.kind",
     "deepvid_plugin.methods.attribution.kind",
+    "deepvid_plugin.methods.alert.kind",
 )
 SUBJECTS = ("instance", "layer", "class", "model")
 

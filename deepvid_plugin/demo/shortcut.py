@@ -69,6 +69,8 @@ class Measured:
     summit_cue_nodes: float  # mean share of Summit's last-layer graph nodes that detect the cue
     trusted: str = ""  # "k/n": DeepVID maps that pass their own evidence (fidelity + deletion)
     cam_pearson: float | None = None  # distilled run: student-teacher CAM Pearson (top-1 class)
+    accuracy_by_epoch: tuple[float, ...] = ()  # test accuracy after each epoch
+    alerts: tuple[dict, ...] = ()  # the drift alerts the callback raised ({step, detector, ...})
 
 
 def _say(msg: str) -> None:
@@ -76,12 +78,39 @@ def _say(msg: str) -> None:
 
 
 def run(args: argparse.Namespace, sizes: Sizes) -> int:
-    import torch
-
     from deepvid_plugin.demo.stories import story
 
     st = story(args.data)
     started = time.perf_counter()
+    out = os.path.abspath(args.out)
+    results, shared, ids = train_runs(args, sizes, st)
+    n_steps = len(results) + 1
+    _say(f"[{n_steps}/{n_steps}] what the shortcut looks like")
+    _say(alert_lines(results))
+    _say(table(results, st))
+    summary = os.path.join(out, "shortcut-summary.json")
+    with open(summary, "w") as f:  # the same numbers for scripts (make screenshots, the tests)
+        json.dump({"data": st.name, "seed": args.seed, "sizes": dataclasses.asdict(sizes),
+                   "ids": ids, "runs": [dataclasses.asdict(r) for r in results]}, f, indent=1)
+    _say(f"      (also in {summary})")
+    _say(f"      the whole demo took {time.perf_counter() - started:.0f}s")
+    _say(where_to_look(out, args.port, results, shared["names"],
+                       shared.get("telling", ids[0]), st, shared.get("telling_text")))
+    if args.no_serve:
+        return 0
+    from deepvid_plugin.demo.serve import serve
+
+    return serve(os.path.join(out, "runs"), args.port,
+                 {"Compare runs (clean vs shortcut)": tensorboard_query(
+                     shared["names"], shared.get("telling", ids[0]))})
+
+
+def train_runs(args: argparse.Namespace, sizes: Sizes, st: Any
+               ) -> tuple[list[Measured], dict[str, Any], list[str]]:
+    """Train and explain the story's runs (clean, shortcut and, when the story has a student,
+    distilled) into ``args.out``: ``(what each run shows, what they share, the tracked ids)``."""
+    import torch
+
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     third = st.student is not None
@@ -109,24 +138,9 @@ def run(args: argparse.Namespace, sizes: Sizes) -> int:
         measured = _train_and_explain(args, sizes, st, name, data, picked, ids, out, stamp, shared)
         results.append(measured)
         _say(f"      done in {time.perf_counter() - t0:.0f}s: test accuracy "
-             f"{measured.test_accuracy:.3f} (train {measured.train_accuracy:.3f})")
-    _say(f"[{n_steps}/{n_steps}] what the shortcut looks like")
-    _say(table(results, st))
-    summary = os.path.join(out, "shortcut-summary.json")
-    with open(summary, "w") as f:  # the same numbers for scripts (make screenshots, the tests)
-        json.dump({"data": st.name, "seed": args.seed, "sizes": dataclasses.asdict(sizes),
-                   "ids": ids, "runs": [dataclasses.asdict(r) for r in results]}, f, indent=1)
-    _say(f"      (also in {summary})")
-    _say(f"      the whole demo took {time.perf_counter() - started:.0f}s")
-    _say(where_to_look(out, args.port, results, shared["names"],
-                       shared.get("telling", ids[0]), st, shared.get("telling_text")))
-    if args.no_serve:
-        return 0
-    from deepvid_plugin.demo.serve import serve
-
-    return serve(os.path.join(out, "runs"), args.port,
-                 {"Compare runs (clean vs shortcut)": tensorboard_query(
-                     shared["names"], shared.get("telling", ids[0]))})
+             f"{measured.test_accuracy:.3f} (train {measured.train_accuracy:.3f}); "
+             f"{len(measured.alerts) or 'no'} alert{'s' if len(measured.alerts) != 1 else ''}")
+    return results, shared, ids
 
 
 def _train_and_explain(args: argparse.Namespace, sizes: Sizes, st: Any, name: str, data: Any,
@@ -169,6 +183,8 @@ def _train_and_explain(args: argparse.Namespace, sizes: Sizes, st: Any, name: st
         explainers.append(CAMAgreement(teacher, st.cam_layer, st.cam_layer, top_k=3))
     logdir = os.path.join(out, "runs", run_name)
     last: list[Any] = []
+    accs: list[float] = []
+    seen: list[dict] = []
     try:
         # One VAE for every run, fitted on the clean run's images (where the cue is random, as at
         # test time): the runs then explain the same instances with the same neighbours, so their
@@ -178,7 +194,7 @@ def _train_and_explain(args: argparse.Namespace, sizes: Sizes, st: Any, name: st
         cb = DeepVIDCallback(model, data.x_test[picked], ids=ids, labels=data.y_test[picked],
                              class_names=list(data.class_names), n_neighbours=sizes.neighbours,
                              seed=args.seed, explainers=explainers, logdir=logdir, mlflow=True,
-                             **source)
+                             on_alert=seen.append, **source)
         cb.prepare()
         shared.setdefault("vae", cb.explanations.deepvid.generator)
         with cb, tqdm(range(sizes.epochs), desc=f"training {name}", unit="epoch") as bar:
@@ -191,6 +207,7 @@ def _train_and_explain(args: argparse.Namespace, sizes: Sizes, st: Any, name: st
                 # TensorBoard scalars and MLflow metrics alike: the DeepVID tab shows the test
                 # accuracy above its grid (the first clue), and the Scalars dashboard charts both
                 cb.log_metrics({"train_loss": loss, "test_accuracy": acc}, step=epoch)
+                accs.append(acc)
                 records = cb.on_epoch_end(epoch)
                 # Network Dissection and Summit run every `every` epochs: keep their latest
                 kinds = {_kind(r) for r in records}
@@ -217,7 +234,8 @@ def _train_and_explain(args: argparse.Namespace, sizes: Sizes, st: Any, name: st
                 f"{r.instance_id}, a {r.class_names[r.label]} the shortcut model calls "
                 f"{r.class_names[r.predicted]} (the links above): its contribution map (weight x "
                 f"input) puts {share:.0%} of its mass on {st.cue_where}.")
-    return measure(name, last, data.test_cue_masks[picked], acc, train_acc, st)
+    return dataclasses.replace(measure(name, last, data.test_cue_masks[picked], acc, train_acc, st),
+                               accuracy_by_epoch=tuple(accs), alerts=tuple(seen))
 
 
 def distill_epoch(kd: Any, model: Any, opt: Any, x: Any, y: Any, generator: Any,
@@ -308,6 +326,40 @@ def _summit_share(records: list[Any], units: set[tuple[str, int]], last_layer: s
         if deep:
             shares.append(sum(d in units for d in deep) / len(deep))
     return float(np.mean(shares)) if shares else float("nan")
+
+
+def gap_epoch(clean: Measured, other: Measured, gap: float = 0.1) -> int | None:
+    """The first epoch where ``other``'s test accuracy trails the clean run's by ``gap`` or
+    more (None: never)."""
+    pairs = zip(clean.accuracy_by_epoch, other.accuracy_by_epoch, strict=False)
+    for epoch, (a, b) in enumerate(pairs):
+        if a - b >= gap:
+            return epoch
+    return None
+
+
+def alert_lines(results: list[Measured]) -> str:
+    """Each run's drift alerts, the first one's epoch next to the epoch where its test accuracy
+    falls behind the clean run's."""
+    clean = next(r for r in results if r.run == "clean")
+    lines = ["  alerts (the tool's own reading of the explanations, every explained epoch):"]
+    for r in results:
+        if not r.alerts:
+            lines.append(f"    {r.run}: none")
+            continue
+        gap = None if r is clean else gap_epoch(clean, r)
+        when = f"first at epoch {r.alerts[0]['step']}"
+        if r is not clean:
+            when += ("; its test accuracy never trails the clean run's by 0.1" if gap is None
+                     else f"; its test accuracy trails the clean run's by 0.1 from epoch {gap}")
+        lines.append(f"    {r.run}: {len(r.alerts)} ({when})")
+        for a in r.alerts[:4]:
+            lines.append(f"      epoch {a['step']} [{a['detector'].replace('_', ' ')}] "
+                         f"{a['message']}")
+        if len(r.alerts) > 4:
+            lines.append(f"      ... and {len(r.alerts) - 4} more (GET alerts?run=..., the "
+                         "DeepVID tab's banner)")
+    return "\n".join(lines)
 
 
 def table(results: list[Measured], st: Any) -> str:

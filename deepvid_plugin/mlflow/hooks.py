@@ -35,12 +35,18 @@ class MLflowHooks:
             ``deepvid/<kind>/<subject>/<name>``; ``None`` means: for layer, class and model kinds
             (a few named subjects, each gathering its numbers), not for instance kinds (one
             number's many instances sit together).
+        tags: ``record -> {tag: value}`` run tags the record sets (the alert kind's latest
+            sentence); default: none.
+        run_metrics: the kind's records describe the whole run (the alert kind's): its metrics
+            are named ``deepvid/<name>``, with no subject and no mean over subjects.
     """
 
     metrics: Callable[[Record, Mapping[str, Any]], Mapping[str, Any]] | None = None
     headline_metric: str = "headline"
     step_image: Callable[[Record], np.ndarray] | None = None
     subject_first_metrics: bool | None = None
+    tags: Callable[[Record], Mapping[str, str]] | None = None
+    run_metrics: bool = False
 
 
 _table: HookTable[MLflowHooks] = HookTable("MLflow hooks", MLflowHooks)

@@ -71,6 +71,8 @@ class RunLink:
 
         tags = [RunTag(layout.REVISION_TAG, f"{self.writer.id}:{item.seq}"),
                 RunTag(layout.SEEN_TAG, str(time.time()))]
+        # tags the item's records set (the alert kind's latest sentence, deepvid.alerts)
+        tags += [RunTag(k, v) for k, v in item.payload.get("tags", {}).items()]
         if item.payload.get("final"):
             closed = dataclasses.replace(self.writer, closed=True)
             tags.append(RunTag(layout.WRITER_TAG, closed.to_json()))

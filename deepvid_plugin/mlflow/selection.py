@@ -39,6 +39,8 @@ def run_metric_names(kind: kinds.Kind) -> list[str]:
     its headline, the mean deletion AUC when the headline is another number, and the share of
     trusted subjects for instance kinds (the others have no trust verdict)."""
     backend = hooks.of(kind)
+    if backend.run_metrics:  # its records are about the run already: nothing to average
+        return []
     names = [f"{backend.headline_metric}_mean"]
     if kind.subject == "instance":
         if backend.headline_metric != "deletion_auc":
@@ -63,6 +65,10 @@ def step_metrics(items: Iterable[tuple[kinds.Kind, Record, Mapping[str, Any], st
         verdicts: list[bool] = []
         for _, env, summary, key in group:
             numbers = hooks.metrics(kind, env, summary)
+            if backend.run_metrics:  # e.g. deepvid/alerts: one number about the whole run
+                out.update({layout.run_metric(layout.LEGACY_KIND, n): v
+                            for n, v in numbers.items()})
+                continue
             for metric_name, value in numbers.items():
                 values.setdefault(metric_name, []).append(value)
                 if subject_metrics:

@@ -374,7 +374,7 @@ class MLflowSink:
             return
         builder = self._spool.begin()
         try:
-            metrics, images = step_upload(step, buffered, builder, self._store, self._imaged,
+            metrics, images, tags = step_upload(step, buffered, builder, self._store, self._imaged,
                                           self._images, self.subject_metrics)
             self._steps_sealed += 1
             if self.viewer_every and self._steps_sealed % self.viewer_every == 0:
@@ -382,7 +382,7 @@ class MLflowSink:
                                             self.viewer_record_budget)
             item = self._spool.commit(builder, {
                 "label": f"step {step}", "step": step, "artifact_path": layout.ROOT,
-                "metrics": metrics, "images": images})
+                "metrics": metrics, "images": images, "tags": tags})
         except BaseException:
             self._spool.discard(builder)
             raise

@@ -36,14 +36,16 @@ def image_spec(store: WrittenStore, name: str, subject: str, step: int, now: int
 
 def step_upload(step: int, buffered: Sequence[Written], builder: Builder, store: WrittenStore,
                 imaged: set[tuple[str, str]], images_plan: selection.ImagePlan | None,
-                subject_metrics: bool = False) -> tuple[list, list]:
+                subject_metrics: bool = False) -> tuple[list, list, dict[str, str]]:
     """Put ``step``'s artifacts into ``builder``; return its metrics (``[name, value,
     timestamp, step]``) and step images (specs the upload thread draws). ``imaged``: the
     ``(kind, subject)`` whose row picture was already handed over (updated);
-    ``images_plan``: which steps get a step card (None: none)."""
+    ``images_plan``: which steps get a step card (None: none). Also returns the run tags the
+    step's records set (the alert kind's latest sentence)."""
     now = int(time.time() * 1000)
     selected: list[tuple[Any, Record, dict, str]] = []
     images: list[dict] = []
+    tags: dict[str, str] = {}
     by_kind: dict[str, list[Written]] = {}
     for entry in buffered:
         by_kind.setdefault(entry[0].name, []).append(entry)
@@ -67,6 +69,8 @@ def step_upload(step: int, buffered: Sequence[Written], builder: Builder, store:
                                  store.path(subject_relpath(name, key)))
             entries.append(entry)
             selected.append((kind, env, summary, key))
+            if backend.tags is not None:
+                tags.update(backend.tags(env))
             if images_plan is not None and backend.step_image is not None and \
                     images_plan.due(name, subject, step, env, summary):
                 images.append(image_spec(store, name, subject, step, now))
@@ -76,7 +80,7 @@ def step_upload(step: int, buffered: Sequence[Written], builder: Builder, store:
             separators=(",", ":"), allow_nan=False).encode("utf-8"))
     metrics = [[k, v, now, step] for k, v in selection.step_metrics(
         selected, subject_metrics=subject_metrics).items()]
-    return metrics, images
+    return metrics, images, tags
 
 
 __all__ = ["Written", "image_spec", "step_upload"]

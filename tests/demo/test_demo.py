@@ -128,6 +128,13 @@ def test_default_demo_shows_the_shortcut_in_every_view(tmp_path):
     # Exp-KD: the student learned the digits from the clean teacher, not the marker
     assert dist["test_accuracy"] > 0.85 and dist["cam_pearson"] > 0.3, dist
     assert dist["gradcam_cue"] < short["gradcam_cue"] / 2, (dist, short)
+    # the drift alerts: the shortcut run is flagged on the top-left marker, the clean run never
+    hot = [a for a in short["alerts"] if a["detector"] == "hot_spot"]
+    assert any("top-left" in a["message"] for a in hot), short["alerts"]
+    assert [a for a in clean["alerts"] if a["detector"] in ("hot_spot", "concept_shift")] == []
+    assert any(a["detector"] == "concept_shift" and "color" in a["message"]
+               for a in short["alerts"]), short["alerts"]
+    assert "alerts (the tool's own reading" in proc.stdout and "clean: none" in proc.stdout
     # the printed table carries the same numbers, one column per run
     for row in ("test accuracy (cue random)", "Grad-CAM mass on the cue", "DeepVID |weight| mass",
                 "pass their evidence", "colour detectors", "digit detectors (last",

@@ -6,8 +6,9 @@ A :class:`Story` says everything the demo needs to know about one data set: its 
 ``clean`` and a ``shortcut`` run, its model and the layers the layer kinds read, a probe set for
 Network Dissection, and which concepts are the cue's and which the task's. Two stories:
 
-- ``marked-digits`` (:mod:`.digits`, the default): scikit-learn's digits with a one-pixel dot in the
-  blank side columns whose row gives the label in the shortcut run's training set;
+- ``marked-digits`` (:mod:`.digits`, the default): scikit-learn's digits with a 2x2 marker in the
+  top-left corner whose colour gives the label in the shortcut run's training set (variants for
+  the alerts benchmark: ``marked-digits-bottom-right``, and ``framed-digits``, a coloured frame);
 - ``shapes`` (:mod:`.shapes`): rendered shapes with a corner marker whose colour gives the label.
 
 Both runs of a story share the test set, so they track the same instances under the same ids.
@@ -68,6 +69,10 @@ def story(name: str) -> Story:
     """The story called ``name`` (one of :data:`NAMES`)."""
     if name == "marked-digits":
         from deepvid_plugin.demo.stories.digits import STORY
+    elif name in ("marked-digits-bottom-right", "framed-digits"):
+        from deepvid_plugin.demo.stories.digits import make_story
+
+        return make_story("bottom-right" if name == "marked-digits-bottom-right" else "border")
     elif name == "shapes":
         from deepvid_plugin.demo.stories.shapes import STORY
     else:
@@ -75,4 +80,4 @@ def story(name: str) -> Story:
     return STORY
 
 
-NAMES = ("marked-digits", "shapes")
+NAMES = ("marked-digits", "shapes", "marked-digits-bottom-right", "framed-digits")

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from deepvid_plugin.core import card, encode, kinds, render
+from deepvid_plugin.core import card, encode, kinds, render, signals
 from deepvid_plugin.core.record import Record
 from deepvid_plugin.mlflow import hooks as mlflow_hooks
 
@@ -191,6 +191,18 @@ def _step_image(record: Record) -> np.ndarray:
     return card.draw(lines, panels)
 
 
+def _signal(record: Record) -> signals.MapSignal:
+    # The student's map of the teacher's top class: what this run's model (the student) uses.
+    meta = record.meta
+    image = record.arrays.get("image")
+    return signals.MapSignal(record.subject,
+                             np.asarray(record.arrays["cam_student"][0], np.float64),
+                             None if image is None else np.asarray(image, np.float64),
+                             int(meta["pred"]), meta.get("label"),
+                             signals.trust_of(meta.get("evidence")))
+
+
+signals.register(NAME, _signal)
 mlflow_hooks.register(NAME, mlflow_hooks.MLflowHooks(metrics=_metrics, headline_metric="pearson",
                                                      step_image=_step_image))
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from deepvid_plugin.api import hooks as api_hooks
-from deepvid_plugin.core import encode, kinds
+from deepvid_plugin.core import encode, kinds, signals
 from deepvid_plugin.core.record import Record
 from deepvid_plugin.methods.deepvid.record import ARRAYS, OPTIONAL, ExplanationRecord
 from deepvid_plugin.mlflow import hooks as mlflow_hooks
@@ -172,6 +172,22 @@ def _class_map(record: Record, cls: int) -> np.ndarray | None:
     return _view(record).weight_map(cls)
 
 
+def _signal(record: Record) -> signals.MapSignal | None:
+    # The contribution map w[pred] * x (a region student's region weights): what the UI draws
+    # and the evidence scores.
+    rec = _view(record)
+    k = rec.predicted
+    contribution = rec.contribution_map(k)
+    if contribution is None:  # a hand-made record without its prediction's map
+        return None
+    image = np.asarray(rec.image, np.float64)
+    if not np.isfinite(image).all():  # read back without its per-subject image
+        image = None
+    return signals.MapSignal(rec.instance_id, contribution, image, k, rec.label,
+                             bool(rec.trustworthy) if "trustworthy" in rec.fidelity else None)
+
+
+signals.register(KIND.name, _signal)
 mlflow_hooks.register(KIND.name, mlflow_hooks.MLflowHooks(
     metrics=_metrics, headline_metric="fidelity", step_image=_step_image))
 api_hooks.register(KIND.name, api_hooks.ApiHooks(record_json=_record_json,

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from deepvid_plugin.api import hooks as api_hooks
-from deepvid_plugin.core import encode, kinds
+from deepvid_plugin.core import encode, kinds, signals
 from deepvid_plugin.core.record import Record
 from deepvid_plugin.mlflow import hooks as mlflow_hooks
 
@@ -146,6 +146,16 @@ def _class_map(record: Record, cls: int) -> np.ndarray | None:
     return None
 
 
+def _signal(record: Record) -> signals.MapSignal:
+    meta = record.meta
+    image = record.arrays.get("image")
+    return signals.MapSignal(record.subject, np.asarray(record.arrays["cam_pred"], np.float64),
+                             None if image is None else np.asarray(image, np.float64),
+                             int(meta["pred"]), meta.get("label"),
+                             signals.trust_of(meta.get("evidence")))
+
+
+signals.register(NAME, _signal)
 mlflow_hooks.register(NAME, mlflow_hooks.MLflowHooks(metrics=_metrics,
                                                      headline_metric="deletion_auc"))
 api_hooks.register(NAME, api_hooks.ApiHooks(class_map=_class_map))

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from deepvid_plugin.core import encode, kinds
+from deepvid_plugin.core import encode, kinds, signals
 from deepvid_plugin.core.record import Record
 from deepvid_plugin.mlflow import hooks as mlflow_hooks
 
@@ -174,6 +174,29 @@ def _metrics(record: Record, summary: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _units_per_category(categories: list[str], unit_category: np.ndarray) -> dict[str, int]:
+    return {c: int(np.sum(unit_category == c)) for c in categories}
+
+
+def _signal(record: Record) -> signals.ConceptSignal:
+    meta, arrays = record.meta, record.arrays
+    categories = list(meta["categories"])
+    label_category = np.asarray(meta["label_category"] + [""], dtype=object)
+    labels = arrays["label"].astype(np.int64)
+    # a unit that is no detector gets "" (index -1 -> the appended "")
+    unit = np.where(arrays["detector"].astype(bool), labels, -1)
+    unit_category = label_category[unit]
+    baseline = None
+    if "baseline_label" in arrays and "baseline_iou" in arrays:
+        base = np.where(arrays["baseline_iou"] > float(meta["iou_threshold"]),
+                        arrays["baseline_label"].astype(np.int64), -1)
+        baseline = _units_per_category(categories, label_category[base])
+    return signals.ConceptSignal(record.subject, int(meta["shape"][0]),
+                                 _units_per_category(categories, unit_category), baseline,
+                                 unit_category)
+
+
+signals.register(NAME, _signal)
 mlflow_hooks.register(NAME, mlflow_hooks.MLflowHooks(metrics=_metrics,
                                                      headline_metric="unique_detectors"))
 

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from deepvid_plugin.core import kinds
+from deepvid_plugin.core import kinds, signals
 from deepvid_plugin.core.record import Record
 from deepvid_plugin.mlflow import hooks as mlflow_hooks
 
@@ -177,6 +177,18 @@ def _metrics(record: Record, summary: Mapping[str, Any]) -> dict[str, Any]:
     return {"stability": record.meta.get("stability")}
 
 
+def _signal(record: Record) -> signals.GraphSignal:
+    a, meta = record.arrays, record.meta
+    layers = meta["layers"]
+    head = len(layers) - 1  # the classifier's nodes are the classes, not channels
+    nodes = tuple((layers[int(li)], int(ch)) for li, ch in zip(a["node_layer"], a["node_channel"],
+                                                                 strict=True) if int(li) != head)
+    stability = meta.get("stability")
+    return signals.GraphSignal(record.subject, nodes,
+                               None if stability is None else float(stability))
+
+
+signals.register(NAME, _signal)
 mlflow_hooks.register(NAME, mlflow_hooks.MLflowHooks(metrics=_metrics,
                                                      headline_metric="stability"))
 
