@@ -391,3 +391,24 @@ def step_part(record: Any) -> Record:
 
     env = record.to_record() if hasattr(record, "to_record") else record
     return env.without(kinds.get(env.kind).per_subject)
+
+
+def make_alert_record(instance_id: str = "run", step: int = 0, seed: int = 0,
+                      schema_version: int = SCHEMA_VERSION, class_names=None,
+                      **_ignored) -> Record:
+    """An ``alert`` record at ``step`` (its subject is the run; ``instance_id`` names it so
+    contract tests can pass one set of arguments to every kind): one hot-spot alert."""
+    from deepvid_plugin.core import kinds
+
+    alert = {"detector": "hot_spot", "kind": "deepvid", "subject": "run",
+             "message": f"step {step}: the model looks at the top-left corner (seed {seed})",
+             "evidence": {"instances": ["a", "b"], "share": 0.75 + 0.01 * step}}
+    record = Record(kind="alert", subject=instance_id, step=step, arrays={},
+                    meta={"alerts": [alert], "class_names": list(class_names) if class_names
+                          is not None else [str(k) for k in range(10)]},
+                    settings={"detectors": ["hot_spot"]},
+                    schema_version=schema_version)
+    return kinds.prepare(record)[1]
+
+
+FACTORIES["alert"] = make_alert_record
