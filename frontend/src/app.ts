@@ -11,7 +11,7 @@ import { detailKinds } from "./detail";
 import { emptyState, errorBox, loadingState } from "./states";
 import { TimelinePage } from "./timeline_page";
 import { renderToolbar } from "./toolbar";
-import type { Instance, InstancesResp, KindInfo, KindsResp, MetricsResp, RunInfo, RunsResp, Timeline } from "./types";
+import type { AlertsResp, Instance, InstancesResp, KindInfo, KindsResp, MetricsResp, RunInfo, RunsResp, Timeline } from "./types";
 import { linkWarning, type CompareLink, type Link, type LinkKey } from "./url";
 import { instanceView, pageViews, viewFor } from "./views";
 import { warningsSummary } from "./warnings";
@@ -203,6 +203,8 @@ export class App implements Shell {
     early?.catch(() => undefined); // a failure is reported by the await below
     const metrics = this.source.get<MetricsResp>("metrics", { run });
     metrics.catch(() => undefined); // older backends have no metrics: the strip says so
+    const alerts = this.source.get<AlertsResp>("alerts", { run });
+    alerts.catch(() => undefined); // older backends and runs without the alert kind: no banner
     try {
       if (runChanged) this.kinds = await this.loadKinds(run);
       const grid = this.gridKinds().map((k) => k.kind);
@@ -232,7 +234,7 @@ export class App implements Shell {
     }
     this.pickSelection(data);
     this.leaveTimeline();
-    this.page = new TimelinePage(this, this.body, data, metrics, () => this.toolbar.getBoundingClientRect().bottom);
+    this.page = new TimelinePage(this, this.body, data, metrics, alerts, () => this.toolbar.getBoundingClientRect().bottom);
     this.openLinkedPanel();
     this.syncStep(); // marks the selection (and writes the link)
   }

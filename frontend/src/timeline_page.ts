@@ -2,6 +2,7 @@
 // the run's metric on the grid's step axis, the grid, the instance panel, and the detail drawer
 // beside the grid. It draws the shell's selection (app.instance, app.step, app.detailKind); the
 // shell (app.ts) owns that state and the loading.
+import { alertInstance, alertsBanner, markAlertSteps } from "./alerts";
 import { renderDetail } from "./detail";
 import { append, h } from "./dom";
 import { drawer, type Drawer } from "./drawer";
@@ -11,7 +12,7 @@ import { metricStrip, type MetricStrip } from "./metric_strip";
 import { renderOverview, type Overview } from "./overview";
 import type { Shell } from "./shell";
 import { errorBox, loadingState } from "./states";
-import type { InstancesResp, KindInfo, MetricsResp } from "./types";
+import type { AlertsResp, InstancesResp, KindInfo, MetricsResp } from "./types";
 import { instanceView, viewFor } from "./views";
 
 export class TimelinePage {
@@ -23,7 +24,7 @@ export class TimelinePage {
   private live = true;
 
   constructor(private readonly app: Shell, body: HTMLElement, private readonly data: InstancesResp,
-    metrics: Promise<MetricsResp>, private readonly top: () => number) {
+    metrics: Promise<MetricsResp>, alerts: Promise<AlertsResp>, private readonly top: () => number) {
     const view = instanceView(app.kind);
     const maps = (view?.cellMaps ?? []).filter((m) => this.hasMap(m.key));
     if (app.gridMap !== null && maps.length && !maps.some((m) => m.key === app.gridMap)) {
@@ -42,6 +43,20 @@ export class TimelinePage {
     const slot = h("div", { class: "metric-slot" });
     this.overview.scroller.before(slot);
     this.renderSidebar();
+    // the drift alerts first: above everything, and marked on the grid's step axis
+    const alertSlot = h("div", { class: "alert-slot" });
+    main.prepend(alertSlot);
+    alerts.then((resp) => {
+      if (!this.live) return;
+      app.addWarnings(resp.warnings);
+      const banner = alertsBanner(resp, (a) => {
+        const id = alertInstance(a);
+        if (id !== null && data.instances.some((i) => i.id === id)) app.selectInstance(id, a.step);
+        else app.selectStep(a.step);
+      });
+      if (banner) alertSlot.replaceChildren(banner);
+      markAlertSteps(this.overview.scroller, resp);
+    }, () => undefined);
     metrics.then((resp) => {
       if (!this.live) return;
       app.addWarnings(resp.warnings);

@@ -231,3 +231,19 @@ export interface EnvelopeRecordResp {
   settings: Record<string, unknown>;
   warnings: string[];
 }
+
+/** One explanation-drift alert (`alerts?run=R`, http_api.md). */
+export interface Alert {
+  step: number;
+  detector: string;
+  kind: string;
+  subject: string;
+  message: string;
+  evidence: Record<string, unknown>;
+}
+
+export interface AlertsResp {
+  run: string;
+  alerts: Alert[];
+  warnings: string[];
+}

@@ -4,6 +4,7 @@ route of a real TensorBoard (both loaders) and of the MLflow app."""
 
 from __future__ import annotations
 
+import os
 import urllib.parse
 
 import numpy as np
@@ -111,3 +112,36 @@ def test_alerts_route_in_the_mlflow_app(mlflow_app_server):
     history = client.get_metric_history(run, "deepvid/alerts")
     assert [m.step for m in history] == sorted({a["step"] for a in seen})
     assert client.get_run(run).data.tags["deepvid.alerts"].startswith(f"step {seen[-1]['step']}")
+
+
+FRAME = "iframe[src*='plugin_entry.html?name=deepvid']"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_alert_banner_and_step_marks_in_the_deepvid_tab(tensorboard_server, logdir, page,
+                                                        artifacts_dir):
+    """What a user sees first in the DeepVID tab: the banner naming the alert, a mark on the
+    step axis where it fired, and a click on the alert that selects that step."""
+    root, seen = logdir
+    base = tensorboard_server(root, load_fast="false")
+    wait_for_json(base + "/data/plugin/deepvid/alerts?run=shortcut",
+                  lambda b: isinstance(b, dict) and b.get("alerts"))
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(base + "/#deepvid")
+    frame = page.frame_locator(FRAME)
+    banner = frame.locator("[data-testid=alert-banner]")
+    banner.wait_for()
+    text = banner.inner_text()
+    assert f"from step {seen[0]['step']}" in text and "top-left" in text, text
+    items = frame.locator("[data-testid=alert-item]")
+    assert items.count() == len(seen)
+    marks = frame.locator("[data-testid=alert-step]")
+    assert sorted({int(marks.nth(i).get_attribute("data-step")) for i in range(marks.count())}) \
+        == sorted({a["step"] for a in seen})
+    assert "top-left" in (marks.first.get_attribute("title") or "")
+    items.first.click()  # selects the alert's step (and the first instance it names)
+    selected = frame.locator("[data-testid=overview-cell].selected")
+    selected.first.wait_for()
+    assert selected.first.get_attribute("data-step") == str(seen[0]["step"])
+    page.screenshot(path=os.path.join(artifacts_dir, "alerts_banner.png"), full_page=True)
