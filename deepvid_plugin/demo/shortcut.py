@@ -196,7 +196,8 @@ def _train_and_explain(args: argparse.Namespace, sizes: Sizes, st: Any, name: st
                              seed=args.seed, explainers=explainers, logdir=logdir, mlflow=True,
                              on_alert=seen.append, **source)
         cb.prepare()
-        shared.setdefault("vae", cb.explanations.deepvid.generator)
+        if cb.explanations.deepvid.generator is not None:  # none for region students (shapes)
+            shared.setdefault("vae", cb.explanations.deepvid.generator)
         with cb, tqdm(range(sizes.epochs), desc=f"training {name}", unit="epoch") as bar:
             for epoch in bar:
                 if kd is None:

@@ -66,7 +66,8 @@ def test_region_maps_in_the_deepvid_tab(tensorboard_server, region_logdir, page,
     assert focus.locator("[data-testid=focus-contribution]").count() == 0  # regions: one map
     legend = panel.locator("[data-testid=map-legend]").inner_text()
     assert f"read {int(rec.segments.max()) + 1} regions" in legend
-    # only the kept classes, each clickable into the focus view
+    # only the kept classes, each clickable into the focus view (their section folds: open it)
+    panel.locator("[data-testid=detail-section] > summary", has_text="per class").first.click()
     kept = panel.locator("[data-testid=class-map]")
     assert kept.count() == len(rec.classes) == 3
     assert sorted(int(c) for c in kept.evaluate_all("els => els.map(e => e.dataset.class)")) == \

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepvid_plugin.core import kinds
+from deepvid_plugin.core import card, kinds
 from deepvid_plugin.core.explainer import ExplainContext
 from deepvid_plugin.core.record import Record
 from deepvid_plugin.methods.cam_agreement.explainer import CAMAgreement, pearson, top_iou
@@ -251,15 +251,17 @@ def test_step_image_draws_both_maps_side_by_side():
     _, same = explain(Net(), Net(), images(k=1))
     _, shifted = explain(Net(), Net(shift=3), images(k=1))
     img = draw(same[0])
-    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
-    assert img.shape[0] >= 160 and img.shape[1] > 2 * 160  # two panels, pixels upscaled
+    assert img.dtype == np.uint8 and img.shape == (card.HEIGHT, card.WIDTH, 3)  # a step card
 
-    def panels(a):  # the two map panels (header, title strip and padding cut off)
-        h = a.shape[0]
-        half = (a.shape[1] - 10) // 2
-        return a[h - 10 - 156:h - 14, 12:half - 4], a[h - 10 - 156:h - 14, half + 12:-14]
+    def panels(a):  # the two map panels of the card (core/card.py's geometry), keys cut off
+        slot = (card.WIDTH - card.TEXT_W - 2 * card.PAD) // 2
+        side = min(slot - card.PAD, card.HEIGHT - 3 * card.TEXT_PX - 4 * card.PAD)
+        y0 = card.PAD + card.TEXT_PX + 6
+        x = [card.TEXT_W + card.PAD + i * slot + (slot - side) // 2 for i in (0, 1)]
+        return [a[y0 + 1:y0 + side - 1, x0 + 1:x0 + side - 1] for x0 in x]
 
     left, right = panels(img)
+    assert left.std() > 0  # a map is drawn there, not blank card
     assert np.array_equal(left, right)  # identical networks: identical maps
     left, right = panels(draw(shifted[0]))
     assert not np.array_equal(left, right)
