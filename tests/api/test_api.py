@@ -473,8 +473,8 @@ def test_compare_takes_kind():
 
 
 def test_route_table_serves_every_route(mixed):
-    assert list(api.ROUTES) == ["runs", "kinds", "instances", "timeline", "record", "metrics",
-                                "compare"]
+    assert list(api.ROUTES) == ["runs", "kinds", "alerts", "instances", "timeline", "record",
+                                "metrics", "compare"]
     body, status = api.respond(mixed, "kinds", {"run": "r1"})
     assert status == 200 and body == api.kinds_impl(mixed, "r1")
     body, status = api.respond(mixed, "record", {"run": "r1", "instance": "a", "step": "1",
