@@ -52,10 +52,10 @@ def _vae(x: torch.Tensor, epochs: int):
     """A VAE fitted on ``x``, cached under benchmarks/.cache by a fingerprint of the data."""
     import hashlib
 
-    from benchmarks.bench_faithfulness import _fit_vae
+    from benchmarks.faithfulness_workloads import fit_vae
 
     digest = hashlib.sha1(x.contiguous().numpy().tobytes()).hexdigest()[:16]
-    return _fit_vae(x, epochs, {"data": "callback", "sha1": digest})[0]
+    return fit_vae(x, epochs, {"data": "callback", "sha1": digest})[0]
 
 
 def _train_epoch(model, opt, x, y, batch: int, gen: torch.Generator,

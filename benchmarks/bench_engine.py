@@ -75,10 +75,11 @@ class Teacher:
 def digits_teacher(quick: bool) -> Teacher:
     # The faithfulness benchmark's digits CNN and VAE (same recipe as the demo's
     # train_digits_cnn: 15 epochs of Adam), cached under benchmarks/.cache between runs.
-    from benchmarks.bench_faithfulness import digits_workload
+    from benchmarks.faithfulness_workloads import digits_workload
 
     w = digits_workload(K)
-    return Teacher("digits CNN (1x8x8)", w.model, w.vae, w.vae_note, w.x, w.teacher_note)
+    # the workload's note names the teacher and its VAE (faithfulness_workloads.py)
+    return Teacher("digits CNN (1x8x8)", w.model, w.vae, "see the teacher's note", w.x, w.note)
 
 
 def smooth_images(n: int, seed: int) -> torch.Tensor:
@@ -97,10 +98,10 @@ def resnet_teacher(quick: bool) -> Teacher:
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
-    from benchmarks.bench_faithfulness import _fit_vae
+    from benchmarks.faithfulness_workloads import fit_vae
 
     n = 256 if quick else 1024
-    vae, vae_note = _fit_vae(smooth_images(n, seed=1), 1 if quick else 5,
+    vae, vae_note = fit_vae(smooth_images(n, seed=1), 1 if quick else 5,
                              {"data": "smooth32", "n": n})
     return Teacher("ResNet-18 random init (3x32x32)", model, vae,
                    f"{vae_note} (synthetic smooth 32x32 colour images)",
